@@ -1,0 +1,317 @@
+//! Test support: start the real `roster` binary on a free loopback port with a temporary data
+//! directory, kill it with SIGKILL, restart it on the same directory; and a small blocking raw-protocol
+//! client built on `roster-proto`, for exact byte-level checks (handshake refusals, bad input, ordering).
+#![allow(dead_code)]
+
+use bytes::{Bytes, BytesMut};
+use roster_proto::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `roster serve` process.
+pub struct Roster {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Roster {
+    /// Starts a node with extra `serve` flags.
+    pub fn start(extra: &[&str]) -> Roster {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = dir.path().join("server.log");
+        let mut r = Roster { addr, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None, log };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .arg("serve")
+            .arg("--client-addr")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.extra)
+            .env("ROSTER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("roster binary runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if four_letter(self.addr, "ruok").map(|s| s == "imok").unwrap_or(false) {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("roster exited with {status} while starting; log:\n{}", self.log_text());
+                }
+            }
+            assert!(Instant::now() < deadline, "roster did not start; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Roster {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- roster log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Sends a four-letter word and reads the whole answer.
+pub fn four_letter(addr: SocketAddr, word: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(word.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// A blocking raw ZooKeeper-protocol client.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub session_id: i64,
+    pub passwd: Bytes,
+    pub timeout: i32,
+    pub events: Vec<(i64, WatcherEvent)>,
+    pub last_zxid: i64,
+    buf: BytesMut,
+    xid: i32,
+}
+
+/// What a reply carried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub xid: i32,
+    pub zxid: i64,
+    pub err: i32,
+    pub body: Option<Response>,
+}
+
+impl Raw {
+    /// Connects and completes a handshake; `Err` carries the refusal (timeout 0) or the I/O error.
+    pub fn connect_with(addr: SocketAddr, req: ConnectRequest) -> Result<Raw, String> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut raw = Raw {
+            stream,
+            session_id: 0,
+            passwd: Bytes::new(),
+            timeout: 0,
+            events: vec![],
+            last_zxid: 0,
+            buf: BytesMut::new(),
+            xid: 0,
+        };
+        let mut out = BytesMut::new();
+        write_frame(&mut out, |b| req.encode(b));
+        raw.stream.write_all(&out).map_err(|e| e.to_string())?;
+        let body = raw.read_frame().map_err(|e| format!("handshake: {e}"))?;
+        let resp: ConnectResponse = decode_exact(&body).map_err(|e| e.to_string())?;
+        if resp.timeout <= 0 {
+            return Err(format!("refused: {resp:?}"));
+        }
+        raw.session_id = resp.session_id;
+        raw.passwd = resp.passwd;
+        raw.timeout = resp.timeout;
+        Ok(raw)
+    }
+
+    /// A new session with the given timeout.
+    pub fn connect(addr: SocketAddr, timeout: i32) -> Raw {
+        Raw::connect_with(
+            addr,
+            ConnectRequest { timeout, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+        )
+        .expect("connects")
+    }
+
+    /// Reads one frame body.
+    pub fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            if let Some((Frame::Packet(p), used)) = parse_frame(&self.buf, 1 << 24, false)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                let b = Bytes::copy_from_slice(p);
+                let _ = self.buf.split_to(used);
+                return Ok(b);
+            }
+            let mut tmp = [0u8; 65536];
+            let n = self.stream.read(&mut tmp)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Sends a request without waiting; returns its xid.
+    pub fn send(&mut self, req: &Request) -> i32 {
+        self.xid += 1;
+        let xid = match req {
+            Request::Ping => xid::PING,
+            Request::Auth(_) => xid::AUTH,
+            Request::SetWatches(_) | Request::SetWatches2(_) => xid::SET_WATCHES,
+            _ => self.xid,
+        };
+        let mut out = BytesMut::new();
+        write_frame(&mut out, |b| {
+            RequestHeader { xid, op_type: req.op_code().code() }.encode(b);
+            req.encode_body(b);
+        });
+        self.stream.write_all(&out).unwrap();
+        xid
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads the next reply (not a notification), recording notifications on the way.
+    pub fn recv(&mut self, op: OpCode) -> std::io::Result<Reply> {
+        loop {
+            let body = self.read_frame()?;
+            let mut b: &[u8] = &body;
+            let h = ReplyHeader::decode(&mut b).unwrap();
+            if h.xid == xid::NOTIFICATION {
+                let ev: WatcherEvent = decode_exact(b).unwrap();
+                self.events.push((h.zxid, ev));
+                continue;
+            }
+            if h.zxid > self.last_zxid {
+                self.last_zxid = h.zxid;
+            }
+            let body = if h.err == 0 && !b.is_empty() { Some(Response::decode(op, b).unwrap()) } else { None };
+            return Ok(Reply { xid: h.xid, zxid: h.zxid, err: h.err, body });
+        }
+    }
+
+    /// Sends and waits for the reply.
+    pub fn call(&mut self, req: Request) -> Reply {
+        let op = req.op_code();
+        let xid = self.send(&req);
+        let r = self.recv(op).expect("reply");
+        assert_eq!(r.xid, xid, "reply out of order");
+        r
+    }
+
+    /// Waits for a notification.
+    pub fn next_event(&mut self) -> std::io::Result<WatcherEvent> {
+        if !self.events.is_empty() {
+            return Ok(self.events.remove(0).1);
+        }
+        let body = self.read_frame()?;
+        let mut b: &[u8] = &body;
+        let h = ReplyHeader::decode(&mut b).unwrap();
+        assert_eq!(h.xid, xid::NOTIFICATION, "expected a notification, got reply {h:?}");
+        Ok(decode_exact(b).unwrap())
+    }
+
+    pub fn create(&mut self, path: &str, data: &[u8], flags: i32) -> Reply {
+        self.call(Request::Create(CreateRequest {
+            path: path.into(),
+            data: Bytes::copy_from_slice(data),
+            acl: Acl::open_unsafe(),
+            flags,
+        }))
+    }
+
+    pub fn get(&mut self, path: &str, watch: bool) -> Reply {
+        self.call(Request::GetData(GetDataRequest { path: path.into(), watch }))
+    }
+
+    pub fn exists(&mut self, path: &str, watch: bool) -> Reply {
+        self.call(Request::Exists(ExistsRequest { path: path.into(), watch }))
+    }
+
+    pub fn set(&mut self, path: &str, data: &[u8], version: i32) -> Reply {
+        self.call(Request::SetData(SetDataRequest { path: path.into(), data: Bytes::copy_from_slice(data), version }))
+    }
+
+    pub fn delete(&mut self, path: &str, version: i32) -> Reply {
+        self.call(Request::Delete(DeleteRequest { path: path.into(), version }))
+    }
+
+    pub fn children(&mut self, path: &str, watch: bool) -> Reply {
+        self.call(Request::GetChildren(GetChildrenRequest { path: path.into(), watch }))
+    }
+
+    /// Closes the session politely.
+    pub fn close(mut self) {
+        let _ = self.call(Request::CloseSession);
+    }
+
+    /// The handshake to resume this session on a new connection.
+    pub fn resume_request(&self) -> ConnectRequest {
+        ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: self.last_zxid,
+            timeout: self.timeout,
+            session_id: self.session_id,
+            passwd: self.passwd.clone(),
+            read_only: Some(false),
+        }
+    }
+}
+
+/// The data of a getData reply.
+pub fn data_of(r: &Reply) -> Vec<u8> {
+    match &r.body {
+        Some(Response::GetData(g)) => g.data.to_vec(),
+        other => panic!("not getData: {other:?} (err {})", r.err),
+    }
+}
+
+/// The stat of a reply that carries one.
+pub fn stat_of(r: &Reply) -> Stat {
+    match &r.body {
+        Some(Response::GetData(g)) => g.stat.clone(),
+        Some(Response::Stat(s)) => s.clone(),
+        Some(Response::Create2(c)) => c.stat.clone(),
+        other => panic!("no stat: {other:?} (err {})", r.err),
+    }
+}

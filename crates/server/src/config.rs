@@ -1,0 +1,186 @@
+//! Server configuration: every setting with its default, loadable from an optional TOML file.
+//!
+//! Precedence (highest first): command-line flags, `ROSTER_*` environment variables, the TOML file
+//! (`--config`), then the defaults here. The binary's clap parser handles flags and environment and calls
+//! [`Config::merge_over`]. The defaults make `roster serve` a usable single node with no file at all.
+//!
+//! Left out: TLS and SASL (not yet supported), ensemble settings (the ensemble issue adds them).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// All server settings. Field docs are the `roster serve --help` texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address for ZooKeeper clients and four-letter words.
+    pub client_addr: SocketAddr,
+    /// Directory for the Raft log, snapshots and metadata; created if missing.
+    pub data_dir: PathBuf,
+    /// Smallest session timeout granted, ms (ZooKeeper: minSessionTimeout).
+    pub min_session_timeout_ms: i32,
+    /// Largest session timeout granted, ms (ZooKeeper: maxSessionTimeout).
+    pub max_session_timeout_ms: i32,
+    /// Largest frame accepted from a client, bytes (ZooKeeper: jute.maxbuffer).
+    pub max_frame_bytes: usize,
+    /// Most concurrent connections from one client IP address; 0 means no limit (ZooKeeper: maxClientCnxns).
+    pub max_connections_per_ip: usize,
+    /// Most watches one connection may hold; 0 means no limit.
+    pub max_watches_per_session: usize,
+    /// Four-letter words answered on the client port: a comma-separated list, or `*` for all.
+    pub four_letter_words: String,
+    /// Digest of the super user, `super:<base64 sha1>` as made by `roster digest super:PASSWORD`
+    /// (ZooKeeper: zookeeper.DigestAuthenticationProvider.superDigest). Unset: no super user.
+    pub super_digest: Option<String>,
+    /// Whether TTL nodes may be created (ZooKeeper: extendedTypesEnabled, off there by default).
+    pub ttl_nodes: bool,
+    /// Take a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// How often session deadlines are checked, ms. Expiry happens within one tick after the timeout.
+    pub session_tick_ms: u64,
+    /// Log filter (tracing EnvFilter syntax), for example `info` or `roster_server=debug`.
+    pub log: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            client_addr: "127.0.0.1:2181".parse().expect("valid default address"),
+            data_dir: PathBuf::from("roster-data"),
+            min_session_timeout_ms: 4_000,
+            max_session_timeout_ms: 40_000,
+            max_frame_bytes: roster_proto::DEFAULT_MAX_FRAME,
+            max_connections_per_ip: 2_000,
+            max_watches_per_session: 1_000_000,
+            four_letter_words: "*".to_string(),
+            super_digest: None,
+            ttl_nodes: true,
+            snapshot_every: 100_000,
+            session_tick_ms: 20,
+            log: "info,openraft=warn".to_string(),
+            log_format: "text".to_string(),
+        }
+    }
+}
+
+/// A configuration problem, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("config file {path} is invalid: {message} (see `roster serve --help` for the settings)")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; missing keys keep their defaults, unknown keys are errors.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return Err(ConfigError::Invalid {
+                setting: "min-session-timeout-ms / max-session-timeout-ms",
+                message: format!(
+                    "need 0 < min <= max, got min {} and max {}",
+                    self.min_session_timeout_ms, self.max_session_timeout_ms
+                ),
+            });
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > i32::MAX as usize {
+            return Err(ConfigError::Invalid {
+                setting: "max-frame-bytes",
+                message: format!("must be between 1024 and 2^31-1, got {}", self.max_frame_bytes),
+            });
+        }
+        if self.session_tick_ms == 0 || self.session_tick_ms > 1000 {
+            return Err(ConfigError::Invalid {
+                setting: "session-tick-ms",
+                message: format!("must be between 1 and 1000, got {}", self.session_tick_ms),
+            });
+        }
+        if self.snapshot_every == 0 {
+            return Err(ConfigError::Invalid { setting: "snapshot-every", message: "must be at least 1".into() });
+        }
+        if let Some(d) = &self.super_digest {
+            if !d.contains(':') {
+                return Err(ConfigError::Invalid {
+                    setting: "super-digest",
+                    message: "expected user:base64digest, as printed by `roster digest super:PASSWORD`".into(),
+                });
+            }
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(ConfigError::Invalid { setting: "log-format", message: "must be text or json".into() });
+        }
+        Ok(())
+    }
+
+    /// Whether a four-letter word is allowed by the `four_letter_words` list.
+    pub fn four_letter_word_allowed(&self, word: &str) -> bool {
+        self.four_letter_words.split(',').map(str::trim).any(|w| w == "*" || w == word)
+    }
+
+    /// Clamps a requested session timeout into `[min, max]`.
+    pub fn negotiate_timeout(&self, requested: i32) -> i32 {
+        requested.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_file_overrides() {
+        Config::default().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("roster.toml");
+        std::fs::write(&p, "client_addr = \"127.0.0.1:3000\"\nmax_session_timeout_ms = 60000\n").unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.client_addr.port(), 3000);
+        assert_eq!(c.max_session_timeout_ms, 60000);
+        assert_eq!(c.min_session_timeout_ms, 4000);
+        std::fs::write(&p, "no_such_setting = 1\n").unwrap();
+        assert!(Config::from_file(&p).unwrap_err().to_string().contains("no_such_setting"));
+    }
+
+    #[test]
+    fn timeout_clamp_and_whitelist() {
+        let mut c = Config::default();
+        assert_eq!(c.negotiate_timeout(100), 4000);
+        assert_eq!(c.negotiate_timeout(100_000), 40_000);
+        assert_eq!(c.negotiate_timeout(10_000), 10_000);
+        c.four_letter_words = "ruok, srvr".into();
+        assert!(c.four_letter_word_allowed("srvr"));
+        assert!(!c.four_letter_word_allowed("dump"));
+        c.min_session_timeout_ms = 50_000;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! The client port: accepts TCP connections, enforces the per-address connection limit, and runs one
+//! [`connection`] task per client. Four-letter words arrive on the same port (see `fourlw`).
+//!
+//! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
+
+pub mod connection;
+
+use crate::node::NodeCtx;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Running out of file descriptors must not kill the listener: wait and retry.
+                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let limit = ctx.shared.config.max_connections_per_ip;
+        {
+            let mut conns = ctx.shared.conns.lock();
+            let n = conns.per_ip.entry(peer.ip()).or_insert(0);
+            if limit > 0 && *n >= limit {
+                ctx.shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    %peer,
+                    limit,
+                    "connection refused: too many connections from this address (setting max-connections-per-ip)"
+                );
+                continue;
+            }
+            *n += 1;
+        }
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::run(stream, peer, ctx.clone(), shutdown).await;
+            let mut conns = ctx.shared.conns.lock();
+            if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    conns.per_ip.remove(&peer.ip());
+                }
+            }
+        });
+    }
+}

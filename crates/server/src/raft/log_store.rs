@@ -1,0 +1,358 @@
+//! openraft log storage ([`RaftLogStorage`] + [`RaftLogReader`]) on top of
+//! [`crate::storage::log::Wal`] and [`crate::storage::meta::MetaStore`].
+//!
+//! Generic over any [`RaftTypeConfig`]; entries, votes and log ids are encoded with postcard
+//! (openraft's `serde` feature makes them serde types). Layout under the data directory:
+//!
+//! * `log/`  — the write-ahead log: one record per entry, keyed by log index; the purged log id
+//!   is the marker of the WAL's purge point (`log/purged.meta`).
+//! * `meta/` — `vote.meta`, `committed.meta` (and `identity.meta`, see
+//!   [`MetaStore::save_identity`], which the node bootstrap owns).
+//!
+//! Guarantees:
+//! * `append` returns once the entries are readable (in memory); the flusher thread calls the
+//!   [`IOFlushed`] callback after the batch's single fdatasync (group commit).
+//! * `save_vote` runs on the flusher thread behind every earlier write, so a vote is never
+//!   reordered with appends, and it is durable when `save_vote` returns.
+//! * `save_committed` is queued behind earlier appends (so a persisted committed id never points
+//!   past the durable log) but not waited for; consecutive values are coalesced. After a crash
+//!   `read_committed` may therefore return an older value, which openraft tolerates (it is an
+//!   optional optimization there); it is never a newer one.
+//! * `truncate_after` and `purge` are durable on return; the purge point (with its log id) is
+//!   persisted before any segment is deleted.
+//! * Readers return whole ranges or an error, never a partial run with holes.
+//!
+//! Left out: snapshots and the state machine (see [`crate::storage::snapshot`]), and cluster
+//! identity checks (the caller uses [`LogStore::meta`]).
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::type_config::alias::{LogIdOf, VoteOf};
+use openraft::{OptionalSend, RaftTypeConfig};
+
+use crate::storage::log::{Wal, WalOptions, WalStats};
+use crate::storage::meta::{MetaStore, KEY_COMMITTED, KEY_VOTE};
+use crate::storage::{Error, Result as StorageResult};
+
+/// Sub-directory of the data directory holding the write-ahead log.
+pub const LOG_DIR: &str = "log";
+/// Sub-directory of the data directory holding the meta files.
+pub const META_DIR: &str = "meta";
+/// Upper bound on payload bytes returned by one `limited_get_log_entries` call (replication).
+pub const MAX_READ_BYTES: usize = 4 << 20;
+
+type SharedVote<C> = Arc<Mutex<Option<VoteOf<C>>>>;
+
+/// Durable Raft log + vote store. See the module docs.
+pub struct LogStore<C: RaftTypeConfig> {
+    wal: Wal,
+    meta: MetaStore,
+    vote: SharedVote<C>,
+    committed: Option<LogIdOf<C>>,
+    last_purged: Option<LogIdOf<C>>,
+}
+
+/// Read handle given to openraft's replication and apply tasks.
+pub struct LogReader<C: RaftTypeConfig> {
+    wal: Wal,
+    vote: SharedVote<C>,
+}
+
+impl<C: RaftTypeConfig> Clone for LogReader<C> {
+    fn clone(&self) -> Self {
+        LogReader {
+            wal: self.wal.clone(),
+            vote: self.vote.clone(),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("wal", &self.wal)
+            .field("committed", &self.committed)
+            .field("last_purged", &self.last_purged)
+            .finish()
+    }
+}
+
+fn encode<T: serde::Serialize>(what: &str, v: &T) -> io::Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot encode {what}: {e}"),
+        )
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decode the entry stored as WAL record `index`, checking that it is the entry for `index`.
+fn decode_entry<C: RaftTypeConfig>(wal: &Wal, index: u64, bytes: &[u8]) -> io::Result<C::Entry> {
+    let entry: C::Entry = postcard::from_bytes(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "log record {index} in {} does not decode as a Raft entry: {e}",
+                wal.dir().display()
+            ),
+        )
+    })?;
+    if entry.index() != index {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "log record {index} in {} holds the entry for log id {}",
+                wal.dir().display(),
+                entry.log_id()
+            ),
+        ));
+    }
+    Ok(entry)
+}
+
+fn read_entries<C: RaftTypeConfig>(
+    wal: &Wal,
+    range: impl RangeBounds<u64>,
+    max_bytes: Option<usize>,
+) -> io::Result<Vec<C::Entry>> {
+    wal.read(range, max_bytes)
+        .into_iter()
+        .map(|(idx, bytes)| decode_entry::<C>(wal, idx, &bytes))
+        .collect()
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// Open (creating if needed) the log store under `data_dir` with default options.
+    pub fn open(data_dir: impl AsRef<Path>) -> StorageResult<Self> {
+        Self::open_with(data_dir, WalOptions::default())
+    }
+
+    /// Open the log store under `data_dir`, recovering the log and checking that every stored
+    /// entry decodes as the entry for its index and that the purge marker matches the log.
+    pub fn open_with(data_dir: impl AsRef<Path>, opts: WalOptions) -> StorageResult<Self> {
+        let data_dir = data_dir.as_ref();
+        let wal = Wal::open(data_dir.join(LOG_DIR), opts)?;
+        let meta = MetaStore::open(data_dir.join(META_DIR))?;
+        let vote: Option<VoteOf<C>> = meta.get_value(KEY_VOTE)?;
+        let committed: Option<Option<LogIdOf<C>>> = meta.get_value(KEY_COMMITTED)?;
+        let committed = committed.flatten();
+
+        let purge_file = wal.dir().join("purged.meta");
+        let last_purged: Option<LogIdOf<C>> = match wal.purged() {
+            None => None,
+            Some((idx, marker)) => {
+                let log_id: LogIdOf<C> = postcard::from_bytes(&marker).map_err(|e| {
+                    Error::corrupt_file(&purge_file, format!("purged log id does not decode: {e}"))
+                })?;
+                if log_id.index() != idx {
+                    return Err(Error::corrupt_file(
+                        &purge_file,
+                        format!("purge point {idx} disagrees with the purged log id {log_id}"),
+                    ));
+                }
+                Some(log_id)
+            }
+        };
+
+        // Every entry must decode as the entry for its index.
+        let mut last_index = last_purged.as_ref().map(|l| l.index());
+        for (idx, bytes) in wal.read(.., None) {
+            decode_entry::<C>(&wal, idx, &bytes).map_err(|e| {
+                Error::corrupt_file(wal.dir(), format!("log entry at index {idx}: {e}"))
+            })?;
+            last_index = Some(idx);
+        }
+        if let Some(c) = &committed {
+            // Legitimate after a crash between installing a snapshot and purging the log up to
+            // it; openraft's startup reconciles it with the state machine's snapshot.
+            if last_index.is_none_or(|l| c.index() > l) {
+                tracing::warn!(
+                    committed = %c,
+                    last_index = ?last_index,
+                    "persisted committed log id is beyond the end of the log"
+                );
+            }
+        }
+
+        Ok(LogStore {
+            wal,
+            meta,
+            vote: Arc::new(Mutex::new(vote)),
+            committed,
+            last_purged,
+        })
+    }
+
+    /// The underlying write-ahead log.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// The meta file store (`<data_dir>/meta`), e.g. for the cluster identity record.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// Flusher counters (fsyncs, batches, ...).
+    pub fn stats(&self) -> WalStats {
+        self.wal.stats()
+    }
+
+    /// Wait until everything written so far (including a queued committed id) is durable.
+    pub async fn flush(&self) -> StorageResult<()> {
+        self.wal.flush()?.wait_async().await
+    }
+
+    fn reader(&self) -> LogReader<C> {
+        LogReader {
+            wal: self.wal.clone(),
+            vote: self.vote.clone(),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogReader<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        read_entries::<C>(&self.wal, range, None)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        Ok(lock(&self.vote).clone())
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        read_entries::<C>(&self.wal, start..end, Some(MAX_READ_BYTES))
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        read_entries::<C>(&self.wal, range, None)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        Ok(lock(&self.vote).clone())
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        read_entries::<C>(&self.wal, start..end, Some(MAX_READ_BYTES))
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogReader<C>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let last_log_id = match self.wal.last_index() {
+            None => self.last_purged.clone(),
+            Some(idx) => {
+                let bytes = self.wal.get(idx).ok_or_else(|| {
+                    io::Error::other(format!("log record {idx} vanished while reading"))
+                })?;
+                Some(decode_entry::<C>(&self.wal, idx, &bytes)?.log_id())
+            }
+        };
+        Ok(LogState {
+            last_purged_log_id: self.last_purged.clone(),
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        let bytes = encode("vote", vote)?;
+        let meta = self.meta.clone();
+        self.wal
+            .barrier(Some(Box::new(move || meta.put(KEY_VOTE, &bytes))))?
+            .wait_async()
+            .await?;
+        *lock(&self.vote) = Some(vote.clone());
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let bytes = encode("committed log id", &committed)?;
+        let meta = self.meta.clone();
+        self.wal.background(
+            KEY_COMMITTED,
+            Box::new(move || meta.put(KEY_COMMITTED, &bytes)),
+        )?;
+        self.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        Ok(self.committed.clone())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut records = Vec::new();
+        for entry in entries {
+            let bytes = encode("log entry", &entry)?;
+            records.push((entry.index(), Bytes::from(bytes)));
+        }
+        self.wal.append(records, move |r| {
+            callback.io_completed(r.map_err(io::Error::from));
+        })?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        tracing::debug!(last_kept = ?last_log_id, "truncating log");
+        self.wal
+            .truncate_after(last_log_id.as_ref().map(|l| l.index()))?
+            .wait_async()
+            .await?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        if self
+            .last_purged
+            .as_ref()
+            .is_some_and(|p| log_id.index() <= p.index())
+        {
+            return Ok(());
+        }
+        tracing::debug!(upto = %log_id, "purging log");
+        let marker = Bytes::from(encode("purged log id", &log_id)?);
+        self.wal
+            .purge_upto(log_id.index(), marker)?
+            .wait_async()
+            .await?;
+        self.last_purged = Some(log_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! openraft type configuration: what a log entry carries ([`Command`], a `roster_state::Txn`) and what
+//! applying one answers ([`WriteReply`]). Type aliases keep openraft's generics out of signatures.
+
+use bytes::Bytes;
+use roster_proto::{ErrorCode, Response};
+use roster_state::Txn;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A Raft log entry's application payload: one ZooKeeper transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Command(pub Txn);
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "txn(session={:#x}, time={})", self.0.session_id, self.0.time)
+    }
+}
+
+/// What applying one entry answers to the proposer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// The entry's zxid (its log index).
+    pub zxid: i64,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// The outcome of one applied transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A session was created.
+    Session {
+        /// Its id.
+        session_id: i64,
+        /// Its timeout, ms.
+        timeout_ms: i32,
+        /// Its password.
+        passwd: Bytes,
+    },
+    /// A request's reply body or error code.
+    Response(Result<Response, ErrorCode>),
+    /// A session was closed.
+    Closed,
+    /// Nothing to answer (blank, membership or housekeeping entries).
+    None,
+}
+
+openraft::declare_raft_types!(
+    /// Roster's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = WriteReply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
+/// A log id.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// Stored membership.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;

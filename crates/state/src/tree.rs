@@ -1,0 +1,337 @@
+//! The data tree: every znode by path, with its data, interned ACL, persisted stat and child set.
+//!
+//! # Representation
+//! `nodes` is an `imbl::OrdMap<String, Node>` keyed by full path, and each node keeps its children's names
+//! in an `imbl::OrdSet`. Both are persistent (structurally shared), so cloning a whole tree is O(1) and a
+//! clone taken for a background snapshot costs only the paths touched afterwards. Everything iterates in
+//! sorted order, so nothing about hashing can reach an output.
+//!
+//! # The stat, as ZooKeeper keeps it
+//! A node stores ZooKeeper's `StatPersisted`: czxid, mzxid, pzxid, ctime, mtime, version, aversion,
+//! ephemeralOwner and a *stored* cversion that counts child **creates** only. The client-visible stat is
+//! derived in [`Node::stat`] exactly as `DataNode.copyStat` does it: `dataLength` from the data,
+//! `numChildren` from the child set, and `cversion = stored * 2 - numChildren` (every create that is no
+//! longer a child was matched by a delete, so the visible number counts creates plus deletes). The
+//! sequential suffix uses the *stored* cversion, as ZooKeeper's `PrepRequestProcessor` does, so sequence
+//! numbers are not advanced by deletes. A fresh tree therefore shows cversion -1 on `/` and -2 on
+//! `/zookeeper`, as a real ZooKeeper does.
+//!
+//! # Indexes kept beside the tree
+//! The container and TTL path sets (for cleanup), the interned ACL table, and the approximate data size
+//! (`path.len() + data.len()` summed, ZooKeeper's `approximateDataSize`). Session ephemerals are kept by
+//! the session table (`session.rs`).
+//!
+//! # Left out
+//! Quotas (`/zookeeper/quota/**/zookeeper_limits` and `zookeeper_stats`): ZooKeeper updates the stats
+//! node's data on writes inside a quota subtree and (optionally) enforces limits; Roster stores the quota
+//! nodes as ordinary nodes and neither tracks nor enforces. The per-node digest (`DigestCalculator`) is not
+//! computed: Raft replicates the log, and the snapshot bytes are comparable instead.
+
+use crate::acl::{AclId, AclTable};
+use bytes::Bytes;
+use imbl::{OrdMap, OrdSet};
+use roster_proto::{Acl, Stat};
+
+/// `ephemeralOwner` of a container node (`EphemeralType.CONTAINER_EPHEMERAL_OWNER`).
+pub const CONTAINER_OWNER: i64 = i64::MIN;
+/// High byte of a TTL node's `ephemeralOwner` (`EphemeralType.EXTENDED_MASK`).
+pub const TTL_MASK: i64 = 0xFF00_0000_0000_0000u64 as i64;
+/// Reserved bits under the TTL marker; zero for the TTL feature (`RESERVED_BITS_MASK`).
+const TTL_RESERVED_MASK: i64 = 0x00FF_FF00_0000_0000;
+/// Largest TTL in milliseconds (`EphemeralType.TTL.maxValue()`, about 34 years).
+pub const MAX_TTL: i64 = 0x0000_00FF_FFFF_FFFF;
+
+/// The kind of node, decoded from `ephemeralOwner` (`EphemeralType.get`, extended types enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Persistent (owner 0).
+    Persistent,
+    /// Ephemeral, owned by this session.
+    Ephemeral(i64),
+    /// Container.
+    Container,
+    /// TTL node with this TTL in milliseconds.
+    Ttl(i64),
+}
+
+impl NodeKind {
+    /// Decodes an `ephemeralOwner`.
+    pub fn of(owner: i64) -> NodeKind {
+        if owner == 0 {
+            NodeKind::Persistent
+        } else if owner == CONTAINER_OWNER {
+            NodeKind::Container
+        } else if owner & TTL_MASK == TTL_MASK && owner & TTL_RESERVED_MASK == 0 {
+            NodeKind::Ttl(owner & MAX_TTL)
+        } else {
+            NodeKind::Ephemeral(owner)
+        }
+    }
+
+    /// The `ephemeralOwner` of a TTL node (`EphemeralType.TTL.toEphemeralOwner`), `None` when the TTL is
+    /// outside `1..=MAX_TTL`.
+    pub fn ttl_owner(ttl: i64) -> Option<i64> {
+        if ttl <= 0 || ttl > MAX_TTL {
+            None
+        } else {
+            Some(TTL_MASK | ttl)
+        }
+    }
+}
+
+/// One znode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The node's data.
+    pub data: Bytes,
+    /// The node's ACL, interned in the tree's [`AclTable`].
+    pub acl: AclId,
+    /// zxid of the create.
+    pub czxid: i64,
+    /// zxid of the last setData.
+    pub mzxid: i64,
+    /// zxid of the last child create or delete.
+    pub pzxid: i64,
+    /// Create time, ms since the epoch (leader's clock).
+    pub ctime: i64,
+    /// Last setData time.
+    pub mtime: i64,
+    /// Data version.
+    pub version: i32,
+    /// Stored cversion: the number of child creates (ZooKeeper's `StatPersisted.cversion`).
+    pub cversion: i32,
+    /// ACL version.
+    pub aversion: i32,
+    /// Owning session, container or TTL marker, or 0.
+    pub ephemeral_owner: i64,
+    /// Names of the children.
+    pub children: OrdSet<String>,
+}
+
+impl Node {
+    /// A new childless node.
+    pub fn new(data: Bytes, acl: AclId, zxid: i64, time: i64, ephemeral_owner: i64) -> Node {
+        Node {
+            data,
+            acl,
+            czxid: zxid,
+            mzxid: zxid,
+            pzxid: zxid,
+            ctime: time,
+            mtime: time,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner,
+            children: OrdSet::new(),
+        }
+    }
+
+    /// The client-visible stat (`DataNode.copyStat`), with Java's wrapping `int` arithmetic.
+    pub fn stat(&self) -> Stat {
+        let num_children = self.children.len() as i32;
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion.wrapping_mul(2).wrapping_sub(num_children),
+            aversion: self.aversion,
+            ephemeral_owner: self.ephemeral_owner,
+            data_length: self.data.len() as i32,
+            num_children,
+            pzxid: self.pzxid,
+        }
+    }
+
+    /// The node's kind.
+    pub fn kind(&self) -> NodeKind {
+        NodeKind::of(self.ephemeral_owner)
+    }
+}
+
+/// The tree of znodes plus the indexes kept with it.
+#[derive(Debug, Clone)]
+pub struct DataTree {
+    /// Every node by full path; `/` always present.
+    pub(crate) nodes: OrdMap<String, Node>,
+    /// Interned ACL lists.
+    pub(crate) acls: AclTable,
+    /// Paths of container nodes.
+    pub(crate) containers: OrdSet<String>,
+    /// Paths of TTL nodes.
+    pub(crate) ttls: OrdSet<String>,
+    /// Sum of `path.len() + data.len()` over the nodes.
+    pub(crate) data_size: u64,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataTree {
+    /// The tree of a fresh ZooKeeper 3.8 standalone server: `/`, `/zookeeper`, `/zookeeper/quota` and
+    /// `/zookeeper/config`, all with zeroed stats and empty data; `/zookeeper/config` is `world:anyone`
+    /// read-only with aversion -1 (`DataTree.addConfigNode` sets its ACL with version -1), the others
+    /// `world:anyone` with all permissions.
+    pub fn new() -> DataTree {
+        let mut t = DataTree {
+            nodes: OrdMap::new(),
+            acls: AclTable::default(),
+            containers: OrdSet::new(),
+            ttls: OrdSet::new(),
+            data_size: 0,
+        };
+        let open = t.acls.acquire(&Acl::open_unsafe());
+        let mut root = Node::new(Bytes::new(), open, 0, 0, 0);
+        root.children.insert("zookeeper".to_string());
+        let zk_open = t.acls.acquire(&Acl::open_unsafe());
+        let mut zk = Node::new(Bytes::new(), zk_open, 0, 0, 0);
+        zk.children.insert("quota".to_string());
+        zk.children.insert("config".to_string());
+        let quota = Node::new(Bytes::new(), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
+        let mut config = Node::new(Bytes::new(), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
+        config.aversion = -1;
+        for (p, n) in [
+            ("/", root),
+            ("/zookeeper", zk),
+            ("/zookeeper/quota", quota),
+            ("/zookeeper/config", config),
+        ] {
+            t.data_size += (p.len() + n.data.len()) as u64;
+            t.nodes.insert(p.to_string(), n);
+        }
+        t
+    }
+
+    /// The node at `path`.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// The ACL of a node.
+    pub fn acl_of(&self, node: &Node) -> &[Acl] {
+        self.acls.get(node.acl)
+    }
+
+    /// Number of nodes, the root included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: the root exists.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Iterates every (path, node) in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// The interned ACL table.
+    pub fn acl_table(&self) -> &AclTable {
+        &self.acls
+    }
+
+    /// Number of nodes strictly below `path` (`DataTree.getAllChildrenNumber`; for `/` every node but
+    /// the root).
+    pub fn descendant_count(&self, path: &str) -> usize {
+        if path == "/" {
+            return self.nodes.len().saturating_sub(1);
+        }
+        let prefix = format!("{path}/");
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .count()
+    }
+
+    /// Inserts a new node under an existing parent, doing ZooKeeper's `createNode` bookkeeping on the
+    /// parent: stored cversion + 1 (saturating at `i32::MAX`, where ZooKeeper's guard also stops it) and
+    /// pzxid = zxid. The caller has validated everything (parent exists, child does not).
+    pub(crate) fn insert_node(
+        &mut self,
+        path: &str,
+        parent: &str,
+        name: &str,
+        node: Node,
+        zxid: i64,
+    ) {
+        if let Some(p) = self.nodes.get_mut(parent) {
+            p.cversion = p.cversion.saturating_add(1);
+            p.pzxid = zxid;
+            p.children.insert(name.to_string());
+        }
+        match node.kind() {
+            NodeKind::Container => {
+                self.containers.insert(path.to_string());
+            }
+            NodeKind::Ttl(_) => {
+                self.ttls.insert(path.to_string());
+            }
+            _ => {}
+        }
+        self.data_size += (path.len() + node.data.len()) as u64;
+        self.nodes.insert(path.to_string(), node);
+    }
+
+    /// Removes a childless node, doing ZooKeeper's `deleteNode` bookkeeping: the parent loses the child and
+    /// its pzxid becomes zxid when larger; the ACL reference is released. Returns the removed node.
+    pub(crate) fn remove_node(&mut self, path: &str, zxid: i64) -> Option<Node> {
+        let (parent, name) = crate::path::split(path)?;
+        let node = self.nodes.remove(path)?;
+        if let Some(p) = self.nodes.get_mut(parent) {
+            p.children.remove(name);
+            if zxid > p.pzxid {
+                p.pzxid = zxid;
+            }
+        }
+        self.acls.release(node.acl);
+        self.containers.remove(path);
+        self.ttls.remove(path);
+        self.data_size = self
+            .data_size
+            .saturating_sub((path.len() + node.data.len()) as u64);
+        Some(node)
+    }
+
+    /// Replaces a node's data (setData): version, mzxid and mtime as given.
+    pub(crate) fn set_data(
+        &mut self,
+        path: &str,
+        data: Bytes,
+        version: i32,
+        zxid: i64,
+        time: i64,
+    ) -> Option<Stat> {
+        let node = self.nodes.get_mut(path)?;
+        let old = node.data.len() as u64;
+        let new = data.len() as u64;
+        node.data = data;
+        node.version = version;
+        node.mzxid = zxid;
+        node.mtime = time;
+        let stat = node.stat();
+        self.data_size = self.data_size.saturating_sub(old) + new;
+        Some(stat)
+    }
+
+    /// Replaces a node's ACL (setACL) and aversion.
+    pub(crate) fn set_acl(&mut self, path: &str, acl: &[Acl], aversion: i32) -> Option<Stat> {
+        if !self.nodes.contains_key(path) {
+            return None;
+        }
+        let new_id = self.acls.acquire(acl);
+        let node = self.nodes.get_mut(path)?;
+        let old_id = node.acl;
+        node.acl = new_id;
+        node.aversion = aversion;
+        let stat = node.stat();
+        self.acls.release(old_id);
+        Some(stat)
+    }
+}
