@@ -95,6 +95,8 @@ impl Response {
             Response::GetEphemerals(r) => r.encode(out),
             Response::AllChildrenNumber(r) => r.encode(out),
             Response::WhoAmI(r) => r.encode(out),
+            // ZooKeeper answers a SASL request it cannot serve with a null token (-1), as we do for empty.
+            Response::Sasl(r) if r.token.is_empty() => (-1i32).encode(out),
             Response::Sasl(r) => r.encode(out),
             Response::Error(r) => r.encode(out),
             Response::Multi(results) => {

@@ -127,6 +127,12 @@ impl Node {
             .state(openraft::ServerState::Leader, "leader")
             .await
             .map_err(|e| StartError::Raft(format!("no leadership: {e}")))?;
+        // Leadership alone does not mean the whole log is applied: the log store persists `committed`
+        // lazily, so entries acknowledged before a crash may still be waiting. A read barrier commits this
+        // term's first entry, which applies everything before it.
+        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| StartError::Raft(format!("catching up the log: {e}")))?;
         // Sessions alive at the last stop get a fresh timeout from now.
         let (sessions, nodes, zxid) = {
             let db = shared.db.lock();

@@ -263,6 +263,7 @@ async fn concurrent_appends_share_fsyncs() {
         rx.await.unwrap().unwrap();
     }
     let st = s.stats();
+    eprintln!("{n} appends: {st:?}");
     assert_eq!(st.records_written, n);
     assert!(
         st.fsyncs * 4 < n,
@@ -283,6 +284,26 @@ async fn save_vote_is_ordered_after_pending_appends() {
     // Every earlier append was made durable (and acknowledged) before the vote was written.
     for mut rx in pending {
         assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+    }
+}
+
+#[tokio::test]
+async fn committed_is_persisted_in_both_modes() {
+    for sync in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = open(d.path()).with_sync_committed(sync);
+            append_range(&mut s, 1, 0..5).await;
+            s.save_committed(Some(lid(1, 2))).await.unwrap();
+            s.save_committed(Some(lid(1, 4))).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        let mut s = open(d.path());
+        assert_eq!(
+            s.read_committed().await.unwrap(),
+            Some(lid(1, 4)),
+            "sync={sync}"
+        );
     }
 }
 

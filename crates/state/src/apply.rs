@@ -701,7 +701,14 @@ mod tests {
     }
 
     fn open(s: &mut State, zxid: i64) -> i64 {
-        let txn = Txn { session_id: 0, time: 0, op: TxnOp::CreateSession { timeout_ms: 1000, passwd: Bytes::new() } };
+        let txn = Txn {
+            session_id: 0,
+            time: 0,
+            op: TxnOp::CreateSession {
+                timeout_ms: 1000,
+                passwd: Bytes::new(),
+            },
+        };
         match s.apply(zxid, &txn).result {
             TxnResult::Session { session_id, .. } => session_id,
             r => panic!("{r:?}"),
@@ -709,7 +716,18 @@ mod tests {
     }
 
     fn req(s: &mut State, zxid: i64, sid: i64, request: Request) -> TxnResult {
-        s.apply(zxid, &Txn { session_id: sid, time: zxid, op: TxnOp::Request { request, auth: vec![] } }).result
+        s.apply(
+            zxid,
+            &Txn {
+                session_id: sid,
+                time: zxid,
+                op: TxnOp::Request {
+                    request,
+                    auth: vec![],
+                },
+            },
+        )
+        .result
     }
 
     #[test]
@@ -718,22 +736,41 @@ mod tests {
         let mut s = State::new();
         let sid = open(&mut s, 1);
         let create = |path: &str, flags| {
-            Request::Create2(CreateRequest { path: path.into(), data: Bytes::new(), acl: Acl::open_unsafe(), flags })
+            Request::Create2(CreateRequest {
+                path: path.into(),
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags,
+            })
         };
         req(&mut s, 2, sid, create("/p", 0));
         // Data version: i32::MAX wraps to i32::MIN, and -2 steps over -1 to 0 (ZOOKEEPER-4743).
         s.tree.nodes.get_mut("/p").unwrap().version = i32::MAX;
-        let set = |version| Request::SetData(SetDataRequest { path: "/p".into(), data: Bytes::new(), version });
-        assert!(matches!(req(&mut s, 3, sid, set(i32::MAX)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == i32::MIN));
+        let set = |version| {
+            Request::SetData(SetDataRequest {
+                path: "/p".into(),
+                data: Bytes::new(),
+                version,
+            })
+        };
+        assert!(
+            matches!(req(&mut s, 3, sid, set(i32::MAX)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == i32::MIN)
+        );
         s.tree.nodes.get_mut("/p").unwrap().version = -2;
-        assert!(matches!(req(&mut s, 4, sid, set(-2)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == 0));
+        assert!(
+            matches!(req(&mut s, 4, sid, set(-2)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == 0)
+        );
         // Stored cversion saturates: the suffix repeats, so the second sequential create is NodeExists,
         // while pzxid still moves.
         s.tree.nodes.get_mut("/p").unwrap().cversion = i32::MAX - 1;
         let r = req(&mut s, 5, sid, create("/p/s", 2));
-        assert!(matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483646"));
+        assert!(
+            matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483646")
+        );
         let r = req(&mut s, 6, sid, create("/p/s", 2));
-        assert!(matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483647"));
+        assert!(
+            matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483647")
+        );
         assert_eq!(s.tree.get("/p").unwrap().cversion, i32::MAX);
         let r = req(&mut s, 7, sid, create("/p/s", 2));
         assert_eq!(r, TxnResult::Response(Err(ErrorCode::NodeExists)));

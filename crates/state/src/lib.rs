@@ -35,6 +35,8 @@
 //! ZooKeeper's `PrepRequestProcessor` (every check runs in apply, so a failed write still costs a log
 //! entry). Each module lists its own omissions.
 
+#![warn(missing_docs)]
+
 pub mod acl;
 pub mod apply;
 pub mod path;

@@ -345,8 +345,15 @@ impl State {
         let rebuilt = State::from_snapshot(&bytes).map_err(|e| e.to_string())?;
         let (a, b) = (&self.tree, &rebuilt.tree);
         if a.nodes != b.nodes {
-            let diff = a.nodes.iter().zip(b.nodes.iter()).find(|(x, y)| x != y).map(|(x, _)| x.0.clone());
-            return Err(format!("child sets disagree with paths (first at {diff:?})"));
+            let diff = a
+                .nodes
+                .iter()
+                .zip(b.nodes.iter())
+                .find(|(x, y)| x != y)
+                .map(|(x, _)| x.0.clone());
+            return Err(format!(
+                "child sets disagree with paths (first at {diff:?})"
+            ));
         }
         if !a.acls.iter().eq(b.acls.iter()) {
             return Err("ACL reference counts disagree with the nodes".into());
@@ -355,7 +362,10 @@ impl State {
             return Err("container or TTL index disagrees with the nodes".into());
         }
         if a.data_size != b.data_size {
-            return Err(format!("data size {} but the nodes add up to {}", a.data_size, b.data_size));
+            return Err(format!(
+                "data size {} but the nodes add up to {}",
+                a.data_size, b.data_size
+            ));
         }
         if self.sessions != rebuilt.sessions {
             return Err("session ephemerals disagree with the node owners".into());

@@ -85,7 +85,10 @@ fn tokenize(line: &str) -> Vec<String> {
 
 fn parse_cmd(line: &str) -> Cmd {
     let mut toks = tokenize(line).into_iter();
-    let mut cmd = Cmd { name: toks.next().unwrap_or_default(), ..Cmd::default() };
+    let mut cmd = Cmd {
+        name: toks.next().unwrap_or_default(),
+        ..Cmd::default()
+    };
     for t in toks {
         match t.split_once('=') {
             Some((k, v)) if !k.is_empty() && !k.starts_with('/') => {
@@ -122,7 +125,13 @@ fn perms_of(s: &str) -> i32 {
 
 fn perms_str(p: i32) -> String {
     let mut s = String::new();
-    for (bit, c) in [(perms::CREATE, 'c'), (perms::DELETE, 'd'), (perms::READ, 'r'), (perms::WRITE, 'w'), (perms::ADMIN, 'a')] {
+    for (bit, c) in [
+        (perms::CREATE, 'c'),
+        (perms::DELETE, 'd'),
+        (perms::READ, 'r'),
+        (perms::WRITE, 'w'),
+        (perms::ADMIN, 'a'),
+    ] {
         if p & bit != 0 {
             s.push(c);
         }
@@ -143,36 +152,60 @@ fn parse_acl(s: &str) -> Vec<Acl> {
             let (rest, p) = e.rsplit_once(':').expect("acl entry needs perms");
             let (scheme, id) = rest.split_once(':').unwrap_or((rest, ""));
             if scheme == "digestpw" {
-                Acl { perms: perms_of(p), id: Id::new("digest", &roster_state::digest(id)) }
+                Acl {
+                    perms: perms_of(p),
+                    id: Id::new("digest", &roster_state::digest(id)),
+                }
             } else {
-                Acl { perms: perms_of(p), id: Id::new(scheme, id) }
+                Acl {
+                    perms: perms_of(p),
+                    id: Id::new(scheme, id),
+                }
             }
         })
         .collect()
 }
 
 fn fmt_acl(acl: &[Acl]) -> String {
-    acl.iter().map(|a| format!("{}:{}:{}", a.id.scheme, a.id.id, perms_str(a.perms))).collect::<Vec<_>>().join(",")
+    acl.iter()
+        .map(|a| format!("{}:{}:{}", a.id.scheme, a.id.id, perms_str(a.perms)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn fmt_data(d: &[u8]) -> String {
     match std::str::from_utf8(d) {
         Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
-        _ => format!("0x{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        _ => format!(
+            "0x{}",
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     }
 }
 
 fn event_name(t: i32) -> String {
-    EventType::from_i32(t).map(|e| format!("{e:?}")).unwrap_or_else(|_| t.to_string())
+    EventType::from_i32(t)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|_| t.to_string())
 }
 
 impl Runner {
     fn new() -> Runner {
-        Runner { state: State::new(), watches: WatchTable::new(), names: Vec::new(), auth: BTreeMap::new(), time: 0 }
+        Runner {
+            state: State::new(),
+            watches: WatchTable::new(),
+            names: Vec::new(),
+            auth: BTreeMap::new(),
+            time: 0,
+        }
     }
 
     fn sid_name(&self, id: i64) -> String {
-        self.names.iter().find(|(_, i)| *i == id).map(|(n, _)| n.clone()).unwrap_or_else(|| format!("{id:#x}"))
+        self.names
+            .iter()
+            .find(|(_, i)| *i == id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| format!("{id:#x}"))
     }
 
     fn owner(&self, owner: i64) -> String {
@@ -221,11 +254,17 @@ impl Runner {
     }
 
     fn conn(cmd: &Cmd) -> u64 {
-        cmd.kv.get("conn").map(|c| c.parse().expect("conn")).unwrap_or(1)
+        cmd.kv
+            .get("conn")
+            .map(|c| c.parse().expect("conn"))
+            .unwrap_or(1)
     }
 
     fn version(cmd: &Cmd) -> i32 {
-        cmd.kv.get("version").map(|v| v.parse().expect("version")).unwrap_or(-1)
+        cmd.kv
+            .get("version")
+            .map(|v| v.parse().expect("version"))
+            .unwrap_or(-1)
     }
 
     fn path(cmd: &Cmd) -> String {
@@ -245,7 +284,11 @@ impl Runner {
         let path = Self::path(cmd);
         match cmd.name.as_str() {
             "create" => {
-                let mode = cmd.kv.get("mode").map(String::as_str).unwrap_or("persistent");
+                let mode = cmd
+                    .kv
+                    .get("mode")
+                    .map(String::as_str)
+                    .unwrap_or("persistent");
                 let flags = match cmd.kv.get("flags") {
                     Some(f) => f.parse().expect("flags"),
                     None => match mode {
@@ -265,9 +308,18 @@ impl Runner {
                     _ => "create2",
                 };
                 let op = cmd.kv.get("op").map(String::as_str).unwrap_or(default_op);
-                let acl = cmd.kv.get("acl").map(|a| parse_acl(a)).unwrap_or_else(Acl::open_unsafe);
+                let acl = cmd
+                    .kv
+                    .get("acl")
+                    .map(|a| parse_acl(a))
+                    .unwrap_or_else(Acl::open_unsafe);
                 let data = Self::data(cmd);
-                let r = CreateRequest { path: path.clone(), data: data.clone(), acl: acl.clone(), flags };
+                let r = CreateRequest {
+                    path: path.clone(),
+                    data: data.clone(),
+                    acl: acl.clone(),
+                    flags,
+                };
                 match op {
                     "create" => Request::Create(r),
                     "create2" => Request::Create2(r),
@@ -277,22 +329,42 @@ impl Runner {
                         data,
                         acl,
                         flags,
-                        ttl: cmd.kv.get("ttl").map(|t| t.parse().expect("ttl")).unwrap_or(-1),
+                        ttl: cmd
+                            .kv
+                            .get("ttl")
+                            .map(|t| t.parse().expect("ttl"))
+                            .unwrap_or(-1),
                     }),
                     o => panic!("unknown op {o}"),
                 }
             }
-            "set" => Request::SetData(SetDataRequest { path, data: Self::data(cmd), version: Self::version(cmd) }),
-            "delete" => Request::Delete(DeleteRequest { path, version: Self::version(cmd) }),
-            "check" => Request::Check(CheckVersionRequest { path, version: Self::version(cmd) }),
+            "set" => Request::SetData(SetDataRequest {
+                path,
+                data: Self::data(cmd),
+                version: Self::version(cmd),
+            }),
+            "delete" => Request::Delete(DeleteRequest {
+                path,
+                version: Self::version(cmd),
+            }),
+            "check" => Request::Check(CheckVersionRequest {
+                path,
+                version: Self::version(cmd),
+            }),
             "setacl" => Request::SetAcl(SetAclRequest {
                 path,
                 acl: cmd.kv.get("acl").map(|a| parse_acl(a)).unwrap_or_default(),
                 version: Self::version(cmd),
             }),
             "multi" => Request::Multi(cmd.sub.iter().map(Self::write_request).collect()),
-            "get" => Request::GetData(GetDataRequest { path, watch: Self::watch_flag(cmd) }),
-            "ls" => Request::GetChildren(GetChildrenRequest { path, watch: Self::watch_flag(cmd) }),
+            "get" => Request::GetData(GetDataRequest {
+                path,
+                watch: Self::watch_flag(cmd),
+            }),
+            "ls" => Request::GetChildren(GetChildrenRequest {
+                path,
+                watch: Self::watch_flag(cmd),
+            }),
             n => panic!("not a write: {n}"),
         }
     }
@@ -318,13 +390,25 @@ impl Runner {
         match r {
             Response::Empty => vec!["ok".into()],
             Response::Create(c) => vec![format!("ok path={}", c.path)],
-            Response::Create2(c) => vec![format!("ok path={}", c.path), format!("stat {}", self.fmt_stat(&c.stat))],
+            Response::Create2(c) => vec![
+                format!("ok path={}", c.path),
+                format!("stat {}", self.fmt_stat(&c.stat)),
+            ],
             Response::Stat(s) => vec!["ok".into(), format!("stat {}", self.fmt_stat(s))],
-            Response::GetData(d) => vec![format!("ok data={}", fmt_data(&d.data)), format!("stat {}", self.fmt_stat(&d.stat))],
-            Response::GetAcl(a) => vec![format!("ok acl={}", fmt_acl(&a.acl)), format!("stat {}", self.fmt_stat(&a.stat))],
+            Response::GetData(d) => vec![
+                format!("ok data={}", fmt_data(&d.data)),
+                format!("stat {}", self.fmt_stat(&d.stat)),
+            ],
+            Response::GetAcl(a) => vec![
+                format!("ok acl={}", fmt_acl(&a.acl)),
+                format!("stat {}", self.fmt_stat(&a.stat)),
+            ],
             Response::GetChildren(c) => vec![format!("ok children=[{}]", c.children.join(", "))],
             Response::GetChildren2(c) => {
-                vec![format!("ok children=[{}]", c.children.join(", ")), format!("stat {}", self.fmt_stat(&c.stat))]
+                vec![
+                    format!("ok children=[{}]", c.children.join(", ")),
+                    format!("stat {}", self.fmt_stat(&c.stat)),
+                ]
             }
             Response::Sync(s) => vec![format!("ok sync {}", s.path)],
             Response::Multi(rs) => {
@@ -332,11 +416,17 @@ impl Runner {
                 v.extend(rs.iter().map(|r| format!("  {}", self.fmt_multi_result(r))));
                 v
             }
-            Response::GetEphemerals(e) => vec![format!("ok ephemerals=[{}]", e.ephemerals.join(", "))],
+            Response::GetEphemerals(e) => {
+                vec![format!("ok ephemerals=[{}]", e.ephemerals.join(", "))]
+            }
             Response::AllChildrenNumber(n) => vec![format!("ok count={}", n.total_number)],
             Response::WhoAmI(w) => vec![format!(
                 "ok whoami=[{}]",
-                w.client_info.iter().map(|c| format!("{}:{}", c.auth_scheme, c.user)).collect::<Vec<_>>().join(", ")
+                w.client_info
+                    .iter()
+                    .map(|c| format!("{}:{}", c.auth_scheme, c.user))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )],
             Response::Sasl(_) => vec!["ok sasl".into()],
             Response::Error(e) => vec![format!("ok err={}", e.err)],
@@ -345,8 +435,16 @@ impl Runner {
 
     fn apply(&mut self, cmd: &Cmd, session_id: i64, op: TxnOp, out: &mut Vec<String>) -> Applied {
         let time = self.time_of(cmd);
-        let zxid = cmd.kv.get("zxid").map(|z| z.parse().expect("zxid")).unwrap_or(self.state.last_zxid() + 1);
-        let txn = Txn { session_id, time, op };
+        let zxid = cmd
+            .kv
+            .get("zxid")
+            .map(|z| z.parse().expect("zxid"))
+            .unwrap_or(self.state.last_zxid() + 1);
+        let txn = Txn {
+            session_id,
+            time,
+            op,
+        };
         let applied = self.state.apply(zxid, &txn);
         out.push(format!("zxid={}", applied.zxid));
         self.report(&applied, out);
@@ -355,9 +453,16 @@ impl Runner {
 
     fn report(&mut self, applied: &Applied, out: &mut Vec<String>) {
         match &applied.result {
-            TxnResult::Session { session_id, timeout_ms, passwd } => {
+            TxnResult::Session {
+                session_id,
+                timeout_ms,
+                passwd,
+            } => {
                 let name = format!("S{}", self.names.len() + 1);
-                out.push(format!("session {name} id={session_id:#x} timeout={timeout_ms} passwd={}", fmt_data(passwd)));
+                out.push(format!(
+                    "session {name} id={session_id:#x} timeout={timeout_ms} passwd={}",
+                    fmt_data(passwd)
+                ));
                 self.names.push((name, *session_id));
             }
             TxnResult::Response(r) => out.extend(self.fmt_response(r)),
@@ -374,19 +479,39 @@ impl Runner {
             out.push(format!("change {k} {p}"));
         }
         for (w, e) in self.watches.trigger(&applied.changes) {
-            out.push(format!("event conn={w} {} {} state={}", event_name(e.event_type), e.path, e.state));
+            out.push(format!(
+                "event conn={w} {} {} state={}",
+                event_name(e.event_type),
+                e.path,
+                e.state
+            ));
         }
     }
 
     fn read(&mut self, cmd: &Cmd, req: Request, out: &mut Vec<String>) {
         let sid = self.session_of(cmd);
         let auth = self.auth.get(&sid).cloned().unwrap_or_default();
-        let r = read(&self.state, &mut self.watches, Self::conn(cmd), sid, &req, &auth);
+        let r = read(
+            &self.state,
+            &mut self.watches,
+            Self::conn(cmd),
+            sid,
+            &req,
+            &auth,
+        );
         out.extend(self.fmt_response(&r));
     }
 
     fn list(cmd: &Cmd, key: &str) -> Vec<String> {
-        cmd.kv.get(key).map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+        cmd.kv
+            .get(key)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn wtype(cmd: &Cmd) -> WatcherType {
@@ -406,13 +531,28 @@ impl Runner {
         match cmd.name.as_str() {
             "session" => match cmd.pos.first().map(String::as_str) {
                 Some("open") => {
-                    let timeout_ms = cmd.kv.get("timeout").map(|t| t.parse().expect("timeout")).unwrap_or(30000);
-                    let passwd = Bytes::from(cmd.kv.get("passwd").cloned().unwrap_or_else(|| "pw".into()));
-                    self.apply(cmd, 0, TxnOp::CreateSession { timeout_ms, passwd }, &mut out);
+                    let timeout_ms = cmd
+                        .kv
+                        .get("timeout")
+                        .map(|t| t.parse().expect("timeout"))
+                        .unwrap_or(30000);
+                    let passwd =
+                        Bytes::from(cmd.kv.get("passwd").cloned().unwrap_or_else(|| "pw".into()));
+                    self.apply(
+                        cmd,
+                        0,
+                        TxnOp::CreateSession { timeout_ms, passwd },
+                        &mut out,
+                    );
                 }
                 Some("close") => {
                     let sid = match cmd.pos.get(1) {
-                        Some(n) => self.names.iter().find(|(x, _)| x == n).map(|(_, i)| *i).unwrap_or(0),
+                        Some(n) => self
+                            .names
+                            .iter()
+                            .find(|(x, _)| x == n)
+                            .map(|(_, i)| *i)
+                            .unwrap_or(0),
                         None => self.session_of(cmd),
                     };
                     self.apply(cmd, sid, TxnOp::CloseSession, &mut out);
@@ -437,7 +577,12 @@ impl Runner {
             }
             "auth" => {
                 let name = cmd.pos.first().expect("auth SESSION ID");
-                let sid = self.names.iter().find(|(x, _)| x == name).map(|(_, i)| *i).expect("known session");
+                let sid = self
+                    .names
+                    .iter()
+                    .find(|(x, _)| x == name)
+                    .map(|(_, i)| *i)
+                    .expect("known session");
                 let spec = cmd.pos.get(1).expect("auth SESSION ID");
                 let id = match spec.split_once(':') {
                     Some(("digest", up)) => Id::new("digest", &roster_state::digest(up)),
@@ -453,56 +598,99 @@ impl Runner {
                 let auth = self.auth.get(&sid).cloned().unwrap_or_default();
                 self.apply(cmd, sid, TxnOp::Request { request, auth }, &mut out);
             }
-            "get" => {
-                self.read(cmd, Request::GetData(GetDataRequest { path, watch: Self::watch_flag(cmd) }), &mut out)
-            }
-            "exists" => self.read(cmd, Request::Exists(ExistsRequest { path, watch: Self::watch_flag(cmd) }), &mut out),
+            "get" => self.read(
+                cmd,
+                Request::GetData(GetDataRequest {
+                    path,
+                    watch: Self::watch_flag(cmd),
+                }),
+                &mut out,
+            ),
+            "exists" => self.read(
+                cmd,
+                Request::Exists(ExistsRequest {
+                    path,
+                    watch: Self::watch_flag(cmd),
+                }),
+                &mut out,
+            ),
             "children" => self.read(
                 cmd,
-                Request::GetChildren2(GetChildren2Request { path, watch: Self::watch_flag(cmd) }),
+                Request::GetChildren2(GetChildren2Request {
+                    path,
+                    watch: Self::watch_flag(cmd),
+                }),
                 &mut out,
             ),
             "ls" => self.read(
                 cmd,
-                Request::GetChildren(GetChildrenRequest { path, watch: Self::watch_flag(cmd) }),
+                Request::GetChildren(GetChildrenRequest {
+                    path,
+                    watch: Self::watch_flag(cmd),
+                }),
                 &mut out,
             ),
             "getacl" => self.read(cmd, Request::GetAcl(GetAclRequest { path }), &mut out),
-            "count" => {
-                self.read(cmd, Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path }), &mut out)
-            }
-            "ephemerals" => {
-                self.read(cmd, Request::GetEphemerals(GetEphemeralsRequest { prefix_path: path }), &mut out)
-            }
+            "count" => self.read(
+                cmd,
+                Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path }),
+                &mut out,
+            ),
+            "ephemerals" => self.read(
+                cmd,
+                Request::GetEphemerals(GetEphemeralsRequest { prefix_path: path }),
+                &mut out,
+            ),
             "whoami" => self.read(cmd, Request::WhoAmI, &mut out),
             "multiread" => {
                 let ops = cmd.sub.iter().map(Self::write_request).collect();
                 self.read(cmd, Request::MultiRead(ops), &mut out)
             }
             "addwatch" => {
-                let mode = match cmd.kv.get("mode").map(String::as_str).unwrap_or("persistent") {
+                let mode = match cmd
+                    .kv
+                    .get("mode")
+                    .map(String::as_str)
+                    .unwrap_or("persistent")
+                {
                     "persistent" => 0,
                     "recursive" => 1,
                     m => m.parse().expect("mode"),
                 };
-                self.read(cmd, Request::AddWatch(AddWatchRequest { path, mode }), &mut out)
+                self.read(
+                    cmd,
+                    Request::AddWatch(AddWatchRequest { path, mode }),
+                    &mut out,
+                )
             }
             "removewatches" => {
                 let t = Self::wtype(cmd);
-                let r = self.watches.remove_watches(Self::conn(cmd), &path, t, false);
+                let r = self
+                    .watches
+                    .remove_watches(Self::conn(cmd), &path, t, false);
                 match r {
                     Ok(events) if events.is_empty() => out.push("ok".into()),
-                    Ok(events) => out.extend(events.iter().map(|e| format!("event {} {}", event_name(e.event_type), e.path))),
+                    Ok(events) => out.extend(
+                        events
+                            .iter()
+                            .map(|e| format!("event {} {}", event_name(e.event_type), e.path)),
+                    ),
                     Err(e) => out.push(format!("error {}", e.name())),
                 }
             }
             "checkwatches" => {
-                let r = self.watches.check_watches(Self::conn(cmd), &path, Self::wtype(cmd));
+                let r = self
+                    .watches
+                    .check_watches(Self::conn(cmd), &path, Self::wtype(cmd));
                 out.extend(self.fmt_response(&r.map(|()| Response::Empty)));
             }
             "setwatches" => {
                 let sw = SetWatches2 {
-                    relative_zxid: cmd.kv.get("zxid").map(|z| z.parse().expect("zxid")).unwrap_or(0),
+                    relative_zxid: cmd
+                        .kv
+                        .get("zxid")
+                        .map(|z| z.parse().expect("zxid"))
+                        .unwrap_or(0),
                     data_watches: Self::list(cmd, "data"),
                     exist_watches: Self::list(cmd, "exist"),
                     child_watches: Self::list(cmd, "child"),
@@ -514,7 +702,13 @@ impl Runner {
                     out.push("ok".into());
                 }
                 for e in events {
-                    out.push(format!("event conn={} {} {} state={}", Self::conn(cmd), event_name(e.event_type), e.path, e.state));
+                    out.push(format!(
+                        "event conn={} {} {} state={}",
+                        Self::conn(cmd),
+                        event_name(e.event_type),
+                        e.path,
+                        e.state
+                    ));
                 }
             }
             "dropconn" => {
@@ -526,7 +720,10 @@ impl Runner {
                     out.push(format!("{p}: {ws:?}"));
                 }
                 for (w, ps) in self.watches.by_watcher() {
-                    out.push(format!("conn={w}: {} watches {ps:?}", self.watches.count_for(w)));
+                    out.push(format!(
+                        "conn={w}: {} watches {ps:?}",
+                        self.watches.count_for(w)
+                    ));
                 }
                 out.push(format!("total={}", self.watches.total()));
             }
@@ -536,7 +733,11 @@ impl Runner {
             }
             "expire-ttl" => {
                 let t = self.time_of(cmd);
-                let paths = if cmd.kv.contains_key("paths") { Self::list(cmd, "paths") } else { self.state.ttl_candidates(t) };
+                let paths = if cmd.kv.contains_key("paths") {
+                    Self::list(cmd, "paths")
+                } else {
+                    self.state.ttl_candidates(t)
+                };
                 out.push(format!("paths=[{}]", paths.join(", ")));
                 self.apply(cmd, 0, TxnOp::ExpireTtl { paths }, &mut out);
             }
@@ -574,14 +775,19 @@ impl Runner {
                 self.state = back;
             }
             "noop" => {
-                let z = cmd.kv.get("zxid").map(|z| z.parse().expect("zxid")).unwrap_or(self.state.last_zxid() + 1);
+                let z = cmd
+                    .kv
+                    .get("zxid")
+                    .map(|z| z.parse().expect("zxid"))
+                    .unwrap_or(self.state.last_zxid() + 1);
                 self.state.note_zxid(z);
                 out.push(format!("last_zxid={}", self.state.last_zxid()));
             }
             "raw" => {
                 let hex = cmd.pos.first().cloned().unwrap_or_default();
-                let bytes: Vec<u8> =
-                    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+                let bytes: Vec<u8> = (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect();
                 match postcard::from_bytes::<Txn>(&bytes) {
                     Ok(txn) => {
                         let sid = txn.session_id;
@@ -617,7 +823,10 @@ fn run_script(text: &str) -> String {
                 continue;
             }
             if line.starts_with(char::is_whitespace) {
-                cmds.last_mut().expect("continuation without a command").sub.push(parse_cmd(line.trim()));
+                cmds.last_mut()
+                    .expect("continuation without a command")
+                    .sub
+                    .push(parse_cmd(line.trim()));
             } else {
                 cmds.push(parse_cmd(line));
             }
@@ -675,7 +884,11 @@ fn golden_scripts() {
                 std::fs::write(&file, &got).unwrap();
             } else {
                 let name = file.display().to_string();
-                let first = text.lines().zip(got.lines()).position(|(a, b)| a != b).unwrap_or(0);
+                let first = text
+                    .lines()
+                    .zip(got.lines())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
                 eprintln!("--- {name}: first difference at line {}", first + 1);
                 eprintln!("expected: {:?}", text.lines().nth(first));
                 eprintln!("got:      {:?}", got.lines().nth(first));
@@ -683,5 +896,8 @@ fn golden_scripts() {
             }
         }
     }
-    assert!(failed.is_empty(), "golden scripts differ (UPDATE_GOLDENFILES=1 to regenerate): {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "golden scripts differ (UPDATE_GOLDENFILES=1 to regenerate): {failed:?}"
+    );
 }

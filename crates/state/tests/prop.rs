@@ -9,7 +9,18 @@ use proptest::prelude::*;
 use roster_proto::*;
 use roster_state::{read, State, Txn, TxnOp, WatchTable};
 
-const PATHS: &[&str] = &["/", "/a", "/a/b", "/a/b/c", "/b", "/b/x", "/c", "/zookeeper", "/zookeeper/config", "/a/"];
+const PATHS: &[&str] = &[
+    "/",
+    "/a",
+    "/a/b",
+    "/a/b/c",
+    "/b",
+    "/b/x",
+    "/c",
+    "/zookeeper",
+    "/zookeeper/config",
+    "/a/",
+];
 
 fn path() -> impl Strategy<Value = String> {
     prop::sample::select(PATHS).prop_map(String::from)
@@ -84,7 +95,14 @@ fn run(script: &[(usize, i64, TxnOp)]) -> (State, Vec<String>) {
     for (i, (si, dt, op)) in script.iter().enumerate() {
         time += dt;
         let session_id = sessions[si % sessions.len()];
-        let applied = s.apply(i as i64 + 1, &Txn { session_id, time, op: op.clone() });
+        let applied = s.apply(
+            i as i64 + 1,
+            &Txn {
+                session_id,
+                time,
+                op: op.clone(),
+            },
+        );
         if let roster_state::TxnResult::Session { session_id, .. } = applied.result {
             sessions.push(session_id);
         }
@@ -99,20 +117,41 @@ fn reads(s: &State) -> Vec<String> {
     let mut out = Vec::new();
     for p in PATHS {
         for req in [
-            Request::GetData(GetDataRequest { path: p.to_string(), watch: true }),
-            Request::GetChildren2(GetChildren2Request { path: p.to_string(), watch: true }),
-            Request::Exists(ExistsRequest { path: p.to_string(), watch: true }),
-            Request::GetAcl(GetAclRequest { path: p.to_string() }),
-            Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path: p.to_string() }),
+            Request::GetData(GetDataRequest {
+                path: p.to_string(),
+                watch: true,
+            }),
+            Request::GetChildren2(GetChildren2Request {
+                path: p.to_string(),
+                watch: true,
+            }),
+            Request::Exists(ExistsRequest {
+                path: p.to_string(),
+                watch: true,
+            }),
+            Request::GetAcl(GetAclRequest {
+                path: p.to_string(),
+            }),
+            Request::GetAllChildrenNumber(GetAllChildrenNumberRequest {
+                path: p.to_string(),
+            }),
         ] {
             out.push(format!("{:?}", read(s, &mut w, 1, 0, &req, &[])));
         }
     }
     for (id, _) in s.sessions() {
-        let req = Request::GetEphemerals(GetEphemeralsRequest { prefix_path: "/".into() });
+        let req = Request::GetEphemerals(GetEphemeralsRequest {
+            prefix_path: "/".into(),
+        });
         out.push(format!("{:?}", read(s, &mut w, 1, id, &req, &[])));
     }
-    out.push(format!("{:?} {} {} {}", s.ttl_candidates(i64::MAX), s.node_count(), s.ephemeral_count(), s.last_zxid()));
+    out.push(format!(
+        "{:?} {} {} {}",
+        s.ttl_candidates(i64::MAX),
+        s.node_count(),
+        s.ephemeral_count(),
+        s.last_zxid()
+    ));
     out
 }
 
@@ -212,31 +251,70 @@ fn any_string() -> impl Strategy<Value = String> {
 
 fn garbage_acl() -> impl Strategy<Value = Vec<Acl>> {
     prop::collection::vec(
-        (any::<i32>(), prop::sample::select(&["world", "auth", "digest", "ip", "super", "x"][..]), any_string())
-            .prop_map(|(perms, scheme, id)| Acl { perms, id: Id::new(scheme, &id) }),
+        (
+            any::<i32>(),
+            prop::sample::select(&["world", "auth", "digest", "ip", "super", "x"][..]),
+            any_string(),
+        )
+            .prop_map(|(perms, scheme, id)| Acl {
+                perms,
+                id: Id::new(scheme, &id),
+            }),
         0..3,
     )
 }
 
 fn garbage_request() -> impl Strategy<Value = Request> {
     let leaf = prop_oneof![
-        (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| Request::Create(CreateRequest {
-            path, data: Bytes::new(), acl, flags })),
-        (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| Request::CreateContainer(CreateRequest {
-            path, data: Bytes::new(), acl, flags })),
-        (any_string(), any::<i32>(), any::<i64>()).prop_map(|(path, flags, ttl)| Request::CreateTtl(CreateTtlRequest {
-            path, data: Bytes::new(), acl: Acl::open_unsafe(), flags, ttl })),
-        (any_string(), any::<i32>()).prop_map(|(path, version)| Request::Delete(DeleteRequest { path, version })),
+        (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| Request::Create(
+            CreateRequest {
+                path,
+                data: Bytes::new(),
+                acl,
+                flags
+            }
+        )),
+        (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| {
+            Request::CreateContainer(CreateRequest {
+                path,
+                data: Bytes::new(),
+                acl,
+                flags,
+            })
+        }),
+        (any_string(), any::<i32>(), any::<i64>()).prop_map(|(path, flags, ttl)| {
+            Request::CreateTtl(CreateTtlRequest {
+                path,
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags,
+                ttl,
+            })
+        }),
+        (any_string(), any::<i32>())
+            .prop_map(|(path, version)| Request::Delete(DeleteRequest { path, version })),
         (any_string(), any::<i32>()).prop_map(|(path, version)| Request::SetData(SetDataRequest {
-            path, data: Bytes::new(), version })),
-        (any_string(), garbage_acl(), any::<i32>()).prop_map(|(path, acl, version)| Request::SetAcl(SetAclRequest { path, acl, version })),
-        (any_string(), any::<i32>()).prop_map(|(path, version)| Request::Check(CheckVersionRequest { path, version })),
-        (any_string(), any::<bool>()).prop_map(|(path, watch)| Request::GetData(GetDataRequest { path, watch })),
-        (any_string(), any::<bool>()).prop_map(|(path, watch)| Request::Exists(ExistsRequest { path, watch })),
-        any_string().prop_map(|prefix_path| Request::GetEphemerals(GetEphemeralsRequest { prefix_path })),
-        any_string().prop_map(|path| Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path })),
-        (any_string(), any::<i32>()).prop_map(|(path, mode)| Request::AddWatch(AddWatchRequest { path, mode })),
-        (any_string(), any::<i32>()).prop_map(|(path, watcher_type)| Request::RemoveWatches(RemoveWatchesRequest { path, watcher_type })),
+            path,
+            data: Bytes::new(),
+            version
+        })),
+        (any_string(), garbage_acl(), any::<i32>())
+            .prop_map(|(path, acl, version)| Request::SetAcl(SetAclRequest { path, acl, version })),
+        (any_string(), any::<i32>())
+            .prop_map(|(path, version)| Request::Check(CheckVersionRequest { path, version })),
+        (any_string(), any::<bool>())
+            .prop_map(|(path, watch)| Request::GetData(GetDataRequest { path, watch })),
+        (any_string(), any::<bool>())
+            .prop_map(|(path, watch)| Request::Exists(ExistsRequest { path, watch })),
+        any_string()
+            .prop_map(|prefix_path| Request::GetEphemerals(GetEphemeralsRequest { prefix_path })),
+        any_string()
+            .prop_map(|path| Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path })),
+        (any_string(), any::<i32>())
+            .prop_map(|(path, mode)| Request::AddWatch(AddWatchRequest { path, mode })),
+        (any_string(), any::<i32>()).prop_map(|(path, watcher_type)| Request::RemoveWatches(
+            RemoveWatchesRequest { path, watcher_type }
+        )),
         Just(Request::CloseSession),
         Just(Request::Ping),
         Just(Request::WhoAmI),
@@ -263,7 +341,14 @@ fn garbage_op() -> impl Strategy<Value = TxnOp> {
 #[test]
 fn cheap_clone_is_independent() {
     let mut s = State::new();
-    let open = Txn { session_id: 0, time: 1, op: TxnOp::CreateSession { timeout_ms: 1000, passwd: Bytes::new() } };
+    let open = Txn {
+        session_id: 0,
+        time: 1,
+        op: TxnOp::CreateSession {
+            timeout_ms: 1000,
+            passwd: Bytes::new(),
+        },
+    };
     let sid = match s.apply(1, &open).result {
         roster_state::TxnResult::Session { session_id, .. } => session_id,
         r => panic!("{r:?}"),
@@ -275,14 +360,37 @@ fn cheap_clone_is_independent() {
             acl: Acl::open_unsafe(),
             flags: 0,
         });
-        s.apply(i + 2, &Txn { session_id: sid, time: 2, op: TxnOp::Request { request: req, auth: vec![] } });
+        s.apply(
+            i + 2,
+            &Txn {
+                session_id: sid,
+                time: 2,
+                op: TxnOp::Request {
+                    request: req,
+                    auth: vec![],
+                },
+            },
+        );
     }
     // 1000 nodes with one ACL list share it.
     assert_eq!(s.tree().acl_table().len(), 2);
     let snap = s.clone();
     let before = snap.to_snapshot();
-    let req = Request::Delete(DeleteRequest { path: "/n7".into(), version: -1 });
-    s.apply(5000, &Txn { session_id: sid, time: 3, op: TxnOp::Request { request: req, auth: vec![] } });
+    let req = Request::Delete(DeleteRequest {
+        path: "/n7".into(),
+        version: -1,
+    });
+    s.apply(
+        5000,
+        &Txn {
+            session_id: sid,
+            time: 3,
+            op: TxnOp::Request {
+                request: req,
+                auth: vec![],
+            },
+        },
+    );
     assert_eq!(snap.to_snapshot(), before);
     assert_ne!(s.to_snapshot(), before);
     assert_eq!(s.node_count(), 4 + 999);

@@ -371,12 +371,7 @@ impl Conn {
                 self.write_header(ReplyHeader { xid: xid::PING, zxid, err: 0 }, None);
             }
             Request::Auth(a) => self.handle_auth(header.xid, a),
-            Request::Sasl(_) => {
-                // Like a ZooKeeper with no SASL configured: the client is told authentication failed.
-                tracing::info!(conn = self.id, "SASL requested but not configured: AuthFailed");
-                self.reply_now(header.xid, Err(ErrorCode::AuthFailed), started);
-                self.close_after_flush = true;
-            }
+
             ref r if r.is_write() && !matches!(r, Request::Reconfig(_)) => {
                 if self.needs_ttl(r) && !shared.config.ttl_nodes {
                     self.queue_local(header.xid, Err(ErrorCode::Unimplemented), started, rx);
@@ -529,18 +524,15 @@ impl Conn {
                     persistent_watches: vec![],
                     persistent_recursive_watches: vec![],
                 };
-                let events = db.watches.set_watches(&db.state, self.id, &sw2);
-                let zxid = db.state.last_zxid();
-                for e in events {
-                    self.push_event(&e, zxid);
+                // Replayed events carry zxid -1, as ZooKeeper sends them.
+                for e in db.watches.set_watches(&db.state, self.id, &sw2) {
+                    self.push_event(&e, -1);
                 }
                 Ok(Response::Empty)
             }
             Request::SetWatches2(sw) => {
-                let events = db.watches.set_watches(&db.state, self.id, sw);
-                let zxid = db.state.last_zxid();
-                for e in events {
-                    self.push_event(&e, zxid);
+                for e in db.watches.set_watches(&db.state, self.id, sw) {
+                    self.push_event(&e, -1);
                 }
                 Ok(Response::Empty)
             }
@@ -557,6 +549,8 @@ impl Conn {
                 let t = WatcherType::from_i32(r.watcher_type).map_err(|_| ErrorCode::BadArguments)?;
                 db.watches.check_watches(self.id, &r.path, t).map(|_| Response::Empty)
             }
+            // Like a ZooKeeper with no SASL configured: an empty (null) challenge, nothing authenticated.
+            Request::Sasl(_) => Ok(Response::Sasl(roster_proto::SetSaslResponse { token: Bytes::new() })),
             Request::WhoAmI => Ok(Response::WhoAmI(WhoAmIResponse {
                 client_info: self
                     .auth
@@ -572,8 +566,9 @@ impl Conn {
     fn handle_auth(&mut self, xid_: i32, a: roster_proto::AuthPacket) {
         let shared = self.ctx.shared.clone();
         let ok = match a.scheme.as_str() {
+            // ZooKeeper accepts any digest credentials (`user:password`, or a bare `user`, hashed whole).
             "digest" => match std::str::from_utf8(&a.auth) {
-                Ok(up) if up.contains(':') => {
+                Ok(up) => {
                     let digest = roster_state::digest(up);
                     if shared.config.super_digest.as_deref() == Some(digest.as_str()) {
                         self.auth.push(Id::new("super", ""));
@@ -584,7 +579,7 @@ impl Conn {
                     }
                     true
                 }
-                _ => false,
+                Err(_) => false,
             },
             "ip" => true,
             _ => false,

@@ -15,9 +15,10 @@
 //! * `save_vote` runs on the flusher thread behind every earlier write, so a vote is never
 //!   reordered with appends, and it is durable when `save_vote` returns.
 //! * `save_committed` is queued behind earlier appends (so a persisted committed id never points
-//!   past the durable log) but not waited for; consecutive values are coalesced. After a crash
-//!   `read_committed` may therefore return an older value, which openraft tolerates (it is an
-//!   optional optimization there); it is never a newer one.
+//!   past the durable log) but, by default, not waited for; consecutive values are coalesced.
+//!   After a crash `read_committed` may therefore return an older value, which openraft
+//!   tolerates (it is an optional optimization there; `Raft::wait_for_recovery` covers the
+//!   gap); it is never a newer one. [`LogStore::with_sync_committed`] makes it wait instead.
 //! * `truncate_after` and `purge` are durable on return; the purge point (with its log id) is
 //!   persisted before any segment is deleted.
 //! * Readers return whole ranges or an error, never a partial run with holes.
@@ -57,6 +58,7 @@ pub struct LogStore<C: RaftTypeConfig> {
     vote: SharedVote<C>,
     committed: Option<LogIdOf<C>>,
     last_purged: Option<LogIdOf<C>>,
+    sync_committed: bool,
 }
 
 /// Read handle given to openraft's replication and apply tasks.
@@ -191,7 +193,15 @@ impl<C: RaftTypeConfig> LogStore<C> {
             vote: Arc::new(Mutex::new(vote)),
             committed,
             last_purged,
+            sync_committed: false,
         })
+    }
+
+    /// Make `save_committed` wait until the committed id is durable (two fsyncs per call)
+    /// instead of queueing it behind the log. Off by default.
+    pub fn with_sync_committed(mut self, sync: bool) -> Self {
+        self.sync_committed = sync;
+        self
     }
 
     /// The underlying write-ahead log.
@@ -301,10 +311,12 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let bytes = encode("committed log id", &committed)?;
         let meta = self.meta.clone();
-        self.wal.background(
-            KEY_COMMITTED,
-            Box::new(move || meta.put(KEY_COMMITTED, &bytes)),
-        )?;
+        let write = Box::new(move || meta.put(KEY_COMMITTED, &bytes));
+        if self.sync_committed {
+            self.wal.barrier(Some(write))?.wait_async().await?;
+        } else {
+            self.wal.background(KEY_COMMITTED, write)?;
+        }
         self.committed = committed;
         Ok(())
     }

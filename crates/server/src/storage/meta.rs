@@ -81,25 +81,15 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Open (creating if needed) the meta directory. Leftover `*.meta.tmp` files from an
-    /// interrupted `put` are removed: the rename never happened, so the old value stands.
+    /// Open (creating if needed) the meta directory.
+    ///
+    /// A leftover `<name>.meta.tmp` from an interrupted `put` is ignored (the rename never
+    /// happened, so the old value stands) and reused by the next `put` of that key. It is not
+    /// deleted here, so several `MetaStore`s may be opened on one directory at any time (each key
+    /// must still have a single writer).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         create_dir_durable(&dir)?;
-        let mut removed = false;
-        for ent in fs::read_dir(&dir).at(&dir)? {
-            let ent = ent.at(&dir)?;
-            let name = ent.file_name();
-            if name.to_string_lossy().ends_with(TMP_SUFFIX) {
-                let p = ent.path();
-                tracing::warn!(path = %p.display(), "removing unfinished meta tmp file");
-                fs::remove_file(&p).at(&p)?;
-                removed = true;
-            }
-        }
-        if removed {
-            fsync_dir(&dir)?;
-        }
         Ok(MetaStore { dir })
     }
 
@@ -330,13 +320,15 @@ mod tests {
     }
 
     #[test]
-    fn leftover_tmp_is_ignored_and_removed() {
+    fn leftover_tmp_is_ignored_then_reused() {
         let dir = tempfile::tempdir().unwrap();
         let m = MetaStore::open(dir.path()).unwrap();
         m.put("vote", b"old").unwrap();
         fs::write(dir.path().join("vote.meta.tmp"), b"half-written").unwrap();
         let m = MetaStore::open(dir.path()).unwrap();
         assert_eq!(m.get("vote").unwrap().as_deref(), Some(&b"old"[..]));
+        m.put("vote", b"new").unwrap();
+        assert_eq!(m.get("vote").unwrap().as_deref(), Some(&b"new"[..]));
         assert!(!dir.path().join("vote.meta.tmp").exists());
     }
 
