@@ -50,6 +50,8 @@ fn basic_operations_and_stat_bookkeeping() {
     let Some(Response::GetChildren(GetChildrenResponse { mut children })) = ch.body else { panic!("{ch:?}") };
     children.sort();
     assert_eq!(children, vec!["e", "s-0000000001", "x"]);
+    // ZooKeeper stores the root under "" too: reads of "" answer for "/".
+    assert_eq!(stat_of(&c.exists("", false)), stat_of(&c.exists("/", false)));
     // Special nodes.
     assert_eq!(c.exists("/zookeeper/quota", false).err, OK);
     assert_eq!(c.exists("/zookeeper/config", false).err, OK);

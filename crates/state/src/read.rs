@@ -42,6 +42,15 @@ pub fn read(
     req: &Request,
     auth: &[Id],
 ) -> Result<Response, ErrorCode> {
+    // ZooKeeper's DataTree also stores the root under the key "", so reads of "" answer for "/".
+    let aliased;
+    let req = match root_alias(req) {
+        Some(r) => {
+            aliased = r;
+            &aliased
+        }
+        None => req,
+    };
     match req {
         Request::Exists(r) => {
             if r.path.contains('\0') {
@@ -202,4 +211,42 @@ fn get_children(
         watches.add_child_watch(watcher, path);
     }
     Ok((n.children.iter().cloned().collect(), n.stat()))
+}
+
+/// The same read with the path "" replaced by "/", if the request is a read of "".
+fn root_alias(req: &Request) -> Option<Request> {
+    let root = || "/".to_string();
+    Some(match req {
+        Request::Exists(r) if r.path.is_empty() => Request::Exists(roster_proto::ExistsRequest {
+            path: root(),
+            ..r.clone()
+        }),
+        Request::GetData(r) if r.path.is_empty() => {
+            Request::GetData(roster_proto::GetDataRequest {
+                path: root(),
+                ..r.clone()
+            })
+        }
+        Request::GetChildren(r) if r.path.is_empty() => {
+            Request::GetChildren(roster_proto::GetChildrenRequest {
+                path: root(),
+                ..r.clone()
+            })
+        }
+        Request::GetChildren2(r) if r.path.is_empty() => {
+            Request::GetChildren2(roster_proto::GetChildren2Request {
+                path: root(),
+                ..r.clone()
+            })
+        }
+        Request::GetAcl(r) if r.path.is_empty() => {
+            Request::GetAcl(roster_proto::GetAclRequest { path: root() })
+        }
+        Request::GetAllChildrenNumber(r) if r.path.is_empty() => {
+            Request::GetAllChildrenNumber(roster_proto::GetAllChildrenNumberRequest {
+                path: root(),
+            })
+        }
+        _ => return None,
+    })
 }
