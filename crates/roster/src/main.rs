@@ -3,6 +3,9 @@
 //! Settings come from flags, then `ROSTER_*` environment variables, then an optional TOML file
 //! (`--config`), then built-in defaults, so `roster serve` alone runs a usable single node.
 
+mod bench;
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use roster_server::Config;
 use std::net::SocketAddr;
@@ -23,16 +26,51 @@ Then connect:      zkCli.sh -server 127.0.0.1:2181"
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::GlobalClientOpts,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a Roster node (defaults: clients on 127.0.0.1:2181, data in ./roster-data).
     Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+    /// Benchmark any ZooKeeper-protocol server (Roster or Apache ZooKeeper): throughput, latency,
+    /// sessions, watches, expiry, memory.
+    Bench(bench::BenchArgs),
+    /// Inspect and change the cluster's membership through any node's peer port.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the digest of USER:PASSWORD, for digest ACLs and the --super-digest setting.
     Digest {
         /// The credentials, as user:password.
         user_password: String,
+    },
+}
+
+/// `roster cluster ...`.
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the members, their roles, the leader and each node's client address.
+    Status {
+        /// Peer address (HOST:PEERPORT) of any node.
+        #[arg(long, default_value = "127.0.0.1:2888")]
+        server: String,
+    },
+    /// Remove node ID from the cluster (the leader promotes a learner if voters fall short).
+    Remove {
+        /// The node id, as printed by `roster cluster status`.
+        id: u64,
+        /// Peer address (HOST:PEERPORT) of any node.
+        #[arg(long, default_value = "127.0.0.1:2888")]
+        server: String,
+    },
+    /// Ask the node at --server to leave the cluster.
+    Leave {
+        /// Peer address (HOST:PEERPORT) of the node that leaves.
+        #[arg(long, default_value = "127.0.0.1:2888")]
+        server: String,
     },
 }
 
@@ -87,6 +125,19 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "ROSTER_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Address for the other Roster nodes; announced to them as is [default: 127.0.0.1:2888].
+    #[arg(long, env = "ROSTER_PEER_ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// Join the cluster of the node at HOST:PEERPORT (only with an empty data directory; ignored later).
+    #[arg(long, env = "ROSTER_JOIN")]
+    join: Option<String>,
+    /// Voters the cluster aims for: joining nodes become voters up to this, learners (observers) after
+    /// [default: 3].
+    #[arg(long, env = "ROSTER_TARGET_VOTERS")]
+    target_voters: Option<usize>,
+    /// Log entries kept behind the latest snapshot [default: 1000].
+    #[arg(long, env = "ROSTER_SNAPSHOT_LOG_KEEP")]
+    snapshot_log_keep: Option<u64>,
 }
 
 impl ServeArgs {
@@ -111,8 +162,14 @@ impl ServeArgs {
             snapshot_every,
             session_tick_ms,
             log,
-            log_format
+            log_format,
+            peer_addr,
+            target_voters,
+            snapshot_log_keep
         );
+        if self.join.is_some() {
+            c.join = self.join;
+        }
         if self.super_digest.is_some() {
             c.super_digest = self.super_digest;
         }
@@ -135,6 +192,19 @@ fn init_logging(filter: &str, format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(cmd) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => match rt.block_on(cli::run(cmd, &cli.client)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Digest { user_password } => {
             if !user_password.contains(':') {
                 eprintln!("error: expected user:password");
@@ -143,6 +213,29 @@ fn main() -> ExitCode {
             println!("{}", roster_state::digest(&user_password));
             ExitCode::SUCCESS
         }
+        Command::Bench(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => match rt.block_on(bench::run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cluster(cmd) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(cluster(cmd, cli.client.json)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             let config = match args.into_config() {
                 Ok(c) => c,
@@ -186,4 +279,68 @@ async fn serve(config: Config) -> ExitCode {
     }
     node.shutdown().await;
     ExitCode::SUCCESS
+}
+
+async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
+    use roster_server::peer::admin;
+    let result = match cmd {
+        ClusterCommand::Status { server } => match admin::status(&server).await {
+            Ok(st) if json => {
+                // The answering node's view, then each member's own report (null when unreachable).
+                let mut own = Vec::new();
+                for m in &st.members {
+                    own.push(admin::status(&m.peer_addr).await.ok().filter(|s| s.node_id == m.node_id));
+                }
+                let out = serde_json::json!({ "view": st, "members": own });
+                println!("{out}");
+                Ok(())
+            }
+            Ok(st) => {
+                println!("cluster {}", st.cluster_id);
+                println!(
+                    "leader  {}",
+                    st.leader
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "none".into())
+                );
+                println!(
+                    "{:<20} {:<8} {:<10} {:<22} {:<22} {:>10} serving",
+                    "node", "role", "state", "peer", "client", "applied"
+                );
+                for m in &st.members {
+                    let role = if m.voter { "voter" } else { "learner" };
+                    // Each member reports its own state and client address; an unreachable one shows "?".
+                    let (state, client, applied, serving) = match admin::status(&m.peer_addr).await
+                    {
+                        Ok(s) if s.node_id == m.node_id => (
+                            s.state,
+                            s.client_addr,
+                            s.applied.to_string(),
+                            s.serving.to_string(),
+                        ),
+                        _ => ("?".into(), "?".into(), "?".into(), "?".into()),
+                    };
+                    println!(
+                        "{:<20} {:<8} {:<10} {:<22} {:<22} {:>10} {}",
+                        m.node_id, role, state, m.peer_addr, client, applied, serving
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        ClusterCommand::Remove { id, server } => admin::remove(&server, id)
+            .await
+            .map(|()| println!("node {id} removed")),
+        ClusterCommand::Leave { server } => admin::leave(&server)
+            .await
+            .map(|()| println!("{server} left the cluster")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -4,7 +4,10 @@
 //! (`--config`), then the defaults here. The binary's clap parser handles flags and environment and calls
 //! [`Config::merge_over`]. The defaults make `roster serve` a usable single node with no file at all.
 //!
-//! Left out: TLS and SASL (not yet supported), ensemble settings (the ensemble issue adds them).
+//! Ensemble settings: `peer_addr` (the peer port, also announced to the other nodes), `join` (a member's
+//! peer address, for a pristine node to join its cluster) and `target_voters`.
+//!
+//! Left out: TLS and SASL (not yet supported).
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -43,6 +46,18 @@ pub struct Config {
     pub log: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Address for the other Roster nodes (Raft replication, forwarded writes, joins); announced to the
+    /// cluster as is, so it must be reachable from the other nodes.
+    pub peer_addr: SocketAddr,
+    /// Peer address (HOST:PORT) of any member of an existing cluster: a node with an empty data
+    /// directory joins that cluster instead of starting a new one. Ignored once the node has an identity.
+    pub join: Option<String>,
+    /// Log entries kept behind the latest snapshot (for followers slightly behind); older entries are
+    /// purged, and a node that needs them gets the snapshot instead.
+    pub snapshot_log_keep: u64,
+    /// How many voters the leader aims for: a joining node becomes a voter while the cluster has fewer,
+    /// and a learner (observer) otherwise.
+    pub target_voters: usize,
 }
 
 impl Default for Config {
@@ -62,6 +77,10 @@ impl Default for Config {
             session_tick_ms: 20,
             log: "info,openraft=warn".to_string(),
             log_format: "text".to_string(),
+            peer_addr: "127.0.0.1:2888".parse().expect("valid default address"),
+            join: None,
+            target_voters: 3,
+            snapshot_log_keep: 1_000,
         }
     }
 }
@@ -136,6 +155,17 @@ impl Config {
                 });
             }
         }
+        if self.target_voters == 0 {
+            return Err(ConfigError::Invalid { setting: "target-voters", message: "must be at least 1".into() });
+        }
+        if let Some(j) = &self.join {
+            if !j.contains(':') {
+                return Err(ConfigError::Invalid {
+                    setting: "join",
+                    message: format!("expected HOST:PEERPORT of a cluster member, got {j:?}"),
+                });
+            }
+        }
         if self.log_format != "text" && self.log_format != "json" {
             return Err(ConfigError::Invalid { setting: "log-format", message: "must be text or json".into() });
         }
@@ -169,6 +199,25 @@ mod tests {
         assert_eq!(c.min_session_timeout_ms, 4000);
         std::fs::write(&p, "no_such_setting = 1\n").unwrap();
         assert!(Config::from_file(&p).unwrap_err().to_string().contains("no_such_setting"));
+    }
+
+    #[test]
+    fn ensemble_settings() {
+        let c = Config::default();
+        assert_eq!(c.peer_addr.port(), 2888);
+        assert_eq!((c.join.as_deref(), c.target_voters, c.snapshot_log_keep), (None, 3, 1_000));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("roster.toml");
+        std::fs::write(&p, "peer_addr = \"127.0.0.1:3888\"\njoin = \"10.0.0.1:2888\"\ntarget_voters = 5\n").unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!((c.peer_addr.port(), c.join.as_deref(), c.target_voters), (3888, Some("10.0.0.1:2888"), 5));
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.target_voters = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.join = Some("nohost".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("join"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
         "conf" => conf(ctx),
         "envi" => envi(ctx),
         "cons" => {
-            let mut s = cons(ctx);
+            let mut s = clients(ctx, true);
             s.push('\n');
             s
         }
@@ -41,15 +41,8 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
             "Server stats reset.\n".to_string()
         }
         "wchs" => {
-            let db = shared.db.lock();
-            let by_watcher = db.watches.by_watcher();
-            let by_path = db.watches.by_path();
-            format!(
-                "{} connections watching {} paths\nTotal watches:{}\n",
-                by_watcher.len(),
-                by_path.len(),
-                db.watches.total()
-            )
+            let (conns, paths, total) = shared.db.lock().watches.summary();
+            format!("{conns} connections watching {paths} paths\nTotal watches:{total}\n")
         }
         "wchc" => {
             let by_watcher = shared.db.lock().watches.by_watcher();
@@ -61,6 +54,7 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
                     let _ = writeln!(s, "\t{p}");
                 }
             }
+            s.push('\n');
             s
         }
         "wchp" => {
@@ -73,6 +67,7 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
                     let _ = writeln!(s, "\t0x{:x}", sessions.get(&c).copied().unwrap_or(0));
                 }
             }
+            s.push('\n');
             s
         }
         "dump" => dump(ctx),
@@ -85,6 +80,12 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
         "hash" => String::new(),
         _ => format!("{word} is not executed because it is not in the whitelist.\n"),
     }
+}
+
+/// ZooKeeper's node count includes the root twice (it is also stored under the key ""); tools
+/// compare against that number, so Roster reports it the same way.
+fn znode_count(nodes: usize) -> usize {
+    nodes + 1
 }
 
 fn session_of_conns(ctx: &NodeCtx) -> std::collections::HashMap<u64, i64> {
@@ -110,13 +111,13 @@ fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
     let mut s = format!("Zookeeper version: {ZK_VERSION}, built on {BUILT_ON}\n");
     if with_clients {
         s.push_str("Clients:\n");
-        s.push_str(&cons(ctx));
+        s.push_str(&clients(ctx, false));
         s.push('\n');
     }
     let (min, avg, max) = latency(ctx);
     let (zxid, nodes) = {
         let db = shared.db.lock();
-        (db.state.last_zxid(), db.state.node_count())
+        (db.state.last_zxid(), znode_count(db.state.node_count()))
     };
     let connections = shared.conns.lock().by_id.len();
     let _ = write!(
@@ -134,7 +135,8 @@ fn mode(_ctx: &NodeCtx) -> &'static str {
     "standalone"
 }
 
-fn cons(ctx: &NodeCtx) -> String {
+/// One line per connection: the short form of `stat`, or `cons`'s detailed form.
+fn clients(ctx: &NodeCtx, detailed: bool) -> String {
     let conns = ctx.shared.conns.lock();
     let mut rows: Vec<_> = conns.by_id.iter().collect();
     rows.sort_by_key(|(id, _)| **id);
@@ -144,21 +146,22 @@ fn cons(ctx: &NodeCtx) -> String {
         let recved = st.received.load(Ordering::Relaxed);
         let sent = st.sent.load(Ordering::Relaxed);
         let queued = st.outstanding.load(Ordering::Relaxed);
-        match c.session_id {
-            Some(sid) => {
-                let _ = writeln!(
-                    s,
-                    " /{}[1](queued={queued},recved={recved},sent={sent},sid=0x{sid:x},lop=NA,est={},to={},lzxid=0x{:x},lresp=0,llat=0,minlat=0,avglat=0,maxlat=0)",
-                    c.peer,
-                    c.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
-                    c.timeout_ms,
-                    st.last_zxid.load(Ordering::Relaxed),
-                );
-            }
-            None => {
-                let _ = writeln!(s, " /{}[0](queued={queued},recved={recved},sent={sent})", c.peer);
-            }
+        let established = u8::from(c.session_id.is_some());
+        let _ = write!(s, " /{}[{established}](queued={queued},recved={recved},sent={sent}", c.peer);
+        if let (true, Some(sid)) = (detailed, c.session_id) {
+            let completed = st.completed.load(Ordering::Relaxed);
+            let avg = if completed == 0 { 0 } else { st.latency_total_ms.load(Ordering::Relaxed) / completed };
+            let _ = write!(
+                s,
+                ",sid=0x{sid:x},lop=NA,est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp=0,llat=0,minlat=0,avglat={avg},maxlat={}",
+                c.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+                c.timeout_ms,
+                st.last_cxid.load(Ordering::Relaxed),
+                st.last_zxid.load(Ordering::Relaxed),
+                st.latency_max_ms.load(Ordering::Relaxed),
+            );
         }
+        s.push_str(")\n");
     }
     s
 }
@@ -170,7 +173,7 @@ fn mntr(ctx: &NodeCtx) -> String {
     let (nodes, watches, ephemerals, data_size, zxid) = {
         let db = shared.db.lock();
         (
-            db.state.node_count(),
+            znode_count(db.state.node_count()),
             db.watches.total(),
             db.state.ephemeral_count(),
             db.state.approximate_data_size(),
@@ -233,16 +236,26 @@ fn conf(ctx: &NodeCtx) -> String {
 }
 
 fn envi(ctx: &NodeCtx) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
     let _ = ctx;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let home = std::env::var("HOME").unwrap_or_default();
+    let rss_mb = rss_bytes() / (1024 * 1024);
+    // ZooKeeper's keys, in its order, so tools that parse `envi` find them; Roster runs no JVM, so the
+    // java.* keys describe the native binary instead.
     format!(
-        "Environment:\nzookeeper.version={ZK_VERSION}, built on {BUILT_ON}\nhost.name={}\nroster.version={}\nos.name={}\nos.arch={}\nuser.dir={cwd}\nos.memory.free={}MB\n",
+        "Environment:\nzookeeper.version={ZK_VERSION}, built on {BUILT_ON}\nhost.name={}\njava.version=none (native)\n\
+         java.vendor=roster\njava.home={exe}\njava.class.path={exe}\njava.library.path=\njava.io.tmpdir={}\n\
+         java.compiler=<NA>\nos.name={}\nos.arch={}\nos.version={}\nuser.name={user}\nuser.home={home}\n\
+         user.dir={cwd}\nos.memory.free=0MB\nos.memory.max=0MB\nos.memory.total={rss_mb}MB\n",
         host.trim(),
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS,
-        std::env::consts::ARCH,
-        0,
+        std::env::temp_dir().display(),
+        if std::env::consts::OS == "linux" { "Linux" } else { std::env::consts::OS },
+        if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH },
+        kernel.trim(),
     )
 }
 

@@ -10,6 +10,7 @@
 //! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
 //! - [`shared`]: the state, watches, connections and counters every task shares, and its lock order.
 //! - [`raft`]: all openraft glue: types, state machine, log store, network.
+//! - [`peer`]: the peer protocol between nodes: replication transport, joins, forwarded writes.
 //! - [`storage`]: the write-ahead log, metadata files and snapshot files on disk.
 //!
 //! # Data flow
@@ -19,12 +20,13 @@
 //! lock, after the connection's earlier writes.
 //!
 //! # Left out
-//! The multi-node peer network (the ensemble issue), TLS, SASL, quotas enforcement, read-only mode.
+//! TLS, SASL, quotas enforcement, read-only mode.
 
 pub mod config;
 pub mod fourlw;
 pub mod net;
 pub mod node;
+pub mod peer;
 pub mod raft;
 pub mod shared;
 pub mod storage;

@@ -1,25 +1,38 @@
-//! One Roster node, wired in the order of openraft's checklist: configuration → storage (metadata, log,
-//! snapshots) → state machine → network → `Raft::new` → recovery → client port → session ticker.
+//! One Roster node, wired in the order of openraft's checklist: configuration → identity → storage
+//! (metadata, log, snapshots) → state machine → network → `Raft::new` → peer port → join or recovery →
+//! client port → session ticker, cluster monitor, touch forwarder.
 //!
-//! A pristine data directory gets a new cluster identity and initializes a one-voter Raft group; a data
-//! directory with an identity never initializes again (openraft #898). After recovery (latest snapshot
-//! plus the committed log) every live session gets a fresh timeout, so clients that were connected at a
-//! crash can reconnect and keep their ephemerals, as ZooKeeper does after a restart.
+//! Identity: a pristine data directory without `--join` gets a new cluster identity (node id 1) and
+//! initializes a one-voter Raft group. With `--join SEED` it asks the seed for the cluster id, persists
+//! `ClusterIdentity { cluster_id, node_id }` with a fresh random node id, starts Raft uninitialized and
+//! asks the seed to add it (the leader adds it as a learner, then as a voter while voters are short of
+//! `--target-voters`). A node with an identity never initializes or joins again (openraft #898); the one
+//! exception is a joiner whose join never completed (no membership received yet), which asks again with
+//! the same identity.
+//!
+//! A node that is its cluster's only voter starts as before: it waits for leadership and commits a read
+//! barrier so every acknowledged write is applied before clients connect. A member of a larger cluster
+//! starts serving once it has a leader; the cluster monitor stops it serving (closing its client
+//! connections) when it has had no leader for more than twice the election timeout, and resumes when
+//! one is back. After recovery every live session gets a fresh timeout, and so does every session when
+//! a node becomes leader, so clients can reconnect (to any node) and keep their ephemerals.
 //!
 //! The session ticker is the leader's: it expires sessions whose deadline passed by proposing
 //! `CloseSession` through the log (so ephemerals vanish on every replica at the same zxid), and proposes
 //! the deletion of TTL nodes that are due.
 
+use openraft::async_runtime::watch::WatchReceiver;
 use crate::config::Config;
 use crate::net;
+use crate::peer::{self, Cluster};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::SingleNodeNetwork;
+use crate::raft::network::PeerNetwork;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Command, Raft, TypeConfig};
-use crate::shared::{now_ms, Shared};
+use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::meta::{ClusterIdentity, MetaStore};
 use crate::storage::snapshot::SnapshotStore;
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use roster_state::{State, Txn, TxnOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -37,6 +50,8 @@ pub struct NodeCtx {
     pub raft: Raft,
     /// This node's identity.
     pub identity: ClusterIdentity,
+    /// Cluster-facing state: addresses, whether clients are served, the link to the leader.
+    pub cluster: Cluster,
 }
 
 /// A running node.
@@ -45,6 +60,8 @@ pub struct Node {
     pub ctx: Arc<NodeCtx>,
     /// The bound client address (useful with port 0).
     pub client_addr: SocketAddr,
+    /// The bound peer address, if the peer port could be bound.
+    pub peer_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -61,9 +78,20 @@ pub enum StartError {
     /// openraft refused to start or recover.
     #[error("raft: {0}")]
     Raft(String),
+    /// Joining the cluster failed.
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     /// The client port could not be bound.
     #[error("cannot listen on {addr}: {source} (is another server using it? set --client-addr)")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The peer port could not be bound.
+    #[error("cannot listen for peers on {addr}: {source} (is another server using it? set --peer-addr)")]
+    BindPeer {
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -79,10 +107,43 @@ pub enum StartError {
     },
 }
 
+/// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
+/// Heartbeat and election timeouts, ms.
+const HEARTBEAT_MS: u64 = 100;
+const ELECTION_MIN_MS: u64 = 300;
+const ELECTION_MAX_MS: u64 = 600;
+/// Without a leader for this long a node stops serving clients (twice the election timeout).
+const LEADERLESS_MS: i64 = 2 * ELECTION_MAX_MS as i64;
+
+/// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
+fn random_node_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id > 1 {
+            return id;
+        }
+    }
+}
+
+/// Asks `seed` for its cluster id, retrying for a while (the seed may be starting too).
+async fn discover_cluster(seed: &str) -> Result<String, StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match peer::admin::cluster_id(seed).await {
+            Ok(id) => return Ok(id),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%seed, error = %e, "cluster id not known yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(StartError::Join(format!("asking {seed} for the cluster id: {e}"))),
+        }
+    }
+}
 
 impl Node {
-    /// Starts a node and returns once it serves clients.
+    /// Starts a node and returns once it serves clients (or, as a member of a larger cluster, once its
+    /// client port is open; it serves when it has a leader).
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
         let dir = config.data_dir.clone();
@@ -91,7 +152,13 @@ impl Node {
         let identity = match meta.load_identity()? {
             Some(id) => id,
             None => {
-                let id = ClusterIdentity::new_random(NODE_ID);
+                let id = match &config.join {
+                    None => ClusterIdentity::new_random(NODE_ID),
+                    Some(seed) => {
+                        let cluster_id = discover_cluster(seed).await?;
+                        ClusterIdentity { cluster_id, node_id: random_node_id() }
+                    }
+                };
                 meta.save_identity(&id)?;
                 tracing::info!(cluster = %id.cluster_id, node = id.node_id, dir = %dir.display(), "new data directory: created cluster identity");
                 id
@@ -103,36 +170,119 @@ impl Node {
         let sm = StateMachine::new(shared.clone(), snapshots);
         let raft_config = openraft::Config {
             cluster_name: format!("roster-{}", identity.cluster_id),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_MIN_MS,
+            election_timeout_max: ELECTION_MAX_MS,
+            install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.snapshot_log_keep,
             ..Default::default()
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft = Raft::new(identity.node_id, Arc::new(raft_config), SingleNodeNetwork, log_store, sm)
+        let network = PeerNetwork::new(identity.cluster_id.clone(), identity.node_id);
+        let raft = Raft::new(identity.node_id, Arc::new(raft_config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
-            let members = BTreeMap::from([(identity.node_id, BasicNode::new(config.client_addr.to_string()))]);
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        // A joiner is a node that got its identity from a seed and has not received a membership yet.
+        let join_seed = match (&config.join, initialized) {
+            (Some(seed), false) if identity.node_id != NODE_ID => Some(seed.clone()),
+            _ => None,
+        };
+        if !initialized && join_seed.is_none() {
+            if identity.node_id != NODE_ID {
+                return Err(StartError::Join(format!(
+                    "this data directory belongs to node {} of cluster {}, which never finished joining; start it with --join HOST:PEERPORT of a member",
+                    identity.node_id, identity.cluster_id
+                )));
+            }
+            let members = BTreeMap::from([(identity.node_id, BasicNode::new(config.peer_addr.to_string()))]);
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!("initialized a one-voter raft group");
+            tracing::info!(peer_addr = %config.peer_addr, "initialized a one-voter raft group");
         }
-        raft.wait_for_recovery(Some(Duration::from_secs(600)))
-            .await
-            .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
-        raft.wait(Some(Duration::from_secs(30)))
-            .state(openraft::ServerState::Leader, "leader")
-            .await
-            .map_err(|e| StartError::Raft(format!("no leadership: {e}")))?;
-        // Leadership alone does not mean the whole log is applied: the log store persists `committed`
-        // lazily, so entries acknowledged before a crash may still be waiting. A read barrier commits this
-        // term's first entry, which applies everything before it.
-        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| StartError::Raft(format!("catching up the log: {e}")))?;
+
+        if join_seed.is_none() {
+            // The metrics show the stored (or just initialized) membership shortly after start.
+            let _ = raft
+                .wait(Some(Duration::from_secs(10)))
+                .metrics(|m| m.membership_config.nodes().count() > 0, "membership loaded")
+                .await;
+        }
+        // Only a cluster's sole member may run without its peer port (two single nodes on one host).
+        let alone = |raft: &Raft| {
+            let m = raft.metrics().borrow_watched().membership_config.clone();
+            m.nodes().count() == 1 && m.voter_ids().eq([identity.node_id])
+        };
+        let peer_listener = match TcpListener::bind(config.peer_addr).await {
+            Ok(l) => Some(l),
+            Err(source) if join_seed.is_none() && alone(&raft) => {
+                tracing::warn!(addr = %config.peer_addr, error = %source, "peer port unavailable: running as a single node that no other node can join (set --peer-addr)");
+                None
+            }
+            Err(source) => return Err(StartError::BindPeer { addr: config.peer_addr, source }),
+        };
+        let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let ctx = Arc::new(NodeCtx {
+            shared: shared.clone(),
+            raft: raft.clone(),
+            identity: identity.clone(),
+            cluster: Cluster::new(config.peer_addr.to_string(), config.target_voters, false),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some(l) = peer_listener {
+            tasks.push(tokio::spawn(peer::server::serve(l, ctx.clone(), rx.clone())));
+        }
+
+        if let Some(seed) = &join_seed {
+            join(&ctx, seed).await?;
+        }
+        if alone(&raft) {
+            raft.wait_for_recovery(Some(Duration::from_secs(600)))
+                .await
+                .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
+            ctx.cluster.recovered.store(true, Ordering::Release);
+            raft.wait(Some(Duration::from_secs(30)))
+                .state(ServerState::Leader, "leader")
+                .await
+                .map_err(|e| StartError::Raft(format!("no leadership: {e}")))?;
+            // Leadership alone does not mean the whole log is applied: the log store persists `committed`
+            // lazily, so entries acknowledged before a crash may still be waiting. A read barrier commits
+            // this term's first entry, which applies everything before it.
+            raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| StartError::Raft(format!("catching up the log: {e}")))?;
+            ctx.cluster.serving.store(true, Ordering::Release);
+            // Data directories made before the peer port existed (or moved to another --peer-addr)
+            // announce another address in the membership: correct it so that nodes can join.
+            let announced = raft.metrics().borrow_watched().membership_config.get_node(&identity.node_id).map(|n| n.addr.clone());
+            let wanted = config.peer_addr.to_string();
+            if announced.as_deref() != Some(wanted.as_str()) {
+                let nodes = BTreeMap::from([(identity.node_id, BasicNode::new(wanted.clone()))]);
+                match raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), true).await {
+                    Ok(_) => tracing::info!(old = ?announced, new = %wanted, "announced peer address updated"),
+                    Err(e) => tracing::warn!(error = %e, "cannot update the announced peer address"),
+                }
+            }
+        } else {
+            // Recovery needs the cluster's commit index, hence a quorum: when the whole cluster
+            // restarts, every node must open its ports first. Clients are served once it is done.
+            let ctx2 = ctx.clone();
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    r = ctx2.raft.wait_for_recovery(None) => match r {
+                        Ok(_) => {
+                            ctx2.cluster.recovered.store(true, Ordering::Release);
+                            tracing::info!("recovered the committed state of the cluster");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "recovery did not complete"),
+                    },
+                    _ = stop.changed() => {}
+                }
+            }));
+        }
         // Sessions alive at the last stop get a fresh timeout from now.
         let (sessions, nodes, zxid) = {
             let db = shared.db.lock();
@@ -143,20 +293,19 @@ impl Node {
             }
             (tracker.len(), db.state.node_count(), db.state.last_zxid())
         };
-        tracing::info!(sessions, nodes, zxid = format_args!("{zxid:#x}"), "recovered");
+        tracing::info!(sessions, nodes, zxid = format_args!("{zxid:#x}"), node = identity.node_id, "recovered");
 
         let listener = TcpListener::bind(config.client_addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.client_addr, source })?;
         let client_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.client_addr, source })?;
-        let ctx = Arc::new(NodeCtx { shared, raft, identity });
-        let (shutdown, rx) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(net::serve(listener, ctx.clone(), rx.clone())),
-            tokio::spawn(session_ticker(ctx.clone(), rx)),
-        ];
-        tracing::info!(%client_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
-        Ok(Node { ctx, client_addr, shutdown, tasks })
+        *ctx.cluster.client_addr.lock() = client_addr.to_string();
+        tasks.push(tokio::spawn(net::serve(listener, ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(cluster_monitor(ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(peer::forward::touch_loop(ctx.clone(), rx)));
+        tracing::info!(%client_addr, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
+        Ok(Node { ctx, client_addr, peer_addr, shutdown, tasks })
     }
 
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
@@ -171,6 +320,75 @@ impl Node {
     }
 }
 
+/// Asks `seed` to add this node, retrying while the cluster has no leader, then waits until this node
+/// applied what the leader had committed when it was added.
+async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
+    let id = &ctx.identity;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let (voter, committed) = loop {
+        match peer::admin::join(seed, &id.cluster_id, id.node_id, &ctx.cluster.peer_addr).await {
+            Ok(r) => break r,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%seed, error = %e, "join not done yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(StartError::Join(e)),
+        }
+    };
+    tracing::info!(node = id.node_id, voter, committed, "joined the cluster");
+    peer::forward::wait_applied(&ctx.raft, committed).await.map_err(StartError::Join)?;
+    Ok(())
+}
+
+/// Serves clients only while the node has a leader: stops (closing every client connection, so clients
+/// move to another node) after [`LEADERLESS_MS`] without one, and resumes when one is back.
+async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_healthy = now_ms();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = now_ms();
+        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && {
+            let m = ctx.raft.metrics().borrow_watched().clone();
+            match m.state {
+                ServerState::Leader => {
+                    m.membership_config.voter_ids().count() == 1
+                        || m.last_quorum_acked.as_ref().is_some_and(|t| {
+                            openraft::Instant::elapsed(&**t).as_millis() < LEADERLESS_MS as u128
+                        })
+                }
+                ServerState::Follower | ServerState::Learner => {
+                    m.current_leader.is_some()
+                        && now - ctx.cluster.last_leader_contact.load(Ordering::Relaxed) < LEADERLESS_MS
+                }
+                _ => false,
+            }
+        };
+        let serving = ctx.cluster.is_serving();
+        if healthy {
+            last_healthy = now;
+            if !serving {
+                ctx.cluster.serving.store(true, Ordering::Release);
+                tracing::info!("a leader is known: serving clients");
+            }
+        } else if serving && now - last_healthy > LEADERLESS_MS {
+            ctx.cluster.serving.store(false, Ordering::Release);
+            let conns = ctx.shared.conns.lock();
+            tracing::warn!(
+                connections = conns.by_id.len(),
+                "no leader for {LEADERLESS_MS} ms: closing client connections and refusing new ones until the cluster heals"
+            );
+            for c in conns.by_id.values() {
+                let _ = c.tx.send(ConnMsg::Close("this server has no leader"));
+            }
+        }
+    }
+}
+
 /// Expires sessions and TTL nodes while this node leads. Time is read here, once per tick, and travels
 /// in the proposed transactions.
 async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
@@ -179,15 +397,33 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ttl_proposed: HashMap<String, i64> = HashMap::new();
     let mut last_ttl_check = 0i64;
+    let mut was_leader = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         if !ctx.raft.is_leader() {
+            was_leader = false;
             continue;
         }
         let now = now_ms();
+        if !was_leader {
+            // A new leader knows nothing of when sessions connected to other nodes were last heard
+            // from: every session starts a fresh timeout before anything is expired.
+            // The tracker is rebuilt from the replicated sessions (a follower's may hold sessions a
+            // snapshot removed), and closes proposed in an earlier term are forgotten: if they were
+            // lost, the session expires again.
+            was_leader = true;
+            shared.closing.lock().clear();
+            let db = shared.db.lock();
+            let mut tracker = shared.tracker.lock();
+            *tracker = roster_state::ExpiryTracker::new();
+            for (id, s) in db.state.sessions() {
+                tracker.touch(id, s.timeout_ms, now);
+            }
+            tracing::info!(sessions = tracker.len(), "leading: every session starts a fresh timeout");
+        }
         let expired = shared.tracker.lock().expired(now);
         for session_id in expired {
             shared.closing.lock().insert(session_id);

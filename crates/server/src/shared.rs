@@ -61,6 +61,8 @@ pub struct ConnStats {
     pub outstanding: AtomicU64,
     /// Last zxid sent.
     pub last_zxid: AtomicU64,
+    /// Last client xid received.
+    pub last_cxid: AtomicU64,
     /// Total latency, ms, and the request count it covers.
     pub latency_total_ms: AtomicU64,
     /// Requests completed.

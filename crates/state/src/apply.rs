@@ -142,7 +142,9 @@ impl Change {
 /// The output of one write op before it becomes a `Response` or a `MultiResult`.
 enum OpOut {
     Create(String),
-    Create2(String, Stat),
+    /// The bool says whether the op was a plain create2: inside a multi ZooKeeper 3.8 answers those
+    /// with the path only, and containers and TTL nodes with path and stat.
+    Create2(String, Stat, bool),
     Delete,
     SetData(Stat),
     SetAcl(Stat),
@@ -153,7 +155,7 @@ impl OpOut {
     fn into_response(self) -> Response {
         match self {
             OpOut::Create(path) => Response::Create(CreateResponse { path }),
-            OpOut::Create2(path, stat) => Response::Create2(Create2Response { path, stat }),
+            OpOut::Create2(path, stat, _) => Response::Create2(Create2Response { path, stat }),
             OpOut::Delete => Response::Empty,
             OpOut::SetData(s) | OpOut::SetAcl(s) | OpOut::Check(s) => Response::Stat(s),
         }
@@ -162,7 +164,8 @@ impl OpOut {
     fn into_multi(self) -> MultiResult {
         match self {
             OpOut::Create(path) => MultiResult::Create(path),
-            OpOut::Create2(path, stat) => MultiResult::Create2(path, stat),
+            OpOut::Create2(path, _, true) => MultiResult::Create(path),
+            OpOut::Create2(path, stat, false) => MultiResult::Create2(path, stat),
             OpOut::Delete => MultiResult::Delete,
             OpOut::SetData(s) | OpOut::SetAcl(s) => MultiResult::SetData(s),
             OpOut::Check(_) => MultiResult::Check,
@@ -606,7 +609,8 @@ impl State {
         ctx.changes.push(Change::ChildrenChanged(parent_path));
         Ok(match kind {
             CreateKind::Create => OpOut::Create(final_path),
-            _ => OpOut::Create2(final_path, stat),
+            CreateKind::Create2 => OpOut::Create2(final_path, stat, true),
+            CreateKind::Container | CreateKind::Ttl => OpOut::Create2(final_path, stat, false),
         })
     }
 

@@ -138,7 +138,12 @@ impl Node {
             version: self.version,
             cversion: self.cversion.wrapping_mul(2).wrapping_sub(num_children),
             aversion: self.aversion,
-            ephemeral_owner: self.ephemeral_owner,
+            // Clients see 0 for containers and TTL nodes (`DataTree.getClientEphemeralOwner`); the
+            // marker stays in the node and in snapshots.
+            ephemeral_owner: match self.kind() {
+                NodeKind::Container | NodeKind::Ttl(_) => 0,
+                _ => self.ephemeral_owner,
+            },
             data_length: self.data.len() as i32,
             num_children,
             pzxid: self.pzxid,

@@ -401,47 +401,28 @@ impl WatchTable {
         self.data.total() + self.child.total()
     }
 
-    /// Watched paths → watcher ids (both managers merged, sorted, deduplicated), for `wchp`.
+    /// Watched paths → watcher ids of data and exist watches, for `wchp`. Like ZooKeeper, the
+    /// watch dumps cover the data-watch manager only (`DataTree.dumpWatches`).
     pub fn by_path(&self) -> BTreeMap<String, Vec<u64>> {
-        let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-        for m in [&self.data, &self.child] {
-            for (p, ws) in &m.by_path {
-                out.entry(p.clone()).or_default().extend(ws.keys().copied());
-            }
-        }
-        out.into_iter()
-            .map(|(p, ws)| (p, ws.into_iter().collect()))
-            .collect()
-    }
-
-    /// Watcher ids → watched paths (both managers merged, sorted, deduplicated), for `wchc`.
-    pub fn by_watcher(&self) -> BTreeMap<u64, Vec<String>> {
-        let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-        for m in [&self.data, &self.child] {
-            for (w, ps) in &m.by_watcher {
-                out.entry(*w).or_default().extend(ps.iter().cloned());
-            }
-        }
-        out.into_iter()
-            .map(|(w, ps)| (w, ps.into_iter().collect()))
-            .collect()
-    }
-
-    /// Number of distinct watched paths and of connections with watches, for `wchs`.
-    pub fn summary(&self) -> (usize, usize) {
-        let paths: BTreeSet<&String> = self
-            .data
+        self.data
             .by_path
-            .keys()
-            .chain(self.child.by_path.keys())
-            .collect();
-        let watchers: BTreeSet<&u64> = self
-            .data
+            .iter()
+            .map(|(p, ws)| (p.clone(), ws.keys().copied().collect()))
+            .collect()
+    }
+
+    /// Watcher ids → paths of their data and exist watches, for `wchc`.
+    pub fn by_watcher(&self) -> BTreeMap<u64, Vec<String>> {
+        self.data
             .by_watcher
-            .keys()
-            .chain(self.child.by_watcher.keys())
-            .collect();
-        (paths.len(), watchers.len())
+            .iter()
+            .map(|(w, ps)| (*w, ps.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// (connections, paths, watches) of data and exist watches, for `wchs`.
+    pub fn summary(&self) -> (usize, usize, usize) {
+        (self.data.by_watcher.len(), self.data.by_path.len(), self.data.total())
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// A running `roster serve` process.
 pub struct Roster {
     pub addr: SocketAddr,
+    /// The peer port (`--peer-addr`), free-picked like the client port.
+    pub peer: SocketAddr,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
     child: Option<Child>,
@@ -29,8 +31,9 @@ impl Roster {
     pub fn start(extra: &[&str]) -> Roster {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
-        let mut r = Roster { addr, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None, log };
+        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None, log };
         r.spawn();
         r
     }
@@ -43,6 +46,8 @@ impl Roster {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
+            .arg("--peer-addr")
+            .arg(self.peer.to_string())
             .args(&self.extra)
             .env("ROSTER_LOG", "info")
             .stdout(Stdio::null())
@@ -82,6 +87,14 @@ impl Roster {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Starts a node that joins the cluster of `seed` (its peer address), with extra `serve` flags.
+    pub fn join(seed: &Roster, extra: &[&str]) -> Roster {
+        let seed = seed.peer.to_string();
+        let mut flags = vec!["--join", seed.as_str()];
+        flags.extend_from_slice(extra);
+        Roster::start(&flags)
     }
 
     /// Whether the process is still running.
@@ -313,5 +326,22 @@ pub fn stat_of(r: &Reply) -> Stat {
         Some(Response::Stat(s)) => s.clone(),
         Some(Response::Create2(c)) => c.stat.clone(),
         other => panic!("no stat: {other:?} (err {})", r.err),
+    }
+}
+
+/// Connects a new session, retrying while the server refuses (for example while it has no leader).
+pub fn connect_retry(addr: SocketAddr, timeout: i32, within: Duration) -> Raw {
+    let deadline = Instant::now() + within;
+    loop {
+        match Raw::connect_with(
+            addr,
+            ConnectRequest { timeout, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+        ) {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! - A watch notification leaves before any reply that reveals the change: the state machine hands events
 //!   to this task before it answers the proposer, and this task drains its event queue before writing
 //!   any reply.
+//! - `sync` is a read barrier through the same queue: its reply leaves once this node applied everything
+//!   the leader had committed when the sync reached it (see `peer::forward`).
+//! - On a follower, writes go to the leader over one ordered stream and are answered only once this
+//!   node applied them, so the two rules above hold on every node.
 //! - Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
 //!   every packet touches the session. Stock clients match ping replies out of band (xid -2).
 //!
@@ -18,11 +22,11 @@
 
 use crate::fourlw;
 use crate::node::NodeCtx;
-use crate::raft::types::{Command, Outcome, TypeConfig, WriteReply};
+use crate::peer::forward::{self, Proposal};
+use crate::raft::types::{Outcome, WriteReply};
 use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
-use openraft::impls::ProgressResponder;
 use roster_proto::{
     jute::Jute, parse_frame, write_frame, write_reply, xid, AddWatchMode, ClientInfo, ConnectRequest, ConnectResponse,
     ErrorCode, ErrorResponse, Frame, FrameError, Id, OpCode, ReplyHeader, Request, RequestHeader, Response,
@@ -52,15 +56,14 @@ enum ConnError {
     Closed(String),
 }
 
-type WriteRx = <ProgressResponderRx as std::ops::Deref>::Target;
-type ProgressResponderRx = Box<openraft::alias::OneshotReceiverOf<TypeConfig, openraft::raft::ClientWriteResult<TypeConfig>>>;
+type WriteRx = forward::Pending;
 
 /// A request waiting for its turn to be answered.
 enum Pending {
-    /// A write. `txn` is `Some` while it waits, unproposed, behind a local request that arrived before
-    /// it (so that the earlier read cannot observe it); once proposed, its result arrives through
-    /// `writes` in proposal order.
-    Write { xid: i32, op: OpCode, started: Instant, txn: Option<Txn> },
+    /// A write or a `sync`. `txn` is `Some` while it waits, unproposed, behind a local request that
+    /// arrived before it (so that the earlier read cannot observe it); once proposed, its result arrives
+    /// through `writes` in proposal order.
+    Write { xid: i32, op: OpCode, started: Instant, txn: Option<Proposal> },
     /// A request answered locally once every earlier request is answered (or an error code decided
     /// on arrival, which must still leave in order).
     Local { xid: i32, req: Result<Request, ErrorCode>, started: Instant },
@@ -227,6 +230,11 @@ impl Conn {
                 return Err(ConnError::Closed(format!("handshake does not decode: {e}")));
             }
         };
+        if !self.ctx.cluster.is_serving() {
+            return Err(ConnError::Closed(
+                "refusing session: this server has no leader; client must try another server".to_string(),
+            ));
+        }
         let last_zxid = shared.db.lock().state.last_zxid();
         if req.last_zxid_seen > last_zxid {
             return Err(ConnError::Closed(format!(
@@ -308,23 +316,13 @@ impl Conn {
     }
 
     async fn propose_and_wait(&self, txn: Txn) -> Result<WriteReply, ConnError> {
-        let rx = self.propose(txn).await?;
-        match rx.await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(ConnError::Closed(format!("write refused: {e}"))),
-            Err(_) => Err(ConnError::Closed("raft shut down".into())),
-        }
+        let rx = self.propose(Proposal::Txn(txn)).await?;
+        rx.await.map_err(ConnError::Closed)
     }
 
-    async fn propose(&self, txn: Txn) -> Result<WriteRx, ConnError> {
-        let (responder, rx) = ProgressResponder::complete_only();
-        self.ctx
-            .raft
-            .write(Command(txn))
-            .responder(responder)
-            .await
-            .map_err(|e| ConnError::Closed(format!("raft stopped: {e}")))?;
-        Ok(rx)
+    /// Proposes now, locally on the leader or forwarded to it; the result comes once this node applied it.
+    async fn propose(&self, p: Proposal) -> Result<WriteRx, ConnError> {
+        forward::propose(&self.ctx, p).await.map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))
     }
 
     async fn handle_packet(
@@ -346,6 +344,9 @@ impl Conn {
                 return Err(ConnError::Closed(format!("request header does not decode: {e}")));
             }
         };
+        if header.xid > 0 {
+            self.stats.last_cxid.store(header.xid as u64, Ordering::Relaxed);
+        }
         let op = match OpCode::from_i32(header.op_type) {
             Ok(op) => op,
             Err(_) => {
@@ -383,17 +384,39 @@ impl Conn {
                 } else {
                     TxnOp::Request { request: req, auth: self.auth.clone() }
                 };
-                let txn = Txn { session_id: self.session_id, time: now_ms(), op: op_txn };
+                let txn = Proposal::Txn(Txn { session_id: self.session_id, time: now_ms(), op: op_txn });
+                self.queue_proposal(header.xid, op, started, txn, writes).await?;
+            }
+            Request::Sync(r) => {
+                let p = Proposal::Sync(r.path);
+                self.queue_proposal(header.xid, op, started, p, writes).await?;
+            }
+            _ => self.queue_local(header.xid, Ok(req), started, rx),
+        }
+        Ok(())
+    }
+
+    /// Proposes a write or sync now, or holds it behind an earlier local request (see [`Pending`]).
+    async fn queue_proposal(
+        &mut self,
+        xid: i32,
+        op: OpCode,
+        started: Instant,
+        txn: Proposal,
+        writes: &mut FuturesOrdered<WriteRx>,
+    ) -> Result<(), ConnError> {
+        let shared = &self.ctx.shared;
+        {
+            {
                 shared.stats.outstanding.fetch_add(1, Ordering::Relaxed);
                 self.stats.outstanding.fetch_add(1, Ordering::Relaxed);
                 if self.pending.iter().any(|p| matches!(p, Pending::Local { .. })) {
-                    self.pending.push_back(Pending::Write { xid: header.xid, op, started, txn: Some(txn) });
+                    self.pending.push_back(Pending::Write { xid, op, started, txn: Some(txn) });
                 } else {
                     writes.push_back(self.propose(txn).await?);
-                    self.pending.push_back(Pending::Write { xid: header.xid, op, started, txn: None });
+                    self.pending.push_back(Pending::Write { xid, op, started, txn: None });
                 }
             }
-            _ => self.queue_local(header.xid, Ok(req), started, rx),
         }
         Ok(())
     }
@@ -448,7 +471,7 @@ impl Conn {
         Ok(())
     }
 
-    fn finish_write(&mut self, result: Result<openraft::raft::ClientWriteResult<TypeConfig>, impl std::fmt::Debug>) {
+    fn finish_write(&mut self, result: Result<WriteReply, String>) {
         let shared = self.ctx.shared.clone();
         shared.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -458,8 +481,7 @@ impl Conn {
             return;
         };
         match result {
-            Ok(Ok(resp)) => {
-                let WriteReply { zxid, outcome } = resp.data;
+            Ok(WriteReply { zxid, outcome }) => {
                 let (err, body) = match outcome {
                     Outcome::Response(Ok(r)) => (0, Some(r)),
                     Outcome::Response(Err(code)) => (code.code(), None),
@@ -475,12 +497,8 @@ impl Conn {
                 self.write_header(ReplyHeader { xid, zxid, err }, body.as_ref());
                 shared.stats.record_latency(started);
             }
-            Ok(Err(e)) => {
-                tracing::warn!(conn = self.id, error = %e, "write not accepted by raft; closing so the client reconnects");
-                self.close_after_flush = true;
-            }
             Err(e) => {
-                tracing::warn!(conn = self.id, error = ?e, "write lost: raft shut down; closing");
+                tracing::warn!(conn = self.id, error = %e, "write not accepted; closing so the client reconnects");
                 self.close_after_flush = true;
             }
         }
@@ -556,7 +574,14 @@ impl Conn {
                     .auth
                     .iter()
                     .filter(|id| id.scheme != "super")
-                    .map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() })
+                    // Like ZooKeeper's DigestAuthenticationProvider.getUserName: the user, not the hash.
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: match id.scheme.as_str() {
+                            "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
+                            _ => id.id.clone(),
+                        },
+                    })
                     .collect(),
             })),
             other => roster_state::read(&db.state, &mut db.watches, self.id, self.session_id, other, &self.auth),

@@ -1,62 +1,251 @@
-//! The Raft network for a single node: it has no peers, so every RPC is `Unreachable`. Membership of a
-//! one-voter group never names another node, so openraft never calls it in practice. The ensemble
-//! replaces this with a TCP peer protocol.
+//! The outbound Raft network ([`RaftNetworkV2`]) over the peer protocol ([`crate::peer`]).
+//!
+//! The factory hands openraft three kinds of clients per target, each with its own TCP connection:
+//! replication (`new_client`), heartbeats (`new_heartbeat_client`) and snapshots (`new_snapshot_client`),
+//! so neither a write burst nor a large snapshot delays a heartbeat. A client dials lazily, says hello
+//! with the cluster id and the node id it expects (the remote refuses a mismatch, and so do we), and
+//! bounds every call by the `RPCOption`'s `hard_ttl`. A dead or refusing peer is `Unreachable` (openraft
+//! backs off); a slow one is `Timeout`. Snapshots stream in chunks on the snapshot connection and are
+//! installed by the receiver once complete.
+//!
+//! Node addresses come from the Raft membership: `BasicNode::addr` is the peer address.
+//!
+//! Left out: `stream_append` pipelining (openraft's sequential default is used) and `transfer_leader`.
 
 use super::types::TypeConfig;
+use crate::peer::link::{Link, LinkError};
+use crate::peer::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, OptionalSend};
 use std::future::Future;
+use std::time::Duration;
 
-/// Builds [`NoPeer`] clients.
-pub struct SingleNodeNetwork;
-
-/// A client for a peer that does not exist.
-pub struct NoPeer(u64);
-
-fn unreachable(target: u64) -> Unreachable<TypeConfig> {
-    Unreachable::new(&std::io::Error::new(
-        std::io::ErrorKind::NotConnected,
-        format!("node {target}: this single-node build has no peer network"),
-    ))
+/// Builds peer clients for openraft.
+pub struct PeerNetwork {
+    cluster_id: String,
+    me: u64,
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
-    type Network = NoPeer;
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> NoPeer {
-        NoPeer(target)
+impl PeerNetwork {
+    /// The network of node `me` in cluster `cluster_id`.
+    pub fn new(cluster_id: String, me: u64) -> PeerNetwork {
+        PeerNetwork { cluster_id, me }
+    }
+
+    fn client(&self, target: u64, node: &BasicNode, kind: LinkKind) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            kind,
+            cluster_id: self.cluster_id.clone(),
+            me: self.me,
+            link: None,
+            timeouts: 0,
+        }
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoPeer {
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.client(target, node, LinkKind::Raft)
+    }
+
+    async fn new_heartbeat_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.client(target, node, LinkKind::Heartbeat)
+    }
+
+    async fn new_snapshot_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.client(target, node, LinkKind::Snapshot)
+    }
+}
+
+/// A client for one peer, over one connection of one kind.
+pub struct PeerClient {
+    target: u64,
+    addr: String,
+    kind: LinkKind,
+    cluster_id: String,
+    me: u64,
+    link: Option<Link>,
+    /// Calls timed out in a row on the current link; after [`MAX_TIMEOUTS`] it is dropped and redialed
+    /// (a connection can stay open yet dead across a partition or a peer restart behind a NAT).
+    timeouts: u32,
+}
+
+/// Consecutive timeouts after which a link is redialed.
+const MAX_TIMEOUTS: u32 = 3;
+
+/// Default snapshot chunk when openraft gives none.
+const CHUNK: usize = 1 << 20;
+/// Longest a connection attempt may take, whatever the RPC's deadline.
+const CONNECT_MAX: Duration = Duration::from_secs(2);
+
+enum CallError {
+    Unreachable(String),
+    Timeout(Duration),
+    Remote(String),
+}
+
+impl PeerClient {
+    async fn link(&mut self, ttl: Duration) -> Result<Link, CallError> {
+        if let Some(l) = &self.link {
+            if !l.is_closed() {
+                return Ok(l.clone());
+            }
+        }
+        self.link = None;
+        let hello = Hello { cluster_id: Some(self.cluster_id.clone()), from: self.me, to: Some(self.target), kind: self.kind };
+        match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX)).await {
+            Ok(l) => {
+                if l.remote_cluster() != self.cluster_id {
+                    return Err(CallError::Unreachable(format!("{} belongs to cluster {}", self.addr, l.remote_cluster())));
+                }
+                self.link = Some(l.clone());
+                Ok(l)
+            }
+            Err(e) => Err(CallError::Unreachable(e.to_string())),
+        }
+    }
+
+    async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let started = tokio::time::Instant::now();
+        let link = self.link(ttl).await?;
+        let left = ttl.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        match link.call(req, left).await {
+            Ok(PeerResponse::Err(e)) => {
+                self.timeouts = 0;
+                Err(CallError::Remote(e.to_string()))
+            }
+            Ok(r) => {
+                self.timeouts = 0;
+                Ok(r)
+            }
+            Err(LinkError::Timeout(_)) => {
+                self.timeouts += 1;
+                if self.timeouts >= MAX_TIMEOUTS {
+                    self.timeouts = 0;
+                    self.link = None;
+                }
+                Err(CallError::Timeout(ttl))
+            }
+            Err(e) => {
+                self.link = None;
+                Err(CallError::Unreachable(e.to_string()))
+            }
+        }
+    }
+
+    fn rpc_error(&self, e: CallError, action: RPCTypes) -> RPCError<TypeConfig> {
+        match e {
+            CallError::Unreachable(m) => {
+                RPCError::Unreachable(Unreachable::from_string(format!("node {} at {}: {m}", self.target, self.addr)))
+            }
+            CallError::Timeout(t) => RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: t }),
+            CallError::Remote(m) => RPCError::Network(NetworkError::from_string(format!("node {}: {m}", self.target))),
+        }
+    }
+
+    fn stream_error(&self, e: CallError) -> StreamingError<TypeConfig> {
+        match self.rpc_error(e, RPCTypes::InstallSnapshot) {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            RPCError::Network(n) => StreamingError::Network(n),
+            RPCError::RemoteError(r) => StreamingError::Network(NetworkError::from_string(r.to_string())),
+        }
+    }
+
+    fn unexpected<T>(&self, r: PeerResponse) -> Result<T, CallError> {
+        Err(CallError::Remote(format!("unexpected answer {r:?}")))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.0)))
+        let r = match self.call(PeerRequest::AppendEntries(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::AppendEntries(r)) => Ok(r),
+            Ok(other) => self.unexpected(other),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries))
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.0)))
+        let r = match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(r)) => Ok(r),
+            Ok(other) => self.unexpected(other),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| self.rpc_error(e, RPCTypes::Vote))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let r = match self.call(PeerRequest::PreVote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(r)) => Ok(r),
+            Ok(other) => self.unexpected(other),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| self.rpc_error(e, RPCTypes::Vote))
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: VoteOf<TypeConfig>,
-        _snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(unreachable(self.0)))
+        let mut cancel = std::pin::pin!(cancel);
+        let ttl = option.hard_ttl();
+        let chunk = option.snapshot_chunk_size().unwrap_or(CHUNK).clamp(64 * 1024, 8 << 20);
+        let data = snapshot.snapshot;
+        tracing::info!(target_node = self.target, bytes = data.len(), meta = ?snapshot.meta.signature(), "sending snapshot");
+        let len = data.len();
+        // Begin, the chunks (built one at a time), then End; each answered before the next is sent.
+        let steps = 2 + len.div_ceil(chunk);
+        let mut begin = Some(PeerRequest::SnapshotBegin { vote, meta: snapshot.meta, len: len as u64 });
+        for i in 0..steps {
+            let last = i + 1 == steps;
+            let req = if i == 0 {
+                begin.take().expect("first step")
+            } else if last {
+                PeerRequest::SnapshotEnd
+            } else {
+                let offset = (i - 1) * chunk;
+                PeerRequest::SnapshotChunk { offset: offset as u64, data: data[offset..(offset + chunk).min(len)].to_vec() }
+            };
+            // Installing (the last step) decodes the whole state on the receiver: allow it longer.
+            let ttl = if last { ttl.max(Duration::from_secs(60)) } else { ttl };
+            let r = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                r = self.call(req, ttl) => r,
+            };
+            match r {
+                Ok(PeerResponse::Ack) if !last => {}
+                Ok(PeerResponse::Snapshot(resp)) if last => return Ok(resp),
+                Ok(other) => return Err(self.stream_error(CallError::Remote(format!("unexpected answer {other:?}")))),
+                Err(e) => return Err(self.stream_error(e)),
+            }
+        }
+        Err(self.stream_error(CallError::Remote("snapshot transfer ended without an answer".into())))
     }
 }

@@ -1,0 +1,274 @@
+//! A minimal raw ZooKeeper-protocol session on tokio and `roster-proto`, built for load generation:
+//! requests are encoded into a write buffer (`queue`), sent in one syscall (`flush`), and replies are
+//! parsed straight out of the read buffer without decoding bodies the caller does not need. One task owns
+//! one connection; there are no channels or per-request futures, so a session costs almost nothing per op.
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use roster_proto::jute::Jute;
+use roster_proto::{
+    parse_frame, write_frame, xid, Acl, ConnectRequest, ConnectResponse, CreateRequest,
+    DeleteRequest, Frame, ReplyHeader, Request, RequestHeader, WatcherEvent,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest reply frame accepted (replies can exceed the server's request limit, e.g. getChildren).
+const MAX_REPLY: usize = 64 << 20;
+
+/// `NodeExists`, ignored when (re)creating fixed bench nodes.
+pub const ERR_NODE_EXISTS: i32 = -110;
+
+/// One frame from the server after the handshake.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A reply: its header and the undecoded body.
+    Reply(ReplyHeader, Bytes),
+    /// A watch notification (xid -1).
+    Event(WatcherEvent),
+}
+
+/// An open session.
+pub struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    next_xid: i32,
+    /// The session id the server granted.
+    pub session_id: i64,
+    /// The negotiated session timeout, ms.
+    pub timeout_ms: i32,
+    /// Notifications read while waiting for a reply (by `call`).
+    pub events: Vec<WatcherEvent>,
+}
+
+impl Conn {
+    /// Connects and performs the handshake for a new session with the requested timeout.
+    pub async fn connect(addr: SocketAddr, timeout_ms: i32) -> anyhow::Result<Conn> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connect to {addr}: timed out"))?
+            .with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut c = Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            next_xid: 1,
+            session_id: 0,
+            timeout_ms: 0,
+            events: Vec::new(),
+        };
+        let req = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout: timeout_ms,
+            session_id: 0,
+            passwd: Bytes::from_static(&[0u8; 16]),
+            read_only: Some(false),
+        };
+        write_frame(&mut c.wbuf, |o| req.encode(o));
+        c.flush().await?;
+        let body = tokio::time::timeout(Duration::from_secs(30), c.read_frame())
+            .await
+            .with_context(|| format!("handshake with {addr}: timed out"))??;
+        let resp = ConnectResponse::decode(&mut &body[..]).context("handshake reply")?;
+        if resp.timeout <= 0 || resp.session_id == 0 {
+            bail!(
+                "{addr} refused the session (timeout {}, session {:#x})",
+                resp.timeout,
+                resp.session_id
+            );
+        }
+        c.session_id = resp.session_id;
+        c.timeout_ms = resp.timeout;
+        Ok(c)
+    }
+
+    /// Encodes a request into the write buffer and returns its xid; `flush` sends it.
+    pub fn queue(&mut self, req: &Request) -> i32 {
+        let xid = match req {
+            Request::Ping => xid::PING,
+            _ => {
+                let x = self.next_xid;
+                self.next_xid = self.next_xid.wrapping_add(1).max(1);
+                x
+            }
+        };
+        let header = RequestHeader {
+            xid,
+            op_type: req.op_code().code(),
+        };
+        write_frame(&mut self.wbuf, |o| {
+            header.encode(o);
+            req.encode_body(o);
+        });
+        xid
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await.context("send")?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    async fn read_frame(&mut self) -> anyhow::Result<Bytes> {
+        loop {
+            if let Some(b) = self.take_frame()? {
+                return Ok(b);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+            self.rbuf.reserve(64 * 1024);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.rbuf)
+            .await
+            .context("receive")?;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        Ok(())
+    }
+
+    fn take_frame(&mut self) -> anyhow::Result<Option<Bytes>> {
+        match parse_frame(&self.rbuf, MAX_REPLY, false)? {
+            None => Ok(None),
+            Some((Frame::Packet(_), used)) => {
+                let mut f = self.rbuf.split_to(used);
+                let _ = f.split_to(4);
+                Ok(Some(f.freeze()))
+            }
+            Some((Frame::FourLetterWord(w), _)) => bail!("unexpected four-letter word {w}"),
+        }
+    }
+
+    /// The next frame already buffered, if any (no I/O).
+    pub fn try_next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        let Some(body) = self.take_frame()? else {
+            return Ok(None);
+        };
+        let mut b = &body[..];
+        let h = ReplyHeader::decode(&mut b).context("reply header")?;
+        if h.xid == xid::NOTIFICATION {
+            let ev = WatcherEvent::decode(&mut b).context("watch event")?;
+            return Ok(Some(Incoming::Event(ev)));
+        }
+        let rest = body.slice(body.len() - b.len()..);
+        Ok(Some(Incoming::Reply(h, rest)))
+    }
+
+    /// The next frame, reading from the socket as needed.
+    pub async fn next(&mut self) -> anyhow::Result<Incoming> {
+        loop {
+            if let Some(i) = self.try_next()? {
+                return Ok(i);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Sends one request and waits for its reply; notifications that arrive first go to `events`.
+    /// Returns the header (check `err`) and the undecoded body.
+    pub async fn call(&mut self, req: &Request) -> anyhow::Result<(ReplyHeader, Bytes)> {
+        let want = self.queue(req);
+        self.flush().await?;
+        loop {
+            match self.next().await? {
+                Incoming::Event(e) => self.events.push(e),
+                Incoming::Reply(h, body) if h.xid == want => return Ok((h, body)),
+                Incoming::Reply(h, _) if h.xid == xid::PING => {}
+                Incoming::Reply(h, _) => bail!("reply for xid {} while waiting for {want}", h.xid),
+            }
+        }
+    }
+
+    /// `call` that fails on a non-zero error code other than those in `allowed`.
+    pub async fn call_ok(
+        &mut self,
+        req: &Request,
+        allowed: &[i32],
+    ) -> anyhow::Result<(ReplyHeader, Bytes)> {
+        let op = req.op_code();
+        let r = self.call(req).await?;
+        if r.0.err != 0 && !allowed.contains(&r.0.err) {
+            bail!(
+                "{op:?} {:?} failed with error {}",
+                req.path().unwrap_or(""),
+                err_name(r.0.err)
+            );
+        }
+        Ok(r)
+    }
+
+    /// Waits for the next notification (buffered ones first), answering nothing else.
+    pub async fn next_event(&mut self) -> anyhow::Result<WatcherEvent> {
+        if !self.events.is_empty() {
+            return Ok(self.events.remove(0));
+        }
+        loop {
+            match self.next().await? {
+                Incoming::Event(e) => return Ok(e),
+                Incoming::Reply(h, _) if h.xid == xid::PING => {}
+                Incoming::Reply(h, _) => bail!(
+                    "unexpected reply for xid {} while waiting for an event",
+                    h.xid
+                ),
+            }
+        }
+    }
+
+    /// Ends the session politely (closeSession, bounded wait) and drops the connection.
+    pub async fn close(mut self) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), self.call(&Request::CloseSession)).await;
+    }
+}
+
+/// A persistent (or other `flags`) create request with an open ACL.
+pub fn create_req(path: String, data: Bytes, flags: i32) -> Request {
+    Request::Create(CreateRequest {
+        path,
+        data,
+        acl: Acl::open_unsafe(),
+        flags,
+    })
+}
+
+/// A delete of any version.
+pub fn delete_req(path: String) -> Request {
+    Request::Delete(DeleteRequest { path, version: -1 })
+}
+
+/// ZooKeeper's name for an error code.
+pub fn err_name(code: i32) -> String {
+    match roster_proto::ErrorCode::from_i32(code) {
+        Some(c) => format!("{} ({code})", c.name()),
+        None => format!("{code}"),
+    }
+}
+
+/// Creates `path` and its missing ancestors as persistent nodes (existing ones are fine).
+pub async fn ensure_path(c: &mut Conn, path: &str) -> anyhow::Result<()> {
+    let mut cur = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        cur.push('/');
+        cur.push_str(part);
+        c.call_ok(
+            &create_req(cur.clone(), Bytes::new(), 0),
+            &[ERR_NODE_EXISTS],
+        )
+        .await?;
+    }
+    Ok(())
+}

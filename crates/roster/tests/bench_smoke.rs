@@ -1,0 +1,221 @@
+//! `roster bench` end to end on a tiny scale: a real `roster serve` (free loopback port, temporary data
+//! directory, killed at the end) driven by the real binary with `--json`. Checks that every workload
+//! reports sane numbers; no timing assertions (measured figures belong in BENCHMARKS.md).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ruok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = String::new();
+    s.write_all(b"ruok").is_ok() && s.read_to_string(&mut out).is_ok() && out == "imok"
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args([
+            "serve",
+            "--client-addr",
+            &addr.to_string(),
+            "--min-session-timeout-ms",
+            "2000",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("ROSTER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("roster binary runs");
+    let mut s = Server {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ruok(addr) {
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "roster serve exited while starting"
+        );
+        assert!(Instant::now() < deadline, "roster serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+fn f(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn bench_runs_every_workload_against_a_real_server() {
+    let srv = start_server();
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args([
+            "bench",
+            "--json",
+            "--no-progress",
+            "--label",
+            "smoke",
+            "--servers",
+        ])
+        .arg(srv.addr.to_string())
+        .arg("--server-pids")
+        .arg(srv.child.id().to_string())
+        .args([
+            "--sessions",
+            "2",
+            "--depth",
+            "4",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--ops",
+            "300",
+        ])
+        .args([
+            "--keys",
+            "50",
+            "--churn-workers",
+            "2",
+            "--watch-trials",
+            "10",
+            "--expiry-trials",
+            "2",
+        ])
+        .args(["--znodes", "1500", "--memory-timeout", "60s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "roster bench failed: {}\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["label"], "smoke");
+    let results = report["results"].as_array().expect("results");
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    for w in [
+        "create",
+        "set",
+        "get",
+        "mix",
+        "latency-create",
+        "latency-set",
+        "latency-get",
+        "latency-delete",
+        "churn",
+        "watch",
+        "expiry",
+        "memory-1500",
+    ] {
+        assert!(names.contains(&w), "{w} missing from {names:?}");
+    }
+    for r in results {
+        let name = r["workload"].as_str().unwrap();
+        assert!(r["error"].is_null(), "{name}: {}", r["error"]);
+        assert_eq!(f(r, "errors"), 0.0, "{name}");
+        assert!(f(r, "ops") > 0.0, "{name}: no ops");
+        let l = &r["latency"];
+        let (p50, p99, p999, max) = (
+            f(l, "p50_ms"),
+            f(l, "p99_ms"),
+            f(l, "p999_ms"),
+            f(l, "max_ms"),
+        );
+        assert!(p50 > 0.0, "{name}: p50 {p50}");
+        assert!(p50 <= p99 && p99 <= p999 && p999 <= max, "{name}: {l}");
+        if !["watch", "expiry"].contains(&name) {
+            assert!(f(r, "throughput") > 0.0, "{name}: throughput");
+        }
+        let servers = r["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 1, "{name}");
+        assert!(f(&servers[0], "rss_after_mib") > 0.0, "{name}");
+        assert!(f(&servers[0], "cpu_s") >= 0.0, "{name}");
+    }
+    let expiry = results.iter().find(|r| r["workload"] == "expiry").unwrap();
+    let extras = expiry["extras"].as_array().unwrap();
+    let timeout = extras
+        .iter()
+        .find(|e| e["name"] == "negotiated_timeout")
+        .unwrap();
+    assert_eq!(f(timeout, "value"), 2000.0);
+    let memory = results
+        .iter()
+        .find(|r| r["workload"] == "memory-1500")
+        .unwrap();
+    assert_eq!(f(memory, "ops"), 1500.0);
+    let names: Vec<&str> = memory["extras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"rss_idle") && names.contains(&"rss_loaded"),
+        "{names:?}"
+    );
+    let create = results.iter().find(|r| r["workload"] == "create").unwrap();
+    assert_eq!(f(create, "ops"), 300.0);
+
+    // The comparison renders a saved report against itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smoke.json");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let cmp = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--compare"])
+        .arg(&path)
+        .arg(&path)
+        .args(["--compare-labels", "smoke,smoke"])
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stderr)
+    );
+    let md = String::from_utf8_lossy(&cmp.stdout);
+    assert!(
+        md.contains("| create | ops/s |") && md.contains("| 1.00 |"),
+        "{md}"
+    );
+}

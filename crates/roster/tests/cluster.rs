@@ -1,0 +1,419 @@
+//! The ensemble end to end, with real processes on loopback: a 3-node cluster formed with `--join`,
+//! writes through every node visible on every node, kill -9 of the leader under load, a session that
+//! moves to another node and keeps its ephemeral, a new node catching up from a snapshot, an observer.
+
+mod support;
+
+use bytes::Bytes;
+use roster_proto::*;
+use roster_server::peer::wire::StatusInfo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
+}
+
+/// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
+fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all: Vec<_> = nodes.iter().map(|n| status(n.peer)).collect();
+        let ok = all.iter().all(|s| match s {
+            Ok(s) => {
+                s.serving
+                    && s.leader.is_some()
+                    && s.leader == all[0].as_ref().ok().and_then(|a| a.leader)
+                    && s.members.iter().filter(|m| m.voter).count() == voters
+                    && s.members.iter().filter(|m| !m.voter).count() == learners
+            }
+            Err(_) => false,
+        });
+        if ok {
+            return all[0].as_ref().unwrap().leader.unwrap();
+        }
+        assert!(Instant::now() < deadline, "cluster did not form: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node_id(n: &Roster) -> u64 {
+    status(n.peer).unwrap().node_id
+}
+
+fn sync(c: &mut Raw, path: &str) {
+    let r = c.call(Request::Sync(SyncRequest { path: path.into() }));
+    assert_eq!(r.err, 0, "sync failed");
+}
+
+fn children(c: &mut Raw, path: &str) -> Vec<String> {
+    match c.children(path, false).body {
+        Some(Response::GetChildren(g)) => {
+            let mut v = g.children;
+            v.sort();
+            v
+        }
+        other => panic!("getChildren {path}: {other:?}"),
+    }
+}
+
+/// Children and data of `path`, read after a sync on a fresh session to `addr`.
+fn subtree(addr: SocketAddr, path: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut c = connect_retry(addr, 10_000, Duration::from_secs(30));
+    sync(&mut c, path);
+    let mut out = BTreeMap::new();
+    for child in children(&mut c, path) {
+        let p = format!("{path}/{child}");
+        let g = c.get(&p, false);
+        assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
+        out.insert(p, data_of(&g));
+    }
+    out
+}
+
+fn three() -> (Roster, Roster, Roster) {
+    three_with(&[])
+}
+
+fn three_with(extra: &[&str]) -> (Roster, Roster, Roster) {
+    let a = Roster::start(extra);
+    let b = Roster::join(&a, extra);
+    let c = Roster::join(&a, extra);
+    wait_formed(&[&a, &b, &c], 3, 0);
+    (a, b, c)
+}
+
+#[test]
+fn three_nodes_join_and_writes_through_every_node_are_seen_on_every_node() {
+    let (a, b, c) = three();
+    let nodes = [&a, &b, &c];
+    let mut setup = connect_retry(b.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(setup.create("/w", b"", 0).err, 0);
+    for (i, n) in nodes.iter().enumerate() {
+        let mut cl = connect_retry(n.addr, 10_000, Duration::from_secs(10));
+        for k in 0..5 {
+            let p = format!("/w/n{i}-{k}");
+            assert_eq!(cl.create(&p, p.as_bytes(), 0).err, 0, "create {p} through node {i}");
+            // A read right after the write on the same session sees it, on any node.
+            assert_eq!(data_of(&cl.get(&p, false)), p.as_bytes());
+        }
+    }
+    for n in nodes {
+        let t = subtree(n.addr, "/w");
+        assert_eq!(t.len(), 15, "node {} sees {t:?}", n.addr);
+    }
+    // Node ids are distinct and the tool reports every member.
+    let ids: std::collections::BTreeSet<u64> = nodes.iter().map(|n| node_id(n)).collect();
+    assert_eq!(ids.len(), 3);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["cluster", "status", "--server", &c.peer.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("voter").count(), 3, "{text}");
+    assert!(text.contains(&a.addr.to_string()) && text.contains(&c.addr.to_string()), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["cluster", "status", "--json", "--server", &b.peer.to_string()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    assert_eq!(v["view"]["members"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["members"].as_array().unwrap().iter().filter(|m| m["state"] == "Leader").count(), 1, "{v}");
+
+    // A fourth node finds the target of 3 voters reached and stays a learner (observer); it serves
+    // reads and forwards writes too.
+    let d = Roster::join(&a, &[]);
+    wait_formed(&[&a, &b, &c, &d], 3, 1);
+    let mut cl = connect_retry(d.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/w/observer", b"o", 0).err, 0);
+    sync(&mut cl, "/w");
+    assert_eq!(children(&mut cl, "/w").len(), 16);
+    assert_eq!(subtree(a.addr, "/w").len(), 16);
+    // Removing a voter promotes the learner.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["cluster", "remove", &node_id(&c).to_string(), "--server", &a.peer.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_formed(&[&a, &b, &d], 3, 0);
+    // A node asks to leave; no learner is left to promote.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["cluster", "leave", "--server", &d.peer.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_formed(&[&a, &b], 2, 0);
+    let mut cl = connect_retry(b.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/w/two", b"", 0).err, 0);
+}
+
+#[test]
+fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
+    let (a, b, c) = three();
+    let mut nodes = [a, b, c];
+    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let mut setup = connect_retry(nodes[li].addr, 10_000, Duration::from_secs(10));
+    assert_eq!(setup.create("/load", b"", 0).err, 0);
+    drop(setup);
+    let acked: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = vec![];
+    // Writers on every node (including the one about to die); each reconnects on failure.
+    for (t, n) in nodes.iter().enumerate() {
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        let first = n.addr;
+        let acked = acked.clone();
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut target = first;
+            let mut k = 0usize;
+            'outer: for attempt in 0..200 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut c) = Raw::connect_with(
+                    target,
+                    ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), ..Default::default() },
+                ) else {
+                    target = addrs[(attempt + t) % addrs.len()];
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                let _ = c.stream.set_read_timeout(Some(Duration::from_secs(5)));
+                loop {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || k >= 400 {
+                        break 'outer;
+                    }
+                    let path = format!("/load/w{t}-{k:04}");
+                    let data = format!("{t}:{k}").into_bytes();
+                    let req = Request::Create(CreateRequest {
+                        path: path.clone(),
+                        data: Bytes::from(data.clone()),
+                        acl: Acl::open_unsafe(),
+                        flags: 0,
+                    });
+                    let xid = c.send(&req);
+                    k += 1;
+                    match c.recv(OpCode::Create) {
+                        Ok(r) if r.xid == xid && r.err == 0 => {
+                            acked.lock().unwrap().insert(path, data);
+                        }
+                        _ => {
+                            target = addrs[(attempt + t + 1) % addrs.len()];
+                            continue 'outer;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 60 {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nodes[li].kill9();
+    let killed_at = acked.lock().unwrap().len();
+    // Writes continue through the survivors once a new leader is elected.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < killed_at + 60 {
+        assert!(Instant::now() < deadline, "no progress after the kill ({killed_at} acked before)");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let survivors: Vec<&Roster> = nodes.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, n)| n).collect();
+    for n in &survivors {
+        let t = subtree(n.addr, "/load");
+        for (p, d) in &acked {
+            assert_eq!(t.get(p), Some(d), "acknowledged {p} missing on {}", n.addr);
+        }
+    }
+    nodes[li].restart();
+    let refs: Vec<&Roster> = nodes.iter().collect();
+    wait_formed(&refs, 3, 0);
+    let trees: Vec<_> = nodes.iter().map(|n| subtree(n.addr, "/load")).collect();
+    for (p, d) in &acked {
+        assert_eq!(trees[li].get(p), Some(d), "acknowledged {p} missing on the restarted node");
+    }
+    assert_eq!(trees[0], trees[1], "replicas differ");
+    assert_eq!(trees[1], trees[2], "replicas differ");
+}
+
+#[test]
+fn session_moves_to_another_node_and_keeps_its_ephemeral() {
+    let (a, b, c) = three();
+    let mut nodes = [a, b, c];
+    // The client sits on the leader, the hardest case: its node dies and a new leader must not expire it.
+    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let mut cl = connect_retry(nodes[li].addr, 6_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/eph", b"mine", 1).err, 0);
+    let session = cl.session_id;
+    let resume = cl.resume_request();
+    nodes[li].kill9();
+    let other = nodes[(li + 1) % 3].addr;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut moved = loop {
+        match Raw::connect_with(other, resume.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "session could not move: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(moved.session_id, session);
+    // Keep the session alive with pings for longer than its timeout: the new leader must hear of it.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        moved.call(Request::Ping);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let g = moved.exists("/eph", false);
+    assert_eq!(g.err, 0, "the ephemeral is gone");
+    assert_eq!(stat_of(&g).ephemeral_owner, session);
+    let third = nodes[(li + 2) % 3].addr;
+    let mut watcher = connect_retry(third, 10_000, Duration::from_secs(10));
+    sync(&mut watcher, "/eph");
+    assert_eq!(watcher.exists("/eph", false).err, 0);
+    // Closing the session deletes it everywhere.
+    moved.close();
+    sync(&mut watcher, "/");
+    assert_eq!(watcher.exists("/eph", false).err, ErrorCode::NoNode.code());
+}
+
+#[test]
+fn new_node_catches_up_from_a_snapshot() {
+    let flags = ["--snapshot-every", "40", "--snapshot-log-keep", "0"];
+    let (a, b, c) = three_with(&flags);
+    let mut cl = connect_retry(a.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/s", b"", 0).err, 0);
+    for i in 0..150 {
+        assert_eq!(cl.create(&format!("/s/n{i:03}"), format!("v{i}").as_bytes(), 0).err, 0);
+    }
+    let d = Roster::join(&b, &flags);
+    wait_formed(&[&a, &b, &c, &d], 3, 1);
+    let t = subtree(d.addr, "/s");
+    assert_eq!(t.len(), 150);
+    assert_eq!(t, subtree(a.addr, "/s"));
+    assert!(d.log_text().contains("receiving snapshot"), "the new node should have installed a snapshot:\n{}", d.log_text());
+    // The whole cluster stops at once and comes back from its data directories alone.
+    let mut all = [a, b, c, d];
+    for n in all.iter_mut() {
+        n.kill9();
+    }
+    for n in all.iter_mut() {
+        n.restart();
+    }
+    let refs: Vec<&Roster> = all.iter().collect();
+    wait_formed(&refs, 3, 1);
+    for n in &all {
+        assert_eq!(subtree(n.addr, "/s"), t, "node {} after a full restart", n.addr);
+    }
+}
+
+#[test]
+fn a_node_without_leader_closes_clients_and_recovers_when_the_cluster_heals() {
+    let (a, b, c) = three();
+    let mut cl = connect_retry(c.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/kept", b"k", 0).err, 0);
+    let (mut a, mut b) = (a, b);
+    a.kill9();
+    b.kill9();
+    // Within a few election timeouts the lone node closes its client connections...
+    let _ = cl.stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        cl.send(&Request::Ping);
+        if cl.recv(OpCode::Ping).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed, "the client connection stayed open on a node without leader");
+    // ...and refuses new ones.
+    assert!(
+        Raw::connect_with(c.addr, ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), ..Default::default() })
+            .is_err()
+    );
+    a.restart();
+    b.restart();
+    wait_formed(&[&a, &b, &c], 3, 0);
+    let mut cl = connect_retry(c.addr, 10_000, Duration::from_secs(20));
+    assert_eq!(data_of(&cl.get("/kept", false)), b"k");
+    assert_eq!(cl.create("/after", b"", 0).err, 0);
+}
+
+#[test]
+fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
+    let (a, b, c) = three_with(&["--min-session-timeout-ms", "2000"]);
+    let leader = status(a.peer).unwrap().leader.unwrap();
+    let follower = [&a, &b, &c].into_iter().find(|n| node_id(n) != leader).unwrap();
+    let mut cl = connect_retry(follower.addr, 3_000, Duration::from_secs(10));
+    assert_eq!(cl.timeout, 3_000);
+    assert_eq!(cl.create("/alive", b"", 1).err, 0);
+    // Pings reach only the follower; the leader must hear of them through forwarded touches.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        assert_eq!(cl.call(Request::Ping).err, 0);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let mut other = connect_retry(a.addr, 10_000, Duration::from_secs(10));
+    sync(&mut other, "/");
+    assert_eq!(other.exists("/alive", false).err, 0, "a pinging session on a follower was expired");
+    // Silence: the leader expires it, on every node.
+    drop(cl);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        sync(&mut other, "/");
+        if other.exists("/alive", false).err == ErrorCode::NoNode.code() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a silent session was never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_rejoin() {
+    use roster_server::peer::{admin, link::Link, wire::*};
+    let a = Roster::start(&[]);
+    let mut b = Roster::join(&a, &[]);
+    wait_formed(&[&a, &b], 2, 0);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let e = admin::call(&a.peer.to_string(), Some("not-this-cluster".into()), 0, PeerRequest::Status, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.contains("wrong cluster"), "{e}");
+        let cluster = admin::cluster_id(&a.peer.to_string()).await.unwrap();
+        let hello = Hello { cluster_id: Some(cluster.clone()), from: 0, to: Some(424242), kind: LinkKind::Raft };
+        let e = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5)).await.err().expect("refused");
+        assert!(e.to_string().contains("wrong node"), "{e}");
+        // Without a cluster id only administration is possible.
+        let hello = Hello { cluster_id: None, from: 0, to: None, kind: LinkKind::Admin };
+        let l = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5)).await.unwrap();
+        match l.call(PeerRequest::Touch(vec![]), Duration::from_secs(5)).await.unwrap() {
+            PeerResponse::Err(PeerError::Refused(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+    // A node with an identity restarts as itself, whatever --join says.
+    let id = node_id(&b);
+    b.restart();
+    wait_formed(&[&a, &b], 2, 0);
+    assert_eq!(node_id(&b), id);
+    assert_eq!(status(a.peer).unwrap().members.len(), 2);
+}

@@ -1,0 +1,67 @@
+//! Calls made to a node's peer port by a tool (`roster cluster ...`) or by a node that is joining:
+//! ask the cluster id, ask to be added, ask for the status, ask to remove a node or to leave.
+//!
+//! Each call opens one admin connection, sends one request and closes. Left out: retries (callers
+//! decide), authentication.
+
+use super::link::Link;
+use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse, StatusInfo};
+use std::time::Duration;
+
+/// Sends one admin request to `addr` and waits at most `ttl` for the answer.
+pub async fn call(
+    addr: &str,
+    cluster_id: Option<String>,
+    from: u64,
+    req: PeerRequest,
+    ttl: Duration,
+) -> Result<PeerResponse, String> {
+    let hello = Hello { cluster_id, from, to: None, kind: LinkKind::Admin };
+    let link = Link::connect(addr, hello, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    match link.call(req, ttl).await.map_err(|e| format!("{addr}: {e}"))? {
+        PeerResponse::Err(e) => Err(format!("{addr}: {e}")),
+        r => Ok(r),
+    }
+}
+
+/// The cluster id of the node at `addr`.
+pub async fn cluster_id(addr: &str) -> Result<String, String> {
+    match call(addr, None, 0, PeerRequest::ClusterInfo, Duration::from_secs(5)).await? {
+        PeerResponse::ClusterInfo { cluster_id } => Ok(cluster_id),
+        other => Err(format!("{addr}: unexpected answer {other:?}")),
+    }
+}
+
+/// Asks the node at `addr` (any member; it forwards to the leader) to add node `node_id` reachable at
+/// `peer_addr`. Returns whether it became a voter, and the leader's committed index.
+pub async fn join(addr: &str, cluster_id: &str, node_id: u64, peer_addr: &str) -> Result<(bool, u64), String> {
+    let req = PeerRequest::Join { node_id, peer_addr: peer_addr.to_string() };
+    match call(addr, Some(cluster_id.to_string()), node_id, req, Duration::from_secs(300)).await? {
+        PeerResponse::Joined { voter, committed } => Ok((voter, committed)),
+        other => Err(format!("{addr}: unexpected answer {other:?}")),
+    }
+}
+
+/// The status as the node at `addr` sees it.
+pub async fn status(addr: &str) -> Result<StatusInfo, String> {
+    match call(addr, None, 0, PeerRequest::Status, Duration::from_secs(5)).await? {
+        PeerResponse::Status(s) => Ok(s),
+        other => Err(format!("{addr}: unexpected answer {other:?}")),
+    }
+}
+
+/// Asks the cluster (through the node at `addr`) to remove node `node_id`.
+pub async fn remove(addr: &str, node_id: u64) -> Result<(), String> {
+    match call(addr, None, 0, PeerRequest::Remove { node_id }, Duration::from_secs(120)).await? {
+        PeerResponse::Ack => Ok(()),
+        other => Err(format!("{addr}: unexpected answer {other:?}")),
+    }
+}
+
+/// Asks the node at `addr` to leave the cluster.
+pub async fn leave(addr: &str) -> Result<(), String> {
+    match call(addr, None, 0, PeerRequest::Leave, Duration::from_secs(120)).await? {
+        PeerResponse::Ack => Ok(()),
+        other => Err(format!("{addr}: unexpected answer {other:?}")),
+    }
+}

@@ -1,0 +1,198 @@
+//! Client work a node cannot do alone: writes (including session creation and close) and `sync`
+//! barriers go to the leader; session touches of a follower's connections go to the leader in batches.
+//!
+//! On the leader a write is proposed to the local Raft. On a follower it is sent over one ordered link
+//! to the leader (frames leave in call order and the leader proposes them in arrival order), and the
+//! answer is handed to the client only once this node's state machine has applied the write's zxid,
+//! so watch events still precede the reply and a read after the write sees it.
+//!
+//! `sync` is a read barrier: the leader's read index (`get_read_log_id(ReadIndex)`, which confirms
+//! leadership with a quorum), then wait until this node applied up to it.
+//!
+//! Left out: retrying a write on a new leader (the client connection is closed instead, as ZooKeeper
+//! does on leader loss; the client retries), read-only mode.
+
+use openraft::async_runtime::watch::WatchReceiver;
+use super::link::{self, Link};
+use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
+use crate::node::NodeCtx;
+use crate::raft::types::{Command, Outcome, Raft, WriteReply};
+use openraft::impls::ProgressResponder;
+use roster_proto::{Response, SyncResponse};
+use roster_state::Txn;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a connection asks the cluster to do.
+pub enum Proposal {
+    /// A replicated write.
+    Txn(Txn),
+    /// A `sync` of this path: a read barrier.
+    Sync(String),
+}
+
+/// The pending result of a proposal; resolves once this node applied it.
+pub type Pending = Pin<Box<dyn Future<Output = Result<WriteReply, String>> + Send>>;
+
+/// How long a write may wait for its result.
+const WRITE_TTL: Duration = Duration::from_secs(60);
+/// How long a proposal waits for a leader to be known.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// The leader, waiting a little for one to be known.
+pub async fn leader(raft: &Raft, wait: Duration) -> Option<u64> {
+    if let Some(l) = raft.metrics().borrow_watched().current_leader {
+        return Some(l);
+    }
+    raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader").await.ok().and_then(|m| m.current_leader)
+}
+
+/// Waits until this node's state machine applied `index`.
+pub async fn wait_applied(raft: &Raft, index: u64) -> Result<(), String> {
+    if raft.metrics().borrow_watched().last_applied.is_some_and(|l| l.index >= index) {
+        return Ok(());
+    }
+    raft.wait(Some(WRITE_TTL))
+        .applied_index_at_least(Some(index), "applied")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("waiting to apply zxid {index:#x}: {e}"))
+}
+
+/// The ordered link to the leader `leader` (dialed if needed).
+async fn leader_link(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
+    let mut slot = ctx.cluster.forward.lock().await;
+    if let Some(l) = slot.as_ref() {
+        if !l.is_closed() && l.remote_node() == leader {
+            return Ok(l.clone());
+        }
+    }
+    *slot = None;
+    let addr = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| format!("leader {leader} is not in the membership this node knows"))?;
+    let hello = Hello {
+        cluster_id: Some(ctx.identity.cluster_id.clone()),
+        from: ctx.identity.node_id,
+        to: Some(leader),
+        kind: LinkKind::Forward,
+    };
+    let l = Link::connect(&addr, hello, Duration::from_secs(2)).await.map_err(|e| format!("leader {leader}: {e}"))?;
+    *slot = Some(l.clone());
+    Ok(l)
+}
+
+fn sync_reply(index: u64, path: String) -> WriteReply {
+    WriteReply { zxid: index as i64, outcome: Outcome::Response(Ok(Response::Sync(SyncResponse { path }))) }
+}
+
+/// Proposes now (so proposals of one connection keep their order) and returns the pending result.
+pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String> {
+    let me = ctx.identity.node_id;
+    let leader = leader(&ctx.raft, LEADER_WAIT).await.ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
+    let raft = ctx.raft.clone();
+    if leader == me {
+        return match p {
+            Proposal::Txn(txn) => {
+                let (responder, rx) = ProgressResponder::complete_only();
+                raft.write(Command(txn)).responder(responder).await.map_err(|e| format!("raft stopped: {e}"))?;
+                Ok(Box::pin(async move {
+                    match rx.await {
+                        Ok(Ok(resp)) => Ok(resp.data),
+                        Ok(Err(e)) => Err(format!("write refused: {e}")),
+                        Err(_) => Err("raft shut down".to_string()),
+                    }
+                }))
+            }
+            Proposal::Sync(path) => Ok(Box::pin(async move {
+                let read = raft
+                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                    .await
+                    .map_err(|e| format!("sync: {e}"))?;
+                wait_applied(&raft, read.index()).await?;
+                Ok(sync_reply(read.index(), path))
+            })),
+        };
+    }
+    let link = leader_link(ctx, leader).await?;
+    let (req, path) = match p {
+        Proposal::Txn(txn) => (PeerRequest::Write(txn), None),
+        Proposal::Sync(path) => (PeerRequest::ReadIndex, Some(path)),
+    };
+    let rx = link.send(req).map_err(|e| e.to_string())?;
+    Ok(Box::pin(async move {
+        let addr = format!("leader {leader}");
+        match link::wait(rx, WRITE_TTL, &addr).await.map_err(|e| e.to_string())? {
+            PeerResponse::Written(reply) => {
+                wait_applied(&raft, reply.zxid.max(0) as u64).await?;
+                Ok(reply)
+            }
+            PeerResponse::ReadIndex(index) => {
+                wait_applied(&raft, index).await?;
+                Ok(sync_reply(index, path.unwrap_or_default()))
+            }
+            PeerResponse::Err(e) => Err(format!("{addr}: {e}")),
+            other => Err(format!("{addr}: unexpected answer {other:?}")),
+        }
+    }))
+}
+
+/// On a follower, sends the leader the sessions its connections touched, every third of the smallest
+/// session timeout.
+pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis((ctx.shared.config.min_session_timeout_ms as u64 / 3).clamp(50, 2_000));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: HashMap<i64, i64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(leader) = ctx.raft.metrics().borrow_watched().current_leader else { continue };
+        if leader == ctx.identity.node_id {
+            sent.clear();
+            continue;
+        }
+        let batch: Vec<(i64, i32)> = {
+            let conns = ctx.shared.conns.lock();
+            let tracker = ctx.shared.tracker.lock();
+            let mut batch = Vec::new();
+            let mut seen = HashMap::new();
+            for (session, conn) in &conns.by_session {
+                let Some(info) = conns.by_id.get(conn) else { continue };
+                let deadline = tracker.deadline(*session).unwrap_or(0);
+                if sent.get(session).is_none_or(|d| deadline > *d) {
+                    batch.push((*session, info.timeout_ms));
+                }
+                seen.insert(*session, deadline);
+            }
+            sent = seen;
+            batch
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        match leader_link(&ctx, leader).await {
+            Ok(link) => {
+                if let Err(e) = link.call(PeerRequest::Touch(batch), every).await {
+                    tracing::debug!(error = %e, "session touches not delivered");
+                    sent.clear();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "session touches not delivered");
+                sent.clear();
+            }
+        }
+    }
+}

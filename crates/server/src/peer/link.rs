@@ -1,0 +1,186 @@
+//! The dialing side of a peer connection: connect, say hello, then multiplex requests by id.
+//!
+//! A [`Link`] is one TCP connection. Frames leave in the order [`Link::send`] is called (one writer
+//! task behind a channel), which is what the follower's ordered write stream relies on. Answers are
+//! matched to waiting callers by request id. When the connection breaks, every waiting caller gets
+//! [`LinkError::Closed`] and the link reports [`Link::is_closed`]; the owner dials a new one.
+//!
+//! Left out: reconnection and retries (the owners decide), keep-alives (Raft heartbeats are enough).
+
+use super::wire::{read_msg, write_msg, Hello, PeerMsg, PeerRequest, PeerResponse};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// Could not connect or the hello failed for a transport reason.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The remote refused the hello (wrong cluster or node).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No answer within the deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection broke before the answer came.
+    #[error("connection closed: {0}")]
+    Closed(String),
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<PeerMsg>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    remote_node: u64,
+    remote_cluster: String,
+    addr: String,
+}
+
+/// One connection to a peer. Cheap to clone; the connection closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Link(Arc<Inner>);
+
+impl Link {
+    /// Dials `addr`, sends `hello` and waits for the answer, all within `timeout`.
+    pub async fn connect(addr: &str, hello: Hello, timeout: Duration) -> Result<Link, LinkError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, hello)).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Unreachable(format!("{addr}: no hello answer within {timeout:?}"))),
+        }
+    }
+
+    async fn connect_inner(addr: &str, hello: Hello) -> Result<Link, LinkError> {
+        let unreachable = |e: std::io::Error| LinkError::Unreachable(format!("{addr}: {e}"));
+        let stream = TcpStream::connect(addr).await.map_err(unreachable)?;
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let expected = hello.to;
+        write_msg(&mut wr, &PeerMsg::Hello(hello)).await.map_err(unreachable)?;
+        let (remote_cluster, remote_node) = match read_msg(&mut rd).await.map_err(unreachable)? {
+            Some(PeerMsg::HelloOk { cluster_id, node_id }) => (cluster_id, node_id),
+            Some(PeerMsg::HelloErr(reason)) => return Err(LinkError::Refused(format!("{addr}: {reason}"))),
+            Some(other) => return Err(LinkError::Unreachable(format!("{addr}: unexpected answer to hello: {other:?}"))),
+            None => return Err(LinkError::Unreachable(format!("{addr}: closed during hello"))),
+        };
+        if expected.is_some_and(|e| e != remote_node) {
+            return Err(LinkError::Refused(format!("{addr} is node {remote_node}, expected {expected:?}")));
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
+        let inner = Arc::new(Inner {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            remote_node,
+            remote_cluster,
+            addr: addr.to_string(),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
+            use tokio::io::AsyncWriteExt;
+            while let Some(msg) = rx.recv().await {
+                if write_msg(&mut wr, &msg).await.is_err() {
+                    break;
+                }
+                // Write out whatever is queued behind this frame in one go, then flush.
+                let mut ok = true;
+                while let Ok(msg) = rx.try_recv() {
+                    if write_msg(&mut wr, &msg).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                if !ok || wr.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let weak_r = weak.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match read_msg(&mut rd).await {
+                    Ok(Some(PeerMsg::Response { id, body })) => {
+                        let Some(inner) = weak_r.upgrade() else { return };
+                        let waiter = inner.pending.lock().remove(&id);
+                        if let Some(tx) = waiter {
+                            let _ = tx.send(body);
+                        }
+                    }
+                    Ok(Some(other)) => break format!("unexpected frame {other:?}"),
+                    Ok(None) => break "closed by peer".to_string(),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            if let Some(inner) = weak_r.upgrade() {
+                tracing::debug!(addr = %inner.addr, node = inner.remote_node, %reason, "peer link closed");
+                inner.closed.store(true, Ordering::Release);
+                inner.pending.lock().clear();
+            }
+        });
+        Ok(Link(inner))
+    }
+
+    /// Whether the connection broke.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire) || self.0.tx.is_closed()
+    }
+
+    /// The node at the other end.
+    pub fn remote_node(&self) -> u64 {
+        self.0.remote_node
+    }
+
+    /// The cluster id the other end announced.
+    pub fn remote_cluster(&self) -> &str {
+        &self.0.remote_cluster
+    }
+
+    /// Queues a request now (frames leave in call order) and returns the receiver of its answer.
+    pub fn send(&self, body: PeerRequest) -> Result<oneshot::Receiver<PeerResponse>, LinkError> {
+        self.send_with_id(body).map(|(_, rx)| rx)
+    }
+
+    fn send_with_id(&self, body: PeerRequest) -> Result<(u64, oneshot::Receiver<PeerResponse>), LinkError> {
+        if self.is_closed() {
+            return Err(LinkError::Closed(format!("link to {} is closed", self.0.addr)));
+        }
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.0.pending.lock().insert(id, tx);
+        if self.0.tx.send(PeerMsg::Request { id, body }).is_err() {
+            self.0.pending.lock().remove(&id);
+            return Err(LinkError::Closed(format!("link to {} is closed", self.0.addr)));
+        }
+        Ok((id, rx))
+    }
+
+    /// Sends a request and waits for its answer at most `ttl` (then forgets it: a late answer is dropped).
+    pub async fn call(&self, body: PeerRequest, ttl: Duration) -> Result<PeerResponse, LinkError> {
+        let (id, rx) = self.send_with_id(body)?;
+        let r = wait(rx, ttl, &self.0.addr).await;
+        if matches!(r, Err(LinkError::Timeout(_))) {
+            self.0.pending.lock().remove(&id);
+        }
+        r
+    }
+}
+
+/// Waits for an answer at most `ttl`.
+pub async fn wait(rx: oneshot::Receiver<PeerResponse>, ttl: Duration, addr: &str) -> Result<PeerResponse, LinkError> {
+    match tokio::time::timeout(ttl, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(LinkError::Closed(format!("connection to {addr} broke before the answer"))),
+        Err(_) => Err(LinkError::Timeout(ttl)),
+    }
+}

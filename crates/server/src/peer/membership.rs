@@ -1,0 +1,122 @@
+//! Membership changes, carried out by the leader: join (add as learner, wait until it caught up, then
+//! make it a voter while the cluster has fewer voters than `--target-voters`; otherwise it stays a
+//! learner, an observer), remove and leave (then promote learners while voters are short of the
+//! target). A node that is not the leader forwards the request to the leader it knows.
+//!
+//! One change at a time (openraft refuses overlapping ones): changes are serialized by a lock.
+//! Left out: automatic removal of dead voters, leader transfer before a leader removes itself.
+
+use openraft::async_runtime::watch::WatchReceiver;
+use super::wire::{PeerError, PeerRequest, PeerResponse};
+use crate::node::NodeCtx;
+use openraft::{BasicNode, ChangeMembers};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn leader_addr(ctx: &NodeCtx) -> Result<(u64, String), PeerError> {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let Some(leader) = m.current_leader else {
+        return Err(PeerError::NotLeader(None));
+    };
+    match m.membership_config.get_node(&leader) {
+        Some(n) => Ok((leader, n.addr.clone())),
+        None => Err(PeerError::NotLeader(Some(leader))),
+    }
+}
+
+async fn forward(ctx: &NodeCtx, req: PeerRequest) -> PeerResponse {
+    let (leader, addr) = match leader_addr(ctx) {
+        Ok(l) => l,
+        Err(e) => return PeerResponse::Err(e),
+    };
+    if leader == ctx.identity.node_id {
+        return PeerResponse::Err(PeerError::Raft("leadership changed; retry".into()));
+    }
+    let cluster = Some(ctx.identity.cluster_id.clone());
+    match super::admin::call(&addr, cluster, ctx.identity.node_id, req, Duration::from_secs(300)).await {
+        Ok(r) => r,
+        Err(e) => PeerResponse::Err(PeerError::Raft(format!("forwarding to leader {leader}: {e}"))),
+    }
+}
+
+fn raft_err(e: impl std::fmt::Display) -> PeerResponse {
+    PeerResponse::Err(PeerError::Raft(e.to_string()))
+}
+
+/// Adds a node (see the module doc).
+pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return forward(ctx, PeerRequest::Join { node_id, peer_addr }).await;
+    }
+    if node_id == 0 {
+        return PeerResponse::Err(PeerError::Refused("node id 0 is reserved".into()));
+    }
+    let _g = ctx.cluster.membership_lock.lock().await;
+    let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+    if let Some(n) = m.get_node(&node_id) {
+        if n.addr != peer_addr {
+            return PeerResponse::Err(PeerError::Refused(format!(
+                "node {node_id} is already a member at {}; a node keeps its identity, so this is another node with the same id",
+                n.addr
+            )));
+        }
+    }
+    let mut voter = m.voter_ids().any(|v| v == node_id);
+    if !voter {
+        tracing::info!(node = node_id, %peer_addr, "adding node as learner; waiting until it caught up");
+        if let Err(e) = ctx.raft.add_learner(node_id, BasicNode::new(peer_addr.clone()), true).await {
+            return raft_err(e);
+        }
+        let voters = ctx.raft.metrics().borrow_watched().membership_config.voter_ids().count();
+        if voters < ctx.cluster.target_voters {
+            tracing::info!(node = node_id, voters, target = ctx.cluster.target_voters, "promoting node to voter");
+            if let Err(e) = ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false).await {
+                return raft_err(e);
+            }
+            voter = true;
+        } else {
+            tracing::info!(node = node_id, voters, "node stays a learner (observer): the cluster has its target voters");
+        }
+    }
+    let committed = ctx.raft.metrics().borrow_watched().cluster_committed.map(|l| l.index).unwrap_or(0);
+    PeerResponse::Joined { voter, committed }
+}
+
+/// Removes a node, then promotes learners while voters are short of the target.
+pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return forward(ctx, PeerRequest::Remove { node_id }).await;
+    }
+    let _g = ctx.cluster.membership_lock.lock().await;
+    let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+    if m.get_node(&node_id).is_none() {
+        return PeerResponse::Ack;
+    }
+    let voters: BTreeSet<u64> = m.voter_ids().collect();
+    let change = if voters.contains(&node_id) {
+        if voters.len() == 1 {
+            return PeerResponse::Err(PeerError::Refused("cannot remove the last voter".into()));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+    };
+    tracing::info!(node = node_id, "removing node from the cluster");
+    if let Err(e) = ctx.raft.change_membership(change, false).await {
+        return raft_err(e);
+    }
+    if ctx.raft.is_leader() {
+        let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+        let voters = m.voter_ids().count();
+        let short = ctx.cluster.target_voters.saturating_sub(voters);
+        let promote: BTreeSet<u64> = m.membership().learner_ids().filter(|l| *l != node_id).take(short).collect();
+        if !promote.is_empty() {
+            tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
+            if let Err(e) = ctx.raft.change_membership(ChangeMembers::AddVoterIds(promote), false).await {
+                tracing::warn!(error = %e, "promoting learners failed");
+            }
+        }
+    }
+    PeerResponse::Ack
+}

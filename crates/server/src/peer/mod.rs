@@ -1,0 +1,90 @@
+//! The peer protocol: how Roster nodes talk to each other on the peer port (`--peer-addr`).
+//!
+//! - [`wire`]: frames (length, format version, postcard) and the messages.
+//! - [`link`]: the dialing side, one TCP connection multiplexed by request id.
+//! - [`server`]: the listening side, hello checks and request handling.
+//! - [`membership`]: join, remove and leave, carried out by the leader (other nodes forward to it).
+//! - [`forward`]: client writes, `sync` barriers and session touches of a follower, sent to the leader.
+//! - [`admin`]: the calls a tool or a joining node makes (cluster id, join, status, remove, leave).
+//!
+//! The outbound Raft network built on [`link`] is `crate::raft::network`.
+//!
+//! [`Cluster`] is the per-node state of all of this: addresses, whether the node serves clients
+//! (it stops when it has had no leader for a while), the link to the leader.
+//!
+//! Left out: TLS/authentication between peers, automatic replacement of dead voters, leader transfer.
+
+pub mod admin;
+pub mod forward;
+pub mod link;
+pub mod membership;
+pub mod server;
+pub mod wire;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use crate::node::NodeCtx;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use wire::{MemberInfo, StatusInfo};
+
+/// A node's cluster-facing state.
+pub struct Cluster {
+    /// The peer address this node announces (in the Raft membership).
+    pub peer_addr: String,
+    /// The client address, known once the client port is bound.
+    pub client_addr: parking_lot::Mutex<String>,
+    /// Voters the leader aims for when nodes join.
+    pub target_voters: usize,
+    /// Whether client connections are accepted (false while the node has had no leader for too long).
+    pub serving: AtomicBool,
+    /// Whether the state committed before the last stop has been applied (until then, no clients).
+    pub recovered: AtomicBool,
+    /// When an AppendEntries or snapshot from a leader last succeeded here, ms since the epoch.
+    pub last_leader_contact: AtomicI64,
+    /// The ordered link to the current leader, for forwarded writes (see [`forward`]).
+    pub forward: tokio::sync::Mutex<Option<link::Link>>,
+    /// Serializes membership changes on the leader.
+    pub membership_lock: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    /// The state of a node announcing `peer_addr`.
+    pub fn new(peer_addr: String, target_voters: usize, serving: bool) -> Cluster {
+        Cluster {
+            peer_addr,
+            client_addr: parking_lot::Mutex::new(String::new()),
+            target_voters,
+            serving: AtomicBool::new(serving),
+            recovered: AtomicBool::new(false),
+            last_leader_contact: AtomicI64::new(0),
+            forward: tokio::sync::Mutex::new(None),
+            membership_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether the node serves clients now.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+}
+
+/// This node's view of the cluster, for `roster cluster status`.
+pub fn status(ctx: &NodeCtx) -> StatusInfo {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| MemberInfo { node_id: *id, peer_addr: node.addr.clone(), voter: voters.contains(id) })
+        .collect();
+    StatusInfo {
+        cluster_id: ctx.identity.cluster_id.clone(),
+        node_id: ctx.identity.node_id,
+        client_addr: ctx.cluster.client_addr.lock().clone(),
+        state: format!("{:?}", m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+        applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        serving: ctx.cluster.is_serving(),
+        members,
+    }
+}

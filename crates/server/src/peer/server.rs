@@ -1,0 +1,262 @@
+//! The listening side of the peer protocol: accepts connections on the peer port, checks the hello
+//! (same cluster id, and the node id the dialer expects is ours) and answers requests.
+//!
+//! Requests are answered concurrently (each in its own task) except those whose order matters, which
+//! run inline in arrival order: forwarded writes and read barriers (proposed in the order a follower
+//! sent them), and snapshot pieces (assembled per connection, installed at `SnapshotEnd`).
+//!
+//! A hello without a cluster id is accepted only for administration (a joining node asking for the
+//! cluster id, or the `roster cluster` tool); such a connection can do nothing else.
+//!
+//! Left out: per-peer rate limits, TLS.
+
+use openraft::async_runtime::watch::WatchReceiver;
+use super::wire::{read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse};
+use crate::node::NodeCtx;
+use crate::raft::types::{Command, SnapshotMeta, TypeConfig};
+use crate::shared::now_ms;
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::impls::ProgressResponder;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// Accepts peer connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_conn(stream, ctx, shutdown).await {
+                        tracing::debug!(%addr, error = %e, "peer connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer accept failed; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+struct Incoming {
+    vote: VoteOf<TypeConfig>,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let hello = match read_msg(&mut rd).await? {
+        Some(PeerMsg::Hello(h)) => h,
+        _ => return Ok(()),
+    };
+    let me = ctx.identity.node_id;
+    if let Err(reason) = check_hello(&hello, &ctx.identity.cluster_id, me) {
+        tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
+        write_msg(&mut wr, &PeerMsg::HelloErr(reason)).await?;
+        let _ = wr.shutdown().await;
+        return Ok(());
+    }
+    let admin_only = hello.cluster_id.is_none();
+    write_msg(&mut wr, &PeerMsg::HelloOk { cluster_id: ctx.identity.cluster_id.clone(), node_id: me }).await?;
+    tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
+    let writer = tokio::spawn(async move {
+        let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
+        while let Some(msg) = rx.recv().await {
+            if write_msg(&mut wr, &msg).await.is_err() {
+                return;
+            }
+            while let Ok(msg) = rx.try_recv() {
+                if write_msg(&mut wr, &msg).await.is_err() {
+                    return;
+                }
+            }
+            if wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut snapshot: Option<Incoming> = None;
+    loop {
+        let msg = tokio::select! {
+            m = read_msg(&mut rd) => m?,
+            _ = shutdown.changed() => break,
+        };
+        let Some(PeerMsg::Request { id, body }) = msg else { break };
+        let respond = {
+            let tx = tx.clone();
+            move |body: PeerResponse| {
+                let _ = tx.send(PeerMsg::Response { id, body });
+            }
+        };
+        let is_admin = matches!(
+            body,
+            PeerRequest::ClusterInfo | PeerRequest::Join { .. } | PeerRequest::Remove { .. } | PeerRequest::Leave | PeerRequest::Status
+        );
+        if admin_only && !is_admin {
+            respond(PeerResponse::Err(PeerError::Refused("this connection did not name a cluster id".into())));
+            continue;
+        }
+        match body {
+            // Ordered: proposed here, in arrival order; the answer comes when applied.
+            PeerRequest::Write(txn) => {
+                if !ctx.raft.is_leader() {
+                    respond(PeerResponse::Err(PeerError::NotLeader(ctx.raft.metrics().borrow_watched().current_leader)));
+                    continue;
+                }
+                let (responder, result) = ProgressResponder::complete_only();
+                if let Err(e) = ctx.raft.write(Command(txn)).responder(responder).await {
+                    respond(PeerResponse::Err(PeerError::Raft(e.to_string())));
+                    continue;
+                }
+                tokio::spawn(async move {
+                    respond(match result.await {
+                        Ok(Ok(r)) => PeerResponse::Written(r.data),
+                        Ok(Err(e)) => PeerResponse::Err(PeerError::Raft(e.to_string())),
+                        Err(_) => PeerResponse::Err(PeerError::Raft("raft shut down".into())),
+                    })
+                });
+            }
+            PeerRequest::ReadIndex => {
+                let raft = ctx.raft.clone();
+                tokio::spawn(async move {
+                    respond(match raft.get_read_log_id(openraft::raft::ReadPolicy::ReadIndex).await {
+                        Ok((read, _)) => PeerResponse::ReadIndex(read.index()),
+                        Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
+                    })
+                });
+            }
+            PeerRequest::SnapshotBegin { vote, meta, len } => {
+                tracing::info!(from = hello.from, bytes = len, meta = ?meta.signature(), "receiving snapshot");
+                snapshot = Some(Incoming { vote, meta, data: Vec::with_capacity(len.min(1 << 30) as usize) });
+                respond(PeerResponse::Ack);
+            }
+            PeerRequest::SnapshotChunk { offset, data } => match &mut snapshot {
+                Some(s) if s.data.len() as u64 == offset => {
+                    s.data.extend_from_slice(&data);
+                    respond(PeerResponse::Ack);
+                }
+                _ => respond(PeerResponse::Err(PeerError::Refused(format!("snapshot chunk at {offset} out of order")))),
+            },
+            PeerRequest::SnapshotEnd => match snapshot.take() {
+                Some(s) => {
+                    let snap = SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data };
+                    respond(match ctx.raft.install_full_snapshot(s.vote, snap).await {
+                        Ok(r) => {
+                            ctx.cluster.last_leader_contact.store(now_ms(), Ordering::Relaxed);
+                            PeerResponse::Snapshot(r)
+                        }
+                        Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
+                    });
+                }
+                None => respond(PeerResponse::Err(PeerError::Refused("snapshot end without a beginning".into()))),
+            },
+            other => {
+                let ctx = ctx.clone();
+                let from = hello.from;
+                tokio::spawn(async move { respond(handle(&ctx, from, other).await) });
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
+    match &hello.cluster_id {
+        Some(c) if c != cluster_id => {
+            return Err(format!("wrong cluster: this node belongs to cluster {cluster_id}, the dialer to {c}"))
+        }
+        None if hello.kind != LinkKind::Admin => return Err("a cluster id is required on this connection".into()),
+        _ => {}
+    }
+    if let Some(to) = hello.to {
+        if to != me {
+            return Err(format!("wrong node: this is node {me}, the dialer expected node {to}"));
+        }
+    }
+    Ok(())
+}
+
+async fn handle(ctx: &Arc<NodeCtx>, from: u64, req: PeerRequest) -> PeerResponse {
+    let err = |e: String| PeerResponse::Err(PeerError::Raft(e));
+    match req {
+        PeerRequest::AppendEntries(rpc) => {
+            let _ = from;
+            match ctx.raft.append_entries(rpc).await {
+                Ok(r) => {
+                    if r.is_success() {
+                        ctx.cluster.last_leader_contact.store(now_ms(), Ordering::Relaxed);
+                    }
+                    PeerResponse::AppendEntries(r)
+                }
+                Err(e) => err(e.to_string()),
+            }
+        }
+        PeerRequest::Vote(rpc) => ctx.raft.vote(rpc).await.map(PeerResponse::Vote).unwrap_or_else(|e| err(e.to_string())),
+        PeerRequest::PreVote(rpc) => {
+            ctx.raft.pre_vote(rpc).await.map(PeerResponse::Vote).unwrap_or_else(|e| err(e.to_string()))
+        }
+        PeerRequest::Touch(list) => {
+            if ctx.raft.is_leader() {
+                let live: Vec<(i64, i32)> = {
+                    let db = ctx.shared.db.lock();
+                    list.into_iter().filter(|(id, _)| db.state.session(*id).is_some()).collect()
+                };
+                for (id, timeout) in live {
+                    ctx.shared.touch(id, timeout);
+                }
+                PeerResponse::Ack
+            } else {
+                PeerResponse::Err(PeerError::NotLeader(ctx.raft.metrics().borrow_watched().current_leader))
+            }
+        }
+        PeerRequest::ClusterInfo => PeerResponse::ClusterInfo { cluster_id: ctx.identity.cluster_id.clone() },
+        PeerRequest::Status => PeerResponse::Status(super::status(ctx)),
+        PeerRequest::Join { node_id, peer_addr } => super::membership::join(ctx, node_id, peer_addr).await,
+        PeerRequest::Remove { node_id } => super::membership::remove(ctx, node_id).await,
+        PeerRequest::Leave => super::membership::remove(ctx, ctx.identity.node_id).await,
+        PeerRequest::Write(_)
+        | PeerRequest::ReadIndex
+        | PeerRequest::SnapshotBegin { .. }
+        | PeerRequest::SnapshotChunk { .. }
+        | PeerRequest::SnapshotEnd => PeerResponse::Err(PeerError::Refused("handled inline".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(cluster_id: Option<&str>, to: Option<u64>, kind: LinkKind) -> Hello {
+        Hello { cluster_id: cluster_id.map(str::to_string), from: 5, to, kind }
+    }
+
+    #[test]
+    fn hello_checks_cluster_and_node() {
+        assert!(check_hello(&hello(Some("c"), Some(1), LinkKind::Raft), "c", 1).is_ok());
+        assert!(check_hello(&hello(Some("c"), None, LinkKind::Forward), "c", 1).is_ok());
+        assert!(check_hello(&hello(None, None, LinkKind::Admin), "c", 1).is_ok());
+        let e = check_hello(&hello(Some("other"), Some(1), LinkKind::Raft), "c", 1).unwrap_err();
+        assert!(e.contains("wrong cluster"), "{e}");
+        let e = check_hello(&hello(Some("c"), Some(2), LinkKind::Raft), "c", 1).unwrap_err();
+        assert!(e.contains("wrong node"), "{e}");
+        assert!(check_hello(&hello(None, Some(1), LinkKind::Raft), "c", 1).is_err());
+    }
+}

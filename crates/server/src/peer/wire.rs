@@ -1,0 +1,291 @@
+//! The peer protocol's frames and messages.
+//!
+//! A frame is a big-endian `u32` length, then a `u8` format version ([`FORMAT_VERSION`]), then one
+//! postcard-encoded [`PeerMsg`]; the length counts the version byte and the body. postcard is not
+//! self-describing, so a frame of another version is refused rather than guessed at.
+//!
+//! Every connection opens with a [`Hello`] from the dialer, answered by `HelloOk` or `HelloErr` (wrong
+//! cluster id, wrong expected node id). After it, the dialer sends `Request`s tagged with an id and the
+//! listener answers `Response`s with the same id, in any order (request ids multiplex one connection).
+//!
+//! Left out: compression, authentication and encryption of peer traffic (run it on a private network).
+
+use crate::raft::types::{SnapshotMeta, TypeConfig, WriteReply};
+use openraft::alias::VoteOf;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use roster_state::Txn;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The frame format version this build speaks.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest peer frame accepted, bytes (snapshot chunks and append batches stay far below it).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// What a connection is for; informational (logged), each kind gets its own connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    /// Log replication, votes.
+    Raft,
+    /// Heartbeats only, so replication bursts never delay them.
+    Heartbeat,
+    /// Snapshot transfer.
+    Snapshot,
+    /// A follower's ordered stream of client writes, sync barriers and session touches to the leader.
+    Forward,
+    /// Administration: join, remove, status, cluster id discovery.
+    Admin,
+}
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The dialer's cluster id; `None` only for admin links of a node or tool that has none yet.
+    pub cluster_id: Option<String>,
+    /// The dialer's node id (0 for tools).
+    pub from: u64,
+    /// The node id the dialer expects to reach, if it knows it.
+    pub to: Option<u64>,
+    /// What the connection is for.
+    pub kind: LinkKind,
+}
+
+/// One member as a status report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub node_id: u64,
+    /// Peer address (from the Raft membership).
+    pub peer_addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// One node's view of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// The answering node.
+    pub node_id: u64,
+    /// Its client address.
+    pub client_addr: String,
+    /// Its Raft state (Leader, Follower, Learner, Candidate).
+    pub state: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Last applied log index (zxid).
+    pub applied: u64,
+    /// Whether it serves clients right now.
+    pub serving: bool,
+    /// The membership it knows.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A request from the dialer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Raft log replication or heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft vote.
+    Vote(VoteRequest<TypeConfig>),
+    /// Raft pre-vote.
+    PreVote(VoteRequest<TypeConfig>),
+    /// Starts a snapshot transfer on this connection.
+    SnapshotBegin {
+        /// The leader's vote.
+        vote: VoteOf<TypeConfig>,
+        /// The snapshot's metadata.
+        meta: SnapshotMeta,
+        /// Its length, bytes.
+        len: u64,
+    },
+    /// A piece of the snapshot being transferred.
+    SnapshotChunk {
+        /// Where it goes.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The transfer is complete: install it.
+    SnapshotEnd,
+    /// A client write forwarded by a follower; proposed in arrival order.
+    Write(Txn),
+    /// A read barrier for `sync`: answer the leader's read index.
+    ReadIndex,
+    /// Session touches from a follower: (session id, timeout ms).
+    Touch(Vec<(i64, i32)>),
+    /// The cluster id (for a joining node).
+    ClusterInfo,
+    /// Adds a node (as learner, then voter while the cluster has fewer than the target voters).
+    Join {
+        /// The new node's id.
+        node_id: u64,
+        /// Its peer address.
+        peer_addr: String,
+    },
+    /// Removes a node from the membership.
+    Remove {
+        /// The node.
+        node_id: u64,
+    },
+    /// The answering node asks the leader to remove itself.
+    Leave,
+    /// This node's view of the cluster.
+    Status,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerError {
+    /// This node does not lead (and knows this leader, if any).
+    NotLeader(Option<u64>),
+    /// Refused, with the reason.
+    Refused(String),
+    /// Raft failed.
+    Raft(String),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::NotLeader(Some(l)) => write!(f, "not the leader (leader is node {l})"),
+            PeerError::NotLeader(None) => write!(f, "not the leader (no leader known)"),
+            PeerError::Refused(m) => write!(f, "refused: {m}"),
+            PeerError::Raft(m) => write!(f, "raft: {m}"),
+        }
+    }
+}
+
+/// An answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// To `AppendEntries`.
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    /// To `Vote` and `PreVote`.
+    Vote(VoteResponse<TypeConfig>),
+    /// To `SnapshotEnd`.
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// To requests with nothing to say.
+    Ack,
+    /// To `Write`: the applied result.
+    Written(WriteReply),
+    /// To `ReadIndex`: the index to wait for.
+    ReadIndex(u64),
+    /// To `ClusterInfo`.
+    ClusterInfo {
+        /// The cluster id.
+        cluster_id: String,
+    },
+    /// To `Join`.
+    Joined {
+        /// Whether the node became a voter.
+        voter: bool,
+        /// The leader's committed index when it was added.
+        committed: u64,
+    },
+    /// To `Status`.
+    Status(StatusInfo),
+    /// A failure.
+    Err(PeerError),
+}
+
+/// Everything that travels on a peer connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// The dialer's greeting.
+    Hello(Hello),
+    /// The listener accepts: its cluster id and node id.
+    HelloOk {
+        /// Its cluster id.
+        cluster_id: String,
+        /// Its node id.
+        node_id: u64,
+    },
+    /// The listener refuses, with the reason; it closes the connection.
+    HelloErr(String),
+    /// A request.
+    Request {
+        /// Request id, unique per connection.
+        id: u64,
+        /// The request.
+        body: PeerRequest,
+    },
+    /// An answer.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: PeerResponse,
+    },
+}
+
+/// Encodes one frame.
+pub fn encode(msg: &PeerMsg) -> std::io::Result<Vec<u8>> {
+    let mut out = vec![0u8; 5];
+    out[4] = FORMAT_VERSION;
+    let out = postcard::to_extend(msg, out).map_err(|e| std::io::Error::other(format!("peer message does not encode: {e}")))?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| std::io::Error::other("peer frame too large"))?;
+    let mut out = out;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Writes one frame.
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &PeerMsg) -> std::io::Result<()> {
+    w.write_all(&encode(msg)?).await
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<PeerMsg>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    if buf[0] != FORMAT_VERSION {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame format version {} (this build speaks {FORMAT_VERSION}): upgrade the older node", buf[0]),
+        ));
+    }
+    postcard::from_bytes(&buf[1..])
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_other_versions_are_refused() {
+        let hello = PeerMsg::Hello(Hello { cluster_id: Some("c1".into()), from: 7, to: Some(9), kind: LinkKind::Heartbeat });
+        let mut bytes = encode(&hello).unwrap();
+        assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
+        assert_eq!(bytes[4], FORMAT_VERSION);
+        match read_msg(&mut bytes.as_slice()).await.unwrap() {
+            Some(PeerMsg::Hello(h)) => {
+                assert_eq!((h.cluster_id.as_deref(), h.from, h.to, h.kind), (Some("c1"), 7, Some(9), LinkKind::Heartbeat))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A clean end between frames is the end of the stream; a torn frame is an error.
+        assert!(read_msg(&mut &[][..]).await.unwrap().is_none());
+        assert!(read_msg(&mut &bytes[..bytes.len() - 1]).await.is_err());
+        bytes[4] = FORMAT_VERSION + 1;
+        let e = read_msg(&mut bytes.as_slice()).await.unwrap_err();
+        assert!(e.to_string().contains("format version"), "{e}");
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(read_msg(&mut &huge[..]).await.is_err());
+    }
+}
