@@ -420,9 +420,39 @@ impl WatchTable {
             .collect()
     }
 
+    /// Watched paths → watcher ids over both managers (data/exist and child), for tests and debugging.
+    pub fn all_by_path(&self) -> BTreeMap<String, Vec<u64>> {
+        let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for m in [&self.data, &self.child] {
+            for (p, ws) in &m.by_path {
+                out.entry(p.clone()).or_default().extend(ws.keys().copied());
+            }
+        }
+        out.into_iter()
+            .map(|(p, ws)| (p, ws.into_iter().collect()))
+            .collect()
+    }
+
+    /// Watcher ids → paths over both managers, for tests and debugging.
+    pub fn all_by_watcher(&self) -> BTreeMap<u64, Vec<String>> {
+        let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        for m in [&self.data, &self.child] {
+            for (w, ps) in &m.by_watcher {
+                out.entry(*w).or_default().extend(ps.iter().cloned());
+            }
+        }
+        out.into_iter()
+            .map(|(w, ps)| (w, ps.into_iter().collect()))
+            .collect()
+    }
+
     /// (connections, paths, watches) of data and exist watches, for `wchs`.
     pub fn summary(&self) -> (usize, usize, usize) {
-        (self.data.by_watcher.len(), self.data.by_path.len(), self.data.total())
+        (
+            self.data.by_watcher.len(),
+            self.data.by_path.len(),
+            self.data.total(),
+        )
     }
 }
 

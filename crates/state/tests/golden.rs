@@ -716,10 +716,10 @@ impl Runner {
                 out.push("ok".into());
             }
             "watches" => {
-                for (p, ws) in self.watches.by_path() {
+                for (p, ws) in self.watches.all_by_path() {
                     out.push(format!("{p}: {ws:?}"));
                 }
-                for (w, ps) in self.watches.by_watcher() {
+                for (w, ps) in self.watches.all_by_watcher() {
                     out.push(format!(
                         "conn={w}: {} watches {ps:?}",
                         self.watches.count_for(w)
