@@ -69,6 +69,7 @@ pub mod error;
 pub mod hosts;
 pub mod ops;
 pub mod path;
+pub mod recipes;
 pub mod session;
 pub mod watch;
 

@@ -13,6 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
+/// Clusters are started one test at a time: several 3-node clusters at once on a 2-core machine would
+/// starve heartbeats and turn the tests into election-timeout lotteries.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
@@ -89,6 +96,7 @@ fn three_with(extra: &[&str]) -> (Roster, Roster, Roster) {
 
 #[test]
 fn three_nodes_join_and_writes_through_every_node_are_seen_on_every_node() {
+    let _serial = serial();
     let (a, b, c) = three();
     let nodes = [&a, &b, &c];
     let mut setup = connect_retry(b.addr, 10_000, Duration::from_secs(10));
@@ -154,6 +162,7 @@ fn three_nodes_join_and_writes_through_every_node_are_seen_on_every_node() {
 
 #[test]
 fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
+    let _serial = serial();
     let (a, b, c) = three();
     let mut nodes = [a, b, c];
     let leader = status(nodes[0].peer).unwrap().leader.unwrap();
@@ -251,6 +260,7 @@ fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
 
 #[test]
 fn session_moves_to_another_node_and_keeps_its_ephemeral() {
+    let _serial = serial();
     let (a, b, c) = three();
     let mut nodes = [a, b, c];
     // The client sits on the leader, the hardest case: its node dies and a new leader must not expire it.
@@ -294,6 +304,7 @@ fn session_moves_to_another_node_and_keeps_its_ephemeral() {
 
 #[test]
 fn new_node_catches_up_from_a_snapshot() {
+    let _serial = serial();
     let flags = ["--snapshot-every", "40", "--snapshot-log-keep", "0"];
     let (a, b, c) = three_with(&flags);
     let mut cl = connect_retry(a.addr, 10_000, Duration::from_secs(10));
@@ -324,6 +335,7 @@ fn new_node_catches_up_from_a_snapshot() {
 
 #[test]
 fn a_node_without_leader_closes_clients_and_recovers_when_the_cluster_heals() {
+    let _serial = serial();
     let (a, b, c) = three();
     let mut cl = connect_retry(c.addr, 10_000, Duration::from_secs(10));
     assert_eq!(cl.create("/kept", b"k", 0).err, 0);
@@ -358,6 +370,7 @@ fn a_node_without_leader_closes_clients_and_recovers_when_the_cluster_heals() {
 
 #[test]
 fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
+    let _serial = serial();
     let (a, b, c) = three_with(&["--min-session-timeout-ms", "2000"]);
     let leader = status(a.peer).unwrap().leader.unwrap();
     let follower = [&a, &b, &c].into_iter().find(|n| node_id(n) != leader).unwrap();
@@ -388,6 +401,7 @@ fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
 
 #[test]
 fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_rejoin() {
+    let _serial = serial();
     use roster_server::peer::{admin, link::Link, wire::*};
     let a = Roster::start(&[]);
     let mut b = Roster::join(&a, &[]);
@@ -416,4 +430,162 @@ fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_r
     wait_formed(&[&a, &b], 2, 0);
     assert_eq!(node_id(&b), id);
     assert_eq!(status(a.peer).unwrap().members.len(), 2);
+}
+
+#[test]
+fn on_a_follower_pipelined_requests_keep_their_order_and_watch_events_precede_replies() {
+    let _serial = serial();
+    let (a, b, c) = three();
+    let leader = status(a.peer).unwrap().leader.unwrap();
+    let follower = [&a, &b, &c].into_iter().find(|n| node_id(n) != leader).unwrap();
+    let mut cl = connect_retry(follower.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/p", b"", 0).err, 0);
+    // Writes and reads sent back to back without waiting: answered in order, each read sees the
+    // write sent before it.
+    let mut sent = vec![];
+    for i in 0..40 {
+        let p = format!("/p/n{i:02}");
+        let xid = cl.send(&Request::Create(CreateRequest {
+            path: p.clone(),
+            data: Bytes::from(p.clone().into_bytes()),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        }));
+        sent.push((xid, OpCode::Create, p.clone()));
+        let xid = cl.send(&Request::GetData(GetDataRequest { path: p.clone(), watch: false }));
+        sent.push((xid, OpCode::GetData, p));
+    }
+    let mut last_zxid = 0;
+    for (xid, op, p) in sent {
+        let r = cl.recv(op).unwrap();
+        assert_eq!(r.xid, xid, "reply out of order");
+        assert_eq!(r.err, 0, "{op:?} {p}");
+        assert!(r.zxid >= last_zxid, "zxid went back");
+        last_zxid = r.zxid;
+        if op == OpCode::GetData {
+            assert_eq!(data_of(&r), p.as_bytes());
+        }
+    }
+    // A watch set on this follower fires before the reply to the write that triggers it.
+    assert_eq!(cl.get("/p/n00", true).err, 0);
+    cl.events.clear();
+    assert_eq!(cl.set("/p/n00", b"changed", -1).err, 0);
+    assert_eq!(cl.events.len(), 1, "the event must arrive before the setData reply");
+    assert_eq!(cl.events[0].1.path, "/p/n00");
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_catches_up_when_it_wakes() {
+    let _serial = serial();
+    let (a, b, c) = three();
+    let nodes = [a, b, c];
+    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let (f, g) = (&nodes[(li + 1) % 3], &nodes[(li + 2) % 3]);
+    let mut cl = connect_retry(f.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/frozen", b"", 0).err, 0);
+    let mut eph = connect_retry(g.addr, 4_000, Duration::from_secs(10));
+    assert_eq!(eph.create("/frozen_eph", b"", 1).err, 0);
+    // SIGSTOP: the leader neither answers nor notices anything (a long GC pause, a hung VM).
+    nodes[li].signal("STOP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(f.peer).ok().and_then(|s| s.leader).is_none_or(|l| l == leader) {
+        assert!(Instant::now() < deadline, "no new leader while the old one is frozen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new_leader = wait_formed(&[f, g], 3, 0);
+    assert_ne!(new_leader, leader);
+    let mut cl = connect_retry(f.addr, 10_000, Duration::from_secs(10));
+    let mut cl2 = connect_retry(g.addr, 10_000, Duration::from_secs(10));
+    for i in 0..10 {
+        assert_eq!(cl.create(&format!("/frozen/f{i}"), b"f", 0).err, 0);
+        assert_eq!(cl2.create(&format!("/frozen/g{i}"), b"g", 0).err, 0);
+    }
+    // Frozen for longer than the session timeout, while the session stays alive on the others.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert_eq!(eph.call(Request::Ping).err, 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    nodes[li].signal("CONT");
+    // It wakes up believing it leads, learns of the new term, follows and catches up.
+    wait_formed(&[&nodes[0], &nodes[1], &nodes[2]], 3, 0);
+    let trees: Vec<_> = nodes.iter().map(|n| subtree(n.addr, "/frozen")).collect();
+    assert_eq!(trees[0].len(), 20);
+    assert_eq!(trees[0], trees[1]);
+    assert_eq!(trees[1], trees[2]);
+    // The woken node's stale session deadlines expired nothing, and it accepts the session.
+    eph.call(Request::Ping);
+    let resume = eph.resume_request();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut moved = loop {
+        match Raw::connect_with(nodes[li].addr, resume.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the woken node refuses the session: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    sync(&mut moved, "/");
+    assert_eq!(moved.exists("/frozen_eph", false).err, 0);
+}
+
+#[test]
+fn a_follower_that_installs_a_snapshot_makes_its_clients_resync_their_watches() {
+    let _serial = serial();
+    let flags = ["--snapshot-every", "20", "--snapshot-log-keep", "0"];
+    let (a, b, c) = three_with(&flags);
+    let leader = status(a.peer).unwrap().leader.unwrap();
+    let nodes = [a, b, c];
+    let fi = nodes.iter().position(|n| node_id(n) != leader).unwrap();
+    let other = nodes[(fi + 1) % 3].addr;
+    let mut w = connect_retry(nodes[fi].addr, 20_000, Duration::from_secs(10));
+    assert_eq!(w.create("/sw", b"v0", 0).err, 0);
+    assert_eq!(w.get("/sw", true).err, 0);
+    nodes[fi].signal("STOP");
+    let mut cl = connect_retry(other, 10_000, Duration::from_secs(20));
+    assert_eq!(cl.set("/sw", b"v1", -1).err, 0);
+    for i in 0..60 {
+        assert_eq!(cl.create(&format!("/sw/n{i}"), b"", 0).err, 0);
+    }
+    nodes[fi].signal("CONT");
+    // The follower gets a snapshot (its log was purged on the others) and drops its clients...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !nodes[fi].log_text().contains("receiving snapshot") {
+        assert!(Instant::now() < deadline, "the follower did not get a snapshot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = w.stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut got_event = false;
+    loop {
+        match w.read_frame() {
+            Ok(_) => got_event = true, // a notification sent before the close is fine too
+            Err(_) => break,
+        }
+    }
+    // ...which reconnect with their session and re-register watches from the zxid they saw.
+    let resume = w.resume_request();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut w2 = loop {
+        match Raw::connect_with(nodes[fi].addr, resume.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot resume: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let r = w2.call(Request::SetWatches(SetWatches {
+        relative_zxid: w.last_zxid,
+        data_watches: vec!["/sw".into()],
+        exist_watches: vec![],
+        child_watches: vec![],
+    }));
+    assert_eq!(r.err, 0);
+    if !got_event {
+        let ev = w2.events.first().cloned().map(|e| e.1).or_else(|| w2.next_event().ok()).expect("the missed change fires");
+        assert_eq!(ev.path, "/sw");
+    }
+    assert_eq!(data_of(&w2.get("/sw", false)), b"v1");
 }

@@ -20,6 +20,9 @@
 //! The session ticker is the leader's: it expires sessions whose deadline passed by proposing
 //! `CloseSession` through the log (so ephemerals vanish on every replica at the same zxid), and proposes
 //! the deletion of TTL nodes that are due.
+//!
+//! Left out: replacing dead voters automatically, changing a member's peer address once it has peers,
+//! ZooKeeper's `reconfig` opcode.
 
 use openraft::async_runtime::watch::WatchReceiver;
 use crate::config::Config;
@@ -404,6 +407,11 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         if !ctx.raft.is_leader() {
+            if was_leader {
+                // Closes proposed while leading may never commit (a deposed leader's entries are
+                // truncated): forget them, or this node would refuse those sessions as expired.
+                shared.closing.lock().clear();
+            }
             was_leader = false;
             continue;
         }

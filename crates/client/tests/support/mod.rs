@@ -78,6 +78,8 @@ pub struct ServerProcess {
     /// Closing this makes the guard kill the server.
     guard: Option<ChildStdin>,
     dir: tempfile::TempDir,
+    /// The server's command line, for [`ServerProcess::restart`].
+    argv: Vec<String>,
 }
 
 impl ServerProcess {
@@ -106,19 +108,7 @@ impl ServerProcess {
             TestServer::ZooKeeper => zookeeper_argv(dir.path(), &data, port)?,
             TestServer::Roster => roster_argv(&data, port)?,
         };
-        let log =
-            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
-        let mut child = Command::new("bash")
-            .arg("-c")
-            // Run the server in the background; when our stdin closes (test process gone), kill it.
-            .arg(r#""$@" & pid=$!; read -r _; kill "$pid" 2>/dev/null; wait "$pid""#)
-            .arg("guard")
-            .args(&argv)
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawning {argv:?}: {e}"))?;
+        let mut child = spawn_guarded(&argv, &dir.path().join("server.log"))?;
         let guard = child.stdin.take();
         let mut server = ServerProcess {
             kind,
@@ -126,7 +116,41 @@ impl ServerProcess {
             child,
             guard,
             dir,
+            argv,
         };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and starts it again on the same port and data
+    /// directory; returns once it answers again.
+    pub fn restart(&mut self, downtime: Duration) {
+        self.stop();
+        std::thread::sleep(downtime);
+        let mut child = spawn_guarded(&self.argv, &self.dir.path().join("server.log"))
+            .unwrap_or_else(|e| panic!("restarting {}: {e}", self.kind.name()));
+        self.guard = child.stdin.take();
+        self.child = child;
+        self.wait_ready()
+            .unwrap_or_else(|e| panic!("restarting {}: {e}", self.kind.name()));
+    }
+
+    fn stop(&mut self) {
+        drop(self.guard.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let kind = self.kind;
+        let server = self;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -137,7 +161,7 @@ impl ServerProcess {
                 ));
             }
             if server.is_ready() {
-                return Ok(server);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -152,7 +176,12 @@ impl ServerProcess {
 
     fn is_ready(&self) -> bool {
         // Both answer the `ruok` four-letter word once they serve clients.
+        // ZooKeeper says `imok` a moment before it can take requests; `srvr` tells them apart
+        // ("This ZooKeeper instance is not currently serving requests").
         self.try_four_letter("ruok").is_ok_and(|r| r == "imok")
+            && self
+                .try_four_letter("srvr")
+                .is_ok_and(|r| r.contains("Mode:"))
     }
 
     /// `127.0.0.1:PORT`, for connect strings.
@@ -187,17 +216,28 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// Starts `argv` under the guard (see the module docs), appending its output to `log`.
+fn spawn_guarded(argv: &[String], log: &std::path::Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
+    Command::new("bash")
+        .arg("-c")
+        // Run the server in the background; when our stdin closes (test process gone), kill it.
+        .arg(r#""$@" & pid=$!; read -r _; kill "$pid" 2>/dev/null; wait "$pid""#)
+        .arg("guard")
+        .args(argv)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawning {argv:?}: {e}"))
 }
 
 /// One server of `kind` per test binary, started on first use and killed when the process exits.

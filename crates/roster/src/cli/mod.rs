@@ -1,4 +1,5 @@
-//! The client subcommands: `roster ls | get | set | create | delete | stat | watch | status`.
+//! The client subcommands: `roster ls | get | set | create | delete | stat | watch | status`, and the
+//! recipe views `roster members | leader | services | resolve` (see [`recipes`]).
 //!
 //! Each subcommand opens one session with `roster-client` on the servers of `--server` (a ZooKeeper
 //! connect string, so a chroot suffix works: `--server 10.0.0.1:2181,10.0.0.2:2181/app`), does its
@@ -13,6 +14,7 @@
 //! | 0 | success |
 //! | 1 | ZooKeeper said no: `NoNode`, `NodeExists`, `BadVersion`, `NoAuth`... (the code's name is in the message), or bad arguments |
 //! | 2 | connection problem: no server reachable, timeout, session expired |
+//! | 3 | empty answer (`leader`, `services SERVICE`, `resolve`): no leader, no live instance |
 //!
 //! The options are clap *global* arguments, accepted before or after the subcommand. A global argument
 //! shares its id with any subcommand argument of the same name: `roster bench --json` and
@@ -34,6 +36,7 @@
 //! ```
 
 mod output;
+mod recipes;
 mod status;
 
 use std::io::{Read, Write};
@@ -172,6 +175,48 @@ pub enum ClientCommand {
     },
     /// Show each server's role, version, zxid, connections and node count (srvr and mntr).
     Status,
+    /// List the members of a group (roster-client membership recipe), consistent at one zxid.
+    Members {
+        /// The group's path.
+        group: String,
+        /// Then print every Joined / Left / Updated event until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// With --watch, stop after this many member events.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Show the leader of an election (and the candidates in line), with its fencing token.
+    /// Exit code 3 if there is no leader.
+    Leader {
+        /// The election's path.
+        election: String,
+        /// The candidates' lock name: `latch-` (Curator LeaderLatch, roster-client) or `lock-`
+        /// (Curator LeaderSelector).
+        #[arg(long, default_value = "latch-")]
+        lock_name: String,
+    },
+    /// List the registered services, or the live instances of one (Curator service-discovery layout).
+    /// Exit code 3 if SERVICE has no live instance.
+    Services {
+        /// A service name; without it, every service with its instance count.
+        service: Option<String>,
+        /// The discovery base path.
+        #[arg(long, default_value = "/services", value_name = "PATH")]
+        base: String,
+    },
+    /// Resolve cluster://service/path to the live instances (or the owner of the owned name
+    /// service/path, with --names). Exit code 3 if there is none.
+    Resolve {
+        /// The name, e.g. cluster://user/victorops/broadcaster.
+        uri: String,
+        /// The discovery base path.
+        #[arg(long, default_value = "/services", value_name = "PATH")]
+        base: String,
+        /// The root of the owned names, to route a path to its owner.
+        #[arg(long, value_name = "ROOT")]
+        names: Option<String>,
+    },
 }
 
 /// Runs one client subcommand; errors from the service become exit codes 1 and 2 with a message on
@@ -369,6 +414,21 @@ async fn execute(
             count,
         } => watch(c, &path, recursive, count, opts.json).await,
         ClientCommand::Status => unreachable!("handled without a session"),
+        ClientCommand::Members {
+            group,
+            watch,
+            count,
+        } => recipes::members(c, &group, watch, count, opts.json).await,
+        ClientCommand::Leader {
+            election,
+            lock_name,
+        } => recipes::leader(c, &election, &lock_name, opts.json).await,
+        ClientCommand::Services { service, base } => {
+            recipes::services(c, &base, service.as_deref(), opts.json).await
+        }
+        ClientCommand::Resolve { uri, base, names } => {
+            recipes::resolve(c, &base, names.as_deref(), &uri, opts.json).await
+        }
     }
 }
 

@@ -97,6 +97,13 @@ impl Roster {
         Roster::start(&flags)
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process with `kill -SIG PID`.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

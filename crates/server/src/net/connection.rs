@@ -405,18 +405,13 @@ impl Conn {
         txn: Proposal,
         writes: &mut FuturesOrdered<WriteRx>,
     ) -> Result<(), ConnError> {
-        let shared = &self.ctx.shared;
-        {
-            {
-                shared.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-                self.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-                if self.pending.iter().any(|p| matches!(p, Pending::Local { .. })) {
-                    self.pending.push_back(Pending::Write { xid, op, started, txn: Some(txn) });
-                } else {
-                    writes.push_back(self.propose(txn).await?);
-                    self.pending.push_back(Pending::Write { xid, op, started, txn: None });
-                }
-            }
+        self.ctx.shared.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        if self.pending.iter().any(|p| matches!(p, Pending::Local { .. })) {
+            self.pending.push_back(Pending::Write { xid, op, started, txn: Some(txn) });
+        } else {
+            writes.push_back(self.propose(txn).await?);
+            self.pending.push_back(Pending::Write { xid, op, started, txn: None });
         }
         Ok(())
     }

@@ -88,3 +88,19 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
         members,
     }
 }
+
+/// This node's role as ZooKeeper's `srvr`/`mntr` name it: `standalone` (the only member), `leader`,
+/// `follower`, `observer` (a learner), or `candidate` (no leader).
+pub fn zk_mode(ctx: &NodeCtx) -> &'static str {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    if membership.nodes().count() == 1 && membership.voter_ids().eq([ctx.identity.node_id]) {
+        return "standalone";
+    }
+    match m.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Learner => "observer",
+        _ => "candidate",
+    }
+}

@@ -5,6 +5,9 @@
 //! run inline in arrival order: forwarded writes and read barriers (proposed in the order a follower
 //! sent them), and snapshot pieces (assembled per connection, installed at `SnapshotEnd`).
 //!
+//! Installing a snapshot closes this node's client connections: no watch fired for what the snapshot
+//! changed, and reconnecting clients re-register their watches with the zxid they last saw.
+//!
 //! A hello without a cluster id is accepted only for administration (a joining node asking for the
 //! cluster id, or the `roster cluster` tool); such a connection can do nothing else.
 //!
@@ -155,10 +158,19 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
             },
             PeerRequest::SnapshotEnd => match snapshot.take() {
                 Some(s) => {
+                    let applied = ctx.raft.metrics().borrow_watched().last_applied.map(|l| l.index);
+                    let replaces = s.meta.last_log_id.map(|l| l.index) > applied;
                     let snap = SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data };
                     respond(match ctx.raft.install_full_snapshot(s.vote, snap).await {
                         Ok(r) => {
                             ctx.cluster.last_leader_contact.store(now_ms(), Ordering::Relaxed);
+                            // The state was replaced wholesale, so no watch fired for what changed.
+                            // Clients reconnect (keeping their sessions) and re-register their watches
+                            // with the zxid they last saw, which fires what they missed.
+                            let conns = ctx.shared.conns.lock();
+                            for c in conns.by_id.values().filter(|_| replaces) {
+                                let _ = c.tx.send(crate::shared::ConnMsg::Close("state replaced by a snapshot from the leader"));
+                            }
                             PeerResponse::Snapshot(r)
                         }
                         Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),

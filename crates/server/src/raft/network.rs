@@ -4,7 +4,8 @@
 //! replication (`new_client`), heartbeats (`new_heartbeat_client`) and snapshots (`new_snapshot_client`),
 //! so neither a write burst nor a large snapshot delays a heartbeat. A client dials lazily, says hello
 //! with the cluster id and the node id it expects (the remote refuses a mismatch, and so do we), and
-//! bounds every call by the `RPCOption`'s `hard_ttl`. A dead or refusing peer is `Unreachable` (openraft
+//! bounds every call by the `RPCOption`'s `hard_ttl` (AppendEntries carrying entries by at least
+//! 2 s: they wait for the follower's fsync). A dead or refusing peer is `Unreachable` (openraft
 //! backs off); a slow one is `Timeout`. Snapshots stream in chunks on the snapshot connection and are
 //! installed by the receiver once complete.
 //!
@@ -78,6 +79,8 @@ pub struct PeerClient {
     timeouts: u32,
 }
 
+/// Smallest deadline of an AppendEntries that carries entries.
+const REPLICATION_MIN_TTL: Duration = Duration::from_secs(2);
 /// Consecutive timeouts after which a link is redialed.
 const MAX_TIMEOUTS: u32 = 3;
 
@@ -173,7 +176,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let r = match self.call(PeerRequest::AppendEntries(rpc), option.hard_ttl()).await {
+        // openraft bounds replication RPCs by the heartbeat interval; a batch of entries also waits for
+        // the follower's fsync, which a slow disk can stretch past it, and a bound that every attempt
+        // exceeds would stall replication for good. Entries get at least REPLICATION_MIN_TTL.
+        let ttl = if rpc.entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(REPLICATION_MIN_TTL) };
+        let r = match self.call(PeerRequest::AppendEntries(rpc), ttl).await {
             Ok(PeerResponse::AppendEntries(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
             Err(e) => Err(e),
