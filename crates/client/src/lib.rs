@@ -55,6 +55,8 @@
 //! - [`client`]: [`Client`], the public API, with chroot handling and per-call timeouts.
 //! - [`watch`]: the watch table, [`Watch`] and [`WatchStream`].
 //! - [`error`]: [`Error`], ZooKeeper's codes plus the client's own conditions.
+//! - [`recipes`]: group membership, leader election, service discovery (Curator-compatible layouts),
+//!   a mutex and owned names, each following the session-state model above (`docs/recipes/`).
 //! - [`hosts`], [`path`], [`ops`], [`acl`]: connect strings, path validation and chroot, call
 //!   arguments and results, digest ACLs.
 //!

@@ -494,6 +494,24 @@ fn overlap_checker(
     })
 }
 
+/// The `wchp` four-letter word's answer, for the paths under `prefix`: path -> watching sessions.
+fn watches_by_path(wchp: &str, prefix: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut current: Option<String> = None;
+    for line in wchp.lines() {
+        if line.starts_with('/') {
+            current = Some(line.trim().to_string());
+        } else if let Some(p) = &current {
+            if !line.trim().is_empty() && (p == prefix || p.starts_with(&format!("{prefix}/"))) {
+                out.entry(p.clone())
+                    .or_default()
+                    .push(line.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn election_concurrent_candidates_fenced() {
     each_target(
@@ -536,6 +554,27 @@ async fn election_concurrent_candidates_fenced() {
             assert_eq!(parts.len(), 5);
             assert!(parts[0].is_leader && parts.iter().skip(1).all(|p| !p.is_leader));
             assert!(parts.windows(2).all(|w| w[0].token < w[1].token));
+            within("every candidate to settle", async {
+                for c in cands.iter().flatten() {
+                    let mut rx = c.subscribe();
+                    rx.wait_for(|l| {
+                        matches!(l, Leadership::Leader { .. } | Leadership::Follower { .. })
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+            .await;
+            // No herd: the server's watch table (wchp) has one watcher per candidate node (two on the
+            // leader's: itself and the next one), none on the last one, none on the election node.
+            let watches = watches_by_path(&server.four_letter("wchp"), &path);
+            assert!(!watches.contains_key(&path), "{watches:?}");
+            let expected: Vec<usize> = vec![2, 1, 1, 1, 0];
+            let got: Vec<usize> = parts
+                .iter()
+                .map(|p| watches.get(&p.node).map_or(0, |s| s.len()))
+                .collect();
+            assert_eq!(got, expected, "{watches:?}");
 
             let mut last_token = 0i64;
             let mut leaders_seen = BTreeSet::new();
@@ -577,7 +616,8 @@ async fn election_concurrent_candidates_fenced() {
                             Leadership::Leader { node, .. } => node,
                             l => panic!("{l:?}"),
                         };
-                        conns[idx].close().await.unwrap();
+                        // Its session dies (suspended first, as a partitioned process would be).
+                        expire(server, &conns[idx]).await;
                         // The old leader's fenced write is refused now.
                         assert!(election::fenced_multi(
                             &admin,
@@ -980,6 +1020,103 @@ async fn owned_names_failover_hand_off_and_resolve() {
     .await;
 }
 
+#[tokio::test]
+async fn owned_names_concurrent_hosts_one_owner_each() {
+    each_target("owned_names_concurrent_hosts", |server| async move {
+        let root = unique_root("names-concurrent");
+        let names = ["a", "b/c", "b/d"];
+        let admin = client(server).await;
+        let mut conns = Vec::new();
+        let mut hosts = Vec::new();
+        for h in 0..4 {
+            let c = client(server).await;
+            let reg = NameRegistry::new(&c, &root, &format!("host-{h}"));
+            for n in names {
+                reg.claim(n).await.unwrap();
+            }
+            conns.push(c);
+            hosts.push(reg);
+        }
+        // Never two owners of one name at once, as the hosts themselves see it.
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = tokio::spawn({
+            let hosts = hosts.clone();
+            let stop = stop.clone();
+            async move {
+                let mut samples = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut owners: std::collections::BTreeMap<String, Vec<String>> =
+                        Default::default();
+                    for h in &hosts {
+                        for (n, _) in h.owned().await {
+                            owners.entry(n).or_default().push(h.host().to_string());
+                        }
+                    }
+                    for (n, o) in owners {
+                        assert!(o.len() <= 1, "{n} owned by {o:?} at once");
+                    }
+                    samples += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                samples
+            }
+        });
+        let mut last: std::collections::BTreeMap<&str, i64> = Default::default();
+        let mut dead = BTreeSet::new();
+        for round in 0..6 {
+            for n in names {
+                // Wait for an owner with a token larger than the previous owner's.
+                let owner = within("an owner", async {
+                    loop {
+                        if let Some(o) = roster_client::recipes::names::owner(&admin, &root, n)
+                            .await
+                            .unwrap()
+                        {
+                            if o.token > last.get(n).copied().unwrap_or(0) {
+                                return o;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+                let h: usize = owner.host["host-".len()..].parse().unwrap();
+                // The owner agrees, with the same token.
+                within("the owner to know", async {
+                    while !hosts[h]
+                        .owned()
+                        .await
+                        .contains(&(n.to_string(), owner.token))
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+                last.insert(n, owner.token);
+                if round == 3 && n == "a" {
+                    // The owner's session dies: every name it owned fails over.
+                    expire(server, &conns[h]).await;
+                    dead.insert(h);
+                } else {
+                    hosts[h].hand_off(n).await.unwrap();
+                }
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(sampler.await.unwrap() > 0);
+        for (i, h) in hosts.iter().enumerate() {
+            if !dead.contains(&i) {
+                h.release_all().await.unwrap();
+            }
+        }
+        for c in conns {
+            let _ = c.close().await;
+        }
+        admin.close().await.unwrap();
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Server restart (Roster).
 
@@ -1010,6 +1147,21 @@ async fn recipes_survive_a_server_restart() {
         .await
         .unwrap();
     within("leader", cand.wait_leader()).await.unwrap();
+    let sd = ServiceDiscovery::new(&conn, &format!("{root}/services"));
+    let _reg = sd
+        .register(ServiceInstance::new("user", "u1", "10.0.0.1", 1))
+        .await
+        .unwrap();
+    let mut provider = ServiceDiscovery::new(&observer, &format!("{root}/services"))
+        .provider("user", Strategy::Random)
+        .await
+        .unwrap();
+    within("the provider", provider.wait_for(|i| i.len() == 1))
+        .await
+        .unwrap();
+    let names = NameRegistry::new(&conn, &format!("{root}/names"), "u1");
+    names.claim("user/x").await.unwrap();
+    let mutex = Mutex::new(&observer, &format!("{root}/lock"));
     let GroupEvent::Joined { .. } = next_group_event(&mut w).await else {
         panic!()
     };
@@ -1030,6 +1182,27 @@ async fn recipes_survive_a_server_restart() {
     within("a leader after the restart", cand.wait_leader())
         .await
         .unwrap();
+    within("the instance after the restart", async {
+        loop {
+            if provider.instances().len() == 1
+                && sd.instances("user").await.is_ok_and(|i| i.len() == 1)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    within("the owner after the restart", async {
+        while !names.owns("user/x").await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let guard = within("the lock after the restart", mutex.acquire())
+        .await
+        .unwrap();
+    guard.release().await.unwrap();
     let leader = election::leader(&observer.client(), &path)
         .await
         .unwrap()

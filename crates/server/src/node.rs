@@ -24,7 +24,6 @@
 //! Left out: replacing dead voters automatically, changing a member's peer address once it has peers,
 //! ZooKeeper's `reconfig` opcode.
 
-use openraft::async_runtime::watch::WatchReceiver;
 use crate::config::Config;
 use crate::net;
 use crate::peer::{self, Cluster};
@@ -35,6 +34,7 @@ use crate::raft::types::{Command, Raft, TypeConfig};
 use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::meta::{ClusterIdentity, MetaStore};
 use crate::storage::snapshot::SnapshotStore;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use roster_state::{State, Txn, TxnOp};
 use std::collections::{BTreeMap, HashMap};
@@ -193,6 +193,9 @@ impl Node {
             (Some(seed), false) if identity.node_id != NODE_ID => Some(seed.clone()),
             _ => None,
         };
+        if let (Some(seed), true) = (&config.join, initialized) {
+            tracing::info!(%seed, cluster = %identity.cluster_id, node = identity.node_id, "ignoring --join: this node already belongs to a cluster");
+        }
         if !initialized && join_seed.is_none() {
             if identity.node_id != NODE_ID {
                 return Err(StartError::Join(format!(

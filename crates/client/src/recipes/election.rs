@@ -561,6 +561,8 @@ impl Task {
                 Err(e) => {
                     tracing::debug!(error = %e, "election: retrying after error");
                     if e.is_connection_problem() {
+                        // Not leader while the connection is down, even before the event arrives.
+                        self.set(Leadership::Suspended, LossReason::Suspended);
                         let _ = super::wait_connected(client).await;
                     } else {
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -570,7 +572,10 @@ impl Task {
             };
             match self.wake(client, &mut states, Some(watch)).await {
                 Wake::Node => {}
-                Wake::State(SessionEvent::Suspended) => {
+                // (A Suspended already over is stale: the loop re-checks.)
+                Wake::State(SessionEvent::Suspended)
+                    if client.state() != crate::SessionState::Connected =>
+                {
                     self.set(Leadership::Suspended, LossReason::Suspended)
                 }
                 Wake::State(SessionEvent::Expired | SessionEvent::AuthFailed) => {

@@ -4,7 +4,10 @@
 //! **Layout**: the group is a persistent node; each member is an ephemeral child `GROUP/<member-id>`
 //! whose data is JSON `{"id": .., "address": .., "port": .., "tags": {..}}` ([`MemberInfo`]). A member
 //! disappears when its process dies (its session expires) or leaves. Nodes that are not JSON are still
-//! members (with empty metadata), so any ZooKeeper client can join by creating an ephemeral child.
+//! members (with empty metadata, the bytes in [`Member::data`]), so any ZooKeeper client can join by
+//! creating an ephemeral child. This is the layout of Apache Curator's `GroupMember`
+//! (`membershipPath/thisId`, ephemeral, the payload as data): a Curator `GroupMember` on the same path
+//! sees our members (its payload being our JSON) and we see its.
 //!
 //! **Guarantees**
 //!

@@ -4,11 +4,22 @@
 //!
 //! | recipe | module | node layout |
 //! |---|---|---|
-//! | group membership | [`membership`] | `GROUP/<member-id>`, ephemeral, JSON [`membership::MemberInfo`] |
+//! | group membership | [`membership`] | `GROUP/<member-id>`, ephemeral, JSON [`membership::MemberInfo`] (Curator `GroupMember`) |
 //! | leader election | [`election`] | `PATH/_c_<uuid>-latch-<seq>`, ephemeral sequential (Curator `LeaderLatch`) |
 //! | service discovery | [`discovery`] | `BASE/<service>/<instance-id>`, ephemeral, Curator `ServiceInstance` JSON |
 //! | mutex | [`lock`] | `PATH/_c_<uuid>-lock-<seq>`, ephemeral sequential (Curator `InterProcessMutex`) |
 //! | owned names | [`names`] | `ROOT/<name>/_c_<uuid>-latch-<seq>`: one leader election per name |
+//!
+//! ```no_run
+//! # async fn demo() -> roster_client::Result<()> {
+//! use roster_client::recipes::{election::LeaderElection, membership::{Group, MemberInfo}, Connector};
+//! // A connector opens a new session after expiry; recipes then re-create their nodes.
+//! let conn = Connector::connect("127.0.0.1:2181", Default::default()).await?;
+//! let _me = Group::new(&conn, "/app/members").join("node-1", MemberInfo::new("10.0.0.1", 2552)).await?;
+//! let candidate = LeaderElection::new(&conn, "/app/leader", "node-1").join().await?;
+//! let token = candidate.wait_leader().await?; // leader: pass `token` to outside resources
+//! # let _ = token; Ok(()) }
+//! ```
 //!
 //! # Sessions, suspension and expiry
 //!

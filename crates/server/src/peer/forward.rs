@@ -4,7 +4,8 @@
 //! On the leader a write is proposed to the local Raft. On a follower it is sent over one ordered link
 //! to the leader (frames leave in call order and the leader proposes them in arrival order), and the
 //! answer is handed to the client only once this node's state machine has applied the write's zxid,
-//! so watch events still precede the reply and a read after the write sees it.
+//! so watch events still precede the reply and a read after the write sees it. The leader stamps its
+//! own clock into forwarded transactions (`Txn::time`), as into its own clients'.
 //!
 //! `sync` is a read barrier: the leader's read index (`get_read_log_id(ReadIndex)`, which confirms
 //! leadership with a quorum), then wait until this node applied up to it.
@@ -12,11 +13,11 @@
 //! Left out: retrying a write on a new leader (the client connection is closed instead, as ZooKeeper
 //! does on leader loss; the client retries), read-only mode.
 
-use openraft::async_runtime::watch::WatchReceiver;
 use super::link::{self, Link};
 use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use crate::node::NodeCtx;
 use crate::raft::types::{Command, Outcome, Raft, WriteReply};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use roster_proto::{Response, SyncResponse};
 use roster_state::Txn;
@@ -51,16 +52,19 @@ pub async fn leader(raft: &Raft, wait: Duration) -> Option<u64> {
     raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader").await.ok().and_then(|m| m.current_leader)
 }
 
-/// Waits until this node's state machine applied `index`.
+/// Waits until this node's state machine applied `index` (openraft's apply progress, which advances
+/// once `apply` returned, hence after the watch events of the entry were handed to connections).
 pub async fn wait_applied(raft: &Raft, index: u64) -> Result<(), String> {
-    if raft.metrics().borrow_watched().last_applied.is_some_and(|l| l.index >= index) {
+    let mut progress = raft.watch_apply_progress();
+    let reached = |v: &Option<crate::raft::types::LogId>| v.as_ref().is_some_and(|l| l.index >= index);
+    if reached(&progress.get()) {
         return Ok(());
     }
-    raft.wait(Some(WRITE_TTL))
-        .applied_index_at_least(Some(index), "applied")
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("waiting to apply zxid {index:#x}: {e}"))
+    match tokio::time::timeout(WRITE_TTL, progress.wait_until(reached)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("raft shut down".to_string()),
+        Err(_) => Err(format!("zxid {index:#x} not applied within {WRITE_TTL:?}")),
+    }
 }
 
 /// The ordered link to the leader `leader` (dialed if needed).

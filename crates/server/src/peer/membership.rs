@@ -6,9 +6,9 @@
 //! One change at a time (openraft refuses overlapping ones): changes are serialized by a lock.
 //! Left out: automatic removal of dead voters, leader transfer before a leader removes itself.
 
-use openraft::async_runtime::watch::WatchReceiver;
 use super::wire::{PeerError, PeerRequest, PeerResponse};
 use crate::node::NodeCtx;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::BTreeSet;
 use std::sync::Arc;

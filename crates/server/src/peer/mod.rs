@@ -21,8 +21,8 @@ pub mod membership;
 pub mod server;
 pub mod wire;
 
-use openraft::async_runtime::watch::WatchReceiver;
 use crate::node::NodeCtx;
+use openraft::async_runtime::watch::WatchReceiver;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use wire::{MemberInfo, StatusInfo};
 

@@ -13,12 +13,12 @@
 //!
 //! Left out: per-peer rate limits, TLS.
 
-use openraft::async_runtime::watch::WatchReceiver;
 use super::wire::{read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse};
 use crate::node::NodeCtx;
 use crate::raft::types::{Command, SnapshotMeta, TypeConfig};
 use crate::shared::now_ms;
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -117,7 +117,10 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
         }
         match body {
             // Ordered: proposed here, in arrival order; the answer comes when applied.
-            PeerRequest::Write(txn) => {
+            PeerRequest::Write(mut txn) => {
+                // Time is the leader's: ctime/mtime and session times never depend on which node the
+                // client happened to use.
+                txn.time = now_ms();
                 if !ctx.raft.is_leader() {
                     respond(PeerResponse::Err(PeerError::NotLeader(ctx.raft.metrics().borrow_watched().current_leader)));
                     continue;
@@ -180,8 +183,7 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
             },
             other => {
                 let ctx = ctx.clone();
-                let from = hello.from;
-                tokio::spawn(async move { respond(handle(&ctx, from, other).await) });
+                tokio::spawn(async move { respond(handle(&ctx, other).await) });
             }
         }
     }
@@ -206,11 +208,10 @@ fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle(ctx: &Arc<NodeCtx>, from: u64, req: PeerRequest) -> PeerResponse {
+async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
     let err = |e: String| PeerResponse::Err(PeerError::Raft(e));
     match req {
         PeerRequest::AppendEntries(rpc) => {
-            let _ = from;
             match ctx.raft.append_entries(rpc).await {
                 Ok(r) => {
                     if r.is_success() {
