@@ -39,9 +39,9 @@
 //! the increment wraps like Java's `int` from `i32::MAX` to `i32::MIN`, and skips `-1` (going to 0
 //! instead), because a stored -1 could never be matched by a conditional write (ZOOKEEPER-4743). This is
 //! ZooKeeper's documented behaviour, not an accident, so Roster keeps it. The stored child cversion (the
-//! count of creates) saturates at `i32::MAX`, where ZooKeeper's `newCversion > cversion` guard also stops
-//! it; unlike ZooKeeper, Roster still moves the parent's pzxid there, so a SetWatches replay sees the
-//! change. zxids are `i64` log indexes and never wrap.
+//! count of creates, the source of sequential suffixes) is a 64-bit counter: suffixes keep growing past
+//! 2^31 (ZooKeeper's 32-bit counter stops there and sequential creates fail), while the wire's 32-bit
+//! cversion saturates at `i32::MAX`. zxids are `i64` log indexes and never wrap.
 //!
 //! # Deliberate differences from ZooKeeper
 //! - **Containers are deleted in the same apply** that removes their last child (after all ops of a
@@ -764,9 +764,9 @@ mod tests {
         assert!(
             matches!(req(&mut s, 4, sid, set(-2)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == 0)
         );
-        // Stored cversion saturates: the suffix repeats, so the second sequential create is NodeExists,
-        // while pzxid still moves.
-        s.tree.nodes.get_mut("/p").unwrap().cversion = i32::MAX - 1;
+        // The stored child count is 64-bit: sequential suffixes go on past 2^31 without wrapping, the
+        // wire cversion saturates at i32::MAX, and pzxid still moves.
+        s.tree.nodes.get_mut("/p").unwrap().cversion = i32::MAX as i64 - 1;
         let r = req(&mut s, 5, sid, create("/p/s", 2));
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483646")
@@ -775,12 +775,21 @@ mod tests {
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483647")
         );
-        assert_eq!(s.tree.get("/p").unwrap().cversion, i32::MAX);
         let r = req(&mut s, 7, sid, create("/p/s", 2));
-        assert_eq!(r, TxnResult::Response(Err(ErrorCode::NodeExists)));
-        req(&mut s, 8, sid, create("/p/t", 0));
-        assert_eq!(s.tree.get("/p").unwrap().cversion, i32::MAX);
-        assert_eq!(s.tree.get("/p").unwrap().pzxid, 8);
+        assert!(
+            matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483648")
+        );
+        s.tree.nodes.get_mut("/p").unwrap().cversion = 9_999_999_999;
+        let r = req(&mut s, 8, sid, create("/p/s", 2));
+        assert!(
+            matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s9999999999")
+        );
+        let r = req(&mut s, 9, sid, create("/p/s", 2));
+        assert!(
+            matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s10000000000")
+        );
+        assert_eq!(s.stat("/p").unwrap().cversion, i32::MAX);
+        assert_eq!(s.tree.get("/p").unwrap().pzxid, 9);
         assert_eq!(s.check_invariants(), Ok(()));
     }
 

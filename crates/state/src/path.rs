@@ -129,8 +129,9 @@ pub fn join(parent: &str, child: &str) -> String {
 }
 
 /// The sequential suffix for a parent whose (stored) cversion is `cversion`: Java's
-/// `String.format("%010d", cversion)`, zero-padded to ten characters including a minus sign.
-pub fn sequential_suffix(cversion: i32) -> String {
+/// `String.format("%010d", cversion)`, zero-padded to ten characters including a minus sign. The count
+/// is 64-bit: past 9,999,999,999 the suffix simply grows longer instead of wrapping.
+pub fn sequential_suffix(cversion: i64) -> String {
     format!("{cversion:010}")
 }
 
@@ -206,8 +207,8 @@ mod tests {
     fn suffix() {
         assert_eq!(sequential_suffix(0), "0000000000");
         assert_eq!(sequential_suffix(42), "0000000042");
-        assert_eq!(sequential_suffix(i32::MAX), "2147483647");
+        assert_eq!(sequential_suffix(i32::MAX as i64), "2147483647");
         assert_eq!(sequential_suffix(-5), "-000000005");
-        assert_eq!(sequential_suffix(i32::MIN), "-2147483648");
+        assert_eq!(sequential_suffix(i32::MIN as i64), "-2147483648");
     }
 }

@@ -63,7 +63,7 @@ struct NodeOut<'a> {
     ctime: i64,
     mtime: i64,
     version: i32,
-    cversion: i32,
+    cversion: i64,
     aversion: i32,
     ephemeral_owner: i64,
 }
@@ -79,7 +79,7 @@ struct NodeIn {
     ctime: i64,
     mtime: i64,
     version: i32,
-    cversion: i32,
+    cversion: i64,
     aversion: i32,
     ephemeral_owner: i64,
 }

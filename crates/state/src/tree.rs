@@ -98,8 +98,9 @@ pub struct Node {
     pub mtime: i64,
     /// Data version.
     pub version: i32,
-    /// Stored cversion: the number of child creates (ZooKeeper's `StatPersisted.cversion`).
-    pub cversion: i32,
+    /// Stored cversion: the number of child creates (ZooKeeper's `StatPersisted.cversion`). Kept as a
+    /// 64-bit counter so sequential suffixes never wrap; the wire's 32-bit cversion is derived from it.
+    pub cversion: i64,
     /// ACL version.
     pub aversion: i32,
     /// Owning session, container or TTL marker, or 0.
@@ -136,7 +137,11 @@ impl Node {
             ctime: self.ctime,
             mtime: self.mtime,
             version: self.version,
-            cversion: self.cversion.wrapping_mul(2).wrapping_sub(num_children),
+            // ZooKeeper's visible value while the count fits its 32-bit field; past that the wire
+            // cannot carry it, and the stat saturates instead of wrapping.
+            cversion: i32::try_from(self.cversion)
+                .map(|c| c.wrapping_mul(2).wrapping_sub(num_children))
+                .unwrap_or(i32::MAX),
             aversion: self.aversion,
             // Clients see 0 for containers and TTL nodes (`DataTree.getClientEphemeralOwner`); the
             // marker stays in the node and in snapshots.
@@ -256,7 +261,7 @@ impl DataTree {
     }
 
     /// Inserts a new node under an existing parent, doing ZooKeeper's `createNode` bookkeeping on the
-    /// parent: stored cversion + 1 (saturating at `i32::MAX`, where ZooKeeper's guard also stops it) and
+    /// parent: stored cversion + 1 (a 64-bit count, so sequential suffixes keep growing past 2^31) and
     /// pzxid = zxid. The caller has validated everything (parent exists, child does not).
     pub(crate) fn insert_node(
         &mut self,
