@@ -119,7 +119,7 @@ struct ServeArgs {
     /// How often session deadlines are checked, ms [default: 20].
     #[arg(long, env = "ROSTER_SESSION_TICK_MS")]
     session_tick_ms: Option<u64>,
-    /// Log filter, e.g. info, debug, roster_server=debug [default: info,openraft=warn].
+    /// Log filter, e.g. info, debug, roster_server=debug [default: info,openraft=error].
     #[arg(long, env = "ROSTER_LOG")]
     log: Option<String>,
     /// Log format: text or json [default: text].

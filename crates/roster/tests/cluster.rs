@@ -48,6 +48,15 @@ fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
     }
 }
 
+/// Waits until `n` knows a leader other than `old`.
+fn wait_new_leader(n: &Roster, old: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(n.peer).ok().and_then(|s| s.leader).is_none_or(|l| l == old) {
+        assert!(Instant::now() < deadline, "no leader other than {old}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn node_id(n: &Roster) -> u64 {
     status(n.peer).unwrap().node_id
 }
@@ -488,11 +497,7 @@ fn a_frozen_leader_is_replaced_and_catches_up_when_it_wakes() {
     assert_eq!(eph.create("/frozen_eph", b"", 1).err, 0);
     // SIGSTOP: the leader neither answers nor notices anything (a long GC pause, a hung VM).
     nodes[li].signal("STOP");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(f.peer).ok().and_then(|s| s.leader).is_none_or(|l| l == leader) {
-        assert!(Instant::now() < deadline, "no new leader while the old one is frozen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_new_leader(f, leader);
     let new_leader = wait_formed(&[f, g], 3, 0);
     assert_ne!(new_leader, leader);
     let mut cl = connect_retry(f.addr, 10_000, Duration::from_secs(10));
@@ -594,4 +599,27 @@ fn a_follower_that_installs_a_snapshot_makes_its_clients_resync_their_watches() 
     nodes[li].restart();
     wait_formed(&[&nodes[0], &nodes[1], &nodes[2]], 3, 0);
     assert_eq!(subtree(nodes[li].addr, "/sw"), subtree(nodes[fi].addr, "/sw"));
+}
+
+#[test]
+fn the_leader_can_leave_and_the_others_carry_on() {
+    let _serial = serial();
+    let (a, b, c) = three();
+    let nodes = [a, b, c];
+    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["cluster", "leave", "--server", &nodes[li].peer.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rest: Vec<&Roster> = nodes.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, n)| n).collect();
+    wait_new_leader(rest[0], leader);
+    let new_leader = wait_formed(&rest, 2, 0);
+    assert_ne!(new_leader, leader);
+    let mut cl = connect_retry(rest[0].addr, 10_000, Duration::from_secs(10));
+    assert_eq!(cl.create("/after_leave", b"", 0).err, 0);
+    let mut other = connect_retry(rest[1].addr, 10_000, Duration::from_secs(10));
+    sync(&mut other, "/");
+    assert_eq!(other.exists("/after_leave", false).err, 0);
 }

@@ -75,7 +75,7 @@ impl Default for Config {
             ttl_nodes: true,
             snapshot_every: 100_000,
             session_tick_ms: 20,
-            log: "info,openraft=warn".to_string(),
+            log: "info,openraft=error".to_string(),
             log_format: "text".to_string(),
             peer_addr: "127.0.0.1:2888".parse().expect("valid default address"),
             join: None,

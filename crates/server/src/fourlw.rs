@@ -131,8 +131,9 @@ fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
     s
 }
 
-fn mode(_ctx: &NodeCtx) -> &'static str {
-    "standalone"
+/// `standalone` for a one-node cluster, else this node's role (`leader`, `follower`, `observer`).
+fn mode(ctx: &NodeCtx) -> &'static str {
+    crate::peer::zk_mode(ctx)
 }
 
 /// One line per connection: the short form of `stat`, or `cons`'s detailed form.

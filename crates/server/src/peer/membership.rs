@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a joining node may take to catch up before its join is answered with an error.
+const CATCH_UP: Duration = Duration::from_secs(240);
+
 fn leader_addr(ctx: &NodeCtx) -> Result<(u64, String), PeerError> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let Some(leader) = m.current_leader else {
@@ -65,8 +68,16 @@ pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerRe
     let mut voter = m.voter_ids().any(|v| v == node_id);
     if !voter {
         tracing::info!(node = node_id, %peer_addr, "adding node as learner; waiting until it caught up");
-        if let Err(e) = ctx.raft.add_learner(node_id, BasicNode::new(peer_addr.clone()), true).await {
-            return raft_err(e);
+        // Blocking: returns once the learner caught up. Bounded, or a node announcing an address the
+        // leader cannot reach would hold the membership lock for good; it stays a learner and may retry.
+        match tokio::time::timeout(CATCH_UP, ctx.raft.add_learner(node_id, BasicNode::new(peer_addr.clone()), true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return raft_err(e),
+            Err(_) => {
+                return PeerResponse::Err(PeerError::Refused(format!(
+                    "node {node_id} at {peer_addr} did not catch up within {CATCH_UP:?}: is that address reachable from the leader?"
+                )))
+            }
         }
         let voters = ctx.raft.metrics().borrow_watched().membership_config.voter_ids().count();
         if voters < ctx.cluster.target_voters {
