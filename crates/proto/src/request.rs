@@ -125,6 +125,18 @@ impl Request {
         )
     }
 
+    /// Whether the request asks the server to set a watch.
+    pub fn sets_watch(&self) -> bool {
+        match self {
+            Request::Exists(r) => r.watch,
+            Request::GetData(r) => r.watch,
+            Request::GetChildren(r) => r.watch,
+            Request::GetChildren2(r) => r.watch,
+            Request::AddWatch(_) | Request::SetWatches(_) | Request::SetWatches2(_) => true,
+            _ => false,
+        }
+    }
+
     /// The path the request names, if it names one.
     pub fn path(&self) -> Option<&str> {
         Some(match self {

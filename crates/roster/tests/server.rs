@@ -356,3 +356,45 @@ fn independent_rust_client_zookeeper_client_crate() {
         assert_eq!(data, b"v2");
     });
 }
+
+#[test]
+fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
+    let srv = Roster::start(&[]);
+    let mut c = Raw::connect(srv.addr, 10_000);
+    c.create("/k", b"0", 0);
+    // set, get, set, get ... all sent before any reply is read: each get must see its own preceding
+    // set and never the one sent after it, even though writes behind reads are proposed at once.
+    let mut sent = vec![];
+    for i in 1..=200 {
+        let set = SetDataRequest { path: "/k".into(), data: Bytes::from(format!("{i}")), version: -1 };
+        sent.push((c.send(&Request::SetData(set)), OpCode::SetData, i));
+        sent.push((c.send(&Request::GetData(GetDataRequest { path: "/k".into(), watch: false })), OpCode::GetData, i));
+    }
+    let mut last = 0;
+    for (xid, op, i) in sent {
+        let r = c.recv(op).unwrap();
+        assert_eq!((r.xid, r.err), (xid, OK));
+        assert!(r.zxid >= last, "reply zxids go backwards");
+        last = r.zxid;
+        if op == OpCode::GetData {
+            assert_eq!(data_of(&r), format!("{i}").as_bytes(), "read {i} saw another write");
+            assert_eq!(stat_of(&r).version, i);
+        }
+    }
+    // A watch set by a pipelined read fires for the write sent right after it, after the read's reply
+    // and before that write's reply.
+    for round in 0..50 {
+        let w1 = c.send(&Request::SetData(SetDataRequest { path: "/k".into(), data: Bytes::from("a"), version: -1 }));
+        let r1 = c.send(&Request::GetData(GetDataRequest { path: "/k".into(), watch: true }));
+        let w2 = c.send(&Request::SetData(SetDataRequest { path: "/k".into(), data: Bytes::from("b"), version: -1 }));
+        assert_eq!(c.recv(OpCode::SetData).unwrap().xid, w1);
+        let r = c.recv(OpCode::GetData).unwrap();
+        assert_eq!((r.xid, data_of(&r)), (r1, b"a".to_vec()), "round {round}");
+        assert!(c.events.is_empty(), "round {round}: the event came before the read that set the watch");
+        let r = c.recv(OpCode::SetData).unwrap();
+        assert_eq!(r.xid, w2);
+        assert_eq!(c.events.len(), 1, "round {round}: the event must precede the reply of the write that fired it");
+        let (_, ev) = c.events.remove(0);
+        assert_eq!((ev.event_type, ev.path.as_str()), (EventType::NodeDataChanged.code(), "/k"));
+    }
+}

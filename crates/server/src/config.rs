@@ -97,7 +97,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for these settings.
-    #[error("config file {path} is invalid: {message} (see `roster serve --help` for the settings)")]
+    #[error(
+        "config file {path} is invalid: {message} (see `roster serve --help` for the settings)"
+    )]
     Parse {
         /// The file.
         path: PathBuf,
@@ -117,13 +119,21 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file; missing keys keep their defaults, unknown keys are errors.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+        if self.min_session_timeout_ms <= 0
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
             return Err(ConfigError::Invalid {
                 setting: "min-session-timeout-ms / max-session-timeout-ms",
                 message: format!(
@@ -135,7 +145,10 @@ impl Config {
         if self.max_frame_bytes < 1024 || self.max_frame_bytes > i32::MAX as usize {
             return Err(ConfigError::Invalid {
                 setting: "max-frame-bytes",
-                message: format!("must be between 1024 and 2^31-1, got {}", self.max_frame_bytes),
+                message: format!(
+                    "must be between 1024 and 2^31-1, got {}",
+                    self.max_frame_bytes
+                ),
             });
         }
         if self.session_tick_ms == 0 || self.session_tick_ms > 1000 {
@@ -145,18 +158,26 @@ impl Config {
             });
         }
         if self.snapshot_every == 0 {
-            return Err(ConfigError::Invalid { setting: "snapshot-every", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                setting: "snapshot-every",
+                message: "must be at least 1".into(),
+            });
         }
         if let Some(d) = &self.super_digest {
             if !d.contains(':') {
                 return Err(ConfigError::Invalid {
                     setting: "super-digest",
-                    message: "expected user:base64digest, as printed by `roster digest super:PASSWORD`".into(),
+                    message:
+                        "expected user:base64digest, as printed by `roster digest super:PASSWORD`"
+                            .into(),
                 });
             }
         }
         if self.target_voters == 0 {
-            return Err(ConfigError::Invalid { setting: "target-voters", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                setting: "target-voters",
+                message: "must be at least 1".into(),
+            });
         }
         if let Some(j) = &self.join {
             if !j.contains(':') {
@@ -167,14 +188,20 @@ impl Config {
             }
         }
         if self.log_format != "text" && self.log_format != "json" {
-            return Err(ConfigError::Invalid { setting: "log-format", message: "must be text or json".into() });
+            return Err(ConfigError::Invalid {
+                setting: "log-format",
+                message: "must be text or json".into(),
+            });
         }
         Ok(())
     }
 
     /// Whether a four-letter word is allowed by the `four_letter_words` list.
     pub fn four_letter_word_allowed(&self, word: &str) -> bool {
-        self.four_letter_words.split(',').map(str::trim).any(|w| w == "*" || w == word)
+        self.four_letter_words
+            .split(',')
+            .map(str::trim)
+            .any(|w| w == "*" || w == word)
     }
 
     /// Clamps a requested session timeout into `[min, max]`.
@@ -192,25 +219,42 @@ mod tests {
         Config::default().validate().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("roster.toml");
-        std::fs::write(&p, "client_addr = \"127.0.0.1:3000\"\nmax_session_timeout_ms = 60000\n").unwrap();
+        std::fs::write(
+            &p,
+            "client_addr = \"127.0.0.1:3000\"\nmax_session_timeout_ms = 60000\n",
+        )
+        .unwrap();
         let c = Config::from_file(&p).unwrap();
         assert_eq!(c.client_addr.port(), 3000);
         assert_eq!(c.max_session_timeout_ms, 60000);
         assert_eq!(c.min_session_timeout_ms, 4000);
         std::fs::write(&p, "no_such_setting = 1\n").unwrap();
-        assert!(Config::from_file(&p).unwrap_err().to_string().contains("no_such_setting"));
+        assert!(Config::from_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no_such_setting"));
     }
 
     #[test]
     fn ensemble_settings() {
         let c = Config::default();
         assert_eq!(c.peer_addr.port(), 2888);
-        assert_eq!((c.join.as_deref(), c.target_voters, c.snapshot_log_keep), (None, 3, 1_000));
+        assert_eq!(
+            (c.join.as_deref(), c.target_voters, c.snapshot_log_keep),
+            (None, 3, 1_000)
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("roster.toml");
-        std::fs::write(&p, "peer_addr = \"127.0.0.1:3888\"\njoin = \"10.0.0.1:2888\"\ntarget_voters = 5\n").unwrap();
+        std::fs::write(
+            &p,
+            "peer_addr = \"127.0.0.1:3888\"\njoin = \"10.0.0.1:2888\"\ntarget_voters = 5\n",
+        )
+        .unwrap();
         let c = Config::from_file(&p).unwrap();
-        assert_eq!((c.peer_addr.port(), c.join.as_deref(), c.target_voters), (3888, Some("10.0.0.1:2888"), 5));
+        assert_eq!(
+            (c.peer_addr.port(), c.join.as_deref(), c.target_voters),
+            (3888, Some("10.0.0.1:2888"), 5)
+        );
         c.validate().unwrap();
         let mut bad = c.clone();
         bad.target_voters = 0;

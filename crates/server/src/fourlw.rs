@@ -90,7 +90,11 @@ fn znode_count(nodes: usize) -> usize {
 
 fn session_of_conns(ctx: &NodeCtx) -> std::collections::HashMap<u64, i64> {
     let conns = ctx.shared.conns.lock();
-    conns.by_id.iter().map(|(id, c)| (*id, c.session_id.unwrap_or(0))).collect()
+    conns
+        .by_id
+        .iter()
+        .map(|(id, c)| (*id, c.session_id.unwrap_or(0)))
+        .collect()
 }
 
 fn latency(ctx: &NodeCtx) -> (u64, f64, u64) {
@@ -148,10 +152,18 @@ fn clients(ctx: &NodeCtx, detailed: bool) -> String {
         let sent = st.sent.load(Ordering::Relaxed);
         let queued = st.outstanding.load(Ordering::Relaxed);
         let established = u8::from(c.session_id.is_some());
-        let _ = write!(s, " /{}[{established}](queued={queued},recved={recved},sent={sent}", c.peer);
+        let _ = write!(
+            s,
+            " /{}[{established}](queued={queued},recved={recved},sent={sent}",
+            c.peer
+        );
         if let (true, Some(sid)) = (detailed, c.session_id) {
             let completed = st.completed.load(Ordering::Relaxed);
-            let avg = if completed == 0 { 0 } else { st.latency_total_ms.load(Ordering::Relaxed) / completed };
+            let avg = st
+                .latency_total_ms
+                .load(Ordering::Relaxed)
+                .checked_div(completed)
+                .unwrap_or(0);
             let _ = write!(
                 s,
                 ",sid=0x{sid:x},lop=NA,est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp=0,llat=0,minlat=0,avglat={avg},maxlat={}",
@@ -183,7 +195,9 @@ fn mntr(ctx: &NodeCtx) -> String {
     };
     let connections = shared.conns.lock().by_id.len();
     let sessions = shared.tracker.lock().len();
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
     let max_fds = max_open_files();
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", format!("{ZK_VERSION}, built on {BUILT_ON}")),
@@ -191,10 +205,19 @@ fn mntr(ctx: &NodeCtx) -> String {
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", max.to_string()),
         ("zk_min_latency", min.to_string()),
-        ("zk_packets_received", st.packets_received.load(Ordering::Relaxed).to_string()),
-        ("zk_packets_sent", st.packets_sent.load(Ordering::Relaxed).to_string()),
+        (
+            "zk_packets_received",
+            st.packets_received.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_packets_sent",
+            st.packets_sent.load(Ordering::Relaxed).to_string(),
+        ),
         ("zk_num_alive_connections", connections.to_string()),
-        ("zk_outstanding_requests", st.outstanding.load(Ordering::Relaxed).to_string()),
+        (
+            "zk_outstanding_requests",
+            st.outstanding.load(Ordering::Relaxed).to_string(),
+        ),
         ("zk_znode_count", nodes.to_string()),
         ("zk_watch_count", watches.to_string()),
         ("zk_ephemerals_count", ephemerals.to_string()),
@@ -203,12 +226,27 @@ fn mntr(ctx: &NodeCtx) -> String {
         ("zk_max_file_descriptor_count", max_fds.to_string()),
         ("zk_global_sessions", sessions.to_string()),
         ("zk_local_sessions", "0".to_string()),
-        ("zk_uptime", shared.started.elapsed().as_millis().to_string()),
+        (
+            "zk_uptime",
+            shared.started.elapsed().as_millis().to_string(),
+        ),
         ("zk_last_zxid", format!("0x{zxid:x}")),
-        ("zk_connection_rejected", st.connections_refused.load(Ordering::Relaxed).to_string()),
-        ("zk_protocol_errors", st.protocol_errors.load(Ordering::Relaxed).to_string()),
-        ("zk_sessions_expired", st.sessions_expired.load(Ordering::Relaxed).to_string()),
-        ("zk_watch_events_sent", st.watch_events.load(Ordering::Relaxed).to_string()),
+        (
+            "zk_connection_rejected",
+            st.connections_refused.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_protocol_errors",
+            st.protocol_errors.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_sessions_expired",
+            st.sessions_expired.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_watch_events_sent",
+            st.watch_events.load(Ordering::Relaxed).to_string(),
+        ),
         ("zk_rss_bytes", rss_bytes().to_string()),
     ];
     let mut s = String::new();
@@ -240,8 +278,12 @@ fn envi(ctx: &NodeCtx) -> String {
     let _ = ctx;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let home = std::env::var("HOME").unwrap_or_default();
     let rss_mb = rss_bytes() / (1024 * 1024);
@@ -270,7 +312,10 @@ fn dump(ctx: &NodeCtx) -> String {
     for (id, sess) in &sessions {
         let _ = writeln!(s, "0x{id:x}\t{}ms", sess.timeout_ms);
     }
-    let with_eph: Vec<_> = sessions.iter().filter(|(_, s)| !s.ephemerals.is_empty()).collect();
+    let with_eph: Vec<_> = sessions
+        .iter()
+        .filter(|(_, s)| !s.ephemerals.is_empty())
+        .collect();
     let _ = writeln!(s, "ephemeral nodes dump:");
     let _ = writeln!(s, "Sessions with Ephemerals ({}):", with_eph.len());
     for (id, sess) in with_eph {
@@ -315,7 +360,11 @@ fn max_open_files() -> u64 {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|t| t.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|t| {
+            t.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }

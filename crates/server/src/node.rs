@@ -21,8 +21,9 @@
 //! `CloseSession` through the log (so ephemerals vanish on every replica at the same zxid), and proposes
 //! the deletion of TTL nodes that are due.
 //!
-//! Left out: replacing dead voters automatically, changing a member's peer address once it has peers,
-//! ZooKeeper's `reconfig` opcode.
+//! `/zookeeper/config` follows the membership and ZooKeeper's `reconfig` changes it (`peer::reconfig`).
+//!
+//! Left out: replacing dead voters automatically, changing a member's peer address once it has peers.
 
 use crate::config::Config;
 use crate::net;
@@ -93,7 +94,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The peer port could not be bound.
-    #[error("cannot listen for peers on {addr}: {source} (is another server using it? set --peer-addr)")]
+    #[error(
+        "cannot listen for peers on {addr}: {source} (is another server using it? set --peer-addr)"
+    )]
     BindPeer {
         /// The address.
         addr: SocketAddr,
@@ -139,7 +142,11 @@ async fn discover_cluster(seed: &str) -> Result<String, StartError> {
                 tracing::info!(%seed, error = %e, "cluster id not known yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(StartError::Join(format!("asking {seed} for the cluster id: {e}"))),
+            Err(e) => {
+                return Err(StartError::Join(format!(
+                    "asking {seed} for the cluster id: {e}"
+                )))
+            }
         }
     }
 }
@@ -150,7 +157,10 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
         let meta = MetaStore::open(dir.join("meta"))?;
         let identity = match meta.load_identity()? {
             Some(id) => id,
@@ -159,7 +169,10 @@ impl Node {
                     None => ClusterIdentity::new_random(NODE_ID),
                     Some(seed) => {
                         let cluster_id = discover_cluster(seed).await?;
-                        ClusterIdentity { cluster_id, node_id: random_node_id() }
+                        ClusterIdentity {
+                            cluster_id,
+                            node_id: random_node_id(),
+                        }
                     }
                 };
                 meta.save_identity(&id)?;
@@ -184,10 +197,19 @@ impl Node {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let network = PeerNetwork::new(identity.cluster_id.clone(), identity.node_id);
-        let raft = Raft::new(identity.node_id, Arc::new(raft_config), network, log_store, sm)
+        let raft = Raft::new(
+            identity.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         // A joiner is a node that got its identity from a seed and has not received a membership yet.
         let join_seed = match (&config.join, initialized) {
             (Some(seed), false) if identity.node_id != NODE_ID => Some(seed.clone()),
@@ -203,8 +225,13 @@ impl Node {
                     identity.node_id, identity.cluster_id
                 )));
             }
-            let members = BTreeMap::from([(identity.node_id, BasicNode::new(config.peer_addr.to_string()))]);
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            let members = BTreeMap::from([(
+                identity.node_id,
+                BasicNode::new(config.peer_addr.to_string()),
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(peer_addr = %config.peer_addr, "initialized a one-voter raft group");
         }
 
@@ -212,7 +239,10 @@ impl Node {
             // The metrics show the stored (or just initialized) membership shortly after start.
             let _ = raft
                 .wait(Some(Duration::from_secs(10)))
-                .metrics(|m| m.membership_config.nodes().count() > 0, "membership loaded")
+                .metrics(
+                    |m| m.membership_config.nodes().count() > 0,
+                    "membership loaded",
+                )
                 .await;
         }
         // Only a cluster's sole member may run without its peer port (two single nodes on one host).
@@ -220,13 +250,27 @@ impl Node {
             let m = raft.metrics().borrow_watched().membership_config.clone();
             m.nodes().count() == 1 && m.voter_ids().eq([identity.node_id])
         };
-        let peer_listener = match TcpListener::bind(config.peer_addr).await {
+        // `ROSTER_PEER_LISTEN=HOST:PORT` binds the peer port there while `--peer-addr` stays the announced
+        // address: for a node behind a proxy or NAT (the partition tests put a fault-injecting proxy
+        // on the announced address).
+        let peer_bind = match std::env::var("ROSTER_PEER_LISTEN") {
+            Ok(a) if !a.is_empty() => a.parse::<SocketAddr>().map_err(|_| {
+                StartError::Join(format!("ROSTER_PEER_LISTEN={a:?} is not a socket address"))
+            })?,
+            _ => config.peer_addr,
+        };
+        let peer_listener = match TcpListener::bind(peer_bind).await {
             Ok(l) => Some(l),
             Err(source) if join_seed.is_none() && alone(&raft) => {
                 tracing::warn!(addr = %config.peer_addr, error = %source, "peer port unavailable: running as a single node that no other node can join (set --peer-addr)");
                 None
             }
-            Err(source) => return Err(StartError::BindPeer { addr: config.peer_addr, source }),
+            Err(source) => {
+                return Err(StartError::BindPeer {
+                    addr: config.peer_addr,
+                    source,
+                })
+            }
         };
         let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
         let ctx = Arc::new(NodeCtx {
@@ -238,7 +282,11 @@ impl Node {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if let Some(l) = peer_listener {
-            tasks.push(tokio::spawn(peer::server::serve(l, ctx.clone(), rx.clone())));
+            tasks.push(tokio::spawn(peer::server::serve(
+                l,
+                ctx.clone(),
+                rx.clone(),
+            )));
         }
 
         if let Some(seed) = &join_seed {
@@ -262,13 +310,25 @@ impl Node {
             ctx.cluster.serving.store(true, Ordering::Release);
             // Data directories made before the peer port existed (or moved to another --peer-addr)
             // announce another address in the membership: correct it so that nodes can join.
-            let announced = raft.metrics().borrow_watched().membership_config.get_node(&identity.node_id).map(|n| n.addr.clone());
+            let announced = raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .get_node(&identity.node_id)
+                .map(|n| n.addr.clone());
             let wanted = config.peer_addr.to_string();
             if announced.as_deref() != Some(wanted.as_str()) {
                 let nodes = BTreeMap::from([(identity.node_id, BasicNode::new(wanted.clone()))]);
-                match raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), true).await {
-                    Ok(_) => tracing::info!(old = ?announced, new = %wanted, "announced peer address updated"),
-                    Err(e) => tracing::warn!(error = %e, "cannot update the announced peer address"),
+                match raft
+                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), true)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(old = ?announced, new = %wanted, "announced peer address updated")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot update the announced peer address")
+                    }
                 }
             }
         } else {
@@ -299,19 +359,41 @@ impl Node {
             }
             (tracker.len(), db.state.node_count(), db.state.last_zxid())
         };
-        tracing::info!(sessions, nodes, zxid = format_args!("{zxid:#x}"), node = identity.node_id, "recovered");
+        tracing::info!(
+            sessions,
+            nodes,
+            zxid = format_args!("{zxid:#x}"),
+            node = identity.node_id,
+            "recovered"
+        );
 
         let listener = TcpListener::bind(config.client_addr)
             .await
-            .map_err(|source| StartError::Bind { addr: config.client_addr, source })?;
-        let client_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.client_addr, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.client_addr,
+                source,
+            })?;
+        let client_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.client_addr,
+            source,
+        })?;
         *ctx.cluster.client_addr.lock() = client_addr.to_string();
         tasks.push(tokio::spawn(net::serve(listener, ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster_monitor(ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(peer::reconfig::config_loop(
+            ctx.clone(),
+            rx.clone(),
+        )));
         tasks.push(tokio::spawn(peer::forward::touch_loop(ctx.clone(), rx)));
         tracing::info!(%client_addr, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
-        Ok(Node { ctx, client_addr, peer_addr, shutdown, tasks })
+        Ok(Node {
+            ctx,
+            client_addr,
+            peer_addr,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
@@ -342,7 +424,9 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
         }
     };
     tracing::info!(node = id.node_id, voter, committed, "joined the cluster");
-    peer::forward::wait_applied(&ctx.raft, committed).await.map_err(StartError::Join)?;
+    peer::forward::wait_applied(&ctx.raft, committed)
+        .await
+        .map_err(StartError::Join)?;
     Ok(())
 }
 
@@ -369,7 +453,8 @@ async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
                 }
                 ServerState::Follower | ServerState::Learner => {
                     m.current_leader.is_some()
-                        && now - ctx.cluster.last_leader_contact.load(Ordering::Relaxed) < LEADERLESS_MS
+                        && now - ctx.cluster.last_leader_contact.load(Ordering::Relaxed)
+                            < LEADERLESS_MS
                 }
                 _ => false,
             }
@@ -433,14 +518,27 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             for (id, s) in db.state.sessions() {
                 tracker.touch(id, s.timeout_ms, now);
             }
-            tracing::info!(sessions = tracker.len(), "leading: every session starts a fresh timeout");
+            tracing::info!(
+                sessions = tracker.len(),
+                "leading: every session starts a fresh timeout"
+            );
         }
         let expired = shared.tracker.lock().expired(now);
         for session_id in expired {
             shared.closing.lock().insert(session_id);
-            shared.stats.sessions_expired.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(session = format_args!("{session_id:#x}"), "session expired: proposing close");
-            let txn = Txn { session_id, time: now, op: TxnOp::CloseSession };
+            shared
+                .stats
+                .sessions_expired
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                session = format_args!("{session_id:#x}"),
+                "session expired: proposing close"
+            );
+            let txn = Txn {
+                session_id,
+                time: now,
+                op: TxnOp::CloseSession,
+            };
             if let Err(e) = ctx.raft.write(Command(txn)).await {
                 tracing::warn!(error = %e, "cannot propose session close");
             }
@@ -449,13 +547,23 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             last_ttl_check = now;
             let due = shared.db.lock().state.ttl_candidates(now);
             ttl_proposed.retain(|_, at| now - *at < 2_000);
-            let paths: Vec<String> = due.into_iter().filter(|p| !ttl_proposed.contains_key(p)).collect();
+            let paths: Vec<String> = due
+                .into_iter()
+                .filter(|p| !ttl_proposed.contains_key(p))
+                .collect();
             if !paths.is_empty() {
                 for p in &paths {
                     ttl_proposed.insert(p.clone(), now);
                 }
-                tracing::debug!(count = paths.len(), "proposing deletion of expired TTL nodes");
-                let txn = Txn { session_id: 0, time: now, op: TxnOp::ExpireTtl { paths } };
+                tracing::debug!(
+                    count = paths.len(),
+                    "proposing deletion of expired TTL nodes"
+                );
+                let txn = Txn {
+                    session_id: 0,
+                    time: now,
+                    op: TxnOp::ExpireTtl { paths },
+                };
                 if let Err(e) = ctx.raft.write(Command(txn)).await {
                     tracing::warn!(error = %e, "cannot propose TTL expiry");
                 }

@@ -135,7 +135,13 @@ impl Stats {
     }
     /// Resets latency and packet counters (`srst`).
     pub fn reset(&self) {
-        for a in [&self.packets_received, &self.packets_sent, &self.requests, &self.latency_sum_us, &self.latency_max_us] {
+        for a in [
+            &self.packets_received,
+            &self.packets_sent,
+            &self.requests,
+            &self.latency_sum_us,
+            &self.latency_max_us,
+        ] {
             a.store(0, Ordering::Relaxed);
         }
         self.latency_min_us.store(u64::MAX, Ordering::Relaxed);
@@ -160,6 +166,9 @@ pub struct Shared {
     pub started: Instant,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
+    /// Sessions (with a count of their connections) whose writes carry a state view for reads they
+    /// pipeline behind them. Locked alone or after `db`.
+    pub view_sessions: Mutex<HashMap<i64, usize>>,
 }
 
 impl Shared {
@@ -168,7 +177,10 @@ impl Shared {
         let stats = Stats::default();
         stats.latency_min_us.store(u64::MAX, Ordering::Relaxed);
         Shared {
-            db: Mutex::new(Db { state, watches: WatchTable::new() }),
+            db: Mutex::new(Db {
+                state,
+                watches: WatchTable::new(),
+            }),
             conns: Mutex::new(Conns::default()),
             tracker: Mutex::new(ExpiryTracker::new()),
             closing: Mutex::new(HashSet::new()),
@@ -176,6 +188,7 @@ impl Shared {
             stats,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+            view_sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -195,5 +208,8 @@ impl Shared {
 
 /// Wall-clock time in ms since the Unix epoch (stamped into transactions by the leader).
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -28,11 +28,12 @@ use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use roster_proto::{
-    jute::Jute, parse_frame, write_frame, write_reply, xid, AddWatchMode, ClientInfo, ConnectRequest, ConnectResponse,
-    ErrorCode, ErrorResponse, Frame, FrameError, Id, OpCode, ReplyHeader, Request, RequestHeader, Response,
-    SetWatches2, SyncResponse, WatcherEvent, WatcherType, WhoAmIResponse,
+    jute::Jute, parse_frame, write_frame, write_reply, xid, AddWatchMode, ClientInfo,
+    ConnectRequest, ConnectResponse, ErrorCode, ErrorResponse, Frame, FrameError, Id, OpCode,
+    ReplyHeader, Request, RequestHeader, Response, SetWatches2, SyncResponse, WatcherEvent,
+    WatcherType, WhoAmIResponse,
 };
-use roster_state::{Txn, TxnOp};
+use roster_state::{State, Txn, TxnOp, WatchTable};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -63,10 +64,20 @@ enum Pending {
     /// A write or a `sync`. `txn` is `Some` while it waits, unproposed, behind a local request that
     /// arrived before it (so that the earlier read cannot observe it); once proposed, its result arrives
     /// through `writes` in proposal order.
-    Write { xid: i32, op: OpCode, started: Instant, txn: Option<Proposal> },
+    Write {
+        xid: i32,
+        op: OpCode,
+        started: Instant,
+        txn: Option<Proposal>,
+        view: bool,
+    },
     /// A request answered locally once every earlier request is answered (or an error code decided
     /// on arrival, which must still leave in order).
-    Local { xid: i32, req: Result<Request, ErrorCode>, started: Instant },
+    Local {
+        xid: i32,
+        req: Result<Request, ErrorCode>,
+        started: Instant,
+    },
 }
 
 struct Conn {
@@ -81,16 +92,35 @@ struct Conn {
     out: BytesMut,
     close_requested: bool,
     close_after_flush: bool,
+    /// Whether this session's writes carry state views (registered in `Shared::view_sessions` once
+    /// the connection pipelines a read behind a write).
+    wants_views: bool,
+    /// The state as of the last answered write, for the reads queued right behind it.
+    view: Option<State>,
+    /// Watch events held back while reads answered from an older view are queued (see the module doc).
+    deferred: VecDeque<(WatcherEvent, i64)>,
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<NodeCtx>, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<NodeCtx>,
+    shutdown: watch::Receiver<bool>,
+) {
     let id = ctx.shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(ConnStats::default());
     ctx.shared.conns.lock().by_id.insert(
         id,
-        ConnInfo { tx, peer, session_id: None, timeout_ms: 0, since: SystemTime::now(), stats: stats.clone() },
+        ConnInfo {
+            tx,
+            peer,
+            session_id: None,
+            timeout_ms: 0,
+            since: SystemTime::now(),
+            stats: stats.clone(),
+        },
     );
     let mut conn = Conn {
         ctx: ctx.clone(),
@@ -104,15 +134,29 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<NodeCtx>, shutdow
         out: BytesMut::with_capacity(4096),
         close_requested: false,
         close_after_flush: false,
+        wants_views: false,
+        view: None,
+        deferred: VecDeque::new(),
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
         Ok(()) | Err(ConnError::Eof) => {
             tracing::debug!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), "connection closed")
         }
-        Err(e) => tracing::info!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), reason = %e, "connection closed"),
+        Err(e) => {
+            tracing::info!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), reason = %e, "connection closed")
+        }
     }
     ctx.shared.db.lock().watches.remove_watcher(id);
+    if conn.wants_views {
+        let mut vs = ctx.shared.view_sessions.lock();
+        if let Some(n) = vs.get_mut(&conn.session_id) {
+            *n -= 1;
+            if *n == 0 {
+                vs.remove(&conn.session_id);
+            }
+        }
+    }
     let mut conns = ctx.shared.conns.lock();
     conns.by_id.remove(&id);
     if conns.by_session.get(&conn.session_id) == Some(&id) {
@@ -121,7 +165,12 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<NodeCtx>, shutdow
 }
 
 /// Reads one frame, buffering as needed.
-async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize, first: bool) -> Result<Frame2, ConnError> {
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+    first: bool,
+) -> Result<Frame2, ConnError> {
     loop {
         if let Some((frame, used)) = parse_frame(buf, max, first)? {
             let f = match frame {
@@ -177,7 +226,9 @@ impl Conn {
         loop {
             // Frames already buffered (for example sent right behind the handshake) go first.
             while let Some((frame, used)) = parse_frame(&inbuf, max, false)? {
-                let Frame::Packet(p) = frame else { unreachable!("four-letter words only on the first frame") };
+                let Frame::Packet(p) = frame else {
+                    unreachable!("four-letter words only on the first frame")
+                };
                 let body = Bytes::copy_from_slice(p);
                 let _ = inbuf.split_to(used);
                 self.handle_packet(body, &mut writes, &mut rx).await?;
@@ -196,7 +247,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
-                    Some(ConnMsg::Event(ev, zxid)) => self.push_event(&ev, zxid),
+                    Some(ConnMsg::Event(ev, zxid)) => self.event_arrived(ev, zxid),
                     Some(ConnMsg::Close(reason)) => {
                         if !self.close_requested {
                             return Err(ConnError::Closed(reason.to_string()));
@@ -205,8 +256,7 @@ impl Conn {
                     None => return Err(ConnError::Closed("node shutting down".into())),
                 },
                 Some(result) = writes.next(), if !writes.is_empty() => {
-                    self.drain_events(&mut rx);
-                    self.finish_write(result);
+                    self.finish_write(result, &mut rx);
                     self.answer_ready_locals(&mut rx);
                     self.propose_held_writes(&mut writes).await?;
                 }
@@ -232,7 +282,8 @@ impl Conn {
         };
         if !self.ctx.cluster.is_serving() {
             return Err(ConnError::Closed(
-                "refusing session: this server has no leader; client must try another server".to_string(),
+                "refusing session: this server has no leader; client must try another server"
+                    .to_string(),
             ));
         }
         let last_zxid = shared.db.lock().state.last_zxid();
@@ -249,20 +300,40 @@ impl Conn {
             let txn = Txn {
                 session_id: 0,
                 time: now_ms(),
-                op: TxnOp::CreateSession { timeout_ms: timeout, passwd: Bytes::copy_from_slice(&passwd) },
+                op: TxnOp::CreateSession {
+                    timeout_ms: timeout,
+                    passwd: Bytes::copy_from_slice(&passwd),
+                },
             };
             let reply = self.propose_and_wait(txn).await?;
-            let Outcome::Session { session_id, timeout_ms, passwd } = reply.outcome else {
-                return Err(ConnError::Closed(format!("session creation answered {:?}", reply.outcome)));
+            let Outcome::Session {
+                session_id,
+                timeout_ms,
+                passwd,
+            } = reply.outcome
+            else {
+                return Err(ConnError::Closed(format!(
+                    "session creation answered {:?}",
+                    reply.outcome
+                )));
             };
             self.attach(session_id, timeout_ms);
             tracing::info!(conn = self.id, peer = %self.peer, session = format_args!("{session_id:#x}"), timeout_ms, "session created");
-            self.write_connect(&ConnectResponse { protocol_version: 0, timeout: timeout_ms, session_id, passwd, read_only });
+            self.write_connect(&ConnectResponse {
+                protocol_version: 0,
+                timeout: timeout_ms,
+                session_id,
+                passwd,
+                read_only,
+            });
             return Ok(true);
         }
         let valid = {
             let db = shared.db.lock();
-            db.state.session(req.session_id).map(|s| s.passwd == req.passwd).unwrap_or(false)
+            db.state
+                .session(req.session_id)
+                .map(|s| s.passwd == req.passwd)
+                .unwrap_or(false)
                 && !shared.closing.lock().contains(&req.session_id)
         };
         if !valid {
@@ -322,7 +393,9 @@ impl Conn {
 
     /// Proposes now, locally on the leader or forwarded to it; the result comes once this node applied it.
     async fn propose(&self, p: Proposal) -> Result<WriteRx, ConnError> {
-        forward::propose(&self.ctx, p).await.map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))
+        forward::propose(&self.ctx, p)
+            .await
+            .map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))
     }
 
     async fn handle_packet(
@@ -332,7 +405,10 @@ impl Conn {
         rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
     ) -> Result<(), ConnError> {
         let shared = self.ctx.shared.clone();
-        shared.stats.packets_received.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         shared.touch(self.session_id, self.timeout_ms);
         let started = Instant::now();
@@ -341,18 +417,22 @@ impl Conn {
             Ok(h) => h,
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ConnError::Closed(format!("request header does not decode: {e}")));
+                return Err(ConnError::Closed(format!(
+                    "request header does not decode: {e}"
+                )));
             }
         };
         if header.xid > 0 {
-            self.stats.last_cxid.store(header.xid as u64, Ordering::Relaxed);
+            self.stats
+                .last_cxid
+                .store(header.xid as u64, Ordering::Relaxed);
         }
         let op = match OpCode::from_i32(header.op_type) {
             Ok(op) => op,
             Err(_) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, peer = %self.peer, op = header.op_type, "unknown opcode: answering Unimplemented and closing");
-                self.reply_now(header.xid, Err(ErrorCode::Unimplemented), started);
+                self.reply_now(header.xid, Err(ErrorCode::Unimplemented), started, None);
                 self.close_after_flush = true;
                 return Ok(());
             }
@@ -369,11 +449,19 @@ impl Conn {
         match req {
             Request::Ping => {
                 let zxid = shared.db.lock().state.last_zxid();
-                self.write_header(ReplyHeader { xid: xid::PING, zxid, err: 0 }, None);
+                self.write_header(
+                    ReplyHeader {
+                        xid: xid::PING,
+                        zxid,
+                        err: 0,
+                    },
+                    None,
+                );
             }
             Request::Auth(a) => self.handle_auth(header.xid, a),
 
-            ref r if r.is_write() && !matches!(r, Request::Reconfig(_)) => {
+            // reconfig travels the write path: `peer::forward::propose` hands it to `peer::reconfig`.
+            ref r if r.is_write() => {
                 if self.needs_ttl(r) && !shared.config.ttl_nodes {
                     self.queue_local(header.xid, Err(ErrorCode::Unimplemented), started, rx);
                     return Ok(());
@@ -382,14 +470,23 @@ impl Conn {
                     self.close_requested = true;
                     TxnOp::CloseSession
                 } else {
-                    TxnOp::Request { request: req, auth: self.auth.clone() }
+                    TxnOp::Request {
+                        request: req,
+                        auth: self.auth.clone(),
+                    }
                 };
-                let txn = Proposal::Txn(Txn { session_id: self.session_id, time: now_ms(), op: op_txn });
-                self.queue_proposal(header.xid, op, started, txn, writes).await?;
+                let txn = Proposal::Txn(Txn {
+                    session_id: self.session_id,
+                    time: now_ms(),
+                    op: op_txn,
+                });
+                self.queue_proposal(header.xid, op, started, txn, writes)
+                    .await?;
             }
             Request::Sync(r) => {
                 let p = Proposal::Sync(r.path);
-                self.queue_proposal(header.xid, op, started, p, writes).await?;
+                self.queue_proposal(header.xid, op, started, p, writes)
+                    .await?;
             }
             _ => self.queue_local(header.xid, Ok(req), started, rx),
         }
@@ -405,15 +502,49 @@ impl Conn {
         txn: Proposal,
         writes: &mut FuturesOrdered<WriteRx>,
     ) -> Result<(), ConnError> {
-        self.ctx.shared.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .shared
+            .stats
+            .outstanding
+            .fetch_add(1, Ordering::Relaxed);
         self.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-        if self.pending.iter().any(|p| matches!(p, Pending::Local { .. })) {
-            self.pending.push_back(Pending::Write { xid, op, started, txn: Some(txn) });
-        } else {
+        if self.can_propose_now() {
+            let view =
+                self.wants_views && matches!(txn, Proposal::Txn(_)) && self.ctx.raft.is_leader();
             writes.push_back(self.propose(txn).await?);
-            self.pending.push_back(Pending::Write { xid, op, started, txn: None });
+            self.pending.push_back(Pending::Write {
+                xid,
+                op,
+                started,
+                txn: None,
+                view,
+            });
+        } else {
+            self.pending.push_back(Pending::Write {
+                xid,
+                op,
+                started,
+                txn: Some(txn),
+                view: false,
+            });
         }
         Ok(())
+    }
+
+    /// Whether a new write may be proposed before the requests queued ahead of it are answered: when
+    /// none is held, and every queued read will be answered from the state view of the write right
+    /// before it (on the leader, where views exist), so it cannot observe the new write.
+    fn can_propose_now(&self) -> bool {
+        let mut view_before = false;
+        for p in &self.pending {
+            match p {
+                Pending::Write { txn: Some(_), .. } => return false,
+                Pending::Write { view, .. } => view_before = *view,
+                Pending::Local { .. } if !view_before => return false,
+                Pending::Local { .. } => {}
+            }
+        }
+        true
     }
 
     fn needs_ttl(&self, r: &Request) -> bool {
@@ -433,26 +564,54 @@ impl Conn {
         rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
     ) {
         if self.pending.is_empty() {
-            self.drain_events(rx);
-            let result = self.execute_local(&req);
-            self.reply_now(xid, result, started);
+            self.drain_events(rx, None);
+            let (result, later) = self.execute_local(&req, None);
+            self.reply_now(xid, result, started, None);
+            self.push_events(later);
         } else {
+            if !self.wants_views && self.session_id != 0 {
+                // From now on this session's writes carry state views, so later writes need not wait
+                // behind its reads.
+                self.wants_views = true;
+                *self
+                    .ctx
+                    .shared
+                    .view_sessions
+                    .lock()
+                    .entry(self.session_id)
+                    .or_insert(0) += 1;
+            }
             self.pending.push_back(Pending::Local { xid, req, started });
         }
     }
 
     /// Answers queued local requests at the head of the queue, up to the next pending write.
     fn answer_ready_locals(&mut self, rx: &mut mpsc::UnboundedReceiver<ConnMsg>) {
+        let view = self.view.take();
+        let at = view.as_ref().map(|v| v.last_zxid());
         while let Some(Pending::Local { .. }) = self.pending.front() {
-            let Some(Pending::Local { xid, req, started }) = self.pending.pop_front() else { unreachable!() };
-            self.drain_events(rx);
-            let result = self.execute_local(&req);
-            self.reply_now(xid, result, started);
+            let Some(Pending::Local { xid, req, started }) = self.pending.pop_front() else {
+                unreachable!()
+            };
+            self.drain_events(rx, at);
+            let (result, later) = self.execute_local(&req, view.as_ref());
+            self.reply_now(xid, result, started, at);
+            self.push_events(later);
+        }
+        if !self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Local { .. }))
+        {
+            self.drain_events(rx, None);
         }
     }
 
     /// Proposes, in order, the writes that were held behind local requests now answered.
-    async fn propose_held_writes(&mut self, writes: &mut FuturesOrdered<WriteRx>) -> Result<(), ConnError> {
+    async fn propose_held_writes(
+        &mut self,
+        writes: &mut FuturesOrdered<WriteRx>,
+    ) -> Result<(), ConnError> {
         for i in 0..self.pending.len() {
             match &mut self.pending[i] {
                 Pending::Local { .. } => break,
@@ -466,17 +625,39 @@ impl Conn {
         Ok(())
     }
 
-    fn finish_write(&mut self, result: Result<WriteReply, String>) {
+    fn finish_write(
+        &mut self,
+        result: Result<WriteReply, String>,
+        rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
+    ) {
         let shared = self.ctx.shared.clone();
         shared.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
-        let Some(Pending::Write { xid, op, started, txn: None }) = self.pending.pop_front() else {
-            tracing::error!(conn = self.id, "write result without a pending write; closing");
+        let Some(Pending::Write {
+            xid,
+            op,
+            started,
+            txn: None,
+            ..
+        }) = self.pending.pop_front()
+        else {
+            tracing::error!(
+                conn = self.id,
+                "write result without a pending write; closing"
+            );
             self.close_after_flush = true;
             return;
         };
         match result {
-            Ok(WriteReply { zxid, outcome }) => {
+            Ok(WriteReply {
+                zxid,
+                outcome,
+                view,
+            }) => {
+                // Events of later changes wait while reads answered from this write's view follow.
+                let reads_follow = matches!(self.pending.front(), Some(Pending::Local { .. }));
+                self.view = if reads_follow { view.0 } else { None };
+                self.drain_events(rx, self.view.as_ref().map(|_| zxid));
                 let (err, body) = match outcome {
                     Outcome::Response(Ok(r)) => (0, Some(r)),
                     Outcome::Response(Err(code)) => (code.code(), None),
@@ -490,9 +671,10 @@ impl Conn {
                     self.close_after_flush = true;
                 }
                 self.write_header(ReplyHeader { xid, zxid, err }, body.as_ref());
-                shared.stats.record_latency(started);
+                self.record_latency(started);
             }
             Err(e) => {
+                self.drain_events(rx, None);
                 tracing::warn!(conn = self.id, error = %e, "write not accepted; closing so the client reconnects");
                 self.close_after_flush = true;
             }
@@ -500,11 +682,84 @@ impl Conn {
     }
 
     /// Runs a non-replicated request against the local state and watch table.
-    fn execute_local(&mut self, req: &Result<Request, ErrorCode>) -> Result<Response, ErrorCode> {
+    /// Runs a non-replicated request. With a `view` (the state right after this connection's last
+    /// write), data reads answer from it and register their watches against the current state with
+    /// setWatches' replay rules relative to the view, so a change made since then fires at once; those
+    /// events are returned to be sent after the reply.
+    fn execute_local(
+        &mut self,
+        req: &Result<Request, ErrorCode>,
+        view: Option<&State>,
+    ) -> (Result<Response, ErrorCode>, Vec<WatcherEvent>) {
         let req = match req {
             Ok(r) => r,
-            Err(code) => return Err(*code),
+            Err(code) => return (Err(*code), Vec::new()),
         };
+        if let Some(view) = view {
+            if let Some(answer) = self.read_from_view(req, view) {
+                return answer;
+            }
+        }
+        (self.execute_current(req), Vec::new())
+    }
+
+    /// A data read answered from `view`, or `None` for requests that must use the current state.
+    fn read_from_view(
+        &mut self,
+        req: &Request,
+        view: &State,
+    ) -> Option<(Result<Response, ErrorCode>, Vec<WatcherEvent>)> {
+        let (path, watch) = match req {
+            Request::Exists(r) => (r.path.as_str(), r.watch),
+            Request::GetData(r) => (r.path.as_str(), r.watch),
+            Request::GetChildren(r) => (r.path.as_str(), r.watch),
+            Request::GetChildren2(r) => (r.path.as_str(), r.watch),
+            Request::GetAcl(_) | Request::GetAllChildrenNumber(_) | Request::GetEphemerals(_) => {
+                ("", false)
+            }
+            Request::MultiRead(ops) if ops.iter().all(|o| !o.sets_watch()) => ("", false),
+            _ => return None,
+        };
+        let shared = self.ctx.shared.clone();
+        let limit = shared.config.max_watches_per_session;
+        let mut db = shared.db.lock();
+        let db = &mut *db;
+        if watch && limit > 0 && db.watches.count_for(self.id) >= limit {
+            return None;
+        }
+        let mut scratch = WatchTable::new();
+        let result = roster_state::read(
+            view,
+            &mut scratch,
+            self.id,
+            self.session_id,
+            req,
+            &self.auth,
+        );
+        let mut later = Vec::new();
+        if watch {
+            let path = if path.is_empty() { "/" } else { path }.to_string();
+            let mut sw = SetWatches2 {
+                relative_zxid: view.last_zxid(),
+                ..Default::default()
+            };
+            match (req, &result) {
+                (Request::Exists(_), Ok(_)) | (Request::GetData(_), Ok(_)) => {
+                    sw.data_watches.push(path)
+                }
+                (Request::Exists(_), Err(ErrorCode::NoNode)) => sw.exist_watches.push(path),
+                (Request::GetChildren(_) | Request::GetChildren2(_), Ok(_)) => {
+                    sw.child_watches.push(path)
+                }
+                _ => {}
+            }
+            later = db.watches.set_watches(&db.state, self.id, &sw);
+        }
+        Some((result, later))
+    }
+
+    /// Runs a non-replicated request against the current state and watch table.
+    fn execute_current(&mut self, req: &Request) -> Result<Response, ErrorCode> {
         let shared = self.ctx.shared.clone();
         let limit = shared.config.max_watches_per_session;
         let mut db = shared.db.lock();
@@ -525,9 +780,11 @@ impl Conn {
             return Err(ErrorCode::QuotaExceeded);
         }
         match req {
-            // Membership changes arrive with the ensemble; until then reconfig is not implemented.
-            Request::Reconfig(_) => Err(ErrorCode::Unimplemented),
-            Request::Sync(r) => Ok(Response::Sync(SyncResponse { path: r.path.clone() })),
+            // Not reached: reconfig is a write (see `peer::reconfig`); it cannot wait for a membership change here.
+            Request::Reconfig(r) => crate::peer::reconfig::local(r),
+            Request::Sync(r) => Ok(Response::Sync(SyncResponse {
+                path: r.path.clone(),
+            })),
             Request::SetWatches(sw) => {
                 let sw2 = SetWatches2 {
                     relative_zxid: sw.relative_zxid,
@@ -555,15 +812,23 @@ impl Conn {
                 Ok(Response::Error(ErrorResponse { err: 0 }))
             }
             Request::RemoveWatches(r) => {
-                let t = WatcherType::from_i32(r.watcher_type).map_err(|_| ErrorCode::BadArguments)?;
-                db.watches.remove_watches(self.id, &r.path, t, false).map(|_| Response::Empty)
+                let t =
+                    WatcherType::from_i32(r.watcher_type).map_err(|_| ErrorCode::BadArguments)?;
+                db.watches
+                    .remove_watches(self.id, &r.path, t, false)
+                    .map(|_| Response::Empty)
             }
             Request::CheckWatches(r) => {
-                let t = WatcherType::from_i32(r.watcher_type).map_err(|_| ErrorCode::BadArguments)?;
-                db.watches.check_watches(self.id, &r.path, t).map(|_| Response::Empty)
+                let t =
+                    WatcherType::from_i32(r.watcher_type).map_err(|_| ErrorCode::BadArguments)?;
+                db.watches
+                    .check_watches(self.id, &r.path, t)
+                    .map(|_| Response::Empty)
             }
             // Like a ZooKeeper with no SASL configured: an empty (null) challenge, nothing authenticated.
-            Request::Sasl(_) => Ok(Response::Sasl(roster_proto::SetSaslResponse { token: Bytes::new() })),
+            Request::Sasl(_) => Ok(Response::Sasl(roster_proto::SetSaslResponse {
+                token: Bytes::new(),
+            })),
             Request::WhoAmI => Ok(Response::WhoAmI(WhoAmIResponse {
                 client_info: self
                     .auth
@@ -579,7 +844,14 @@ impl Conn {
                     })
                     .collect(),
             })),
-            other => roster_state::read(&db.state, &mut db.watches, self.id, self.session_id, other, &self.auth),
+            other => roster_state::read(
+                &db.state,
+                &mut db.watches,
+                self.id,
+                self.session_id,
+                other,
+                &self.auth,
+            ),
         }
     }
 
@@ -605,25 +877,76 @@ impl Conn {
             _ => false,
         };
         if ok {
-            self.write_header(ReplyHeader { xid: xid_, zxid: 0, err: 0 }, None);
+            self.write_header(
+                ReplyHeader {
+                    xid: xid_,
+                    zxid: 0,
+                    err: 0,
+                },
+                None,
+            );
         } else {
             tracing::info!(conn = self.id, peer = %self.peer, scheme = %a.scheme, "authentication failed: unknown scheme or malformed credentials; closing");
-            self.write_header(ReplyHeader { xid: xid_, zxid: 0, err: ErrorCode::AuthFailed.code() }, None);
+            self.write_header(
+                ReplyHeader {
+                    xid: xid_,
+                    zxid: 0,
+                    err: ErrorCode::AuthFailed.code(),
+                },
+                None,
+            );
             self.close_after_flush = true;
         }
     }
 
-    fn reply_now(&mut self, xid_: i32, result: Result<Response, ErrorCode>, started: Instant) {
-        let zxid = self.ctx.shared.db.lock().state.last_zxid();
+    /// Writes a reply; `at` is the zxid of the view it was answered from (default: the current state).
+    fn reply_now(
+        &mut self,
+        xid_: i32,
+        result: Result<Response, ErrorCode>,
+        started: Instant,
+        at: Option<i64>,
+    ) {
+        let zxid = match at {
+            Some(z) => z,
+            None => self.ctx.shared.db.lock().state.last_zxid(),
+        };
         match result {
-            Ok(r) => self.write_header(ReplyHeader { xid: xid_, zxid, err: 0 }, Some(&r)),
-            Err(code) => self.write_header(ReplyHeader { xid: xid_, zxid, err: code.code() }, None),
+            Ok(r) => self.write_header(
+                ReplyHeader {
+                    xid: xid_,
+                    zxid,
+                    err: 0,
+                },
+                Some(&r),
+            ),
+            Err(code) => self.write_header(
+                ReplyHeader {
+                    xid: xid_,
+                    zxid,
+                    err: code.code(),
+                },
+                None,
+            ),
         }
+        self.record_latency(started);
+    }
+
+    /// Counts one answered request in the server's and this connection's statistics.
+    fn record_latency(&self, started: Instant) {
         self.ctx.shared.stats.record_latency(started);
+        let ms = started.elapsed().as_millis() as u64;
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        self.stats.latency_total_ms.fetch_add(ms, Ordering::Relaxed);
+        self.stats.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     fn write_header(&mut self, h: ReplyHeader, body: Option<&Response>) {
-        self.ctx.shared.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .shared
+            .stats
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         if h.zxid > 0 {
             self.stats.last_zxid.store(h.zxid as u64, Ordering::Relaxed);
@@ -632,18 +955,53 @@ impl Conn {
     }
 
     fn push_event(&mut self, ev: &WatcherEvent, zxid: i64) {
-        self.ctx.shared.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .shared
+            .stats
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         write_frame(&mut self.out, |b| {
-            ReplyHeader { xid: xid::NOTIFICATION, zxid, err: 0 }.encode(b);
+            ReplyHeader {
+                xid: xid::NOTIFICATION,
+                zxid,
+                err: 0,
+            }
+            .encode(b);
             ev.encode(b);
         });
     }
 
-    fn drain_events(&mut self, rx: &mut mpsc::UnboundedReceiver<ConnMsg>) {
+    /// Events generated by this connection's own read (setWatches replay): after its reply.
+    fn push_events(&mut self, events: Vec<WatcherEvent>) {
+        for e in events {
+            self.push_event(&e, -1);
+        }
+    }
+
+    /// A watch event from the state machine: sent at once, unless reads answered from an older view
+    /// are queued (they were issued before it and must not appear to follow it).
+    fn event_arrived(&mut self, ev: WatcherEvent, zxid: i64) {
+        if self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Local { .. }))
+        {
+            self.deferred.push_back((ev, zxid));
+        } else {
+            while let Some((e, z)) = self.deferred.pop_front() {
+                self.push_event(&e, z);
+            }
+            self.push_event(&ev, zxid);
+        }
+    }
+
+    /// Sends the events that must precede a reply showing the state as of zxid `upto` (every event
+    /// when `None`: the current state), holding back later ones; handles close requests.
+    fn drain_events(&mut self, rx: &mut mpsc::UnboundedReceiver<ConnMsg>, upto: Option<i64>) {
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                ConnMsg::Event(ev, zxid) => self.push_event(&ev, zxid),
+                ConnMsg::Event(ev, zxid) => self.deferred.push_back((ev, zxid)),
                 ConnMsg::Close(reason) => {
                     if !self.close_requested {
                         tracing::info!(conn = self.id, reason, "closing connection");
@@ -651,6 +1009,14 @@ impl Conn {
                     }
                 }
             }
+        }
+        // Events arrive in zxid order, so the ones to send now are a prefix.
+        while let Some((_, z)) = self.deferred.front() {
+            if upto.is_some_and(|u| *z > u) {
+                break;
+            }
+            let (e, z) = self.deferred.pop_front().expect("front exists");
+            self.push_event(&e, z);
         }
     }
 }

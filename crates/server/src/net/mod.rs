@@ -32,7 +32,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch
             let mut conns = ctx.shared.conns.lock();
             let n = conns.per_ip.entry(peer.ip()).or_insert(0);
             if limit > 0 && *n >= limit {
-                ctx.shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                ctx.shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     %peer,
                     limit,

@@ -16,9 +16,20 @@ pub async fn call(
     req: PeerRequest,
     ttl: Duration,
 ) -> Result<PeerResponse, String> {
-    let hello = Hello { cluster_id, from, to: None, kind: LinkKind::Admin };
-    let link = Link::connect(addr, hello, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
-    match link.call(req, ttl).await.map_err(|e| format!("{addr}: {e}"))? {
+    let hello = Hello {
+        cluster_id,
+        from,
+        to: None,
+        kind: LinkKind::Admin,
+    };
+    let link = Link::connect(addr, hello, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    match link
+        .call(req, ttl)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?
+    {
         PeerResponse::Err(e) => Err(format!("{addr}: {e}")),
         r => Ok(r),
     }
@@ -26,7 +37,15 @@ pub async fn call(
 
 /// The cluster id of the node at `addr`.
 pub async fn cluster_id(addr: &str) -> Result<String, String> {
-    match call(addr, None, 0, PeerRequest::ClusterInfo, Duration::from_secs(5)).await? {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::ClusterInfo,
+        Duration::from_secs(5),
+    )
+    .await?
+    {
         PeerResponse::ClusterInfo { cluster_id } => Ok(cluster_id),
         other => Err(format!("{addr}: unexpected answer {other:?}")),
     }
@@ -34,9 +53,25 @@ pub async fn cluster_id(addr: &str) -> Result<String, String> {
 
 /// Asks the node at `addr` (any member; it forwards to the leader) to add node `node_id` reachable at
 /// `peer_addr`. Returns whether it became a voter, and the leader's committed index.
-pub async fn join(addr: &str, cluster_id: &str, node_id: u64, peer_addr: &str) -> Result<(bool, u64), String> {
-    let req = PeerRequest::Join { node_id, peer_addr: peer_addr.to_string() };
-    match call(addr, Some(cluster_id.to_string()), node_id, req, Duration::from_secs(300)).await? {
+pub async fn join(
+    addr: &str,
+    cluster_id: &str,
+    node_id: u64,
+    peer_addr: &str,
+) -> Result<(bool, u64), String> {
+    let req = PeerRequest::Join {
+        node_id,
+        peer_addr: peer_addr.to_string(),
+    };
+    match call(
+        addr,
+        Some(cluster_id.to_string()),
+        node_id,
+        req,
+        Duration::from_secs(300),
+    )
+    .await?
+    {
         PeerResponse::Joined { voter, committed } => Ok((voter, committed)),
         other => Err(format!("{addr}: unexpected answer {other:?}")),
     }
@@ -52,7 +87,15 @@ pub async fn status(addr: &str) -> Result<StatusInfo, String> {
 
 /// Asks the cluster (through the node at `addr`) to remove node `node_id`.
 pub async fn remove(addr: &str, node_id: u64) -> Result<(), String> {
-    match call(addr, None, 0, PeerRequest::Remove { node_id }, Duration::from_secs(120)).await? {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::Remove { node_id },
+        Duration::from_secs(120),
+    )
+    .await?
+    {
         PeerResponse::Ack => Ok(()),
         other => Err(format!("{addr}: unexpected answer {other:?}")),
     }

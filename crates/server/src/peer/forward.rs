@@ -19,8 +19,8 @@ use crate::node::NodeCtx;
 use crate::raft::types::{Command, Outcome, Raft, WriteReply};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use roster_proto::{Response, SyncResponse};
-use roster_state::Txn;
+use roster_proto::{Request, Response, SyncResponse};
+use roster_state::{Txn, TxnOp};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,14 +49,19 @@ pub async fn leader(raft: &Raft, wait: Duration) -> Option<u64> {
     if let Some(l) = raft.metrics().borrow_watched().current_leader {
         return Some(l);
     }
-    raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader").await.ok().and_then(|m| m.current_leader)
+    raft.wait(Some(wait))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .ok()
+        .and_then(|m| m.current_leader)
 }
 
 /// Waits until this node's state machine applied `index` (openraft's apply progress, which advances
 /// once `apply` returned, hence after the watch events of the entry were handed to connections).
 pub async fn wait_applied(raft: &Raft, index: u64) -> Result<(), String> {
     let mut progress = raft.watch_apply_progress();
-    let reached = |v: &Option<crate::raft::types::LogId>| v.as_ref().is_some_and(|l| l.index >= index);
+    let reached =
+        |v: &Option<crate::raft::types::LogId>| v.as_ref().is_some_and(|l| l.index >= index);
     if reached(&progress.get()) {
         return Ok(());
     }
@@ -90,25 +95,53 @@ async fn leader_link(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
         to: Some(leader),
         kind: LinkKind::Forward,
     };
-    let l = Link::connect(&addr, hello, Duration::from_secs(2)).await.map_err(|e| format!("leader {leader}: {e}"))?;
+    let l = Link::connect(&addr, hello, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("leader {leader}: {e}"))?;
     *slot = Some(l.clone());
     Ok(l)
 }
 
 fn sync_reply(index: u64, path: String) -> WriteReply {
-    WriteReply { zxid: index as i64, outcome: Outcome::Response(Ok(Response::Sync(SyncResponse { path }))) }
+    WriteReply::new(
+        index as i64,
+        Outcome::Response(Ok(Response::Sync(SyncResponse { path }))),
+    )
 }
 
 /// Proposes now (so proposals of one connection keep their order) and returns the pending result.
+///
+/// A client's `reconfig` arrives here as a write (`TxnOp::Request` with `Request::Reconfig`) and is
+/// carried out by [`super::reconfig`] rather than proposed: it changes the Raft membership, and its
+/// answer comes once `/zookeeper/config` shows the change.
 pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String> {
+    if let Proposal::Txn(Txn {
+        op: TxnOp::Request {
+            request: Request::Reconfig(r),
+            auth,
+        },
+        ..
+    }) = &p
+    {
+        return Ok(super::reconfig::pending(
+            ctx.clone(),
+            r.clone(),
+            auth.clone(),
+        ));
+    }
     let me = ctx.identity.node_id;
-    let leader = leader(&ctx.raft, LEADER_WAIT).await.ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
+    let leader = leader(&ctx.raft, LEADER_WAIT)
+        .await
+        .ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
     let raft = ctx.raft.clone();
     if leader == me {
         return match p {
             Proposal::Txn(txn) => {
                 let (responder, rx) = ProgressResponder::complete_only();
-                raft.write(Command(txn)).responder(responder).await.map_err(|e| format!("raft stopped: {e}"))?;
+                raft.write(Command(txn))
+                    .responder(responder)
+                    .await
+                    .map_err(|e| format!("raft stopped: {e}"))?;
                 Ok(Box::pin(async move {
                     match rx.await {
                         Ok(Ok(resp)) => Ok(resp.data),
@@ -135,7 +168,10 @@ pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String>
     let rx = link.send(req).map_err(|e| e.to_string())?;
     Ok(Box::pin(async move {
         let addr = format!("leader {leader}");
-        match link::wait(rx, WRITE_TTL, &addr).await.map_err(|e| e.to_string())? {
+        match link::wait(rx, WRITE_TTL, &addr)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             PeerResponse::Written(reply) => {
                 wait_applied(&raft, reply.zxid.max(0) as u64).await?;
                 Ok(reply)
@@ -153,7 +189,9 @@ pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String>
 /// On a follower, sends the leader the sessions its connections touched, every third of the smallest
 /// session timeout.
 pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_millis((ctx.shared.config.min_session_timeout_ms as u64 / 3).clamp(50, 2_000));
+    let every = Duration::from_millis(
+        (ctx.shared.config.min_session_timeout_ms as u64 / 3).clamp(50, 2_000),
+    );
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: HashMap<i64, i64> = HashMap::new();
@@ -162,7 +200,9 @@ pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let Some(leader) = ctx.raft.metrics().borrow_watched().current_leader else { continue };
+        let Some(leader) = ctx.raft.metrics().borrow_watched().current_leader else {
+            continue;
+        };
         if leader == ctx.identity.node_id {
             sent.clear();
             continue;
@@ -173,7 +213,9 @@ pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             let mut batch = Vec::new();
             let mut seen = HashMap::new();
             for (session, conn) in &conns.by_session {
-                let Some(info) = conns.by_id.get(conn) else { continue };
+                let Some(info) = conns.by_id.get(conn) else {
+                    continue;
+                };
                 let deadline = tracker.deadline(*session).unwrap_or(0);
                 if sent.get(session).is_none_or(|d| deadline > *d) {
                     batch.push((*session, info.timeout_ms));

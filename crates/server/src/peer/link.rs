@@ -53,7 +53,9 @@ impl Link {
     pub async fn connect(addr: &str, hello: Hello, timeout: Duration) -> Result<Link, LinkError> {
         match tokio::time::timeout(timeout, Self::connect_inner(addr, hello)).await {
             Ok(r) => r,
-            Err(_) => Err(LinkError::Unreachable(format!("{addr}: no hello answer within {timeout:?}"))),
+            Err(_) => Err(LinkError::Unreachable(format!(
+                "{addr}: no hello answer within {timeout:?}"
+            ))),
         }
     }
 
@@ -64,15 +66,32 @@ impl Link {
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let expected = hello.to;
-        write_msg(&mut wr, &PeerMsg::Hello(hello)).await.map_err(unreachable)?;
+        write_msg(&mut wr, &PeerMsg::Hello(hello))
+            .await
+            .map_err(unreachable)?;
         let (remote_cluster, remote_node) = match read_msg(&mut rd).await.map_err(unreachable)? {
-            Some(PeerMsg::HelloOk { cluster_id, node_id }) => (cluster_id, node_id),
-            Some(PeerMsg::HelloErr(reason)) => return Err(LinkError::Refused(format!("{addr}: {reason}"))),
-            Some(other) => return Err(LinkError::Unreachable(format!("{addr}: unexpected answer to hello: {other:?}"))),
-            None => return Err(LinkError::Unreachable(format!("{addr}: closed during hello"))),
+            Some(PeerMsg::HelloOk {
+                cluster_id,
+                node_id,
+            }) => (cluster_id, node_id),
+            Some(PeerMsg::HelloErr(reason)) => {
+                return Err(LinkError::Refused(format!("{addr}: {reason}")))
+            }
+            Some(other) => {
+                return Err(LinkError::Unreachable(format!(
+                    "{addr}: unexpected answer to hello: {other:?}"
+                )))
+            }
+            None => {
+                return Err(LinkError::Unreachable(format!(
+                    "{addr}: closed during hello"
+                )))
+            }
         };
         if expected.is_some_and(|e| e != remote_node) {
-            return Err(LinkError::Refused(format!("{addr} is node {remote_node}, expected {expected:?}")));
+            return Err(LinkError::Refused(format!(
+                "{addr} is node {remote_node}, expected {expected:?}"
+            )));
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
         let inner = Arc::new(Inner {
@@ -111,7 +130,9 @@ impl Link {
             let reason = loop {
                 match read_msg(&mut rd).await {
                     Ok(Some(PeerMsg::Response { id, body })) => {
-                        let Some(inner) = weak_r.upgrade() else { return };
+                        let Some(inner) = weak_r.upgrade() else {
+                            return;
+                        };
                         let waiter = inner.pending.lock().remove(&id);
                         if let Some(tx) = waiter {
                             let _ = tx.send(body);
@@ -151,16 +172,25 @@ impl Link {
         self.send_with_id(body).map(|(_, rx)| rx)
     }
 
-    fn send_with_id(&self, body: PeerRequest) -> Result<(u64, oneshot::Receiver<PeerResponse>), LinkError> {
+    fn send_with_id(
+        &self,
+        body: PeerRequest,
+    ) -> Result<(u64, oneshot::Receiver<PeerResponse>), LinkError> {
         if self.is_closed() {
-            return Err(LinkError::Closed(format!("link to {} is closed", self.0.addr)));
+            return Err(LinkError::Closed(format!(
+                "link to {} is closed",
+                self.0.addr
+            )));
         }
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.0.pending.lock().insert(id, tx);
         if self.0.tx.send(PeerMsg::Request { id, body }).is_err() {
             self.0.pending.lock().remove(&id);
-            return Err(LinkError::Closed(format!("link to {} is closed", self.0.addr)));
+            return Err(LinkError::Closed(format!(
+                "link to {} is closed",
+                self.0.addr
+            )));
         }
         Ok((id, rx))
     }
@@ -177,10 +207,16 @@ impl Link {
 }
 
 /// Waits for an answer at most `ttl`.
-pub async fn wait(rx: oneshot::Receiver<PeerResponse>, ttl: Duration, addr: &str) -> Result<PeerResponse, LinkError> {
+pub async fn wait(
+    rx: oneshot::Receiver<PeerResponse>,
+    ttl: Duration,
+    addr: &str,
+) -> Result<PeerResponse, LinkError> {
     match tokio::time::timeout(ttl, rx).await {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Err(LinkError::Closed(format!("connection to {addr} broke before the answer"))),
+        Ok(Err(_)) => Err(LinkError::Closed(format!(
+            "connection to {addr} broke before the answer"
+        ))),
         Err(_) => Err(LinkError::Timeout(ttl)),
     }
 }

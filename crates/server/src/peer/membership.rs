@@ -37,9 +37,19 @@ async fn forward(ctx: &NodeCtx, req: PeerRequest) -> PeerResponse {
         return PeerResponse::Err(PeerError::Raft("leadership changed; retry".into()));
     }
     let cluster = Some(ctx.identity.cluster_id.clone());
-    match super::admin::call(&addr, cluster, ctx.identity.node_id, req, Duration::from_secs(300)).await {
+    match super::admin::call(
+        &addr,
+        cluster,
+        ctx.identity.node_id,
+        req,
+        Duration::from_secs(300),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => PeerResponse::Err(PeerError::Raft(format!("forwarding to leader {leader}: {e}"))),
+        Err(e) => PeerResponse::Err(PeerError::Raft(format!(
+            "forwarding to leader {leader}: {e}"
+        ))),
     }
 }
 
@@ -52,11 +62,33 @@ pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerRe
     if !ctx.raft.is_leader() {
         return forward(ctx, PeerRequest::Join { node_id, peer_addr }).await;
     }
+    add(ctx, node_id, peer_addr, None).await
+}
+
+/// On the leader, adds a node as a learner, waits until it caught up, then makes it a voter: always
+/// for `voter: Some(true)`, never for `Some(false)`, while voters are short of `--target-voters` for
+/// `None` (a join). A member named again keeps its role.
+pub async fn add(
+    ctx: &Arc<NodeCtx>,
+    node_id: u64,
+    peer_addr: String,
+    want_voter: Option<bool>,
+) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return PeerResponse::Err(PeerError::NotLeader(
+            ctx.raft.metrics().borrow_watched().current_leader,
+        ));
+    }
     if node_id == 0 {
         return PeerResponse::Err(PeerError::Refused("node id 0 is reserved".into()));
     }
     let _g = ctx.cluster.membership_lock.lock().await;
-    let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+    let m = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .clone();
     if let Some(n) = m.get_node(&node_id) {
         if n.addr != peer_addr {
             return PeerResponse::Err(PeerError::Refused(format!(
@@ -79,18 +111,43 @@ pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerRe
                 )))
             }
         }
-        let voters = ctx.raft.metrics().borrow_watched().membership_config.voter_ids().count();
-        if voters < ctx.cluster.target_voters {
-            tracing::info!(node = node_id, voters, target = ctx.cluster.target_voters, "promoting node to voter");
-            if let Err(e) = ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false).await {
+        let voters = ctx
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .voter_ids()
+            .count();
+        if want_voter.unwrap_or(voters < ctx.cluster.target_voters) {
+            tracing::info!(
+                node = node_id,
+                voters,
+                target = ctx.cluster.target_voters,
+                "promoting node to voter"
+            );
+            if let Err(e) = ctx
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                .await
+            {
                 return raft_err(e);
             }
             voter = true;
         } else {
-            tracing::info!(node = node_id, voters, "node stays a learner (observer): the cluster has its target voters");
+            tracing::info!(
+                node = node_id,
+                voters,
+                "node stays a learner (observer): the cluster has its target voters"
+            );
         }
     }
-    let committed = ctx.raft.metrics().borrow_watched().cluster_committed.map(|l| l.index).unwrap_or(0);
+    let committed = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .cluster_committed
+        .map(|l| l.index)
+        .unwrap_or(0);
     PeerResponse::Joined { voter, committed }
 }
 
@@ -100,7 +157,12 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         return forward(ctx, PeerRequest::Remove { node_id }).await;
     }
     let _g = ctx.cluster.membership_lock.lock().await;
-    let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+    let m = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .clone();
     if m.get_node(&node_id).is_none() {
         return PeerResponse::Ack;
     }
@@ -118,13 +180,27 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         return raft_err(e);
     }
     if ctx.raft.is_leader() {
-        let m = ctx.raft.metrics().borrow_watched().membership_config.clone();
+        let m = ctx
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         let voters = m.voter_ids().count();
         let short = ctx.cluster.target_voters.saturating_sub(voters);
-        let promote: BTreeSet<u64> = m.membership().learner_ids().filter(|l| *l != node_id).take(short).collect();
+        let promote: BTreeSet<u64> = m
+            .membership()
+            .learner_ids()
+            .filter(|l| *l != node_id)
+            .take(short)
+            .collect();
         if !promote.is_empty() {
             tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
-            if let Err(e) = ctx.raft.change_membership(ChangeMembers::AddVoterIds(promote), false).await {
+            if let Err(e) = ctx
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(promote), false)
+                .await
+            {
                 tracing::warn!(error = %e, "promoting learners failed");
             }
         }

@@ -5,6 +5,7 @@
 //! - [`server`]: the listening side, hello checks and request handling.
 //! - [`membership`]: join, remove and leave, carried out by the leader (other nodes forward to it).
 //! - [`forward`]: client writes, `sync` barriers and session touches of a follower, sent to the leader.
+//! - [`reconfig`]: ZooKeeper's `reconfig` and `/zookeeper/config`, mapped onto the Raft membership.
 //! - [`admin`]: the calls a tool or a joining node makes (cluster id, join, status, remove, leave).
 //!
 //! The outbound Raft network built on [`link`] is `crate::raft::network`.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod forward;
 pub mod link;
 pub mod membership;
+pub mod reconfig;
 pub mod server;
 pub mod wire;
 
@@ -74,7 +76,11 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
     let members = membership
         .nodes()
-        .map(|(id, node)| MemberInfo { node_id: *id, peer_addr: node.addr.clone(), voter: voters.contains(id) })
+        .map(|(id, node)| MemberInfo {
+            node_id: *id,
+            peer_addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
         .collect();
     StatusInfo {
         cluster_id: ctx.identity.cluster_id.clone(),

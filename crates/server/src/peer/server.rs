@@ -13,7 +13,9 @@
 //!
 //! Left out: per-peer rate limits, TLS.
 
-use super::wire::{read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse};
+use super::wire::{
+    read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse,
+};
 use crate::node::NodeCtx;
 use crate::raft::types::{Command, SnapshotMeta, TypeConfig};
 use crate::shared::now_ms;
@@ -58,7 +60,11 @@ struct Incoming {
     data: Vec<u8>,
 }
 
-async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+async fn serve_conn(
+    stream: TcpStream,
+    ctx: Arc<NodeCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let hello = match read_msg(&mut rd).await? {
@@ -73,7 +79,14 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
         return Ok(());
     }
     let admin_only = hello.cluster_id.is_none();
-    write_msg(&mut wr, &PeerMsg::HelloOk { cluster_id: ctx.identity.cluster_id.clone(), node_id: me }).await?;
+    write_msg(
+        &mut wr,
+        &PeerMsg::HelloOk {
+            cluster_id: ctx.identity.cluster_id.clone(),
+            node_id: me,
+        },
+    )
+    .await?;
     tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
 
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
@@ -100,7 +113,9 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
             m = read_msg(&mut rd) => m?,
             _ = shutdown.changed() => break,
         };
-        let Some(PeerMsg::Request { id, body }) = msg else { break };
+        let Some(PeerMsg::Request { id, body }) = msg else {
+            break;
+        };
         let respond = {
             let tx = tx.clone();
             move |body: PeerResponse| {
@@ -109,10 +124,17 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
         };
         let is_admin = matches!(
             body,
-            PeerRequest::ClusterInfo | PeerRequest::Join { .. } | PeerRequest::Remove { .. } | PeerRequest::Leave | PeerRequest::Status
+            PeerRequest::ClusterInfo
+                | PeerRequest::Join { .. }
+                | PeerRequest::Remove { .. }
+                | PeerRequest::Leave
+                | PeerRequest::Status
+                | PeerRequest::Reconfig { .. }
         );
         if admin_only && !is_admin {
-            respond(PeerResponse::Err(PeerError::Refused("this connection did not name a cluster id".into())));
+            respond(PeerResponse::Err(PeerError::Refused(
+                "this connection did not name a cluster id".into(),
+            )));
             continue;
         }
         match body {
@@ -122,7 +144,9 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
                 // client happened to use.
                 txn.time = now_ms();
                 if !ctx.raft.is_leader() {
-                    respond(PeerResponse::Err(PeerError::NotLeader(ctx.raft.metrics().borrow_watched().current_leader)));
+                    respond(PeerResponse::Err(PeerError::NotLeader(
+                        ctx.raft.metrics().borrow_watched().current_leader,
+                    )));
                     continue;
                 }
                 let (responder, result) = ProgressResponder::complete_only();
@@ -141,15 +165,24 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
             PeerRequest::ReadIndex => {
                 let raft = ctx.raft.clone();
                 tokio::spawn(async move {
-                    respond(match raft.get_read_log_id(openraft::raft::ReadPolicy::ReadIndex).await {
-                        Ok((read, _)) => PeerResponse::ReadIndex(read.index()),
-                        Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
-                    })
+                    respond(
+                        match raft
+                            .get_read_log_id(openraft::raft::ReadPolicy::ReadIndex)
+                            .await
+                        {
+                            Ok((read, _)) => PeerResponse::ReadIndex(read.index()),
+                            Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
+                        },
+                    )
                 });
             }
             PeerRequest::SnapshotBegin { vote, meta, len } => {
                 tracing::info!(from = hello.from, bytes = len, meta = ?meta.signature(), "receiving snapshot");
-                snapshot = Some(Incoming { vote, meta, data: Vec::with_capacity(len.min(1 << 30) as usize) });
+                snapshot = Some(Incoming {
+                    vote,
+                    meta,
+                    data: Vec::with_capacity(len.min(1 << 30) as usize),
+                });
                 respond(PeerResponse::Ack);
             }
             PeerRequest::SnapshotChunk { offset, data } => match &mut snapshot {
@@ -157,29 +190,45 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
                     s.data.extend_from_slice(&data);
                     respond(PeerResponse::Ack);
                 }
-                _ => respond(PeerResponse::Err(PeerError::Refused(format!("snapshot chunk at {offset} out of order")))),
+                _ => respond(PeerResponse::Err(PeerError::Refused(format!(
+                    "snapshot chunk at {offset} out of order"
+                )))),
             },
             PeerRequest::SnapshotEnd => match snapshot.take() {
                 Some(s) => {
-                    let applied = ctx.raft.metrics().borrow_watched().last_applied.map(|l| l.index);
+                    let applied = ctx
+                        .raft
+                        .metrics()
+                        .borrow_watched()
+                        .last_applied
+                        .map(|l| l.index);
                     let replaces = s.meta.last_log_id.map(|l| l.index) > applied;
-                    let snap = SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data };
+                    let snap = SnapshotOf::<TypeConfig, Vec<u8>> {
+                        meta: s.meta,
+                        snapshot: s.data,
+                    };
                     respond(match ctx.raft.install_full_snapshot(s.vote, snap).await {
                         Ok(r) => {
-                            ctx.cluster.last_leader_contact.store(now_ms(), Ordering::Relaxed);
+                            ctx.cluster
+                                .last_leader_contact
+                                .store(now_ms(), Ordering::Relaxed);
                             // The state was replaced wholesale, so no watch fired for what changed.
                             // Clients reconnect (keeping their sessions) and re-register their watches
                             // with the zxid they last saw, which fires what they missed.
                             let conns = ctx.shared.conns.lock();
                             for c in conns.by_id.values().filter(|_| replaces) {
-                                let _ = c.tx.send(crate::shared::ConnMsg::Close("state replaced by a snapshot from the leader"));
+                                let _ = c.tx.send(crate::shared::ConnMsg::Close(
+                                    "state replaced by a snapshot from the leader",
+                                ));
                             }
                             PeerResponse::Snapshot(r)
                         }
                         Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
                     });
                 }
-                None => respond(PeerResponse::Err(PeerError::Refused("snapshot end without a beginning".into()))),
+                None => respond(PeerResponse::Err(PeerError::Refused(
+                    "snapshot end without a beginning".into(),
+                ))),
             },
             other => {
                 let ctx = ctx.clone();
@@ -195,14 +244,20 @@ async fn serve_conn(stream: TcpStream, ctx: Arc<NodeCtx>, mut shutdown: watch::R
 fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
     match &hello.cluster_id {
         Some(c) if c != cluster_id => {
-            return Err(format!("wrong cluster: this node belongs to cluster {cluster_id}, the dialer to {c}"))
+            return Err(format!(
+                "wrong cluster: this node belongs to cluster {cluster_id}, the dialer to {c}"
+            ))
         }
-        None if hello.kind != LinkKind::Admin => return Err("a cluster id is required on this connection".into()),
+        None if hello.kind != LinkKind::Admin => {
+            return Err("a cluster id is required on this connection".into())
+        }
         _ => {}
     }
     if let Some(to) = hello.to {
         if to != me {
-            return Err(format!("wrong node: this is node {me}, the dialer expected node {to}"));
+            return Err(format!(
+                "wrong node: this is node {me}, the dialer expected node {to}"
+            ));
         }
     }
     Ok(())
@@ -211,45 +266,66 @@ fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
 async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
     let err = |e: String| PeerResponse::Err(PeerError::Raft(e));
     match req {
-        PeerRequest::AppendEntries(rpc) => {
-            match ctx.raft.append_entries(rpc).await {
-                Ok(r) => {
-                    if r.is_success() {
-                        ctx.cluster.last_leader_contact.store(now_ms(), Ordering::Relaxed);
-                    }
-                    PeerResponse::AppendEntries(r)
+        PeerRequest::AppendEntries(rpc) => match ctx.raft.append_entries(rpc).await {
+            Ok(r) => {
+                if r.is_success() {
+                    ctx.cluster
+                        .last_leader_contact
+                        .store(now_ms(), Ordering::Relaxed);
                 }
-                Err(e) => err(e.to_string()),
+                PeerResponse::AppendEntries(r)
             }
-        }
-        PeerRequest::Vote(rpc) => ctx.raft.vote(rpc).await.map(PeerResponse::Vote).unwrap_or_else(|e| err(e.to_string())),
-        PeerRequest::PreVote(rpc) => {
-            ctx.raft.pre_vote(rpc).await.map(PeerResponse::Vote).unwrap_or_else(|e| err(e.to_string()))
-        }
+            Err(e) => err(e.to_string()),
+        },
+        PeerRequest::Vote(rpc) => ctx
+            .raft
+            .vote(rpc)
+            .await
+            .map(PeerResponse::Vote)
+            .unwrap_or_else(|e| err(e.to_string())),
+        PeerRequest::PreVote(rpc) => ctx
+            .raft
+            .pre_vote(rpc)
+            .await
+            .map(PeerResponse::Vote)
+            .unwrap_or_else(|e| err(e.to_string())),
         PeerRequest::Touch(list) => {
             if ctx.raft.is_leader() {
                 let live: Vec<(i64, i32)> = {
                     let db = ctx.shared.db.lock();
-                    list.into_iter().filter(|(id, _)| db.state.session(*id).is_some()).collect()
+                    list.into_iter()
+                        .filter(|(id, _)| db.state.session(*id).is_some())
+                        .collect()
                 };
                 for (id, timeout) in live {
                     ctx.shared.touch(id, timeout);
                 }
                 PeerResponse::Ack
             } else {
-                PeerResponse::Err(PeerError::NotLeader(ctx.raft.metrics().borrow_watched().current_leader))
+                PeerResponse::Err(PeerError::NotLeader(
+                    ctx.raft.metrics().borrow_watched().current_leader,
+                ))
             }
         }
-        PeerRequest::ClusterInfo => PeerResponse::ClusterInfo { cluster_id: ctx.identity.cluster_id.clone() },
+        PeerRequest::ClusterInfo => PeerResponse::ClusterInfo {
+            cluster_id: ctx.identity.cluster_id.clone(),
+        },
         PeerRequest::Status => PeerResponse::Status(super::status(ctx)),
-        PeerRequest::Join { node_id, peer_addr } => super::membership::join(ctx, node_id, peer_addr).await,
+        PeerRequest::Join { node_id, peer_addr } => {
+            super::membership::join(ctx, node_id, peer_addr).await
+        }
         PeerRequest::Remove { node_id } => super::membership::remove(ctx, node_id).await,
         PeerRequest::Leave => super::membership::remove(ctx, ctx.identity.node_id).await,
+        PeerRequest::Reconfig { joining, leaving } => {
+            super::reconfig::handle_peer(ctx, joining, leaving).await
+        }
         PeerRequest::Write(_)
         | PeerRequest::ReadIndex
         | PeerRequest::SnapshotBegin { .. }
         | PeerRequest::SnapshotChunk { .. }
-        | PeerRequest::SnapshotEnd => PeerResponse::Err(PeerError::Refused("handled inline".into())),
+        | PeerRequest::SnapshotEnd => {
+            PeerResponse::Err(PeerError::Refused("handled inline".into()))
+        }
     }
 }
 
@@ -258,7 +334,12 @@ mod tests {
     use super::*;
 
     fn hello(cluster_id: Option<&str>, to: Option<u64>, kind: LinkKind) -> Hello {
-        Hello { cluster_id: cluster_id.map(str::to_string), from: 5, to, kind }
+        Hello {
+            cluster_id: cluster_id.map(str::to_string),
+            from: 5,
+            to,
+            kind,
+        }
     }
 
     #[test]

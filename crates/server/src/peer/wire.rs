@@ -12,7 +12,9 @@
 
 use crate::raft::types::{SnapshotMeta, TypeConfig, WriteReply};
 use openraft::alias::VoteOf;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -135,6 +137,14 @@ pub enum PeerRequest {
     Leave,
     /// This node's view of the cluster.
     Status,
+    /// A client's `reconfig`, as the leader carries it out (see `peer::reconfig`): joins and role
+    /// changes, then removals. Appended last: the other variants keep their encoding.
+    Reconfig {
+        /// Servers to add (or whose role changes).
+        joining: Vec<super::reconfig::Joiner>,
+        /// Node ids to remove.
+        leaving: Vec<u64>,
+    },
 }
 
 /// Why a request failed.
@@ -226,8 +236,10 @@ pub enum PeerMsg {
 pub fn encode(msg: &PeerMsg) -> std::io::Result<Vec<u8>> {
     let mut out = vec![0u8; 5];
     out[4] = FORMAT_VERSION;
-    let out = postcard::to_extend(msg, out).map_err(|e| std::io::Error::other(format!("peer message does not encode: {e}")))?;
-    let len = u32::try_from(out.len() - 4).map_err(|_| std::io::Error::other("peer frame too large"))?;
+    let out = postcard::to_extend(msg, out)
+        .map_err(|e| std::io::Error::other(format!("peer message does not encode: {e}")))?;
+    let len =
+        u32::try_from(out.len() - 4).map_err(|_| std::io::Error::other("peer frame too large"))?;
     let mut out = out;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
@@ -248,7 +260,10 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option
     }
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame of {len} bytes"),
+        ));
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
@@ -258,9 +273,12 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option
             format!("peer frame format version {} (this build speaks {FORMAT_VERSION}): upgrade the older node", buf[0]),
         ));
     }
-    postcard::from_bytes(&buf[1..])
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame does not decode: {e}")))
+    postcard::from_bytes(&buf[1..]).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame does not decode: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -269,13 +287,24 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_and_other_versions_are_refused() {
-        let hello = PeerMsg::Hello(Hello { cluster_id: Some("c1".into()), from: 7, to: Some(9), kind: LinkKind::Heartbeat });
+        let hello = PeerMsg::Hello(Hello {
+            cluster_id: Some("c1".into()),
+            from: 7,
+            to: Some(9),
+            kind: LinkKind::Heartbeat,
+        });
         let mut bytes = encode(&hello).unwrap();
-        assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize,
+            bytes.len() - 4
+        );
         assert_eq!(bytes[4], FORMAT_VERSION);
         match read_msg(&mut bytes.as_slice()).await.unwrap() {
             Some(PeerMsg::Hello(h)) => {
-                assert_eq!((h.cluster_id.as_deref(), h.from, h.to, h.kind), (Some("c1"), 7, Some(9), LinkKind::Heartbeat))
+                assert_eq!(
+                    (h.cluster_id.as_deref(), h.from, h.to, h.kind),
+                    (Some("c1"), 7, Some(9), LinkKind::Heartbeat)
+                )
             }
             other => panic!("{other:?}"),
         }

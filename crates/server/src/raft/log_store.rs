@@ -230,7 +230,10 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let bytes = postcard::to_allocvec(&self.committed)
             .map_err(|e| Error::Invalid(format!("cannot encode the committed log id: {e}")))?;
         let meta = self.meta.clone();
-        self.wal.background(KEY_COMMITTED, Box::new(move || meta.put(KEY_COMMITTED, &bytes)))?;
+        self.wal.background(
+            KEY_COMMITTED,
+            Box::new(move || meta.put(KEY_COMMITTED, &bytes)),
+        )?;
         self.wal.flush()?.wait_async().await
     }
 
@@ -324,7 +327,9 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // commit doubled the latency of an unloaded write, so the id is persisted at most once per
         // COMMITTED_PERSIST_INTERVAL: after a crash it may be older, which only means that more of
         // the (durable) log is re-applied once this node's leader commits again.
-        if !self.sync_committed && self.last_committed_persist.elapsed() < COMMITTED_PERSIST_INTERVAL {
+        if !self.sync_committed
+            && self.last_committed_persist.elapsed() < COMMITTED_PERSIST_INTERVAL
+        {
             return Ok(());
         }
         self.last_committed_persist = std::time::Instant::now();

@@ -17,10 +17,14 @@ use super::types::TypeConfig;
 use crate::peer::link::{Link, LinkError};
 use crate::peer::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, OptionalSend};
 use std::future::Future;
 use std::time::Duration;
@@ -103,11 +107,20 @@ impl PeerClient {
             }
         }
         self.link = None;
-        let hello = Hello { cluster_id: Some(self.cluster_id.clone()), from: self.me, to: Some(self.target), kind: self.kind };
+        let hello = Hello {
+            cluster_id: Some(self.cluster_id.clone()),
+            from: self.me,
+            to: Some(self.target),
+            kind: self.kind,
+        };
         match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX)).await {
             Ok(l) => {
                 if l.remote_cluster() != self.cluster_id {
-                    return Err(CallError::Unreachable(format!("{} belongs to cluster {}", self.addr, l.remote_cluster())));
+                    return Err(CallError::Unreachable(format!(
+                        "{} belongs to cluster {}",
+                        self.addr,
+                        l.remote_cluster()
+                    )));
                 }
                 self.link = Some(l.clone());
                 Ok(l)
@@ -119,7 +132,9 @@ impl PeerClient {
     async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
         let started = tokio::time::Instant::now();
         let link = self.link(ttl).await?;
-        let left = ttl.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        let left = ttl
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
         match link.call(req, left).await {
             Ok(PeerResponse::Err(e)) => {
                 self.timeouts = 0;
@@ -146,11 +161,20 @@ impl PeerClient {
 
     fn rpc_error(&self, e: CallError, action: RPCTypes) -> RPCError<TypeConfig> {
         match e {
-            CallError::Unreachable(m) => {
-                RPCError::Unreachable(Unreachable::from_string(format!("node {} at {}: {m}", self.target, self.addr)))
-            }
-            CallError::Timeout(t) => RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: t }),
-            CallError::Remote(m) => RPCError::Network(NetworkError::from_string(format!("node {}: {m}", self.target))),
+            CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {} at {}: {m}",
+                self.target, self.addr
+            ))),
+            CallError::Timeout(t) => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout: t,
+            }),
+            CallError::Remote(m) => RPCError::Network(NetworkError::from_string(format!(
+                "node {}: {m}",
+                self.target
+            ))),
         }
     }
 
@@ -159,7 +183,9 @@ impl PeerClient {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             RPCError::Timeout(t) => StreamingError::Timeout(t),
             RPCError::Network(n) => StreamingError::Network(n),
-            RPCError::RemoteError(r) => StreamingError::Network(NetworkError::from_string(r.to_string())),
+            RPCError::RemoteError(r) => {
+                StreamingError::Network(NetworkError::from_string(r.to_string()))
+            }
         }
     }
 
@@ -179,7 +205,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         // openraft bounds replication RPCs by the heartbeat interval; a batch of entries also waits for
         // the follower's fsync, which a slow disk can stretch past it, and a bound that every attempt
         // exceeds would stall replication for good. Entries get at least REPLICATION_MIN_TTL.
-        let ttl = if rpc.entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(REPLICATION_MIN_TTL) };
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(REPLICATION_MIN_TTL)
+        };
         let r = match self.call(PeerRequest::AppendEntries(rpc), ttl).await {
             Ok(PeerResponse::AppendEntries(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
@@ -206,7 +236,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let r = match self.call(PeerRequest::PreVote(rpc), option.hard_ttl()).await {
+        let r = match self
+            .call(PeerRequest::PreVote(rpc), option.hard_ttl())
+            .await
+        {
             Ok(PeerResponse::Vote(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
             Err(e) => Err(e),
@@ -223,13 +256,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut cancel = std::pin::pin!(cancel);
         let ttl = option.hard_ttl();
-        let chunk = option.snapshot_chunk_size().unwrap_or(CHUNK).clamp(64 * 1024, 8 << 20);
+        let chunk = option
+            .snapshot_chunk_size()
+            .unwrap_or(CHUNK)
+            .clamp(64 * 1024, 8 << 20);
         let data = snapshot.snapshot;
         tracing::info!(target_node = self.target, bytes = data.len(), meta = ?snapshot.meta.signature(), "sending snapshot");
         let len = data.len();
         // Begin, the chunks (built one at a time), then End; each answered before the next is sent.
         let steps = 2 + len.div_ceil(chunk);
-        let mut begin = Some(PeerRequest::SnapshotBegin { vote, meta: snapshot.meta, len: len as u64 });
+        let mut begin = Some(PeerRequest::SnapshotBegin {
+            vote,
+            meta: snapshot.meta,
+            len: len as u64,
+        });
         for i in 0..steps {
             let last = i + 1 == steps;
             let req = if i == 0 {
@@ -238,10 +278,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 PeerRequest::SnapshotEnd
             } else {
                 let offset = (i - 1) * chunk;
-                PeerRequest::SnapshotChunk { offset: offset as u64, data: data[offset..(offset + chunk).min(len)].to_vec() }
+                PeerRequest::SnapshotChunk {
+                    offset: offset as u64,
+                    data: data[offset..(offset + chunk).min(len)].to_vec(),
+                }
             };
             // Installing (the last step) decodes the whole state on the receiver: allow it longer.
-            let ttl = if last { ttl.max(Duration::from_secs(60)) } else { ttl };
+            let ttl = if last {
+                ttl.max(Duration::from_secs(60))
+            } else {
+                ttl
+            };
             let r = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 r = self.call(req, ttl) => r,
@@ -249,10 +296,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             match r {
                 Ok(PeerResponse::Ack) if !last => {}
                 Ok(PeerResponse::Snapshot(resp)) if last => return Ok(resp),
-                Ok(other) => return Err(self.stream_error(CallError::Remote(format!("unexpected answer {other:?}")))),
+                Ok(other) => {
+                    return Err(self
+                        .stream_error(CallError::Remote(format!("unexpected answer {other:?}"))))
+                }
                 Err(e) => return Err(self.stream_error(e)),
             }
         }
-        Err(self.stream_error(CallError::Remote("snapshot transfer ended without an answer".into())))
+        Err(self.stream_error(CallError::Remote(
+            "snapshot transfer ended without an answer".into(),
+        )))
     }
 }

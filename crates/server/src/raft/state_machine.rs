@@ -10,7 +10,9 @@
 //! file (`storage::snapshot`). The state itself is not persisted on apply: after a restart openraft
 //! installs the latest snapshot and re-applies the committed log (the log store persists `committed`).
 
-use super::types::{Command, LogId, Outcome, SnapshotMeta, StoredMembership, TypeConfig, WriteReply};
+use super::types::{
+    Command, LogId, Outcome, SnapshotMeta, StateView, StoredMembership, TypeConfig, WriteReply,
+};
 use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::snapshot::SnapshotStore;
 use futures::TryStreamExt;
@@ -33,7 +35,12 @@ pub struct StateMachine {
 impl StateMachine {
     /// A state machine over `shared`, storing snapshots in `snapshots`.
     pub fn new(shared: Arc<Shared>, snapshots: Arc<SnapshotStore>) -> StateMachine {
-        StateMachine { shared, last_applied: None, membership: StoredMembership::default(), snapshots }
+        StateMachine {
+            shared,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshots,
+        }
     }
 
     fn apply_command(&self, zxid: i64, cmd: &Command) -> WriteReply {
@@ -43,16 +50,30 @@ impl StateMachine {
         let applied = db.state.apply(zxid, txn);
         let events = db.watches.trigger(&applied.changes);
         let outcome = match applied.result {
-            TxnResult::Session { session_id, timeout_ms, passwd } => {
-                shared.tracker.lock().touch(session_id, timeout_ms, now_ms());
-                Outcome::Session { session_id, timeout_ms, passwd }
+            TxnResult::Session {
+                session_id,
+                timeout_ms,
+                passwd,
+            } => {
+                shared
+                    .tracker
+                    .lock()
+                    .touch(session_id, timeout_ms, now_ms());
+                Outcome::Session {
+                    session_id,
+                    timeout_ms,
+                    passwd,
+                }
             }
             TxnResult::Response(r) => Outcome::Response(r),
             TxnResult::Closed => Outcome::Closed,
             TxnResult::None => Outcome::None,
         };
         let conns = shared.conns.lock();
-        shared.stats.watch_events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .watch_events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         for (watcher, event) in events {
             conns.send(watcher, ConnMsg::Event(event, zxid));
         }
@@ -61,7 +82,18 @@ impl StateMachine {
             shared.tracker.lock().remove(txn.session_id);
             shared.closing.lock().remove(&txn.session_id);
         }
-        WriteReply { zxid, outcome }
+        // Sessions that pipeline reads behind their writes get an O(1) copy of the state as of this
+        // entry, so those reads see exactly their own earlier writes (see net/connection.rs).
+        let view = if shared.view_sessions.lock().contains_key(&txn.session_id) {
+            StateView(Some(db.state.clone()))
+        } else {
+            StateView(None)
+        };
+        WriteReply {
+            zxid,
+            outcome,
+            view,
+        }
     }
 }
 
@@ -75,7 +107,9 @@ pub struct SnapshotBuilder {
 
 /// (term, index) of a snapshot's last log id, for its file name.
 fn position(last: &Option<LogId>) -> (u64, u64) {
-    last.as_ref().map(|l| (l.committed_leader_id().term, l.index)).unwrap_or((0, 0))
+    last.as_ref()
+        .map(|l| (l.committed_leader_id().term, l.index))
+        .unwrap_or((0, 0))
 }
 
 fn to_io(e: impl std::fmt::Display) -> io::Error {
@@ -86,7 +120,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+        };
         let (term, index) = position(&meta.last_log_id);
         let state = self.state.clone();
         let store = self.snapshots.clone();
@@ -94,7 +131,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let started = std::time::Instant::now();
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, io::Error> {
             let body = state.to_snapshot();
-            store.write(term, index, &meta_bytes, &body).map_err(io::Error::from)?;
+            store
+                .write(term, index, &meta_bytes, &body)
+                .map_err(io::Error::from)?;
             Ok(body)
         })
         .await
@@ -106,7 +145,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
-        Ok(SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: body })
+        Ok(SnapshotOf::<TypeConfig, Vec<u8>> {
+            meta,
+            snapshot: body,
+        })
     }
 }
 
@@ -120,20 +162,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
-        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            let zxid = i64::try_from(entry.log_id.index).map_err(|_| to_io("log index beyond i64: zxid would wrap"))?;
+            let zxid = i64::try_from(entry.log_id.index)
+                .map_err(|_| to_io("log index beyond i64: zxid would wrap"))?;
             let reply = match entry.payload {
                 EntryPayload::Normal(cmd) => self.apply_command(zxid, &cmd),
                 EntryPayload::Blank => {
                     self.shared.db.lock().state.note_zxid(zxid);
-                    WriteReply { zxid, outcome: Outcome::None }
+                    WriteReply::new(zxid, Outcome::None)
                 }
                 EntryPayload::Membership(m) => {
                     self.shared.db.lock().state.note_zxid(zxid);
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    WriteReply { zxid, outcome: Outcome::None }
+                    WriteReply::new(zxid, Outcome::None)
                 }
             };
             self.last_applied = Some(entry.log_id);
@@ -154,10 +199,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let (term, index) = position(&meta.last_log_id);
         let state = State::from_snapshot(&snapshot).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {term}-{index} does not decode: {e}"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot {term}-{index} does not decode: {e}"),
+            )
         })?;
         // On restart openraft installs the snapshot it just read from disk: do not write it again.
         let already_stored = self.snapshots.path_of(term, index).exists();
@@ -175,19 +227,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
         let store = self.snapshots.clone();
-        let latest = tokio::task::spawn_blocking(move || store.latest()).await.map_err(to_io)?.map_err(io::Error::from)?;
+        let latest = tokio::task::spawn_blocking(move || store.latest())
+            .await
+            .map_err(to_io)?
+            .map_err(io::Error::from)?;
         match latest {
             None => Ok(None),
             Some(file) => {
                 let meta: SnapshotMeta = postcard::from_bytes(&file.meta).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("snapshot metadata in {} does not decode: {e}", file.path.display()),
+                        format!(
+                            "snapshot metadata in {} does not decode: {e}",
+                            file.path.display()
+                        ),
                     )
                 })?;
-                Ok(Some(SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: file.body }))
+                Ok(Some(SnapshotOf::<TypeConfig, Vec<u8>> {
+                    meta,
+                    snapshot: file.body,
+                }))
             }
         }
     }

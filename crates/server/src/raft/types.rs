@@ -14,7 +14,11 @@ pub struct Command(pub Txn);
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "txn(session={:#x}, time={})", self.0.session_id, self.0.time)
+        write!(
+            f,
+            "txn(session={:#x}, time={})",
+            self.0.session_id, self.0.time
+        )
     }
 }
 
@@ -25,6 +29,42 @@ pub struct WriteReply {
     pub zxid: i64,
     /// The outcome.
     pub outcome: Outcome,
+    /// The state right after this entry, for the proposer's reads queued behind it (node-local,
+    /// never serialized; set only for sessions that pipeline reads behind writes).
+    #[serde(skip)]
+    pub view: StateView,
+}
+
+impl WriteReply {
+    /// A reply without a state view.
+    pub fn new(zxid: i64, outcome: Outcome) -> WriteReply {
+        WriteReply {
+            zxid,
+            outcome,
+            view: StateView::default(),
+        }
+    }
+}
+
+/// An O(1) copy of the replicated state as of one applied entry (see [`WriteReply::view`]).
+#[derive(Clone, Default)]
+pub struct StateView(pub Option<roster_state::State>);
+
+impl std::fmt::Debug for StateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StateView(..)"
+        } else {
+            "StateView(None)"
+        })
+    }
+}
+
+impl PartialEq for StateView {
+    /// Views are a node-local cache: two replies are equal whatever views they carry.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The outcome of one applied transaction.
