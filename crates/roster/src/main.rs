@@ -119,6 +119,9 @@ struct ServeArgs {
     /// How often session deadlines are checked, ms [default: 20].
     #[arg(long, env = "ROSTER_SESSION_TICK_MS")]
     session_tick_ms: Option<u64>,
+    /// Make every read linearizable (a Raft read barrier before each read, like `sync`) [default: false].
+    #[arg(long, env = "ROSTER_LINEARIZABLE_READS")]
+    linearizable_reads: Option<bool>,
     /// Log filter, e.g. info, debug, roster_server=debug [default: info,openraft=error].
     #[arg(long, env = "ROSTER_LOG")]
     log: Option<String>,
@@ -161,6 +164,7 @@ impl ServeArgs {
             ttl_nodes,
             snapshot_every,
             session_tick_ms,
+            linearizable_reads,
             log,
             log_format,
             peer_addr,

@@ -623,3 +623,22 @@ fn the_leader_can_leave_and_the_others_carry_on() {
     sync(&mut other, "/");
     assert_eq!(other.exists("/after_leave", false).err, 0);
 }
+
+#[test]
+fn with_linearizable_reads_a_read_on_any_node_sees_every_acknowledged_write() {
+    let _serial = serial();
+    let (a, b, c) = three_with(&["--linearizable-reads", "true"]);
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    let nodes = [&a, &b, &c];
+    let mut writer = connect_retry(a.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(writer.create("/lin", b"0", 0).err, 0);
+    let mut readers: Vec<Raw> = nodes.iter().map(|n| connect_retry(n.addr, 10_000, Duration::from_secs(10))).collect();
+    // No sync: each read must still see the write acknowledged just before it, through any node.
+    for i in 1..=30 {
+        assert_eq!(writer.set("/lin", format!("{i}").as_bytes(), -1).err, 0);
+        for (k, r) in readers.iter_mut().enumerate() {
+            let g = r.get("/lin", false);
+            assert_eq!(data_of(&g), format!("{i}").as_bytes(), "node {k} (leader id {leader}) read a stale value");
+        }
+    }
+}

@@ -398,3 +398,29 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
         assert_eq!((ev.event_type, ev.path.as_str()), (EventType::NodeDataChanged.code(), "/k"));
     }
 }
+
+#[test]
+fn linearizable_reads_setting_puts_every_read_behind_a_barrier() {
+    let srv = Roster::start(&["--linearizable-reads", "true"]);
+    let mut a = Raw::connect(srv.addr, 10_000);
+    let mut b = Raw::connect(srv.addr, 10_000);
+    a.create("/lin", b"0", 0);
+    for i in 1..=20 {
+        assert_eq!(b.set("/lin", format!("{i}").as_bytes(), -1).err, OK);
+        assert_eq!(data_of(&a.get("/lin", false)), format!("{i}").as_bytes());
+    }
+    // Pipelined: a read between two writes sees the first and not the second.
+    let mut sent = vec![];
+    for i in 0..50 {
+        let set = SetDataRequest { path: "/lin".into(), data: Bytes::from(format!("p{i}")), version: -1 };
+        sent.push((a.send(&Request::SetData(set)), OpCode::SetData, i));
+        sent.push((a.send(&Request::GetData(GetDataRequest { path: "/lin".into(), watch: false })), OpCode::GetData, i));
+    }
+    for (xid, op, i) in sent {
+        let r = a.recv(op).unwrap();
+        assert_eq!((r.xid, r.err), (xid, OK));
+        if op == OpCode::GetData {
+            assert_eq!(data_of(&r), format!("p{i}").as_bytes());
+        }
+    }
+}

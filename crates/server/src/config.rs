@@ -42,6 +42,11 @@ pub struct Config {
     pub snapshot_every: u64,
     /// How often session deadlines are checked, ms. Expiry happens within one tick after the timeout.
     pub session_tick_ms: u64,
+    /// Make every read linearizable: each read first passes a Raft read barrier (as `sync` does),
+    /// so it reflects every write acknowledged anywhere before it was sent. Costs a leader round trip
+    /// per read; off by default (ZooKeeper's guarantee: reads are sequentially consistent, `sync` then
+    /// read is linearizable).
+    pub linearizable_reads: bool,
     /// Log filter (tracing EnvFilter syntax), for example `info` or `roster_server=debug`.
     pub log: String,
     /// Log format: `text` or `json`.
@@ -75,6 +80,7 @@ impl Default for Config {
             ttl_nodes: true,
             snapshot_every: 100_000,
             session_tick_ms: 20,
+            linearizable_reads: false,
             log: "info,openraft=error".to_string(),
             log_format: "text".to_string(),
             peer_addr: "127.0.0.1:2888".parse().expect("valid default address"),

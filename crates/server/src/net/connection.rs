@@ -70,6 +70,8 @@ enum Pending {
         started: Instant,
         txn: Option<Proposal>,
         view: bool,
+        /// For a linearizable read: the read to answer once this `sync` barrier passed.
+        then: Option<Request>,
     },
     /// A request answered locally once every earlier request is answered (or an error code decided
     /// on arrival, which must still leave in order).
@@ -480,12 +482,18 @@ impl Conn {
                     time: now_ms(),
                     op: op_txn,
                 });
-                self.queue_proposal(header.xid, op, started, txn, writes)
+                self.queue_proposal(header.xid, op, started, txn, None, writes)
                     .await?;
             }
             Request::Sync(r) => {
                 let p = Proposal::Sync(r.path);
-                self.queue_proposal(header.xid, op, started, p, writes)
+                self.queue_proposal(header.xid, op, started, p, None, writes)
+                    .await?;
+            }
+            ref r if shared.config.linearizable_reads && is_data_read(r) => {
+                // A read barrier first (as `sync`), then the read, against a state that applied it.
+                let p = Proposal::Sync(r.path().unwrap_or("/").to_string());
+                self.queue_proposal(header.xid, op, started, p, Some(req), writes)
                     .await?;
             }
             _ => self.queue_local(header.xid, Ok(req), started, rx),
@@ -500,6 +508,7 @@ impl Conn {
         op: OpCode,
         started: Instant,
         txn: Proposal,
+        then: Option<Request>,
         writes: &mut FuturesOrdered<WriteRx>,
     ) -> Result<(), ConnError> {
         self.ctx
@@ -518,6 +527,7 @@ impl Conn {
                 started,
                 txn: None,
                 view,
+                then,
             });
         } else {
             self.pending.push_back(Pending::Write {
@@ -526,6 +536,7 @@ impl Conn {
                 started,
                 txn: Some(txn),
                 view: false,
+                then,
             });
         }
         Ok(())
@@ -538,7 +549,10 @@ impl Conn {
         let mut view_before = false;
         for p in &self.pending {
             match p {
-                Pending::Write { txn: Some(_), .. } => return false,
+                // Held writes keep their order; nothing passes a pending linearizable read.
+                Pending::Write { txn: Some(_), .. } | Pending::Write { then: Some(_), .. } => {
+                    return false
+                }
                 Pending::Write { view, .. } => view_before = *view,
                 Pending::Local { .. } if !view_before => return false,
                 Pending::Local { .. } => {}
@@ -615,9 +629,14 @@ impl Conn {
         for i in 0..self.pending.len() {
             match &mut self.pending[i] {
                 Pending::Local { .. } => break,
-                Pending::Write { txn, .. } => {
+                Pending::Write { txn, then, .. } => {
+                    let barrier = then.is_some();
                     if let Some(t) = txn.take() {
                         writes.push_back(self.propose(t).await?);
+                    }
+                    if barrier {
+                        // Later writes wait until this linearizable read is answered.
+                        break;
                     }
                 }
             }
@@ -638,6 +657,7 @@ impl Conn {
             op,
             started,
             txn: None,
+            then,
             ..
         }) = self.pending.pop_front()
         else {
@@ -649,6 +669,13 @@ impl Conn {
             return;
         };
         match result {
+            Ok(_) if then.is_some() => {
+                // A linearizable read whose barrier passed: answer it from the current state.
+                self.drain_events(rx, None);
+                let (result, later) = self.execute_local(&Ok(then.expect("checked")), None);
+                self.reply_now(xid, result, started, None);
+                self.push_events(later);
+            }
             Ok(WriteReply {
                 zxid,
                 outcome,
@@ -1019,4 +1046,19 @@ impl Conn {
             self.push_event(&e, z);
         }
     }
+}
+
+/// Reads that `linearizable_reads` puts behind a read barrier.
+fn is_data_read(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Exists(_)
+            | Request::GetData(_)
+            | Request::GetChildren(_)
+            | Request::GetChildren2(_)
+            | Request::GetAcl(_)
+            | Request::GetAllChildrenNumber(_)
+            | Request::GetEphemerals(_)
+            | Request::MultiRead(_)
+    )
 }
