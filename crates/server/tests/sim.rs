@@ -16,7 +16,9 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, ChangeMembers, OptionalSend, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,7 +64,11 @@ impl Net {
         let (loss, delay_max) = (st.loss, st.delay_ms);
         let rng = st.rng.as_mut().expect("seeded");
         let lost = rng.random_bool(loss.clamp(0.0, 1.0));
-        let delay = if delay_max > 0 { rng.random_range(0..=delay_max) } else { 0 };
+        let delay = if delay_max > 0 {
+            rng.random_range(0..=delay_max)
+        } else {
+            0
+        };
         if lost || st.cut.contains(&(from, to)) {
             return Fate::Lost(delay);
         }
@@ -82,7 +88,12 @@ impl Net {
     }
 
     /// Runs `call` against the target as the network decides.
-    async fn send<T, E: std::fmt::Display, F, Fut>(&self, from: u64, to: u64, call: F) -> Result<T, String>
+    async fn send<T, E: std::fmt::Display, F, Fut>(
+        &self,
+        from: u64,
+        to: u64,
+        call: F,
+    ) -> Result<T, String>
     where
         F: FnOnce(Raft) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -121,7 +132,11 @@ impl RaftNetworkFactory<TypeConfig> for Factory {
     type Network = Client;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Client {
-        Client { me: self.me, target, net: self.net.clone() }
+        Client {
+            me: self.me,
+            target,
+            net: self.net.clone(),
+        }
     }
 }
 
@@ -137,7 +152,12 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.net.send(self.me, self.target, |r| async move { r.append_entries(rpc).await }).await.map_err(unreachable)
+        self.net
+            .send(self.me, self.target, |r| async move {
+                r.append_entries(rpc).await
+            })
+            .await
+            .map_err(unreachable)
     }
 
     async fn vote(
@@ -145,7 +165,10 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.net.send(self.me, self.target, |r| async move { r.vote(rpc).await }).await.map_err(unreachable)
+        self.net
+            .send(self.me, self.target, |r| async move { r.vote(rpc).await })
+            .await
+            .map_err(unreachable)
     }
 
     async fn pre_vote(
@@ -153,7 +176,14 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.net.send(self.me, self.target, |r| async move { r.pre_vote(rpc).await }).await.map_err(unreachable)
+        self.net
+            .send(
+                self.me,
+                self.target,
+                |r| async move { r.pre_vote(rpc).await },
+            )
+            .await
+            .map_err(unreachable)
     }
 
     async fn full_snapshot(
@@ -163,7 +193,9 @@ impl RaftNetworkV2<TypeConfig> for Client {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let send = self.net.send(self.me, self.target, |r| async move { r.install_full_snapshot(vote, snapshot).await });
+        let send = self.net.send(self.me, self.target, |r| async move {
+            r.install_full_snapshot(vote, snapshot).await
+        });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(|m| StreamingError::Network(NetworkError::from_string(m))),
@@ -209,7 +241,12 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let net = Net::default();
         net.0.lock().rng = Some(StdRng::seed_from_u64(seed ^ 0x5eed));
-        Sim { net, nodes: BTreeMap::new(), _tmp: tempfile::tempdir().unwrap(), log: vec![] }
+        Sim {
+            net,
+            nodes: BTreeMap::new(),
+            _tmp: tempfile::tempdir().unwrap(),
+            log: vec![],
+        }
     }
 
     fn note(&mut self, what: String) {
@@ -222,11 +259,19 @@ impl Sim {
         std::fs::create_dir_all(&dir).unwrap();
         let log_store = LogStore::<TypeConfig>::open(&dir).unwrap();
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots")).unwrap());
-        let config = roster_server::Config { data_dir: dir.clone(), ..Default::default() };
+        let config = roster_server::Config {
+            data_dir: dir.clone(),
+            ..Default::default()
+        };
         let shared = Arc::new(Shared::new(config, State::new()));
         let sm = StateMachine::new(shared.clone(), snapshots);
-        let factory = Factory { me: id, net: self.net.clone() };
-        let raft = Raft::new(id, raft_config(), factory, log_store, sm).await.unwrap();
+        let factory = Factory {
+            me: id,
+            net: self.net.clone(),
+        };
+        let raft = Raft::new(id, raft_config(), factory, log_store, sm)
+            .await
+            .unwrap();
         // Watch this incarnation's applied zxid: it must never go back.
         let regressed = Arc::new(AtomicBool::new(false));
         {
@@ -247,7 +292,14 @@ impl Sim {
             });
         }
         self.net.0.lock().rafts.insert(id, raft.clone());
-        self.nodes.insert(id, SimNode { raft: Some(raft), shared: Some(shared), regressed });
+        self.nodes.insert(
+            id,
+            SimNode {
+                raft: Some(raft),
+                shared: Some(shared),
+                regressed,
+            },
+        );
     }
 
     async fn crash(&mut self, id: u64) {
@@ -267,7 +319,11 @@ impl Sim {
     }
 
     fn live(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|(_, n)| n.raft.is_some()).map(|(id, _)| *id).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The leader that most live nodes agree on.
@@ -279,14 +335,20 @@ impl Sim {
                 *votes.entry(l).or_default() += 1;
             }
         }
-        votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l).filter(|l| self.raft(*l).is_some())
+        votes
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(l, _)| l)
+            .filter(|l| self.raft(*l).is_some())
     }
 
     async fn wait_leader(&self, within: Duration) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(l) = self.leader() {
-                if self.raft(l).is_some_and(|r| r.metrics().borrow_watched().state == openraft::ServerState::Leader) {
+                if self.raft(l).is_some_and(|r| {
+                    r.metrics().borrow_watched().state == openraft::ServerState::Leader
+                }) {
                     return Some(l);
                 }
             }
@@ -298,9 +360,21 @@ impl Sim {
     }
 
     fn members(&self) -> (BTreeSet<u64>, BTreeSet<u64>) {
-        let l = self.leader().or_else(|| self.live().first().copied()).unwrap();
-        let m = self.raft(l).unwrap().metrics().borrow_watched().membership_config.clone();
-        (m.voter_ids().collect(), m.nodes().map(|(id, _)| *id).collect())
+        let l = self
+            .leader()
+            .or_else(|| self.live().first().copied())
+            .unwrap();
+        let m = self
+            .raft(l)
+            .unwrap()
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        (
+            m.voter_ids().collect(),
+            m.nodes().map(|(id, _)| *id).collect(),
+        )
     }
 }
 
@@ -315,13 +389,21 @@ struct Acked {
 }
 
 fn create(path: &str, data: &[u8]) -> Request {
-    Request::Create(CreateRequest { path: path.into(), data: bytes::Bytes::copy_from_slice(data), acl: Acl::open_unsafe(), flags: 0 })
+    Request::Create(CreateRequest {
+        path: path.into(),
+        data: bytes::Bytes::copy_from_slice(data),
+        acl: Acl::open_unsafe(),
+        flags: 0,
+    })
 }
 
 /// Proposes `txn` to whichever node leads now; `Some` only when acknowledged.
 async fn write(net: &Net, txn: Txn) -> Option<roster_server::raft::types::WriteReply> {
     let rafts: Vec<Raft> = net.0.lock().rafts.values().cloned().collect();
-    let leader = rafts.iter().find(|r| r.metrics().borrow_watched().state == openraft::ServerState::Leader)?.clone();
+    let leader = rafts
+        .iter()
+        .find(|r| r.metrics().borrow_watched().state == openraft::ServerState::Leader)?
+        .clone();
     match tokio::time::timeout(Duration::from_secs(3), leader.client_write(Command(txn))).await {
         Ok(Ok(resp)) => Some(resp.data),
         _ => None,
@@ -332,7 +414,14 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
     let mut acked = Acked::default();
     // One session, created first (a Request from an unknown session is refused by apply).
     let session = loop {
-        let txn = Txn { session_id: 0, time: 1, op: TxnOp::CreateSession { timeout_ms: 1_000_000, passwd: bytes::Bytes::from_static(b"p") } };
+        let txn = Txn {
+            session_id: 0,
+            time: 1,
+            op: TxnOp::CreateSession {
+                timeout_ms: 1_000_000,
+                passwd: bytes::Bytes::from_static(b"p"),
+            },
+        };
         if let Some(r) = write(&net, txn).await {
             if let Outcome::Session { session_id, .. } = r.outcome {
                 acked.zxids.push(r.zxid);
@@ -342,20 +431,55 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut i = 0usize;
-    let mut counter_version: Option<Vec<u8>> = None;
     while !stop.load(Ordering::Relaxed) && i < max_ops {
         i += 1;
-        let (path, data, request) = if i % 4 == 0 {
+        if i % 50 == 25 {
+            // The config node, as the leader's config loop writes it.
+            let data = format!("server.1=sim-1:0:participant\nversion={i:x}").into_bytes();
+            let txn = Txn { session_id: 0, time: 1_000 + i as i64, op: TxnOp::SetConfig { data: data.clone().into() } };
+            match write(&net, txn).await {
+                Some(r) => {
+                    assert!(acked.zxids.last().is_none_or(|last| r.zxid > *last), "acknowledged zxid {} went back", r.zxid);
+                    acked.zxids.push(r.zxid);
+                    acked.data.insert("/zookeeper/config".into(), data);
+                }
+                None => {
+                    acked.unacked += 1;
+                    acked.data.remove("/zookeeper/config");
+                }
+            }
+            continue;
+        }
+        let (path, data, request) = if i.is_multiple_of(4) {
             let data = format!("v{i}").into_bytes();
-            ("/counter".to_string(), data.clone(), Request::SetData(SetDataRequest { path: "/counter".into(), data: data.into(), version: -1 }))
+            (
+                "/counter".to_string(),
+                data.clone(),
+                Request::SetData(SetDataRequest {
+                    path: "/counter".into(),
+                    data: data.into(),
+                    version: -1,
+                }),
+            )
         } else if i == 1 {
-            ("/counter".to_string(), b"v0".to_vec(), create("/counter", b"v0"))
+            (
+                "/counter".to_string(),
+                b"v0".to_vec(),
+                create("/counter", b"v0"),
+            )
         } else {
             let p = format!("/w{i}");
             let d = format!("data{i}").into_bytes();
             (p.clone(), d.clone(), create(&p, &d))
         };
-        let txn = Txn { session_id: session, time: 1_000 + i as i64, op: TxnOp::Request { request, auth: vec![] } };
+        let txn = Txn {
+            session_id: session,
+            time: 1_000 + i as i64,
+            op: TxnOp::Request {
+                request,
+                auth: vec![],
+            },
+        };
         match write(&net, txn).await {
             Some(r) => {
                 let ok = matches!(r.outcome, Outcome::Response(Ok(_)));
@@ -364,9 +488,6 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
                 }
                 acked.zxids.push(r.zxid);
                 if ok {
-                    if path == "/counter" {
-                        counter_version = Some(data.clone());
-                    }
                     acked.data.insert(path, data);
                 }
             }
@@ -375,12 +496,10 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
                 // An unacknowledged setData may or may not have landed: the counter's value is unknown.
                 if path == "/counter" {
                     acked.data.remove("/counter");
-                    counter_version = None;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let _ = &counter_version;
     }
     acked
 }
@@ -393,9 +512,13 @@ async fn run(seed: u64) -> Vec<String> {
     for id in 1..=3 {
         sim.start(id).await;
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("sim-{id}")))).collect();
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
+        .collect();
     sim.raft(1).unwrap().initialize(members).await.unwrap();
-    sim.wait_leader(Duration::from_secs(10)).await.expect("a first leader");
+    sim.wait_leader(Duration::from_secs(10))
+        .await
+        .expect("a first leader");
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(workload(sim.net.clone(), stop.clone(), 400));
@@ -407,7 +530,9 @@ async fn run(seed: u64) -> Vec<String> {
         match kind {
             0 => {
                 // Crash the leader, restart it from its directory a little later.
-                let Some(l) = sim.wait_leader(Duration::from_secs(5)).await else { continue };
+                let Some(l) = sim.wait_leader(Duration::from_secs(5)).await else {
+                    continue;
+                };
                 sim.note(format!("step {step}: crash leader {l}"));
                 sim.crash(l).await;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..700))).await;
@@ -462,24 +587,44 @@ async fn run(seed: u64) -> Vec<String> {
                     let r = sim.raft(l).unwrap();
                     let add = r.add_learner(id, BasicNode::new(format!("sim-{id}")), true);
                     if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), add).await {
-                        let promote = r.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+                        let promote = r.change_membership(
+                            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                            false,
+                        );
                         let res = tokio::time::timeout(Duration::from_secs(5), promote).await;
-                        sim.note(format!("step {step}: promote {id}: {}", if matches!(res, Ok(Ok(_))) { "ok" } else { "failed" }));
+                        sim.note(format!(
+                            "step {step}: promote {id}: {}",
+                            if matches!(res, Ok(Ok(_))) {
+                                "ok"
+                            } else {
+                                "failed"
+                            }
+                        ));
                     }
                 }
             }
             _ => {
                 // Remove a follower voter (keeping at least 3 voters), then stop it.
-                let Some(l) = sim.wait_leader(Duration::from_secs(5)).await else { continue };
+                let Some(l) = sim.wait_leader(Duration::from_secs(5)).await else {
+                    continue;
+                };
                 let (voters, _) = sim.members();
                 if voters.len() <= 3 {
-                    sim.note(format!("step {step}: (no removal: {} voters)", voters.len()));
+                    sim.note(format!(
+                        "step {step}: (no removal: {} voters)",
+                        voters.len()
+                    ));
                     continue;
                 }
-                let Some(victim) = voters.iter().copied().find(|v| *v != l) else { continue };
+                let Some(victim) = voters.iter().copied().find(|v| *v != l) else {
+                    continue;
+                };
                 sim.note(format!("step {step}: remove node {victim}"));
                 let r = sim.raft(l).unwrap();
-                let change = r.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([victim])), false);
+                let change = r.change_membership(
+                    ChangeMembers::RemoveVoters(BTreeSet::from([victim])),
+                    false,
+                );
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), change).await {
                     sim.crash(victim).await;
                     sim.nodes.remove(&victim);
@@ -496,10 +641,21 @@ async fn run(seed: u64) -> Vec<String> {
     }
     stop.store(true, Ordering::Relaxed);
     let acked = load.await.unwrap();
-    sim.note(format!("acknowledged {} writes ({} unacknowledged attempts)", acked.zxids.len(), acked.unacked));
-    let leader = sim.wait_leader(Duration::from_secs(10)).await.expect("a leader after healing");
+    sim.note(format!(
+        "acknowledged {} writes ({} unacknowledged attempts)",
+        acked.zxids.len(),
+        acked.unacked
+    ));
+    let leader = sim
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("a leader after healing");
     // A write in the final term commits everything before it on every member.
-    let fin = Txn { session_id: 0, time: 9, op: TxnOp::ExpireTtl { paths: vec![] } };
+    let fin = Txn {
+        session_id: 0,
+        time: 9,
+        op: TxnOp::ExpireTtl { paths: vec![] },
+    };
     let mut fin_zxid = None;
     for _ in 0..50 {
         if let Some(r) = write(&sim.net, fin.clone()).await {
@@ -509,42 +665,65 @@ async fn run(seed: u64) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let fin_zxid = fin_zxid.expect("a final write commits") as u64;
-    let (_, nodes) = sim.members();
+    // Members converge: all applied the same index, at or past the final write (a leader elected
+    // after it appends a blank entry, so "the same" is re-checked until it holds).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let behind: Vec<u64> = nodes
+    let (nodes, snaps) = loop {
+        let (_, nodes) = sim.members();
+        let applied: BTreeMap<u64, i64> = nodes
             .iter()
-            .copied()
-            .filter(|id| sim.raft(*id).is_none_or(|r| r.metrics().borrow_watched().last_applied.is_none_or(|l| l.index < fin_zxid)))
+            .map(|id| (*id, sim.nodes.get(id).and_then(|n| n.shared.clone()).map(|s| s.db.lock().state.last_zxid()).unwrap_or(-1)))
             .collect();
-        if behind.is_empty() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "members {behind:?} never applied {fin_zxid} (leader {leader}); {:#?}", sim.log);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Checks.
-    let snaps: BTreeMap<u64, Vec<u8>> = nodes
-        .iter()
-        .map(|id| {
-            let shared = sim.nodes[id].shared.clone().unwrap();
-            let db = shared.db.lock();
-            assert_eq!(db.state.last_zxid(), fin_zxid as i64, "node {id} applied past the final write");
-            for (path, data) in &acked.data {
-                let n = db.state.node(path).unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
-                assert_eq!(&n.data[..], &data[..], "node {id}: {path} has other data");
+        let top = applied.values().copied().max().unwrap_or(-1);
+        if top >= fin_zxid as i64 && applied.values().all(|z| *z == top) {
+            // Same applied zxid everywhere: take every state (each under its own lock, re-checking the zxid).
+            let snaps: BTreeMap<u64, (i64, Vec<u8>, State)> = nodes
+                .iter()
+                .map(|id| {
+                    let shared = sim.nodes[id].shared.clone().unwrap();
+                    let db = shared.db.lock();
+                    (*id, (db.state.last_zxid(), db.state.to_snapshot(), db.state.clone()))
+                })
+                .collect();
+            if snaps.values().all(|(z, _, _)| *z == top) {
+                break (nodes, snaps);
             }
-            (*id, db.state.to_snapshot())
-        })
-        .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members never converged past {fin_zxid} (leader {leader}): applied {applied:?}; {:#?}",
+            sim.log
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Checks.
+    for (id, (_, _, state)) in &snaps {
+        for (path, data) in &acked.data {
+            let n = state.node(path).unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
+            assert_eq!(&n.data[..], &data[..], "node {id}: {path} has other data");
+        }
+    }
+    let snaps: BTreeMap<u64, Vec<u8>> = snaps.into_iter().map(|(id, (_, bytes, _))| (id, bytes)).collect();
     let first = snaps.values().next().unwrap();
     for (id, s) in &snaps {
-        assert!(s == first, "node {id}'s state differs from node {}'s; {:#?}", snaps.keys().next().unwrap(), sim.log);
+        assert!(
+            s == first,
+            "node {id}'s state differs from node {}'s; {:#?}",
+            snaps.keys().next().unwrap(),
+            sim.log
+        );
     }
     for (id, n) in &sim.nodes {
-        assert!(!n.regressed.load(Ordering::Relaxed), "node {id}: applied zxid went backwards");
+        assert!(
+            !n.regressed.load(Ordering::Relaxed),
+            "node {id}: applied zxid went backwards"
+        );
     }
-    sim.note(format!("{} members agree at zxid {fin_zxid}, {} acknowledged paths present", nodes.len(), acked.data.len()));
+    sim.note(format!(
+        "{} members agree at zxid {fin_zxid}, {} acknowledged paths present",
+        nodes.len(),
+        acked.data.len()
+    ));
     for id in sim.live() {
         sim.crash(id).await;
     }
@@ -552,7 +731,11 @@ async fn run(seed: u64) -> Vec<String> {
 }
 
 fn run_seed(seed: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let started = std::time::Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), run(seed)).await })
@@ -561,8 +744,14 @@ fn run_seed(seed: u64) {
         Ok(Ok(log)) => eprintln!("sim seed {seed}: ok in {:?}: {log:?}", started.elapsed()),
         Ok(Err(_)) => panic!("sim seed {seed}: timed out (replay with ROSTER_SIM_SEED={seed})"),
         Err(e) => {
-            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            panic!("sim seed {seed} failed (replay with ROSTER_SIM_SEED={seed}): {}", msg.unwrap_or_default());
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            panic!(
+                "sim seed {seed} failed (replay with ROSTER_SIM_SEED={seed}): {}",
+                msg.unwrap_or_default()
+            );
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -574,7 +763,10 @@ fn seeded_faults_keep_acknowledged_writes_and_replicas_identical() {
         run_seed(s.trim().parse().expect("ROSTER_SIM_SEED is a number"));
         return;
     }
-    let n: u64 = std::env::var("ROSTER_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let n: u64 = std::env::var("ROSTER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     for seed in 1..=n {
         run_seed(seed);
     }

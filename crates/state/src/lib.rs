@@ -31,7 +31,8 @@
 //!   deleted by apply itself when their last child goes.
 //!
 //! # Left out
-//! Quotas, reconfig (answered `ReconfigDisabled`), local sessions, SASL, and the leader-side pre-check of
+//! Quotas, reconfig as a client request (answered `ReconfigDisabled` if one reaches apply: the server
+//! carries reconfig out itself and records the configuration with [`TxnOp::SetConfig`]), local sessions, SASL, and the leader-side pre-check of
 //! ZooKeeper's `PrepRequestProcessor` (every check runs in apply, so a failed write still costs a log
 //! entry). Each module lists its own omissions.
 

@@ -50,4 +50,12 @@ pub enum TxnOp {
         /// Candidate paths.
         paths: Vec<String>,
     },
+    /// The ensemble's configuration changed: set the data of `/zookeeper/config` (ZooKeeper's dynamic
+    /// config format, built by the leader from the Raft membership). Apply bumps its version, mzxid and
+    /// mtime like a setData, without an ACL check (the server proposes it, not a client), and fires its
+    /// data watches. Appended last: older entries keep their encoding.
+    SetConfig {
+        /// The new content of `/zookeeper/config`.
+        data: bytes::Bytes,
+    },
 }

@@ -18,6 +18,8 @@ pub struct Roster {
     pub peer: SocketAddr,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
+    /// Extra environment variables of the process (for example `ROSTER_PEER_LISTEN`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -33,7 +35,21 @@ impl Roster {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
-        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None, log };
+        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), env: vec![], child: None, log };
+        r.spawn();
+        r
+    }
+
+    /// Starts a node whose peer port sits behind `net`'s fault-injecting proxy: the node announces the
+    /// proxy's address (`--peer-addr`) and listens on another port (`ROSTER_PEER_LISTEN`).
+    pub fn start_behind(net: &FaultNet, extra: &[&str]) -> Roster {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let real: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let peer = net.proxy(real);
+        let log = dir.path().join("server.log");
+        let env = vec![("ROSTER_PEER_LISTEN".to_string(), real.to_string())];
+        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), env, child: None, log };
         r.spawn();
         r
     }
@@ -50,6 +66,7 @@ impl Roster {
             .arg(self.peer.to_string())
             .args(&self.extra)
             .env("ROSTER_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -102,6 +119,11 @@ impl Roster {
         let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
         assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Whether the process is still running.
@@ -350,5 +372,198 @@ pub fn connect_retry(addr: SocketAddr, timeout: i32, within: Duration) -> Raw {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+/// A fault-injecting TCP proxy for peer traffic: one listener per node, on the address the node
+/// announces, forwarding to the port the node really listens on. The proxy reads the first frame of
+/// each connection (the peer protocol's `Hello`) to learn the dialing node's id, so a test can cut any
+/// ordered pair of nodes: connections of a cut pair are closed (within 20 ms) and new ones are closed
+/// at once. Connections of tools (node id 0, such as the test's own status calls) are never cut.
+pub struct FaultNet {
+    rt: tokio::runtime::Runtime,
+    inner: std::sync::Arc<std::sync::Mutex<NetState>>,
+}
+
+#[derive(Default)]
+struct NetState {
+    /// Proxy listen address → the node id behind it (0 until told).
+    ids: std::collections::HashMap<SocketAddr, u64>,
+    /// Cut (from, to) pairs.
+    cut: std::collections::HashSet<(u64, u64)>,
+}
+
+impl NetState {
+    fn is_cut(&self, from: u64, me: SocketAddr) -> bool {
+        let to = self.ids.get(&me).copied().unwrap_or(0);
+        self.cut.contains(&(from, to))
+    }
+}
+
+impl Default for FaultNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FaultNet {
+    pub fn new() -> FaultNet {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        FaultNet { rt, inner: Default::default() }
+    }
+
+    /// Starts a proxy to `upstream`; returns its address.
+    pub fn proxy(&self, upstream: SocketAddr) -> SocketAddr {
+        let listener = self.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let me = listener.local_addr().unwrap();
+        self.inner.lock().unwrap().ids.insert(me, 0);
+        let inner = self.inner.clone();
+        self.rt.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(proxy_conn(stream, upstream, me, inner.clone()));
+            }
+        });
+        me
+    }
+
+    /// Tells the proxy at `proxy` (a node's announced peer address) which node is behind it.
+    pub fn set_id(&self, proxy: SocketAddr, node_id: u64) {
+        self.inner.lock().unwrap().ids.insert(proxy, node_id);
+    }
+
+    /// Cuts `node` off from every other node, both directions.
+    pub fn isolate(&self, node: u64) {
+        let mut st = self.inner.lock().unwrap();
+        let others: Vec<u64> = st.ids.values().copied().filter(|id| *id != node && *id != 0).collect();
+        for o in others {
+            st.cut.insert((node, o));
+            st.cut.insert((o, node));
+        }
+        drop(st);
+        // Live connections notice the cut within 20 ms: once this returns, no byte crosses it.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.inner.lock().unwrap().cut.clear();
+    }
+}
+
+async fn proxy_conn(
+    mut down: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    me: SocketAddr,
+    inner: std::sync::Arc<std::sync::Mutex<NetState>>,
+) -> std::io::Result<()> {
+    use roster_server::peer::wire::{encode, read_msg, PeerMsg};
+    use tokio::io::AsyncWriteExt;
+    let Some(hello) = read_msg(&mut down).await? else { return Ok(()) };
+    let from = match &hello {
+        PeerMsg::Hello(h) => h.from,
+        _ => 0,
+    };
+    if inner.lock().unwrap().is_cut(from, me) {
+        return Ok(());
+    }
+    let mut up = tokio::net::TcpStream::connect(upstream).await?;
+    up.set_nodelay(true)?;
+    down.set_nodelay(true)?;
+    up.write_all(&encode(&hello)?).await?;
+    // Copy both ways until either side closes or the pair is cut (dropping both sockets closes them).
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            r = &mut copy => { r?; return Ok(()); }
+            _ = tick.tick() => {
+                if inner.lock().unwrap().is_cut(from, me) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- cluster helpers (cluster_scale.rs)
+
+/// A node's view of the cluster, asked on its peer port (as `roster cluster status` does).
+pub fn peer_status(peer: SocketAddr) -> Result<roster_server::peer::wire::StatusInfo, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
+}
+
+/// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
+/// Returns the leader's node id.
+pub fn wait_cluster(nodes: &[&Roster], voters: usize, learners: usize, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let all: Vec<_> = nodes.iter().map(|n| peer_status(n.peer)).collect();
+        let leader = all[0].as_ref().ok().and_then(|a| a.leader);
+        let ok = all.iter().all(|s| match s {
+            Ok(s) => {
+                s.serving
+                    && s.leader.is_some()
+                    && s.leader == leader
+                    && s.members.iter().filter(|m| m.voter).count() == voters
+                    && s.members.iter().filter(|m| !m.voter).count() == learners
+            }
+            Err(_) => false,
+        });
+        if ok {
+            return leader.unwrap();
+        }
+        assert!(Instant::now() < deadline, "cluster did not form within {within:?}: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `Node count:` of the node's `srvr` answer.
+pub fn srvr_node_count(addr: SocketAddr) -> Option<u64> {
+    let s = four_letter(addr, "srvr").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Node count: ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Creates every (path, data) as a persistent node through one session, keeping up to `window`
+/// creates in flight (replies come back in order). Panics on any error reply.
+pub fn create_pipelined(c: &mut Raw, items: impl IntoIterator<Item = (String, Vec<u8>)>, window: usize) -> usize {
+    let mut in_flight: std::collections::VecDeque<(i32, String)> = std::collections::VecDeque::new();
+    let mut done = 0;
+    let recv_one = |c: &mut Raw, q: &mut std::collections::VecDeque<(i32, String)>| {
+        let (xid, path) = q.pop_front().unwrap();
+        let r = c.recv(OpCode::Create).expect("create reply");
+        assert_eq!(r.xid, xid, "reply out of order");
+        assert_eq!(r.err, 0, "create {path} failed");
+    };
+    for (path, data) in items {
+        if in_flight.len() >= window {
+            recv_one(c, &mut in_flight);
+            done += 1;
+        }
+        let xid = c.send(&Request::Create(CreateRequest {
+            path: path.clone(),
+            data: Bytes::from(data),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        }));
+        in_flight.push_back((xid, path));
+    }
+    while !in_flight.is_empty() {
+        recv_one(c, &mut in_flight);
+        done += 1;
+    }
+    done
+}
+
+/// Sorted children of `path` (panics on an error reply).
+pub fn children_of(c: &mut Raw, path: &str) -> Vec<String> {
+    match c.children(path, false).body {
+        Some(Response::GetChildren(g)) => {
+            let mut v = g.children;
+            v.sort();
+            v
+        }
+        other => panic!("getChildren {path}: {other:?}"),
     }
 }

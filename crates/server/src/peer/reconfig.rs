@@ -603,7 +603,10 @@ pub async fn config_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
         let now = now_ms();
         for (id, addr) in &members {
             let known = clients.get(id).is_some_and(|(p, _)| p == addr);
-            if known || *id == me || asked.get(id).is_some_and(|t| now - *t < 1_000) {
+            // Unknown addresses are asked every second; known ones are re-checked every 10 s (a
+            // member restarted on another client port).
+            let every = if known { 10_000 } else { 1_000 };
+            if *id == me || asked.get(id).is_some_and(|t| now - *t < every) {
                 continue;
             }
             asked.insert(*id, now);

@@ -1,0 +1,385 @@
+//! Membership and faults of a real 3-node ensemble (processes on loopback):
+//! - `reconfig` and `/zookeeper/config` follow and drive the Raft membership;
+//! - a partition that cuts the leader off from the two others (a fault-injecting proxy on every
+//!   node's peer port, [`FaultNet`]): the old leader stops serving, the majority elects a new leader
+//!   and keeps writing, and after healing the old leader rejoins by itself with an identical tree.
+
+mod support;
+
+use bytes::Bytes;
+use roster_proto::*;
+use roster_server::peer::wire::StatusInfo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// One cluster at a time (2 cores): see `cluster.rs`.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
+}
+
+/// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
+fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all: Vec<_> = nodes.iter().map(|n| status(n.peer)).collect();
+        let ok = all.iter().all(|s| match s {
+            Ok(s) => {
+                s.serving
+                    && s.leader.is_some()
+                    && s.leader == all[0].as_ref().ok().and_then(|a| a.leader)
+                    && s.members.iter().filter(|m| m.voter).count() == voters
+                    && s.members.iter().filter(|m| !m.voter).count() == learners
+            }
+            Err(_) => false,
+        });
+        if ok {
+            return all[0].as_ref().unwrap().leader.unwrap();
+        }
+        assert!(Instant::now() < deadline, "cluster did not form: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node_id(n: &Roster) -> u64 {
+    status(n.peer).unwrap().node_id
+}
+
+fn sync(c: &mut Raw, path: &str) {
+    let r = c.call(Request::Sync(SyncRequest { path: path.into() }));
+    assert_eq!(r.err, 0, "sync failed");
+}
+
+fn children(c: &mut Raw, path: &str) -> Vec<String> {
+    match c.children(path, false).body {
+        Some(Response::GetChildren(g)) => {
+            let mut v = g.children;
+            v.sort();
+            v
+        }
+        other => panic!("getChildren {path}: {other:?}"),
+    }
+}
+
+/// The whole tree as one node serves it after a sync: path → (data, czxid, mzxid, version, owner).
+fn dump(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, i64, i64, i32, i64)> {
+    let mut c = connect_retry(addr, 10_000, Duration::from_secs(30));
+    sync(&mut c, "/");
+    let mut out = BTreeMap::new();
+    let mut todo = vec!["/".to_string()];
+    while let Some(p) = todo.pop() {
+        let g = c.get(&p, false);
+        assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
+        let st = stat_of(&g);
+        out.insert(p.clone(), (data_of(&g), st.czxid, st.mzxid, st.version, st.ephemeral_owner));
+        for child in children(&mut c, &p) {
+            todo.push(if p == "/" { format!("/{child}") } else { format!("{p}/{child}") });
+        }
+    }
+    out
+}
+
+fn super_flags() -> Vec<String> {
+    vec!["--super-digest".to_string(), roster_state::digest("super:secret")]
+}
+
+fn as_super(c: &mut Raw) {
+    c.send(&Request::Auth(AuthPacket { auth_type: 0, scheme: "digest".into(), auth: Bytes::from_static(b"super:secret") }));
+    let r = c.recv(OpCode::Auth).expect("auth reply");
+    assert_eq!(r.err, 0, "addauth super");
+}
+
+fn reconfig(c: &mut Raw, joining: &str, leaving: &str, new_members: &str, from: i64) -> Reply {
+    c.call(Request::Reconfig(ReconfigRequest {
+        joining_servers: joining.into(),
+        leaving_servers: leaving.into(),
+        new_members: new_members.into(),
+        cur_config_id: from,
+    }))
+}
+
+/// `/zookeeper/config` on `addr`: (server lines, version).
+fn config(c: &mut Raw) -> (Vec<String>, u64, Stat) {
+    let g = c.get("/zookeeper/config", false);
+    let text = String::from_utf8(data_of(&g)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let v = lines.pop().expect("a version line");
+    let version = u64::from_str_radix(v.strip_prefix("version=").unwrap_or_else(|| panic!("{text:?}")), 16).unwrap();
+    (lines, version, stat_of(&g))
+}
+
+fn server_line(n: &Roster, id: u64, role: &str) -> String {
+    format!("server.{id}={}:0:{role};{}", n.peer, n.addr)
+}
+
+/// Waits until `/zookeeper/config` on `addr` holds exactly `lines`.
+fn wait_config(addr: SocketAddr, lines: &[String]) -> (u64, Stat) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = connect_retry(addr, 10_000, Duration::from_secs(30));
+    loop {
+        sync(&mut c, "/zookeeper/config");
+        let (got, version, stat) = config(&mut c);
+        if got == lines {
+            return (version, stat);
+        }
+        assert!(Instant::now() < deadline, "config on {addr} is {got:#?}, want {lines:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
+    let _serial = serial();
+    let flags = super_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // A single node describes itself.
+    let a = Roster::start(&flags);
+    let ida = node_id(&a);
+    assert_eq!(ida, 1);
+    let (v1, st1) = wait_config(a.addr, &[server_line(&a, 1, "participant")]);
+    assert!(st1.mzxid > 0 && st1.version >= 1, "{st1:?}");
+
+    let b = Roster::join(&a, &flags);
+    let c = Roster::join(&a, &flags);
+    wait_formed(&[&a, &b, &c], 3, 0);
+    let (idb, idc) = (node_id(&b), node_id(&c));
+    let mut three: Vec<(u64, String)> = vec![
+        (ida, server_line(&a, ida, "participant")),
+        (idb, server_line(&b, idb, "participant")),
+        (idc, server_line(&c, idc, "participant")),
+    ];
+    three.sort();
+    let three: Vec<String> = three.into_iter().map(|(_, l)| l).collect();
+    // Every replica's tree holds the same config, at the same zxid.
+    let (v3, st3) = wait_config(a.addr, &three);
+    for n in [&b, &c] {
+        let (v, st) = wait_config(n.addr, &three);
+        assert_eq!((v, st.mzxid, st.version), (v3, st3.mzxid, st3.version));
+    }
+    assert!(v3 > v1 && st3.mzxid > st1.mzxid && st3.version > st1.version);
+
+    // Only a super user may reconfig; a stale config version is refused; malformed specs too.
+    let mut anyone = connect_retry(b.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(reconfig(&mut anyone, "", &idc.to_string(), "", -1).err, ErrorCode::NoAuth.code());
+    let mut admin = connect_retry(b.addr, 10_000, Duration::from_secs(10));
+    as_super(&mut admin);
+    assert_eq!(reconfig(&mut admin, "", &idc.to_string(), "", v3 as i64 + 1).err, ErrorCode::BadVersion.code());
+    assert_eq!(reconfig(&mut admin, "server.x=nope", "", "", -1).err, ErrorCode::BadArguments.code());
+    let all_ids = format!("{ida},{idb},{idc}");
+    assert_eq!(reconfig(&mut admin, "", &all_ids, "", -1).err, ErrorCode::BadArguments.code());
+
+    // Remove c with a stock client (zookeeper-client's update_ensemble, through b): the answer is the
+    // new config and the stat of /zookeeper/config.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (text, stat) = rt.block_on(async {
+        let zk = zookeeper_client::Client::connect(&b.addr.to_string()).await.expect("connects");
+        let (data, _) = zk.get_config().await.unwrap();
+        assert!(String::from_utf8(data).unwrap().ends_with(&format!("version={v3:x}")));
+        zk.auth("digest", b"super:secret").await.unwrap();
+        let leaving = idc.to_string();
+        let update = zookeeper_client::EnsembleUpdate::Incremental { joinings: Vec::<&str>::new().into_iter(), leavings: vec![leaving.as_str()].into_iter() };
+        let (data, stat) = zk.update_ensemble(update, Some(v3 as i64)).await.expect("reconfig -remove");
+        (String::from_utf8(data).unwrap(), stat)
+    });
+    let two: Vec<String> = three.iter().filter(|l| !l.starts_with(&format!("server.{idc}="))).cloned().collect();
+    assert_eq!(text.lines().filter(|l| l.starts_with("server.")).collect::<Vec<_>>(), two, "{text}");
+    assert!(stat.mzxid > st3.mzxid);
+    wait_formed(&[&a, &b], 2, 0);
+    wait_config(a.addr, &two);
+
+    // c (still running, same identity) comes back as an observer, then becomes a participant.
+    let spec = format!("server.{idc}={}:0:observer;{}", c.peer, c.addr);
+    let r = reconfig(&mut admin, &spec, "", "", -1);
+    assert_eq!(r.err, 0, "reconfig -add observer");
+    wait_formed(&[&a, &b, &c], 2, 1);
+    let mut with_observer = two.clone();
+    with_observer.push(server_line(&c, idc, "observer"));
+    with_observer.sort_by_key(|l| l.split('=').next().unwrap().trim_start_matches("server.").parse::<u64>().unwrap());
+    wait_config(c.addr, &with_observer);
+    let spec = format!("server.{idc}={}:0:participant;{}", c.peer, c.addr);
+    let r = reconfig(&mut admin, &spec, "", "", -1);
+    assert_eq!(r.err, 0, "reconfig -add participant");
+    wait_formed(&[&a, &b, &c], 3, 0);
+    let (_, st) = wait_config(c.addr, &three);
+    assert_eq!(st.mzxid, stat_of(&r).mzxid);
+    // Non-incremental: the whole member set (here unchanged).
+    let r = reconfig(&mut admin, "", "", &three.join(","), -1);
+    assert_eq!(r.err, 0, "reconfig -members");
+    let text = String::from_utf8(data_of(&r)).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("server.")).collect::<Vec<_>>(), three, "{text}");
+}
+
+/// Sends a write and waits for its reply, or the error that broke the connection.
+fn try_create(c: &mut Raw, path: &str, data: &[u8], flags: i32) -> std::io::Result<Reply> {
+    use std::io::Write;
+    let req = Request::Create(CreateRequest { path: path.into(), data: Bytes::copy_from_slice(data), acl: Acl::open_unsafe(), flags });
+    let mut out = bytes::BytesMut::new();
+    write_frame(&mut out, |b| {
+        RequestHeader { xid: 1_000_000, op_type: OpCode::Create.code() }.encode(b);
+        req.encode_body(b);
+    });
+    c.stream.write_all(&out)?;
+    let r = c.recv(OpCode::Create)?;
+    assert_eq!(r.xid, 1_000_000);
+    Ok(r)
+}
+
+/// A session's client on a majority node: writes, reconnecting to the same node (resuming the session)
+/// when the connection breaks.
+struct Client {
+    addr: SocketAddr,
+    raw: Raw,
+}
+
+impl Client {
+    /// Pings (the raw client does not on its own), reconnecting if needed.
+    fn ping(&mut self) {
+        self.raw.send(&Request::Ping);
+        if self.raw.recv(OpCode::Ping).is_err() {
+            if let Ok(raw) = Raw::connect_with(self.addr, self.raw.resume_request()) {
+                self.raw = raw;
+            }
+        }
+    }
+
+    fn create(&mut self, path: &str, data: &[u8], flags: i32) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match try_create(&mut self.raw, path, data, flags) {
+                Ok(r) if r.err == ErrorCode::NodeExists.code() && flags & 1 == 0 => return 0, // a retried create that had landed
+                Ok(r) => return r.err,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "{path}: no answer from {}", self.addr);
+                    std::thread::sleep(Duration::from_millis(100));
+                    if let Ok(raw) = Raw::connect_with(self.addr, self.raw.resume_request()) {
+                        self.raw = raw;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_rejoins() {
+    let _serial = serial();
+    let net = FaultNet::new();
+    let a = Roster::start_behind(&net, &[]);
+    let seed = a.peer.to_string();
+    let b = Roster::start_behind(&net, &["--join", &seed]);
+    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let nodes = [&a, &b, &c];
+    let leader = wait_formed(&nodes, 3, 0);
+    for n in nodes {
+        net.set_id(n.peer, node_id(n));
+    }
+    let old = *nodes.iter().find(|n| node_id(n) == leader).unwrap();
+    let majority: Vec<&Roster> = nodes.iter().copied().filter(|n| node_id(n) != leader).collect();
+
+    // Sessions: one on each majority node (one of them is later killed), one on the leader.
+    let mut setup = connect_retry(majority[0].addr, 10_000, Duration::from_secs(10));
+    assert_eq!(setup.create("/w", b"", 0).err, 0);
+    assert_eq!(setup.create("/e", b"", 0).err, 0);
+    let mut kept = Client { addr: majority[0].addr, raw: connect_retry(majority[0].addr, 6_000, Duration::from_secs(10)) };
+    assert_eq!(kept.create("/e/kept", b"", CreateMode::Ephemeral as i32), 0);
+    let mut killed = connect_retry(majority[1].addr, 2_000, Duration::from_secs(10));
+    assert_eq!(killed.create("/e/killed", b"", CreateMode::Ephemeral as i32).err, 0);
+    let mut on_old = connect_retry(old.addr, 10_000, Duration::from_secs(10));
+    let mut acked: Vec<String> = Vec::new();
+    for i in 0..5 {
+        let p = format!("/w/before-{i}");
+        assert_eq!(on_old.create(&p, b"x", 0).err, 0);
+        acked.push(p);
+    }
+
+    // A stock client (zookeeper-client) that knows only the old leader.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let stock = rt.block_on(zookeeper_client::Client::connect(&old.addr.to_string())).expect("connects");
+
+    // Cut the leader off from both others, both directions. Its clients see the connection close
+    // (a write never answered, or answered by a closed socket) and it refuses new sessions.
+    net.isolate(leader);
+    let cut_at = Instant::now();
+    let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let r = rt.block_on(stock.create("/w/stock", b"", &opts));
+    assert!(matches!(r, Err(zookeeper_client::Error::ConnectionLoss)), "stock client: {r:?}");
+    match try_create(&mut on_old, "/w/on-old-leader", b"x", 0) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {}
+        other => panic!("the isolated leader did not close the connection: {other:?}"),
+    }
+    assert!(cut_at.elapsed() < Duration::from_secs(15), "the isolated leader kept the connection {:?}", cut_at.elapsed());
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = Raw::connect_with(
+        old.addr,
+        ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+    );
+    assert!(refused.is_err(), "the isolated leader accepted a new session");
+    drop(killed); // the client dies: no closeSession; its session must expire.
+
+    // The majority elects a new leader and keeps serving writes, through both of its nodes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        let s = status(majority[0].peer).unwrap();
+        if let Some(l) = s.leader.filter(|l| *l != leader) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the majority elected no new leader");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for i in 0..10 {
+        let p = format!("/w/during-{i}");
+        assert_eq!(kept.create(&p, b"y", 0), 0, "{p}");
+        acked.push(p);
+    }
+    let mut other = connect_retry(majority[1].addr, 10_000, Duration::from_secs(30));
+    for i in 0..5 {
+        let p = format!("/w/during-b-{i}");
+        assert_eq!(other.create(&p, b"z", 0).err, 0, "{p}");
+        acked.push(p);
+    }
+    // The killed client's session expires on the majority: its ephemeral goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.exists("/e/killed", false).err == 0 {
+        kept.ping();
+        assert!(Instant::now() < deadline, "the killed client's ephemeral is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Heal: the old leader rejoins by itself (no restart) under the new leader and serves again.
+    net.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(old.peer).unwrap();
+        if s.serving && s.leader == Some(new_leader) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader did not rejoin: {s:?}");
+        kept.ping();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut back = connect_retry(old.addr, 10_000, Duration::from_secs(30));
+    assert_eq!(back.create("/w/after", b"w", 0).err, 0);
+    acked.push("/w/after".into());
+    // Keep the surviving session alive through the checks.
+    assert_eq!(kept.create("/w/kept-alive", b"", 0), 0);
+    acked.push("/w/kept-alive".into());
+
+    let trees: Vec<_> = nodes.iter().map(|n| dump(n.addr)).collect();
+    for p in &acked {
+        assert!(trees[0].contains_key(p), "acknowledged write {p} lost");
+    }
+    assert!(!trees[0].contains_key("/w/on-old-leader") || trees[0]["/w/on-old-leader"].0 == b"x");
+    assert!(trees[0].contains_key("/e/kept"), "the ephemeral of the session on a majority node is gone");
+    assert_eq!(trees[0]["/e/kept"].4, kept.raw.session_id);
+    assert!(!trees[0].contains_key("/e/killed"), "the killed client's ephemeral survived");
+    assert_eq!(trees[0], trees[1], "replicas differ");
+    assert_eq!(trees[0], trees[2], "replicas differ");
+}
