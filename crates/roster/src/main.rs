@@ -105,7 +105,11 @@ struct ServeArgs {
     #[arg(long, env = "ROSTER_MAX_WATCHES_PER_SESSION")]
     max_watches_per_session: Option<usize>,
     /// Four-letter words answered on the client port: comma-separated, or * for all [default: *].
-    #[arg(long = "4lw-whitelist", alias = "four-letter-words", env = "ROSTER_4LW_WHITELIST")]
+    #[arg(
+        long = "4lw-whitelist",
+        alias = "four-letter-words",
+        env = "ROSTER_4LW_WHITELIST"
+    )]
     four_letter_words: Option<String>,
     /// Digest of the super user, as printed by `roster digest super:PASSWORD` [default: none].
     #[arg(long, env = "ROSTER_SUPER_DIGEST")]
@@ -122,6 +126,10 @@ struct ServeArgs {
     /// Make every read linearizable (a Raft read barrier before each read, like `sync`) [default: false].
     #[arg(long, env = "ROSTER_LINEARIZABLE_READS")]
     linearizable_reads: Option<bool>,
+    /// Leave the cluster on a graceful shutdown (SIGTERM/Ctrl-C) instead of staying a member that is
+    /// down [default: false].
+    #[arg(long, env = "ROSTER_LEAVE_ON_SHUTDOWN")]
+    leave_on_shutdown: Option<bool>,
     /// Log filter, e.g. info, debug, roster_server=debug [default: info,openraft=error].
     #[arg(long, env = "ROSTER_LOG")]
     log: Option<String>,
@@ -165,6 +173,7 @@ impl ServeArgs {
             snapshot_every,
             session_tick_ms,
             linearizable_reads,
+            leave_on_shutdown,
             log,
             log_format,
             peer_addr,
@@ -185,7 +194,9 @@ impl ServeArgs {
 fn init_logging(filter: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -196,7 +207,10 @@ fn init_logging(filter: &str, format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Client(cmd) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Command::Client(cmd) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => match rt.block_on(cli::run(cmd, &cli.client)) {
                 Ok(code) => code,
                 Err(e) => {
@@ -217,7 +231,10 @@ fn main() -> ExitCode {
             println!("{}", roster_state::digest(&user_password));
             ExitCode::SUCCESS
         }
-        Command::Bench(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Command::Bench(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => match rt.block_on(bench::run(args)) {
                 Ok(code) => code,
                 Err(e) => {
@@ -249,7 +266,10 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config.log, &config.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -293,7 +313,12 @@ async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
                 // The answering node's view, then each member's own report (null when unreachable).
                 let mut own = Vec::new();
                 for m in &st.members {
-                    own.push(admin::status(&m.peer_addr).await.ok().filter(|s| s.node_id == m.node_id));
+                    own.push(
+                        admin::status(&m.peer_addr)
+                            .await
+                            .ok()
+                            .filter(|s| s.node_id == m.node_id),
+                    );
                 }
                 let out = serde_json::json!({ "view": st, "members": own });
                 println!("{out}");

@@ -47,6 +47,10 @@ pub struct Config {
     /// per read; off by default (ZooKeeper's guarantee: reads are sequentially consistent, `sync` then
     /// read is linearizable).
     pub linearizable_reads: bool,
+    /// On a graceful shutdown (SIGTERM, Ctrl-C), leave the cluster first: the node is removed from
+    /// the membership (a learner is promoted if voters fall short of the target) instead of being
+    /// counted as a down voter. Off by default: a restarted node rejoins as it was.
+    pub leave_on_shutdown: bool,
     /// Log filter (tracing EnvFilter syntax), for example `info` or `roster_server=debug`.
     pub log: String,
     /// Log format: `text` or `json`.
@@ -81,6 +85,7 @@ impl Default for Config {
             snapshot_every: 100_000,
             session_tick_ms: 20,
             linearizable_reads: false,
+            leave_on_shutdown: false,
             log: "info,openraft=error".to_string(),
             log_format: "text".to_string(),
             peer_addr: "127.0.0.1:2888".parse().expect("valid default address"),

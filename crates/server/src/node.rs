@@ -398,6 +398,22 @@ impl Node {
 
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
     pub async fn shutdown(self) {
+        if self.ctx.shared.config.leave_on_shutdown {
+            let members = self.ctx.raft.metrics().borrow_watched().membership_config.nodes().count();
+            if members > 1 {
+                tracing::info!("leaving the cluster before shutting down (leave-on-shutdown)");
+                match tokio::time::timeout(
+                    Duration::from_secs(30),
+                    crate::peer::membership::remove(&self.ctx, self.ctx.identity.node_id),
+                )
+                .await
+                {
+                    Ok(crate::peer::wire::PeerResponse::Ack) => tracing::info!("left the cluster"),
+                    Ok(other) => tracing::warn!(answer = ?other, "could not leave the cluster"),
+                    Err(_) => tracing::warn!("could not leave the cluster within 30 s"),
+                }
+            }
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
