@@ -22,7 +22,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
 }
 
@@ -79,20 +82,40 @@ fn dump(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, i64, i64, i32, i64)> {
         let g = c.get(&p, false);
         assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
         let st = stat_of(&g);
-        out.insert(p.clone(), (data_of(&g), st.czxid, st.mzxid, st.version, st.ephemeral_owner));
+        out.insert(
+            p.clone(),
+            (
+                data_of(&g),
+                st.czxid,
+                st.mzxid,
+                st.version,
+                st.ephemeral_owner,
+            ),
+        );
         for child in children(&mut c, &p) {
-            todo.push(if p == "/" { format!("/{child}") } else { format!("{p}/{child}") });
+            todo.push(if p == "/" {
+                format!("/{child}")
+            } else {
+                format!("{p}/{child}")
+            });
         }
     }
     out
 }
 
 fn super_flags() -> Vec<String> {
-    vec!["--super-digest".to_string(), roster_state::digest("super:secret")]
+    vec![
+        "--super-digest".to_string(),
+        roster_state::digest("super:secret"),
+    ]
 }
 
 fn as_super(c: &mut Raw) {
-    c.send(&Request::Auth(AuthPacket { auth_type: 0, scheme: "digest".into(), auth: Bytes::from_static(b"super:secret") }));
+    c.send(&Request::Auth(AuthPacket {
+        auth_type: 0,
+        scheme: "digest".into(),
+        auth: Bytes::from_static(b"super:secret"),
+    }));
     let r = c.recv(OpCode::Auth).expect("auth reply");
     assert_eq!(r.err, 0, "addauth super");
 }
@@ -112,7 +135,12 @@ fn config(c: &mut Raw) -> (Vec<String>, u64, Stat) {
     let text = String::from_utf8(data_of(&g)).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let v = lines.pop().expect("a version line");
-    let version = u64::from_str_radix(v.strip_prefix("version=").unwrap_or_else(|| panic!("{text:?}")), 16).unwrap();
+    let version = u64::from_str_radix(
+        v.strip_prefix("version=")
+            .unwrap_or_else(|| panic!("{text:?}")),
+        16,
+    )
+    .unwrap();
     (lines, version, stat_of(&g))
 }
 
@@ -130,7 +158,10 @@ fn wait_config(addr: SocketAddr, lines: &[String]) -> (u64, Stat) {
         if got == lines {
             return (version, stat);
         }
-        assert!(Instant::now() < deadline, "config on {addr} is {got:#?}, want {lines:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "config on {addr} is {got:#?}, want {lines:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -168,29 +199,64 @@ fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
 
     // Only a super user may reconfig; a stale config version is refused; malformed specs too.
     let mut anyone = connect_retry(b.addr, 10_000, Duration::from_secs(10));
-    assert_eq!(reconfig(&mut anyone, "", &idc.to_string(), "", -1).err, ErrorCode::NoAuth.code());
+    assert_eq!(
+        reconfig(&mut anyone, "", &idc.to_string(), "", -1).err,
+        ErrorCode::NoAuth.code()
+    );
     let mut admin = connect_retry(b.addr, 10_000, Duration::from_secs(10));
     as_super(&mut admin);
-    assert_eq!(reconfig(&mut admin, "", &idc.to_string(), "", v3 as i64 + 1).err, ErrorCode::BadVersion.code());
-    assert_eq!(reconfig(&mut admin, "server.x=nope", "", "", -1).err, ErrorCode::BadArguments.code());
+    assert_eq!(
+        reconfig(&mut admin, "", &idc.to_string(), "", v3 as i64 + 1).err,
+        ErrorCode::BadVersion.code()
+    );
+    assert_eq!(
+        reconfig(&mut admin, "server.x=nope", "", "", -1).err,
+        ErrorCode::BadArguments.code()
+    );
     let all_ids = format!("{ida},{idb},{idc}");
-    assert_eq!(reconfig(&mut admin, "", &all_ids, "", -1).err, ErrorCode::BadArguments.code());
+    assert_eq!(
+        reconfig(&mut admin, "", &all_ids, "", -1).err,
+        ErrorCode::BadArguments.code()
+    );
 
     // Remove c with a stock client (zookeeper-client's update_ensemble, through b): the answer is the
     // new config and the stat of /zookeeper/config.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (text, stat) = rt.block_on(async {
-        let zk = zookeeper_client::Client::connect(&b.addr.to_string()).await.expect("connects");
+        let zk = zookeeper_client::Client::connect(&b.addr.to_string())
+            .await
+            .expect("connects");
         let (data, _) = zk.get_config().await.unwrap();
-        assert!(String::from_utf8(data).unwrap().ends_with(&format!("version={v3:x}")));
+        assert!(String::from_utf8(data)
+            .unwrap()
+            .ends_with(&format!("version={v3:x}")));
         zk.auth("digest", b"super:secret").await.unwrap();
         let leaving = idc.to_string();
-        let update = zookeeper_client::EnsembleUpdate::Incremental { joinings: Vec::<&str>::new().into_iter(), leavings: vec![leaving.as_str()].into_iter() };
-        let (data, stat) = zk.update_ensemble(update, Some(v3 as i64)).await.expect("reconfig -remove");
+        let update = zookeeper_client::EnsembleUpdate::Incremental {
+            joinings: Vec::<&str>::new().into_iter(),
+            leavings: vec![leaving.as_str()].into_iter(),
+        };
+        let (data, stat) = zk
+            .update_ensemble(update, Some(v3 as i64))
+            .await
+            .expect("reconfig -remove");
         (String::from_utf8(data).unwrap(), stat)
     });
-    let two: Vec<String> = three.iter().filter(|l| !l.starts_with(&format!("server.{idc}="))).cloned().collect();
-    assert_eq!(text.lines().filter(|l| l.starts_with("server.")).collect::<Vec<_>>(), two, "{text}");
+    let two: Vec<String> = three
+        .iter()
+        .filter(|l| !l.starts_with(&format!("server.{idc}=")))
+        .cloned()
+        .collect();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("server."))
+            .collect::<Vec<_>>(),
+        two,
+        "{text}"
+    );
     assert!(stat.mzxid > st3.mzxid);
     wait_formed(&[&a, &b], 2, 0);
     wait_config(a.addr, &two);
@@ -202,7 +268,14 @@ fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
     wait_formed(&[&a, &b, &c], 2, 1);
     let mut with_observer = two.clone();
     with_observer.push(server_line(&c, idc, "observer"));
-    with_observer.sort_by_key(|l| l.split('=').next().unwrap().trim_start_matches("server.").parse::<u64>().unwrap());
+    with_observer.sort_by_key(|l| {
+        l.split('=')
+            .next()
+            .unwrap()
+            .trim_start_matches("server.")
+            .parse::<u64>()
+            .unwrap()
+    });
     wait_config(c.addr, &with_observer);
     let spec = format!("server.{idc}={}:0:participant;{}", c.peer, c.addr);
     let r = reconfig(&mut admin, &spec, "", "", -1);
@@ -214,16 +287,31 @@ fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
     let r = reconfig(&mut admin, "", "", &three.join(","), -1);
     assert_eq!(r.err, 0, "reconfig -members");
     let text = String::from_utf8(data_of(&r)).unwrap();
-    assert_eq!(text.lines().filter(|l| l.starts_with("server.")).collect::<Vec<_>>(), three, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("server."))
+            .collect::<Vec<_>>(),
+        three,
+        "{text}"
+    );
 }
 
 /// Sends a write and waits for its reply, or the error that broke the connection.
 fn try_create(c: &mut Raw, path: &str, data: &[u8], flags: i32) -> std::io::Result<Reply> {
     use std::io::Write;
-    let req = Request::Create(CreateRequest { path: path.into(), data: Bytes::copy_from_slice(data), acl: Acl::open_unsafe(), flags });
+    let req = Request::Create(CreateRequest {
+        path: path.into(),
+        data: Bytes::copy_from_slice(data),
+        acl: Acl::open_unsafe(),
+        flags,
+    });
     let mut out = bytes::BytesMut::new();
     write_frame(&mut out, |b| {
-        RequestHeader { xid: 1_000_000, op_type: OpCode::Create.code() }.encode(b);
+        RequestHeader {
+            xid: 1_000_000,
+            op_type: OpCode::Create.code(),
+        }
+        .encode(b);
         req.encode_body(b);
     });
     c.stream.write_all(&out)?;
@@ -257,7 +345,11 @@ impl Client {
                 Ok(r) if r.err == ErrorCode::NodeExists.code() && flags & 1 == 0 => return 0, // a retried create that had landed
                 Ok(r) => return r.err,
                 Err(_) => {
-                    assert!(Instant::now() < deadline, "{path}: no answer from {}", self.addr);
+                    assert!(
+                        Instant::now() < deadline,
+                        "{path}: no answer from {}",
+                        self.addr
+                    );
                     std::thread::sleep(Duration::from_millis(100));
                     if let Ok(raw) = Raw::connect_with(self.addr, self.raw.resume_request()) {
                         self.raw = raw;
@@ -282,16 +374,28 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         net.set_id(n.peer, node_id(n));
     }
     let old = *nodes.iter().find(|n| node_id(n) == leader).unwrap();
-    let majority: Vec<&Roster> = nodes.iter().copied().filter(|n| node_id(n) != leader).collect();
+    let majority: Vec<&Roster> = nodes
+        .iter()
+        .copied()
+        .filter(|n| node_id(n) != leader)
+        .collect();
 
     // Sessions: one on each majority node (one of them is later killed), one on the leader.
     let mut setup = connect_retry(majority[0].addr, 10_000, Duration::from_secs(10));
     assert_eq!(setup.create("/w", b"", 0).err, 0);
     assert_eq!(setup.create("/e", b"", 0).err, 0);
-    let mut kept = Client { addr: majority[0].addr, raw: connect_retry(majority[0].addr, 6_000, Duration::from_secs(10)) };
+    let mut kept = Client {
+        addr: majority[0].addr,
+        raw: connect_retry(majority[0].addr, 6_000, Duration::from_secs(10)),
+    };
     assert_eq!(kept.create("/e/kept", b"", CreateMode::Ephemeral as i32), 0);
     let mut killed = connect_retry(majority[1].addr, 2_000, Duration::from_secs(10));
-    assert_eq!(killed.create("/e/killed", b"", CreateMode::Ephemeral as i32).err, 0);
+    assert_eq!(
+        killed
+            .create("/e/killed", b"", CreateMode::Ephemeral as i32)
+            .err,
+        0
+    );
     let mut on_old = connect_retry(old.addr, 10_000, Duration::from_secs(10));
     let mut acked: Vec<String> = Vec::new();
     for i in 0..5 {
@@ -301,27 +405,53 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     }
 
     // A stock client (zookeeper-client) that knows only the old leader.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let stock = rt.block_on(zookeeper_client::Client::connect(&old.addr.to_string())).expect("connects");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stock = rt
+        .block_on(zookeeper_client::Client::connect(&old.addr.to_string()))
+        .expect("connects");
 
     // Cut the leader off from both others, both directions. Its clients see the connection close
     // (a write never answered, or answered by a closed socket) and it refuses new sessions.
     net.isolate(leader);
     let cut_at = Instant::now();
-    let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
     let r = rt.block_on(stock.create("/w/stock", b"", &opts));
-    assert!(matches!(r, Err(zookeeper_client::Error::ConnectionLoss)), "stock client: {r:?}");
+    assert!(
+        matches!(r, Err(zookeeper_client::Error::ConnectionLoss)),
+        "stock client: {r:?}"
+    );
     match try_create(&mut on_old, "/w/on-old-leader", b"x", 0) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) => {}
         other => panic!("the isolated leader did not close the connection: {other:?}"),
     }
-    assert!(cut_at.elapsed() < Duration::from_secs(15), "the isolated leader kept the connection {:?}", cut_at.elapsed());
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(15),
+        "the isolated leader kept the connection {:?}",
+        cut_at.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let refused = Raw::connect_with(
         old.addr,
-        ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+        ConnectRequest {
+            timeout: 10_000,
+            passwd: Bytes::from(vec![0u8; 16]),
+            read_only: Some(false),
+            ..Default::default()
+        },
     );
-    assert!(refused.is_err(), "the isolated leader accepted a new session");
+    assert!(
+        refused.is_err(),
+        "the isolated leader accepted a new session"
+    );
     drop(killed); // the client dies: no closeSession; its session must expire.
 
     // The majority elects a new leader and keeps serving writes, through both of its nodes.
@@ -331,7 +461,10 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         if let Some(l) = s.leader.filter(|l| *l != leader) {
             break l;
         }
-        assert!(Instant::now() < deadline, "the majority elected no new leader");
+        assert!(
+            Instant::now() < deadline,
+            "the majority elected no new leader"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     for i in 0..10 {
@@ -349,7 +482,10 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     let deadline = Instant::now() + Duration::from_secs(20);
     while other.exists("/e/killed", false).err == 0 {
         kept.ping();
-        assert!(Instant::now() < deadline, "the killed client's ephemeral is still there");
+        assert!(
+            Instant::now() < deadline,
+            "the killed client's ephemeral is still there"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -361,7 +497,10 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         if s.serving && s.leader == Some(new_leader) {
             break;
         }
-        assert!(Instant::now() < deadline, "the old leader did not rejoin: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the old leader did not rejoin: {s:?}"
+        );
         kept.ping();
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -377,9 +516,15 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         assert!(trees[0].contains_key(p), "acknowledged write {p} lost");
     }
     assert!(!trees[0].contains_key("/w/on-old-leader") || trees[0]["/w/on-old-leader"].0 == b"x");
-    assert!(trees[0].contains_key("/e/kept"), "the ephemeral of the session on a majority node is gone");
+    assert!(
+        trees[0].contains_key("/e/kept"),
+        "the ephemeral of the session on a majority node is gone"
+    );
     assert_eq!(trees[0]["/e/kept"].4, kept.raw.session_id);
-    assert!(!trees[0].contains_key("/e/killed"), "the killed client's ephemeral survived");
+    assert!(
+        !trees[0].contains_key("/e/killed"),
+        "the killed client's ephemeral survived"
+    );
     assert_eq!(trees[0], trees[1], "replicas differ");
     assert_eq!(trees[0], trees[2], "replicas differ");
 }

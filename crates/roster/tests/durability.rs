@@ -23,7 +23,11 @@ fn write_some(srv: &Roster, prefix: &str, n: usize) {
     let mut c = Raw::connect(srv.addr, 10_000);
     assert_eq!(c.create(prefix, b"", 0).err, 0);
     for i in 0..n {
-        assert_eq!(c.create(&format!("{prefix}/n{i:04}"), format!("v{i}").as_bytes(), 0).err, 0);
+        assert_eq!(
+            c.create(&format!("{prefix}/n{i:04}"), format!("v{i}").as_bytes(), 0)
+                .err,
+            0
+        );
     }
 }
 
@@ -43,12 +47,19 @@ fn torn_tail_is_dropped_and_acknowledged_writes_survive() {
     srv.kill9();
     let last = segments(&srv).pop().expect("a log segment");
     // A write that was in flight when the power went: half a record at the end.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
     f.write_all(&[0, 0, 0, 90, 1, 2, 3, 4, 0, 0, 0]).unwrap();
     drop(f);
     srv.restart();
     check_all(&srv, "/t", 50);
-    assert!(srv.log_text().to_lowercase().contains("torn"), "the torn tail should be logged:\n{}", srv.log_text());
+    assert!(
+        srv.log_text().to_lowercase().contains("torn"),
+        "the torn tail should be logged:\n{}",
+        srv.log_text()
+    );
 }
 
 #[test]
@@ -59,7 +70,11 @@ fn damage_to_committed_data_stops_the_node_naming_the_file() {
     let seg = segments(&srv).pop().expect("a log segment");
     let len = std::fs::metadata(&seg).unwrap().len();
     // Flip a byte in the middle of committed records.
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     f.seek(SeekFrom::Start(len / 2)).unwrap();
     let mut b = [0u8; 1];
     std::io::Read::read_exact(&mut f, &mut b).unwrap();
@@ -74,7 +89,10 @@ fn damage_to_committed_data_stops_the_node_naming_the_file() {
     assert!(!out.status.success(), "a damaged log must stop the node");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let name = seg.file_name().unwrap().to_string_lossy().to_string();
-    assert!(stderr.contains(&name), "the error must name {name}:\n{stderr}");
+    assert!(
+        stderr.contains(&name),
+        "the error must name {name}:\n{stderr}"
+    );
 }
 
 #[test]
@@ -83,7 +101,11 @@ fn snapshots_are_written_and_restart_recovers_from_snapshot_plus_log() {
     write_some(&srv, "/s", 350);
     let snaps = || -> usize {
         std::fs::read_dir(srv.dir.path().join("data/snapshots"))
-            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().map(|x| x == "snap").unwrap_or(false)).count())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().map(|x| x == "snap").unwrap_or(false))
+                    .count()
+            })
             .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -21,11 +21,17 @@ fn basic_operations_and_stat_bookkeeping() {
     assert_eq!(c.timeout, 10_000);
     let r = c.create("/a", b"one", 0);
     assert_eq!(r.err, OK);
-    assert_eq!(r.body, Some(Response::Create(CreateResponse { path: "/a".into() })));
+    assert_eq!(
+        r.body,
+        Some(Response::Create(CreateResponse { path: "/a".into() }))
+    );
     let g = c.get("/a", false);
     let st = stat_of(&g);
     assert_eq!(data_of(&g), b"one");
-    assert_eq!((st.version, st.czxid, st.mzxid, st.pzxid, st.data_length), (0, st.mzxid, r.zxid, r.zxid, 3));
+    assert_eq!(
+        (st.version, st.czxid, st.mzxid, st.pzxid, st.data_length),
+        (0, st.mzxid, r.zxid, r.zxid, 3)
+    );
     assert_eq!(c.set("/a", b"two", 5).err, ErrorCode::BadVersion.code());
     let s = c.set("/a", b"two", 0);
     assert_eq!(stat_of(&s).version, 1);
@@ -35,7 +41,12 @@ fn basic_operations_and_stat_bookkeeping() {
     // Sequential suffix from the parent's cversion.
     c.create("/a/x", b"", 0);
     let seq = c.create("/a/s-", b"", CreateMode::PersistentSequential.code());
-    assert_eq!(seq.body, Some(Response::Create(CreateResponse { path: "/a/s-0000000001".into() })));
+    assert_eq!(
+        seq.body,
+        Some(Response::Create(CreateResponse {
+            path: "/a/s-0000000001".into()
+        }))
+    );
     assert_eq!(c.delete("/a", -1).err, ErrorCode::NotEmpty.code());
     // Ephemeral owner is the session.
     let e = c.call(Request::Create2(CreateRequest {
@@ -45,19 +56,30 @@ fn basic_operations_and_stat_bookkeeping() {
         flags: CreateMode::Ephemeral.code(),
     }));
     assert_eq!(stat_of(&e).ephemeral_owner, c.session_id);
-    assert_eq!(c.create("/a/e/child", b"", 0).err, ErrorCode::NoChildrenForEphemerals.code());
+    assert_eq!(
+        c.create("/a/e/child", b"", 0).err,
+        ErrorCode::NoChildrenForEphemerals.code()
+    );
     let ch = c.children("/a", false);
-    let Some(Response::GetChildren(GetChildrenResponse { mut children })) = ch.body else { panic!("{ch:?}") };
+    let Some(Response::GetChildren(GetChildrenResponse { mut children })) = ch.body else {
+        panic!("{ch:?}")
+    };
     children.sort();
     assert_eq!(children, vec!["e", "s-0000000001", "x"]);
     // ZooKeeper stores the root under "" too: reads of "" answer for "/".
-    assert_eq!(stat_of(&c.exists("", false)), stat_of(&c.exists("/", false)));
+    assert_eq!(
+        stat_of(&c.exists("", false)),
+        stat_of(&c.exists("/", false))
+    );
     // Special nodes.
     assert_eq!(c.exists("/zookeeper/quota", false).err, OK);
     assert_eq!(c.exists("/zookeeper/config", false).err, OK);
     // sync answers its path after earlier writes.
     let sy = c.call(Request::Sync(SyncRequest { path: "/a".into() }));
-    assert_eq!(sy.body, Some(Response::Sync(SyncResponse { path: "/a".into() })));
+    assert_eq!(
+        sy.body,
+        Some(Response::Sync(SyncResponse { path: "/a".into() }))
+    );
     c.close();
 }
 
@@ -75,7 +97,10 @@ fn watch_event_arrives_before_the_reply_that_reveals_the_change() {
         assert_eq!(data_of(&g), format!("{i}").as_bytes());
         assert_eq!(a.events.len(), 1, "round {i}: event must precede the reply");
         let (_, ev) = a.events.remove(0);
-        assert_eq!((ev.event_type, ev.path.as_str(), ev.state), (EventType::NodeDataChanged.code(), "/w", 3));
+        assert_eq!(
+            (ev.event_type, ev.path.as_str(), ev.state),
+            (EventType::NodeDataChanged.code(), "/w", 3)
+        );
     }
     // One-shot: a change without a re-armed watch fires nothing.
     b.set("/w", b"x", -1);
@@ -91,8 +116,19 @@ fn pipelined_requests_are_answered_in_order_and_reads_see_earlier_writes() {
     let mut sent = vec![];
     for i in 0..150 {
         let path = format!("/p/n{i}");
-        sent.push((c.send(&Request::Create(CreateRequest { path: path.clone(), data: Bytes::from(format!("{i}")), acl: Acl::open_unsafe(), flags: 0 })), OpCode::Create));
-        sent.push((c.send(&Request::GetData(GetDataRequest { path, watch: false })), OpCode::GetData));
+        sent.push((
+            c.send(&Request::Create(CreateRequest {
+                path: path.clone(),
+                data: Bytes::from(format!("{i}")),
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            })),
+            OpCode::Create,
+        ));
+        sent.push((
+            c.send(&Request::GetData(GetDataRequest { path, watch: false })),
+            OpCode::GetData,
+        ));
     }
     let mut last_zxid = 0;
     for (i, (xid, op)) in sent.into_iter().enumerate() {
@@ -122,7 +158,10 @@ fn session_resume_keeps_ephemerals_and_refusals_match_zookeeper() {
     let mut bad = resume.clone();
     bad.passwd = Bytes::from(vec![9u8; 16]);
     let err = Raw::connect_with(srv.addr, bad).err().unwrap();
-    assert!(err.contains("timeout: 0") && err.contains("session_id: 0"), "{err}");
+    assert!(
+        err.contains("timeout: 0") && err.contains("session_id: 0"),
+        "{err}"
+    );
     // A client that has seen a later zxid than the server is refused without an answer.
     let mut ahead = resume.clone();
     ahead.last_zxid_seen = 1 << 50;
@@ -133,13 +172,24 @@ fn session_resume_keeps_ephemerals_and_refusals_match_zookeeper() {
     let mut a3 = Raw::connect_with(srv.addr, resume).expect("resumes again");
     assert_eq!(a3.exists("/eph", false).err, OK);
     std::thread::sleep(Duration::from_millis(200));
-    a2.send(&Request::Exists(ExistsRequest { path: "/eph".into(), watch: false }));
-    assert!(a2.recv(OpCode::Exists).is_err(), "old connection must be closed after the session moved");
+    a2.send(&Request::Exists(ExistsRequest {
+        path: "/eph".into(),
+        watch: false,
+    }));
+    assert!(
+        a2.recv(OpCode::Exists).is_err(),
+        "old connection must be closed after the session moved"
+    );
 }
 
 #[test]
 fn expiry_deletes_ephemerals_and_fires_watches_within_the_timeout() {
-    let srv = Roster::start(&["--min-session-timeout-ms", "1000", "--session-tick-ms", "10"]);
+    let srv = Roster::start(&[
+        "--min-session-timeout-ms",
+        "1000",
+        "--session-tick-ms",
+        "10",
+    ]);
     let mut owner = Raw::connect(srv.addr, 1000);
     assert_eq!(owner.timeout, 1000);
     owner.create("/member", b"", CreateMode::Ephemeral.code());
@@ -151,9 +201,18 @@ fn expiry_deletes_ephemerals_and_fires_watches_within_the_timeout() {
     drop(owner);
     let ev = watcher.next_event().unwrap();
     let took = lost.elapsed();
-    assert_eq!((ev.event_type, ev.path.as_str()), (EventType::NodeDeleted.code(), "/member"));
-    assert!(took >= Duration::from_millis(900), "expired too early: {took:?}");
-    assert_eq!(watcher.exists("/member", false).err, ErrorCode::NoNode.code());
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeDeleted.code(), "/member")
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "expired too early: {took:?}"
+    );
+    assert_eq!(
+        watcher.exists("/member", false).err,
+        ErrorCode::NoNode.code()
+    );
     // The expired session cannot be resumed.
     let err = Raw::connect_with(srv.addr, resume).err().unwrap();
     assert!(err.contains("timeout: 0"), "{err}");
@@ -171,11 +230,25 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
     for t in 0..4 {
         let acked = acked.clone();
         threads.push(std::thread::spawn(move || {
-            let Ok(mut c) = Raw::connect_with(addr, ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), ..Default::default() }) else { return };
+            let Ok(mut c) = Raw::connect_with(
+                addr,
+                ConnectRequest {
+                    timeout: 10_000,
+                    passwd: Bytes::from(vec![0u8; 16]),
+                    ..Default::default()
+                },
+            ) else {
+                return;
+            };
             for n in 0..100_000 {
                 let path = format!("/load/t{t}-{n:06}");
                 let data = format!("{t}:{n}").into_bytes();
-                let xid = c.send(&Request::Create(CreateRequest { path: path.clone(), data: Bytes::from(data.clone()), acl: Acl::open_unsafe(), flags: 0 }));
+                let xid = c.send(&Request::Create(CreateRequest {
+                    path: path.clone(),
+                    data: Bytes::from(data.clone()),
+                    acl: Acl::open_unsafe(),
+                    flags: 0,
+                }));
                 match c.recv(OpCode::Create) {
                     Ok(r) if r.err == 0 && r.xid == xid => {
                         acked.lock().unwrap().insert(path, (data, r.zxid));
@@ -191,7 +264,11 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "load too small to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "load too small to mean anything: {}",
+        acked.len()
+    );
     srv.restart();
     let mut c = Raw::connect(srv.addr, 10_000);
     let max_acked_zxid = acked.values().map(|(_, z)| *z).max().unwrap();
@@ -202,13 +279,19 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
     }
     // The tree is consistent: the parent's child count matches its children.
     let ch = c.children("/load", false);
-    let Some(Response::GetChildren(GetChildrenResponse { children })) = ch.body else { panic!() };
+    let Some(Response::GetChildren(GetChildrenResponse { children })) = ch.body else {
+        panic!()
+    };
     let st = stat_of(&c.exists("/load", false));
     assert_eq!(st.num_children as usize, children.len());
     assert!(children.len() >= acked.len());
     // zxids continue upward.
     let w = c.create("/after-restart", b"", 0);
-    assert!(w.zxid > max_acked_zxid, "zxid went back: {} <= {max_acked_zxid}", w.zxid);
+    assert!(
+        w.zxid > max_acked_zxid,
+        "zxid went back: {} <= {max_acked_zxid}",
+        w.zxid
+    );
 }
 
 #[test]
@@ -230,7 +313,12 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     bystander.create("/b", b"", CreateMode::Ephemeral.code());
     assert_eq!(bystander.exists("/b", true).err, OK);
     let before = four_letter(srv.addr, "srvr").unwrap();
-    let node_count = |s: &str| s.lines().find(|l| l.starts_with("Node count")).unwrap().to_string();
+    let node_count = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("Node count"))
+            .unwrap()
+            .to_string()
+    };
 
     // Oversized frame: closed.
     let mut c = Raw::connect(srv.addr, 10_000);
@@ -247,7 +335,13 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     // Unknown opcode: Unimplemented, then closed.
     let mut c = Raw::connect(srv.addr, 10_000);
     let mut frame = bytes::BytesMut::new();
-    write_frame(&mut frame, |b| RequestHeader { xid: 1, op_type: 999 }.encode(b));
+    write_frame(&mut frame, |b| {
+        RequestHeader {
+            xid: 1,
+            op_type: 999,
+        }
+        .encode(b)
+    });
     c.send_bytes(&frame).unwrap();
     let r = c.recv(OpCode::Ping).unwrap();
     assert_eq!(r.err, ErrorCode::Unimplemented.code());
@@ -256,25 +350,44 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     let mut c = Raw::connect(srv.addr, 10_000);
     let mut frame = bytes::BytesMut::new();
     write_frame(&mut frame, |b| {
-        RequestHeader { xid: 1, op_type: OpCode::Create.code() }.encode(b);
+        RequestHeader {
+            xid: 1,
+            op_type: OpCode::Create.code(),
+        }
+        .encode(b);
         b.extend_from_slice(&[0, 0, 0, 200, b'/']);
     });
     c.send_bytes(&frame).unwrap();
-    assert_eq!(c.recv(OpCode::Create).unwrap().err, ErrorCode::MarshallingError.code());
+    assert_eq!(
+        c.recv(OpCode::Create).unwrap().err,
+        ErrorCode::MarshallingError.code()
+    );
     assert_eq!(c.exists("/", false).err, OK);
     // Invalid paths and ACLs. ZooKeeper looks up the parent before validating the whole path, so a
     // missing parent answers NoNode; these all have an existing parent.
     assert_eq!(c.create("/a", b"", 0).err, OK);
     assert_eq!(c.create("/a//b", b"", 0).err, ErrorCode::NoNode.code());
     for p in ["", "a", "/a/", "/.", "/a/..", "/a/.", "/nul\u{0}"] {
-        assert_eq!(c.create(p, b"", 0).err, ErrorCode::BadArguments.code(), "path {p:?}");
+        assert_eq!(
+            c.create(p, b"", 0).err,
+            ErrorCode::BadArguments.code(),
+            "path {p:?}"
+        );
     }
-    let r = c.call(Request::Create(CreateRequest { path: "/acl".into(), data: Bytes::new(), acl: vec![], flags: 0 }));
+    let r = c.call(Request::Create(CreateRequest {
+        path: "/acl".into(),
+        data: Bytes::new(),
+        acl: vec![],
+        flags: 0,
+    }));
     assert_eq!(r.err, ErrorCode::InvalidAcl.code());
     let r = c.call(Request::Create(CreateRequest {
         path: "/acl".into(),
         data: Bytes::new(),
-        acl: vec![Acl { perms: 31, id: Id::new("nosuchscheme", "x") }],
+        acl: vec![Acl {
+            perms: 31,
+            id: Id::new("nosuchscheme", "x"),
+        }],
         flags: 0,
     }));
     assert_eq!(r.err, ErrorCode::InvalidAcl.code());
@@ -282,7 +395,13 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     for seed in 0..20u8 {
         let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let junk: Vec<u8> = (0..64u32).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed.wrapping_mul(97))).collect();
+        let junk: Vec<u8> = (0..64u32)
+            .map(|i| {
+                (i as u8)
+                    .wrapping_mul(31)
+                    .wrapping_add(seed.wrapping_mul(97))
+            })
+            .collect();
         let _ = s.write_all(&junk);
         let mut buf = [0u8; 64];
         let _ = std::io::Read::read(&mut s, &mut buf);
@@ -292,19 +411,38 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     assert!(srv.alive());
     assert_eq!(bystander.exists("/b", false).err, OK);
     assert_eq!(c.delete("/a", -1).err, OK);
-    assert_eq!(node_count(&four_letter(srv.addr, "srvr").unwrap()), node_count(&before));
+    assert_eq!(
+        node_count(&four_letter(srv.addr, "srvr").unwrap()),
+        node_count(&before)
+    );
     let mut other = Raw::connect(srv.addr, 10_000);
     other.delete("/b", -1);
-    assert_eq!(bystander.next_event().unwrap().event_type, EventType::NodeDeleted.code());
+    assert_eq!(
+        bystander.next_event().unwrap().event_type,
+        EventType::NodeDeleted.code()
+    );
 }
 
 #[test]
 fn connection_and_watch_limits_give_clear_errors() {
-    let srv = Roster::start(&["--max-connections-per-ip", "3", "--max-watches-per-session", "2"]);
+    let srv = Roster::start(&[
+        "--max-connections-per-ip",
+        "3",
+        "--max-watches-per-session",
+        "2",
+    ]);
     let mut c1 = Raw::connect(srv.addr, 10_000);
     let _c2 = Raw::connect(srv.addr, 10_000);
     let _c3 = Raw::connect(srv.addr, 10_000);
-    assert!(Raw::connect_with(srv.addr, ConnectRequest { timeout: 10_000, passwd: Bytes::from(vec![0u8; 16]), ..Default::default() }).is_err());
+    assert!(Raw::connect_with(
+        srv.addr,
+        ConnectRequest {
+            timeout: 10_000,
+            passwd: Bytes::from(vec![0u8; 16]),
+            ..Default::default()
+        }
+    )
+    .is_err());
     assert_eq!(c1.exists("/x1", true).err, ErrorCode::NoNode.code());
     assert_eq!(c1.exists("/x2", true).err, ErrorCode::NoNode.code());
     assert_eq!(c1.exists("/x3", true).err, ErrorCode::QuotaExceeded.code());
@@ -325,20 +463,31 @@ fn four_letter_words() {
     assert!(srvr.contains("Mode: standalone") && srvr.contains("Zxid: 0x"));
     let mntr = four_letter(srv.addr, "mntr").unwrap();
     assert!(mntr.contains("zk_znode_count\t"), "{mntr}");
-    assert!(four_letter(srv.addr, "envi").unwrap().contains("zookeeper.version=3.9.3"));
+    assert!(four_letter(srv.addr, "envi")
+        .unwrap()
+        .contains("zookeeper.version=3.9.3"));
     assert_eq!(four_letter(srv.addr, "isro").unwrap(), "rw");
     let limited = Roster::start(&["--4lw-whitelist", "ruok"]);
     assert_eq!(four_letter(limited.addr, "ruok").unwrap(), "imok");
-    assert_eq!(four_letter(limited.addr, "srvr").unwrap(), "srvr is not executed because it is not in the whitelist.\n");
+    assert_eq!(
+        four_letter(limited.addr, "srvr").unwrap(),
+        "srvr is not executed because it is not in the whitelist.\n"
+    );
 }
 
 #[test]
 fn independent_rust_client_zookeeper_client_crate() {
     let srv = Roster::start(&[]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let client = zookeeper_client::Client::connect(&srv.addr.to_string()).await.expect("connects");
-        let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+        let client = zookeeper_client::Client::connect(&srv.addr.to_string())
+            .await
+            .expect("connects");
+        let opts = zookeeper_client::CreateMode::Persistent
+            .with_acls(zookeeper_client::Acls::anyone_all());
         let (stat, _) = client.create("/zc", b"v1", &opts).await.unwrap();
         assert_eq!(stat.version, 0);
         let (data, _stat, watcher) = client.get_and_watch_data("/zc").await.unwrap();
@@ -346,7 +495,8 @@ fn independent_rust_client_zookeeper_client_crate() {
         client.set_data("/zc", b"v2", None).await.unwrap();
         let ev = watcher.changed().await;
         assert_eq!(ev.event_type, zookeeper_client::EventType::NodeDataChanged);
-        let eph = zookeeper_client::CreateMode::EphemeralSequential.with_acls(zookeeper_client::Acls::anyone_all());
+        let eph = zookeeper_client::CreateMode::EphemeralSequential
+            .with_acls(zookeeper_client::Acls::anyone_all());
         let (_, seq) = client.create("/zc/m-", b"", &eph).await.unwrap();
         assert_eq!(seq.into_i64(), 0);
         let children = client.list_children("/zc").await.unwrap();
@@ -366,9 +516,20 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     // set and never the one sent after it, even though writes behind reads are proposed at once.
     let mut sent = vec![];
     for i in 1..=200 {
-        let set = SetDataRequest { path: "/k".into(), data: Bytes::from(format!("{i}")), version: -1 };
+        let set = SetDataRequest {
+            path: "/k".into(),
+            data: Bytes::from(format!("{i}")),
+            version: -1,
+        };
         sent.push((c.send(&Request::SetData(set)), OpCode::SetData, i));
-        sent.push((c.send(&Request::GetData(GetDataRequest { path: "/k".into(), watch: false })), OpCode::GetData, i));
+        sent.push((
+            c.send(&Request::GetData(GetDataRequest {
+                path: "/k".into(),
+                watch: false,
+            })),
+            OpCode::GetData,
+            i,
+        ));
     }
     let mut last = 0;
     for (xid, op, i) in sent {
@@ -377,25 +538,50 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
         assert!(r.zxid >= last, "reply zxids go backwards");
         last = r.zxid;
         if op == OpCode::GetData {
-            assert_eq!(data_of(&r), format!("{i}").as_bytes(), "read {i} saw another write");
+            assert_eq!(
+                data_of(&r),
+                format!("{i}").as_bytes(),
+                "read {i} saw another write"
+            );
             assert_eq!(stat_of(&r).version, i);
         }
     }
     // A watch set by a pipelined read fires for the write sent right after it, after the read's reply
     // and before that write's reply.
     for round in 0..50 {
-        let w1 = c.send(&Request::SetData(SetDataRequest { path: "/k".into(), data: Bytes::from("a"), version: -1 }));
-        let r1 = c.send(&Request::GetData(GetDataRequest { path: "/k".into(), watch: true }));
-        let w2 = c.send(&Request::SetData(SetDataRequest { path: "/k".into(), data: Bytes::from("b"), version: -1 }));
+        let w1 = c.send(&Request::SetData(SetDataRequest {
+            path: "/k".into(),
+            data: Bytes::from("a"),
+            version: -1,
+        }));
+        let r1 = c.send(&Request::GetData(GetDataRequest {
+            path: "/k".into(),
+            watch: true,
+        }));
+        let w2 = c.send(&Request::SetData(SetDataRequest {
+            path: "/k".into(),
+            data: Bytes::from("b"),
+            version: -1,
+        }));
         assert_eq!(c.recv(OpCode::SetData).unwrap().xid, w1);
         let r = c.recv(OpCode::GetData).unwrap();
         assert_eq!((r.xid, data_of(&r)), (r1, b"a".to_vec()), "round {round}");
-        assert!(c.events.is_empty(), "round {round}: the event came before the read that set the watch");
+        assert!(
+            c.events.is_empty(),
+            "round {round}: the event came before the read that set the watch"
+        );
         let r = c.recv(OpCode::SetData).unwrap();
         assert_eq!(r.xid, w2);
-        assert_eq!(c.events.len(), 1, "round {round}: the event must precede the reply of the write that fired it");
+        assert_eq!(
+            c.events.len(),
+            1,
+            "round {round}: the event must precede the reply of the write that fired it"
+        );
         let (_, ev) = c.events.remove(0);
-        assert_eq!((ev.event_type, ev.path.as_str()), (EventType::NodeDataChanged.code(), "/k"));
+        assert_eq!(
+            (ev.event_type, ev.path.as_str()),
+            (EventType::NodeDataChanged.code(), "/k")
+        );
     }
 }
 
@@ -412,9 +598,20 @@ fn linearizable_reads_setting_puts_every_read_behind_a_barrier() {
     // Pipelined: a read between two writes sees the first and not the second.
     let mut sent = vec![];
     for i in 0..50 {
-        let set = SetDataRequest { path: "/lin".into(), data: Bytes::from(format!("p{i}")), version: -1 };
+        let set = SetDataRequest {
+            path: "/lin".into(),
+            data: Bytes::from(format!("p{i}")),
+            version: -1,
+        };
         sent.push((a.send(&Request::SetData(set)), OpCode::SetData, i));
-        sent.push((a.send(&Request::GetData(GetDataRequest { path: "/lin".into(), watch: false })), OpCode::GetData, i));
+        sent.push((
+            a.send(&Request::GetData(GetDataRequest {
+                path: "/lin".into(),
+                watch: false,
+            })),
+            OpCode::GetData,
+            i,
+        ));
     }
     for (xid, op, i) in sent {
         let r = a.recv(op).unwrap();

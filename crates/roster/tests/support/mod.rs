@@ -25,7 +25,11 @@ pub struct Roster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Roster {
@@ -35,7 +39,15 @@ impl Roster {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
-        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), env: vec![], child: None, log };
+        let mut r = Roster {
+            addr,
+            peer,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            child: None,
+            log,
+        };
         r.spawn();
         r
     }
@@ -49,13 +61,25 @@ impl Roster {
         let peer = net.proxy(real);
         let log = dir.path().join("server.log");
         let env = vec![("ROSTER_PEER_LISTEN".to_string(), real.to_string())];
-        let mut r = Roster { addr, peer, dir, extra: extra.iter().map(|s| s.to_string()).collect(), env, child: None, log };
+        let mut r = Roster {
+            addr,
+            peer,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
+            child: None,
+            log,
+        };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .arg("serve")
             .arg("--client-addr")
@@ -74,15 +98,25 @@ impl Roster {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if four_letter(self.addr, "ruok").map(|s| s == "imok").unwrap_or(false) {
+            if four_letter(self.addr, "ruok")
+                .map(|s| s == "imok")
+                .unwrap_or(false)
+            {
                 return;
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("roster exited with {status} while starting; log:\n{}", self.log_text());
+                    panic!(
+                        "roster exited with {status} while starting; log:\n{}",
+                        self.log_text()
+                    );
                 }
             }
-            assert!(Instant::now() < deadline, "roster did not start; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "roster did not start; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -117,7 +151,12 @@ impl Roster {
     /// Sends a signal (`STOP`, `CONT`, ...) to the process with `kill -SIG PID`.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} {pid} failed");
     }
 
@@ -175,8 +214,11 @@ pub struct Reply {
 impl Raw {
     /// Connects and completes a handshake; `Err` carries the refusal (timeout 0) or the I/O error.
     pub fn connect_with(addr: SocketAddr, req: ConnectRequest) -> Result<Raw, String> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         let mut raw = Raw {
             stream,
@@ -206,7 +248,12 @@ impl Raw {
     pub fn connect(addr: SocketAddr, timeout: i32) -> Raw {
         Raw::connect_with(
             addr,
-            ConnectRequest { timeout, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+            ConnectRequest {
+                timeout,
+                passwd: Bytes::from(vec![0u8; 16]),
+                read_only: Some(false),
+                ..Default::default()
+            },
         )
         .expect("connects")
     }
@@ -224,7 +271,10 @@ impl Raw {
             let mut tmp = [0u8; 65536];
             let n = self.stream.read(&mut tmp)?;
             if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             self.buf.extend_from_slice(&tmp[..n]);
         }
@@ -241,7 +291,11 @@ impl Raw {
         };
         let mut out = BytesMut::new();
         write_frame(&mut out, |b| {
-            RequestHeader { xid, op_type: req.op_code().code() }.encode(b);
+            RequestHeader {
+                xid,
+                op_type: req.op_code().code(),
+            }
+            .encode(b);
             req.encode_body(b);
         });
         self.stream.write_all(&out).unwrap();
@@ -267,8 +321,17 @@ impl Raw {
             if h.zxid > self.last_zxid {
                 self.last_zxid = h.zxid;
             }
-            let body = if h.err == 0 && !b.is_empty() { Some(Response::decode(op, b).unwrap()) } else { None };
-            return Ok(Reply { xid: h.xid, zxid: h.zxid, err: h.err, body });
+            let body = if h.err == 0 && !b.is_empty() {
+                Some(Response::decode(op, b).unwrap())
+            } else {
+                None
+            };
+            return Ok(Reply {
+                xid: h.xid,
+                zxid: h.zxid,
+                err: h.err,
+                body,
+            });
         }
     }
 
@@ -289,7 +352,11 @@ impl Raw {
         let body = self.read_frame()?;
         let mut b: &[u8] = &body;
         let h = ReplyHeader::decode(&mut b).unwrap();
-        assert_eq!(h.xid, xid::NOTIFICATION, "expected a notification, got reply {h:?}");
+        assert_eq!(
+            h.xid,
+            xid::NOTIFICATION,
+            "expected a notification, got reply {h:?}"
+        );
         Ok(decode_exact(b).unwrap())
     }
 
@@ -303,23 +370,39 @@ impl Raw {
     }
 
     pub fn get(&mut self, path: &str, watch: bool) -> Reply {
-        self.call(Request::GetData(GetDataRequest { path: path.into(), watch }))
+        self.call(Request::GetData(GetDataRequest {
+            path: path.into(),
+            watch,
+        }))
     }
 
     pub fn exists(&mut self, path: &str, watch: bool) -> Reply {
-        self.call(Request::Exists(ExistsRequest { path: path.into(), watch }))
+        self.call(Request::Exists(ExistsRequest {
+            path: path.into(),
+            watch,
+        }))
     }
 
     pub fn set(&mut self, path: &str, data: &[u8], version: i32) -> Reply {
-        self.call(Request::SetData(SetDataRequest { path: path.into(), data: Bytes::copy_from_slice(data), version }))
+        self.call(Request::SetData(SetDataRequest {
+            path: path.into(),
+            data: Bytes::copy_from_slice(data),
+            version,
+        }))
     }
 
     pub fn delete(&mut self, path: &str, version: i32) -> Reply {
-        self.call(Request::Delete(DeleteRequest { path: path.into(), version }))
+        self.call(Request::Delete(DeleteRequest {
+            path: path.into(),
+            version,
+        }))
     }
 
     pub fn children(&mut self, path: &str, watch: bool) -> Reply {
-        self.call(Request::GetChildren(GetChildrenRequest { path: path.into(), watch }))
+        self.call(Request::GetChildren(GetChildrenRequest {
+            path: path.into(),
+            watch,
+        }))
     }
 
     /// Closes the session politely.
@@ -364,7 +447,12 @@ pub fn connect_retry(addr: SocketAddr, timeout: i32, within: Duration) -> Raw {
     loop {
         match Raw::connect_with(
             addr,
-            ConnectRequest { timeout, passwd: Bytes::from(vec![0u8; 16]), read_only: Some(false), ..Default::default() },
+            ConnectRequest {
+                timeout,
+                passwd: Bytes::from(vec![0u8; 16]),
+                read_only: Some(false),
+                ..Default::default()
+            },
         ) {
             Ok(c) => return c,
             Err(e) => {
@@ -408,13 +496,23 @@ impl Default for FaultNet {
 
 impl FaultNet {
     pub fn new() -> FaultNet {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        FaultNet { rt, inner: Default::default() }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        FaultNet {
+            rt,
+            inner: Default::default(),
+        }
     }
 
     /// Starts a proxy to `upstream`; returns its address.
     pub fn proxy(&self, upstream: SocketAddr) -> SocketAddr {
-        let listener = self.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let me = listener.local_addr().unwrap();
         self.inner.lock().unwrap().ids.insert(me, 0);
         let inner = self.inner.clone();
@@ -434,7 +532,12 @@ impl FaultNet {
     /// Cuts `node` off from every other node, both directions.
     pub fn isolate(&self, node: u64) {
         let mut st = self.inner.lock().unwrap();
-        let others: Vec<u64> = st.ids.values().copied().filter(|id| *id != node && *id != 0).collect();
+        let others: Vec<u64> = st
+            .ids
+            .values()
+            .copied()
+            .filter(|id| *id != node && *id != 0)
+            .collect();
         for o in others {
             st.cut.insert((node, o));
             st.cut.insert((o, node));
@@ -458,7 +561,9 @@ async fn proxy_conn(
 ) -> std::io::Result<()> {
     use roster_server::peer::wire::{encode, read_msg, PeerMsg};
     use tokio::io::AsyncWriteExt;
-    let Some(hello) = read_msg(&mut down).await? else { return Ok(()) };
+    let Some(hello) = read_msg(&mut down).await? else {
+        return Ok(());
+    };
     let from = match &hello {
         PeerMsg::Hello(h) => h.from,
         _ => 0,
@@ -490,7 +595,10 @@ async fn proxy_conn(
 
 /// A node's view of the cluster, asked on its peer port (as `roster cluster status` does).
 pub fn peer_status(peer: SocketAddr) -> Result<roster_server::peer::wire::StatusInfo, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
 }
 
@@ -514,7 +622,10 @@ pub fn wait_cluster(nodes: &[&Roster], voters: usize, learners: usize, within: D
         if ok {
             return leader.unwrap();
         }
-        assert!(Instant::now() < deadline, "cluster did not form within {within:?}: {all:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not form within {within:?}: {all:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -522,13 +633,20 @@ pub fn wait_cluster(nodes: &[&Roster], voters: usize, learners: usize, within: D
 /// The `Node count:` of the node's `srvr` answer.
 pub fn srvr_node_count(addr: SocketAddr) -> Option<u64> {
     let s = four_letter(addr, "srvr").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("Node count: ")).and_then(|v| v.trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("Node count: "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Creates every (path, data) as a persistent node through one session, keeping up to `window`
 /// creates in flight (replies come back in order). Panics on any error reply.
-pub fn create_pipelined(c: &mut Raw, items: impl IntoIterator<Item = (String, Vec<u8>)>, window: usize) -> usize {
-    let mut in_flight: std::collections::VecDeque<(i32, String)> = std::collections::VecDeque::new();
+pub fn create_pipelined(
+    c: &mut Raw,
+    items: impl IntoIterator<Item = (String, Vec<u8>)>,
+    window: usize,
+) -> usize {
+    let mut in_flight: std::collections::VecDeque<(i32, String)> =
+        std::collections::VecDeque::new();
     let mut done = 0;
     let recv_one = |c: &mut Raw, q: &mut std::collections::VecDeque<(i32, String)>| {
         let (xid, path) = q.pop_front().unwrap();
