@@ -40,6 +40,10 @@ pub struct Conn {
     pub session_id: i64,
     /// The negotiated session timeout, ms.
     pub timeout_ms: i32,
+    /// The session password the server granted (to resume the session on another connection).
+    pub passwd: Bytes,
+    /// The largest zxid seen in a reply (sent when resuming, as ZooKeeper clients do).
+    pub last_zxid: i64,
     /// Notifications read while waiting for a reply (by `call`).
     pub events: Vec<WatcherEvent>,
 }
@@ -47,7 +51,26 @@ pub struct Conn {
 impl Conn {
     /// Connects and performs the handshake for a new session with the requested timeout.
     pub async fn connect(addr: SocketAddr, timeout_ms: i32) -> anyhow::Result<Conn> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        Conn::open(
+            addr,
+            timeout_ms,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Connects and performs the handshake: a new session, or with `resume` (session id, password,
+    /// last zxid seen) the same session on a new connection. Connect and handshake are each bounded.
+    pub async fn open(
+        addr: SocketAddr,
+        timeout_ms: i32,
+        resume: Option<(i64, Bytes, i64)>,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> anyhow::Result<Conn> {
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
             .await
             .with_context(|| format!("connect to {addr}: timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
@@ -59,19 +82,24 @@ impl Conn {
             next_xid: 1,
             session_id: 0,
             timeout_ms: 0,
+            passwd: Bytes::new(),
+            last_zxid: 0,
             events: Vec::new(),
         };
+        let (session_id, passwd, last_zxid) =
+            resume.unwrap_or((0, Bytes::from_static(&[0u8; 16]), 0));
+        c.last_zxid = last_zxid;
         let req = ConnectRequest {
             protocol_version: 0,
-            last_zxid_seen: 0,
+            last_zxid_seen: last_zxid,
             timeout: timeout_ms,
-            session_id: 0,
-            passwd: Bytes::from_static(&[0u8; 16]),
+            session_id,
+            passwd,
             read_only: Some(false),
         };
         write_frame(&mut c.wbuf, |o| req.encode(o));
         c.flush().await?;
-        let body = tokio::time::timeout(Duration::from_secs(30), c.read_frame())
+        let body = tokio::time::timeout(handshake_timeout, c.read_frame())
             .await
             .with_context(|| format!("handshake with {addr}: timed out"))??;
         let resp = ConnectResponse::decode(&mut &body[..]).context("handshake reply")?;
@@ -84,6 +112,7 @@ impl Conn {
         }
         c.session_id = resp.session_id;
         c.timeout_ms = resp.timeout;
+        c.passwd = resp.passwd;
         Ok(c)
     }
 
@@ -163,6 +192,9 @@ impl Conn {
         if h.xid == xid::NOTIFICATION {
             let ev = WatcherEvent::decode(&mut b).context("watch event")?;
             return Ok(Some(Incoming::Event(ev)));
+        }
+        if h.zxid > self.last_zxid {
+            self.last_zxid = h.zxid;
         }
         let rest = body.slice(body.len() - b.len()..);
         Ok(Some(Incoming::Reply(h, rest)))

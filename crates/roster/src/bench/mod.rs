@@ -6,11 +6,14 @@
 //! latency (one request in flight: create, setData, getData, delete), churn (connect + ephemeral + close),
 //! watch (create → child-watch notification), expiry (SIGKILL of a session holder → NodeDeleted), memory
 //! (server RSS idle and after loading `--znodes` nodes). Each is bounded by `--ops` and `--duration`.
+//! `failover` (only when named) kills the leader of a cluster with kill -9 and measures the time to a new
+//! leader, to the next write of an existing session and of a new one (see `failover.rs`).
 //! With `--server-pids`, every workload also reports the servers' CPU time and resident memory.
 //!
 //! `--compare` renders saved `--json` outputs side by side (used by `scripts/bench`).
 
 mod conn;
+mod failover;
 mod load;
 mod procfs;
 mod report;
@@ -31,6 +34,8 @@ use workloads::Ctx;
 const WORKLOADS: &[&str] = &[
     "create", "set", "get", "mix", "latency", "churn", "watch", "expiry", "memory",
 ];
+/// Workloads that kill servers: run only when named, never by `all`.
+const DESTRUCTIVE: &[&str] = &["failover"];
 
 /// Options of `roster bench` (the many workload settings are boxed to keep the command enum small).
 #[derive(Args, Debug)]
@@ -49,9 +54,11 @@ pub struct BenchArgs {
 roster bench --servers 127.0.0.1:2181\n  \
 roster bench --servers 127.0.0.1:2181 --workload get,mix --sessions 32 --depth 64 --duration 20s\n  \
 roster bench --servers 127.0.0.1:2181 --server-pids $(pgrep -n roster) --workload memory --znodes 1000000\n  \
+roster bench --servers 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 --server-pids P1,P2,P3 --workload failover\n  \
 roster bench --compare roster.json zookeeper.json --compare-labels roster,zookeeper")]
 pub struct BenchOpts {
-    /// Workloads, comma-separated: all, create, set, get, mix, latency, churn, watch, expiry, memory.
+    /// Workloads, comma-separated: all, create, set, get, mix, latency, churn, watch, expiry, memory,
+    /// failover (kills servers: never part of all).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Sessions of the throughput workloads.
@@ -96,6 +103,22 @@ pub struct BenchOpts {
     /// Time cap of the memory workload's load.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub memory_timeout: Duration,
+    /// Leader kills of the failover workload (more than one needs --restart-cmd).
+    #[arg(long, default_value_t = 1)]
+    pub failover_trials: usize,
+    /// Failover: shell command that kills the leader, run with ROSTER_BENCH_LEADER_INDEX (0-based,
+    /// into --servers), ROSTER_BENCH_LEADER_ADDR and ROSTER_BENCH_LEADER_PID set. Without it the
+    /// leader's pid from --server-pids (one per address, same order) gets kill -9.
+    #[arg(long)]
+    pub leader_kill_cmd: Option<String>,
+    /// Failover: shell command that restarts the killed node, run with ROSTER_BENCH_KILLED_INDEX,
+    /// _ADDR and _PID set; it must not leave the server attached to its stdout, and may print the new
+    /// pid as its last line. The bench then waits for every node to serve again.
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+    /// Failover: cap on each wait (new leader, writes, rejoin).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub failover_timeout: Duration,
     /// Session timeout of the bench sessions, ms.
     #[arg(long, default_value_t = 30_000)]
     pub session_timeout_ms: i32,
@@ -177,12 +200,13 @@ fn selected(list: &str) -> anyhow::Result<Vec<&'static str>> {
             }
             continue;
         }
-        match WORKLOADS.iter().find(|x| **x == w) {
+        match WORKLOADS.iter().chain(DESTRUCTIVE).find(|x| **x == w) {
             Some(x) if !out.contains(x) => out.push(*x),
             Some(_) => {}
             None => bail!(
-                "unknown workload {w:?} (known: all, {})",
-                WORKLOADS.join(", ")
+                "unknown workload {w:?} (known: all, {}, {})",
+                WORKLOADS.join(", "),
+                DESTRUCTIVE.join(", ")
             ),
         }
     }
@@ -230,6 +254,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         root: args.root.trim_end_matches('/').to_string(),
         run_id,
         keys_loaded: false,
+        failover_trials: args.failover_trials,
+        leader_kill_cmd: args.leader_kill_cmd.clone(),
+        restart_cmd: args.restart_cmd.clone(),
+        failover_timeout: args.failover_timeout,
     };
     let mut report = Report {
         label: args.label.clone(),
@@ -269,6 +297,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "watch" => workloads::watch(&mut ctx, &pb).await.map(|r| vec![r]),
             "expiry" => workloads::expiry(&mut ctx, &pb).await.map(|r| vec![r]),
             "memory" => workloads::memory(&mut ctx, &pb).await.map(|r| vec![r]),
+            "failover" => failover::failover(&mut ctx, &pb).await,
             _ => unreachable!("workload names are checked"),
         };
         pb.finish_and_clear();
@@ -290,7 +319,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .zip(after.procs.iter())
             .map(|(b, a)| report::ServerUsage {
                 pid: b.0,
-                cpu_s: a.1.zip(b.1).map(|(a, b)| a - b),
+                // A server restarted during the workload (failover) is another process: no CPU figure.
+                cpu_s: a.1.zip(b.1).filter(|_| a.0 == b.0).map(|(a, b)| a - b),
                 rss_before_mib: b.2.map(|k| k as f64 / 1024.0),
                 rss_after_mib: a.2.map(|k| k as f64 / 1024.0),
             })
@@ -306,7 +336,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // Several results of one workload (latency) share one CPU figure: it goes on the first.
             if n == 0 {
                 r.client_cpu_s = after.client_cpu - before.client_cpu;
-                if total_ops > 0 {
+                if total_ops > 0 && !r.workload.starts_with("failover") {
                     r.server_cpu_us_per_op = cpu.map(|c| c * 1e6 / total_ops as f64);
                 }
             }
@@ -376,6 +406,8 @@ mod tests {
         assert_eq!(selected("all").unwrap().len(), WORKLOADS.len());
         assert_eq!(selected("get,mix,get").unwrap(), vec!["get", "mix"]);
         assert!(selected("nope").is_err());
+        assert!(!selected("all").unwrap().contains(&"failover"));
+        assert_eq!(selected("failover").unwrap(), vec!["failover"]);
         assert_eq!(parse_addrs("127.0.0.1:1,127.0.0.1:2").unwrap().len(), 2);
     }
 }

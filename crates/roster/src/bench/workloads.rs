@@ -60,6 +60,14 @@ pub struct Ctx {
     pub run_id: String,
     /// Whether the setData/getData keys exist.
     pub keys_loaded: bool,
+    /// Leader kills of the failover workload.
+    pub failover_trials: usize,
+    /// Shell command that kills the leader (failover); else `kill -9` of its pid.
+    pub leader_kill_cmd: Option<String>,
+    /// Shell command that restarts the killed node and prints its pid (failover).
+    pub restart_cmd: Option<String>,
+    /// Cap on each wait of the failover workload.
+    pub failover_timeout: Duration,
 }
 
 impl Ctx {
@@ -459,7 +467,19 @@ pub async fn watch(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadRe
 /// is exactly one timeout away), then killed with SIGKILL. Measured: kill to the watcher's NodeDeleted.
 pub async fn expiry(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let dir = format!("{}/expiry-{}", ctx.root, ctx.run_id);
-    let watch_addr = ctx.addrs[1 % ctx.addrs.len()];
+    // In a cluster the holders sit on a follower (their session lives where the leader, which expires
+    // it, only hears of it through that follower) and the watcher on another node.
+    let mut hi = 0;
+    if ctx.addrs.len() >= 3 {
+        for (i, a) in ctx.addrs.iter().enumerate() {
+            if super::failover::srvr_mode(*a).await.as_deref() == Some("follower") {
+                hi = i;
+                break;
+            }
+        }
+    }
+    let holder_addr = ctx.addrs[hi];
+    let watch_addr = ctx.addrs[(hi + 1) % ctx.addrs.len()];
     let mut watcher = Conn::connect(watch_addr, ctx.session_timeout_ms).await?;
     ensure_path(&mut watcher, &dir).await?;
     let exe = std::env::current_exe().context("locating this binary for the holder process")?;
@@ -471,7 +491,7 @@ pub async fn expiry(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadR
         let path = format!("{dir}/h{i}");
         let mut child = tokio::process::Command::new(&exe)
             .args(["bench", "--internal-ephemeral-holder", "--servers"])
-            .arg(ctx.addrs[0].to_string())
+            .arg(holder_addr.to_string())
             .arg("--holder-path")
             .arg(&path)
             .arg("--expiry-timeout-ms")
@@ -553,7 +573,7 @@ pub async fn expiry(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadR
     let mut r = WorkloadResult {
         workload: "expiry".into(),
         description: format!(
-            "SIGKILL of a session holder to NodeDeleted of its ephemeral, {n} holders"
+            "SIGKILL of a session holder (on {holder_addr}) to NodeDeleted of its ephemeral (watcher on {watch_addr}), {n} holders"
         ),
         elapsed_s: wait_start.elapsed().as_secs_f64(),
         ops: h.len(),
