@@ -171,39 +171,23 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         if voters.len() == 1 {
             return PeerResponse::Err(PeerError::Refused("cannot remove the last voter".into()));
         }
-        ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        // One change that removes the voter and promotes learners while voters are short of the
+        // target. Two changes in a row break when the removed node is this leader: it steps down after
+        // the first, and openraft refuses (panics on) a second change proposed meanwhile.
+        let mut next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
+        let short = ctx.cluster.target_voters.saturating_sub(next.len());
+        let promote: Vec<u64> = m.membership().learner_ids().filter(|l| *l != node_id).take(short).collect();
+        if !promote.is_empty() {
+            tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
+        }
+        next.extend(promote);
+        ChangeMembers::ReplaceAllVoters(next)
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
     };
     tracing::info!(node = node_id, "removing node from the cluster");
     if let Err(e) = ctx.raft.change_membership(change, false).await {
         return raft_err(e);
-    }
-    if ctx.raft.is_leader() {
-        let m = ctx
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        let voters = m.voter_ids().count();
-        let short = ctx.cluster.target_voters.saturating_sub(voters);
-        let promote: BTreeSet<u64> = m
-            .membership()
-            .learner_ids()
-            .filter(|l| *l != node_id)
-            .take(short)
-            .collect();
-        if !promote.is_empty() {
-            tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
-            if let Err(e) = ctx
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(promote), false)
-                .await
-            {
-                tracing::warn!(error = %e, "promoting learners failed");
-            }
-        }
     }
     PeerResponse::Ack
 }
