@@ -806,7 +806,7 @@ fn follower_kill9_under_load_and_restart_lose_nothing() {
     let _serial = serial();
     let (a, b, c) = three();
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
-    let mut nodes = vec![a, b, c];
+    let mut nodes = [a, b, c];
     let fidx = nodes.iter().position(|n| node_id(n) != leader).unwrap();
     let others: Vec<SocketAddr> = nodes
         .iter()

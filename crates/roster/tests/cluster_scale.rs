@@ -356,7 +356,10 @@ fn join_and_leave_under_load(leader_leaves: bool) {
         // The departed leader hands over once the change is committed; wait for the others to elect.
         let deadline = Instant::now() + Duration::from_secs(30);
         while new_leader == leader {
-            assert!(Instant::now() < deadline, "no new leader after the leader left");
+            assert!(
+                Instant::now() < deadline,
+                "no new leader after the leader left"
+            );
             std::thread::sleep(Duration::from_millis(100));
             new_leader = wait_cluster(&rest, 3, 0, Duration::from_secs(60));
         }

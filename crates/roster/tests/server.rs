@@ -224,7 +224,9 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
     let mut setup = Raw::connect(srv.addr, 10_000);
     setup.create("/load", b"", 0);
     drop(setup);
-    let acked: Arc<Mutex<BTreeMap<String, (Vec<u8>, i64)>>> = Arc::default();
+    // path -> (data, zxid) of every acknowledged create.
+    type Acked = Arc<Mutex<BTreeMap<String, (Vec<u8>, i64)>>>;
+    let acked: Acked = Arc::default();
     let addr = srv.addr;
     let mut threads = vec![];
     for t in 0..4 {

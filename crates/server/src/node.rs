@@ -399,7 +399,14 @@ impl Node {
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
     pub async fn shutdown(self) {
         if self.ctx.shared.config.leave_on_shutdown {
-            let members = self.ctx.raft.metrics().borrow_watched().membership_config.nodes().count();
+            let members = self
+                .ctx
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .nodes()
+                .count();
             if members > 1 {
                 tracing::info!("leaving the cluster before shutting down (leave-on-shutdown)");
                 match tokio::time::timeout(

@@ -436,10 +436,20 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
         if i % 50 == 25 {
             // The config node, as the leader's config loop writes it.
             let data = format!("server.1=sim-1:0:participant\nversion={i:x}").into_bytes();
-            let txn = Txn { session_id: 0, time: 1_000 + i as i64, op: TxnOp::SetConfig { data: data.clone().into() } };
+            let txn = Txn {
+                session_id: 0,
+                time: 1_000 + i as i64,
+                op: TxnOp::SetConfig {
+                    data: data.clone().into(),
+                },
+            };
             match write(&net, txn).await {
                 Some(r) => {
-                    assert!(acked.zxids.last().is_none_or(|last| r.zxid > *last), "acknowledged zxid {} went back", r.zxid);
+                    assert!(
+                        acked.zxids.last().is_none_or(|last| r.zxid > *last),
+                        "acknowledged zxid {} went back",
+                        r.zxid
+                    );
                     acked.zxids.push(r.zxid);
                     acked.data.insert("/zookeeper/config".into(), data);
                 }
@@ -672,7 +682,16 @@ async fn run(seed: u64) -> Vec<String> {
         let (_, nodes) = sim.members();
         let applied: BTreeMap<u64, i64> = nodes
             .iter()
-            .map(|id| (*id, sim.nodes.get(id).and_then(|n| n.shared.clone()).map(|s| s.db.lock().state.last_zxid()).unwrap_or(-1)))
+            .map(|id| {
+                (
+                    *id,
+                    sim.nodes
+                        .get(id)
+                        .and_then(|n| n.shared.clone())
+                        .map(|s| s.db.lock().state.last_zxid())
+                        .unwrap_or(-1),
+                )
+            })
             .collect();
         let top = applied.values().copied().max().unwrap_or(-1);
         if top >= fin_zxid as i64 && applied.values().all(|z| *z == top) {
@@ -682,7 +701,14 @@ async fn run(seed: u64) -> Vec<String> {
                 .map(|id| {
                     let shared = sim.nodes[id].shared.clone().unwrap();
                     let db = shared.db.lock();
-                    (*id, (db.state.last_zxid(), db.state.to_snapshot(), db.state.clone()))
+                    (
+                        *id,
+                        (
+                            db.state.last_zxid(),
+                            db.state.to_snapshot(),
+                            db.state.clone(),
+                        ),
+                    )
                 })
                 .collect();
             if snaps.values().all(|(z, _, _)| *z == top) {
@@ -699,11 +725,16 @@ async fn run(seed: u64) -> Vec<String> {
     // Checks.
     for (id, (_, _, state)) in &snaps {
         for (path, data) in &acked.data {
-            let n = state.node(path).unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
+            let n = state
+                .node(path)
+                .unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
             assert_eq!(&n.data[..], &data[..], "node {id}: {path} has other data");
         }
     }
-    let snaps: BTreeMap<u64, Vec<u8>> = snaps.into_iter().map(|(id, (_, bytes, _))| (id, bytes)).collect();
+    let snaps: BTreeMap<u64, Vec<u8>> = snaps
+        .into_iter()
+        .map(|(id, (_, bytes, _))| (id, bytes))
+        .collect();
     let first = snaps.values().next().unwrap();
     for (id, s) in &snaps {
         assert!(

@@ -657,9 +657,17 @@ impl State {
     /// `/zookeeper/config` gets the ensemble's configuration (see [`TxnOp::SetConfig`]).
     fn set_config(&mut self, ctx: &mut Ctx, data: &Bytes) {
         const PATH: &str = "/zookeeper/config";
-        let Some(node) = self.tree.get(PATH) else { return };
-        let Ok(version) = check_and_inc_version(node.version, -1) else { return };
-        if self.tree.set_data(PATH, data.clone(), version, ctx.zxid, ctx.time).is_some() {
+        let Some(node) = self.tree.get(PATH) else {
+            return;
+        };
+        let Ok(version) = check_and_inc_version(node.version, -1) else {
+            return;
+        };
+        if self
+            .tree
+            .set_data(PATH, data.clone(), version, ctx.zxid, ctx.time)
+            .is_some()
+        {
             ctx.changes.push(Change::DataChanged(PATH.to_string()));
         }
     }
@@ -829,10 +837,15 @@ mod tests {
         let txn = |data: &'static [u8]| Txn {
             session_id: 0,
             time: 77,
-            op: TxnOp::SetConfig { data: Bytes::from_static(data) },
+            op: TxnOp::SetConfig {
+                data: Bytes::from_static(data),
+            },
         };
         let a = s.apply(5, &txn(b"server.1=h:1:0:participant;h:2\nversion=0"));
-        assert_eq!(a.changes, vec![Change::DataChanged("/zookeeper/config".into())]);
+        assert_eq!(
+            a.changes,
+            vec![Change::DataChanged("/zookeeper/config".into())]
+        );
         let st = s.stat("/zookeeper/config").unwrap();
         assert_eq!((st.version, st.mzxid, st.mtime, st.czxid), (1, 5, 77, 0));
         s.apply(9, &txn(b"version=9"));
@@ -840,7 +853,10 @@ mod tests {
         assert_eq!((st.version, st.mzxid), (2, 9));
         assert_eq!(&s.node("/zookeeper/config").unwrap().data[..], b"version=9");
         // The ACL stays read-only for clients.
-        assert_eq!(s.acl("/zookeeper/config").unwrap(), Acl::read_unsafe().as_slice());
+        assert_eq!(
+            s.acl("/zookeeper/config").unwrap(),
+            Acl::read_unsafe().as_slice()
+        );
         assert_eq!(s.check_invariants(), Ok(()));
     }
 }

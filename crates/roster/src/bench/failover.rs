@@ -106,6 +106,7 @@ struct WriterOut {
 }
 
 /// A session on a survivor writing `path` one request at a time, before and after the kill.
+#[allow(clippy::too_many_arguments)] // one call site; the arguments are the trial's whole context
 async fn existing_writer(
     addrs: Vec<SocketAddr>,
     home: usize,

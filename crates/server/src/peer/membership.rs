@@ -176,7 +176,12 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         // the first, and openraft refuses (panics on) a second change proposed meanwhile.
         let mut next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
         let short = ctx.cluster.target_voters.saturating_sub(next.len());
-        let promote: Vec<u64> = m.membership().learner_ids().filter(|l| *l != node_id).take(short).collect();
+        let promote: Vec<u64> = m
+            .membership()
+            .learner_ids()
+            .filter(|l| *l != node_id)
+            .take(short)
+            .collect();
         if !promote.is_empty() {
             tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
         }
