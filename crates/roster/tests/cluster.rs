@@ -6,83 +6,11 @@ mod support;
 
 use bytes::Bytes;
 use roster_proto::*;
-use roster_server::peer::wire::StatusInfo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Clusters are started one test at a time: several 3-node clusters at once on a 2-core machine would
-/// starve heartbeats and turn the tests into election-timeout lotteries.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
-}
-
-/// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
-fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all: Vec<_> = nodes.iter().map(|n| status(n.peer)).collect();
-        let ok = all.iter().all(|s| match s {
-            Ok(s) => {
-                s.serving
-                    && s.leader.is_some()
-                    && s.leader == all[0].as_ref().ok().and_then(|a| a.leader)
-                    && s.members.iter().filter(|m| m.voter).count() == voters
-                    && s.members.iter().filter(|m| !m.voter).count() == learners
-            }
-            Err(_) => false,
-        });
-        if ok {
-            return all[0].as_ref().unwrap().leader.unwrap();
-        }
-        assert!(Instant::now() < deadline, "cluster did not form: {all:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until `n` knows a leader other than `old`.
-fn wait_new_leader(n: &Roster, old: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(n.peer)
-        .ok()
-        .and_then(|s| s.leader)
-        .is_none_or(|l| l == old)
-    {
-        assert!(Instant::now() < deadline, "no leader other than {old}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn node_id(n: &Roster) -> u64 {
-    status(n.peer).unwrap().node_id
-}
-
-fn sync(c: &mut Raw, path: &str) {
-    let r = c.call(Request::Sync(SyncRequest { path: path.into() }));
-    assert_eq!(r.err, 0, "sync failed");
-}
-
-fn children(c: &mut Raw, path: &str) -> Vec<String> {
-    match c.children(path, false).body {
-        Some(Response::GetChildren(g)) => {
-            let mut v = g.children;
-            v.sort();
-            v
-        }
-        other => panic!("getChildren {path}: {other:?}"),
-    }
-}
 
 /// Children and data of `path`, read after a sync on a fresh session to `addr`.
 fn subtree(addr: SocketAddr, path: &str) -> BTreeMap<String, Vec<u8>> {

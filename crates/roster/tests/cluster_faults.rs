@@ -8,69 +8,10 @@ mod support;
 
 use bytes::Bytes;
 use roster_proto::*;
-use roster_server::peer::wire::StatusInfo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// One cluster at a time (2 cores): see `cluster.rs`.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn status(peer: SocketAddr) -> Result<StatusInfo, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
-}
-
-/// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
-fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all: Vec<_> = nodes.iter().map(|n| status(n.peer)).collect();
-        let ok = all.iter().all(|s| match s {
-            Ok(s) => {
-                s.serving
-                    && s.leader.is_some()
-                    && s.leader == all[0].as_ref().ok().and_then(|a| a.leader)
-                    && s.members.iter().filter(|m| m.voter).count() == voters
-                    && s.members.iter().filter(|m| !m.voter).count() == learners
-            }
-            Err(_) => false,
-        });
-        if ok {
-            return all[0].as_ref().unwrap().leader.unwrap();
-        }
-        assert!(Instant::now() < deadline, "cluster did not form: {all:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn node_id(n: &Roster) -> u64 {
-    status(n.peer).unwrap().node_id
-}
-
-fn sync(c: &mut Raw, path: &str) {
-    let r = c.call(Request::Sync(SyncRequest { path: path.into() }));
-    assert_eq!(r.err, 0, "sync failed");
-}
-
-fn children(c: &mut Raw, path: &str) -> Vec<String> {
-    match c.children(path, false).body {
-        Some(Response::GetChildren(g)) => {
-            let mut v = g.children;
-            v.sort();
-            v
-        }
-        other => panic!("getChildren {path}: {other:?}"),
-    }
-}
 
 /// The whole tree as one node serves it after a sync: path → (data, czxid, mzxid, version, owner).
 fn dump(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, i64, i64, i32, i64)> {
