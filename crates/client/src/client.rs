@@ -309,12 +309,7 @@ impl Client {
     /// Like [`Client::get_data`], and a watch that fires when the data changes or the node is deleted.
     pub async fn get_data_w(&self, path: &str) -> Result<(Bytes, Stat, Watch)> {
         let path = self.server_path(path)?;
-        let (tx, rx) = oneshot::channel();
-        let effect = Effect::Watch {
-            kind: OneShotKind::Data,
-            path: path.clone(),
-            tx,
-        };
+        let (effect, rx) = one_shot(OneShotKind::Data, &path);
         match self
             .call(
                 Request::GetData(GetDataRequest { path, watch: true }),
@@ -360,12 +355,7 @@ impl Client {
     /// node itself is deleted.
     pub async fn get_children_w(&self, path: &str) -> Result<(Vec<String>, Watch)> {
         let path = self.server_path(path)?;
-        let (tx, rx) = oneshot::channel();
-        let effect = Effect::Watch {
-            kind: OneShotKind::Child,
-            path: path.clone(),
-            tx,
-        };
+        let (effect, rx) = one_shot(OneShotKind::Child, &path);
         match self
             .call(
                 Request::GetChildren(GetChildrenRequest { path, watch: true }),
@@ -396,12 +386,7 @@ impl Client {
     /// Like [`Client::get_children2`], with a child watch.
     pub async fn get_children2_w(&self, path: &str) -> Result<(Vec<String>, Stat, Watch)> {
         let path = self.server_path(path)?;
-        let (tx, rx) = oneshot::channel();
-        let effect = Effect::Watch {
-            kind: OneShotKind::Child,
-            path: path.clone(),
-            tx,
-        };
+        let (effect, rx) = one_shot(OneShotKind::Child, &path);
         match self
             .call(
                 Request::GetChildren2(GetChildren2Request { path, watch: true }),
@@ -829,4 +814,16 @@ fn stat_or_none(reply: Result<Response>) -> Result<Option<Stat>> {
 fn unexpected(r: Response) -> Error {
     tracing::warn!(response = ?r, "unexpected reply body");
     Error::Code(ErrorCode::MarshallingError)
+}
+
+/// The effect that registers a one-shot watch on `path` once its read succeeds, and the receiver its
+/// event arrives on.
+fn one_shot(kind: OneShotKind, path: &str) -> (Effect, oneshot::Receiver<crate::WatchedEvent>) {
+    let (tx, rx) = oneshot::channel();
+    let effect = Effect::Watch {
+        kind,
+        path: path.to_string(),
+        tx,
+    };
+    (effect, rx)
 }
