@@ -12,20 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Children and data of `path`, read after a sync on a fresh session to `addr`.
-fn subtree(addr: SocketAddr, path: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut c = connect_retry(addr, 10_000, Duration::from_secs(30));
-    sync(&mut c, path);
-    let mut out = BTreeMap::new();
-    for child in children(&mut c, path) {
-        let p = format!("{path}/{child}");
-        let g = c.get(&p, false);
-        assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
-        out.insert(p, data_of(&g));
-    }
-    out
-}
-
 fn three() -> (Roster, Roster, Roster) {
     three_with(&[])
 }
@@ -111,7 +97,7 @@ fn three_nodes_join_and_writes_through_every_node_are_seen_on_every_node() {
     let mut cl = connect_retry(d.addr, 10_000, Duration::from_secs(10));
     assert_eq!(cl.create("/w/observer", b"o", 0).err, 0);
     sync(&mut cl, "/w");
-    assert_eq!(children(&mut cl, "/w").len(), 16);
+    assert_eq!(children_of(&mut cl, "/w").len(), 16);
     assert_eq!(subtree(a.addr, "/w").len(), 16);
     // Removing a voter promotes the learner.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
@@ -150,7 +136,7 @@ fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
     let _serial = serial();
     let (a, b, c) = three();
     let mut nodes = [a, b, c];
-    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let leader = peer_status(nodes[0].peer).unwrap().leader.unwrap();
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
     let mut setup = connect_retry(nodes[li].addr, 10_000, Duration::from_secs(10));
     assert_eq!(setup.create("/load", b"", 0).err, 0);
@@ -265,7 +251,7 @@ fn session_moves_to_another_node_and_keeps_its_ephemeral() {
     let (a, b, c) = three();
     let mut nodes = [a, b, c];
     // The client sits on the leader, the hardest case: its node dies and a new leader must not expire it.
-    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let leader = peer_status(nodes[0].peer).unwrap().leader.unwrap();
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
     let mut cl = connect_retry(nodes[li].addr, 6_000, Duration::from_secs(10));
     assert_eq!(cl.create("/eph", b"mine", 1).err, 0);
@@ -394,7 +380,7 @@ fn a_node_without_leader_closes_clients_and_recovers_when_the_cluster_heals() {
 fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
     let _serial = serial();
     let (a, b, c) = three_with(&["--min-session-timeout-ms", "2000"]);
-    let leader = status(a.peer).unwrap().leader.unwrap();
+    let leader = peer_status(a.peer).unwrap().leader.unwrap();
     let follower = [&a, &b, &c]
         .into_iter()
         .find(|n| node_id(n) != leader)
@@ -489,14 +475,14 @@ fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_r
     b.restart();
     wait_formed(&[&a, &b], 2, 0);
     assert_eq!(node_id(&b), id);
-    assert_eq!(status(a.peer).unwrap().members.len(), 2);
+    assert_eq!(peer_status(a.peer).unwrap().members.len(), 2);
 }
 
 #[test]
 fn on_a_follower_pipelined_requests_keep_their_order_and_watch_events_precede_replies() {
     let _serial = serial();
     let (a, b, c) = three();
-    let leader = status(a.peer).unwrap().leader.unwrap();
+    let leader = peer_status(a.peer).unwrap().leader.unwrap();
     let follower = [&a, &b, &c]
         .into_iter()
         .find(|n| node_id(n) != leader)
@@ -549,7 +535,7 @@ fn a_frozen_leader_is_replaced_and_catches_up_when_it_wakes() {
     let _serial = serial();
     let (a, b, c) = three();
     let nodes = [a, b, c];
-    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let leader = peer_status(nodes[0].peer).unwrap().leader.unwrap();
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
     let (f, g) = (&nodes[(li + 1) % 3], &nodes[(li + 2) % 3]);
     let mut cl = connect_retry(f.addr, 10_000, Duration::from_secs(10));
@@ -605,7 +591,7 @@ fn a_follower_that_installs_a_snapshot_makes_its_clients_resync_their_watches() 
     let _serial = serial();
     let flags = ["--snapshot-every", "20", "--snapshot-log-keep", "0"];
     let (a, b, c) = three_with(&flags);
-    let leader = status(a.peer).unwrap().leader.unwrap();
+    let leader = peer_status(a.peer).unwrap().leader.unwrap();
     let mut nodes = [a, b, c];
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
     let (fi, gi) = ((li + 1) % 3, (li + 2) % 3);
@@ -676,7 +662,7 @@ fn the_leader_can_leave_and_the_others_carry_on() {
     let _serial = serial();
     let (a, b, c) = three();
     let nodes = [a, b, c];
-    let leader = status(nodes[0].peer).unwrap().leader.unwrap();
+    let leader = peer_status(nodes[0].peer).unwrap().leader.unwrap();
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["cluster", "leave", "--server", &nodes[li].peer.to_string()])
@@ -800,7 +786,7 @@ fn leave_on_shutdown_takes_a_gracefully_stopped_node_out_of_the_cluster() {
     c.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(a.peer).unwrap();
+        let s = peer_status(a.peer).unwrap();
         if s.members.len() == 2 && s.members.iter().all(|m| m.node_id != gone) {
             break;
         }

@@ -33,7 +33,7 @@ fn dump(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, i64, i64, i32, i64)> {
                 st.ephemeral_owner,
             ),
         );
-        for child in children(&mut c, &p) {
+        for child in children_of(&mut c, &p) {
             todo.push(if p == "/" {
                 format!("/{child}")
             } else {
@@ -398,7 +398,7 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     // The majority elects a new leader and keeps serving writes, through both of its nodes.
     let deadline = Instant::now() + Duration::from_secs(30);
     let new_leader = loop {
-        let s = status(majority[0].peer).unwrap();
+        let s = peer_status(majority[0].peer).unwrap();
         if let Some(l) = s.leader.filter(|l| *l != leader) {
             break l;
         }
@@ -434,7 +434,7 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     net.heal();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(old.peer).unwrap();
+        let s = peer_status(old.peer).unwrap();
         if s.serving && s.leader == Some(new_leader) {
             break;
         }

@@ -23,27 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// One cluster at a time (2 cores: several would starve each other's heartbeats).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How many znodes the snapshot test loads: `ROSTER_SCALE_ZNODES`, default 100,000.
 fn scale_znodes() -> usize {
     std::env::var("ROSTER_SCALE_ZNODES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
-}
-
-fn sync(c: &mut Raw, path: &str) {
-    let r = c.call(Request::Sync(SyncRequest { path: path.into() }));
-    assert_eq!(r.err, 0, "sync failed");
-}
-
-fn node_id(n: &Roster) -> u64 {
-    peer_status(n.peer).unwrap().node_id
 }
 
 const PER_PARENT: usize = 1000;
@@ -272,20 +257,6 @@ impl Writers {
         let acked = self.acked.lock().unwrap().clone();
         acked
     }
-}
-
-/// Children and data of `path` on the node at `addr`, after a sync.
-fn subtree(addr: SocketAddr, path: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut c = connect_retry(addr, 30_000, Duration::from_secs(30));
-    sync(&mut c, path);
-    let mut out = BTreeMap::new();
-    for child in children_of(&mut c, path) {
-        let p = format!("{path}/{child}");
-        let g = c.get(&p, false);
-        assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
-        out.insert(p, data_of(&g));
-    }
-    out
 }
 
 #[test]

@@ -695,41 +695,15 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn status(peer: SocketAddr) -> Result<roster_server::peer::wire::StatusInfo, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
-}
-
 /// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.
 pub fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all: Vec<_> = nodes.iter().map(|n| status(n.peer)).collect();
-        let ok = all.iter().all(|s| match s {
-            Ok(s) => {
-                s.serving
-                    && s.leader.is_some()
-                    && s.leader == all[0].as_ref().ok().and_then(|a| a.leader)
-                    && s.members.iter().filter(|m| m.voter).count() == voters
-                    && s.members.iter().filter(|m| !m.voter).count() == learners
-            }
-            Err(_) => false,
-        });
-        if ok {
-            return all[0].as_ref().unwrap().leader.unwrap();
-        }
-        assert!(Instant::now() < deadline, "cluster did not form: {all:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_cluster(nodes, voters, learners, Duration::from_secs(60))
 }
 
 /// Waits until `n` knows a leader other than `old`.
 pub fn wait_new_leader(n: &Roster, old: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(n.peer)
+    while peer_status(n.peer)
         .ok()
         .and_then(|s| s.leader)
         .is_none_or(|l| l == old)
@@ -740,7 +714,7 @@ pub fn wait_new_leader(n: &Roster, old: u64) {
 }
 
 pub fn node_id(n: &Roster) -> u64 {
-    status(n.peer).unwrap().node_id
+    peer_status(n.peer).unwrap().node_id
 }
 
 pub fn sync(c: &mut Raw, path: &str) {
@@ -748,13 +722,16 @@ pub fn sync(c: &mut Raw, path: &str) {
     assert_eq!(r.err, 0, "sync failed");
 }
 
-pub fn children(c: &mut Raw, path: &str) -> Vec<String> {
-    match c.children(path, false).body {
-        Some(Response::GetChildren(g)) => {
-            let mut v = g.children;
-            v.sort();
-            v
-        }
-        other => panic!("getChildren {path}: {other:?}"),
+/// Children and data of `path`, read after a sync on a fresh session to `addr`.
+pub fn subtree(addr: SocketAddr, path: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut c = connect_retry(addr, 10_000, Duration::from_secs(30));
+    sync(&mut c, path);
+    let mut out = std::collections::BTreeMap::new();
+    for child in children_of(&mut c, path) {
+        let p = format!("{path}/{child}");
+        let g = c.get(&p, false);
+        assert_eq!(g.err, 0, "{p} listed but not readable on {addr}");
+        out.insert(p, data_of(&g));
     }
+    out
 }
