@@ -42,6 +42,7 @@ fn open_small(dir: &Path) -> LogStore<C> {
         dir,
         WalOptions {
             segment_target_bytes: 512,
+            ..WalOptions::default()
         },
     )
     .expect("open log store")
@@ -194,6 +195,18 @@ async fn flipped_byte_in_a_middle_record_is_an_error_naming_the_file() {
     assert!(msg.contains("backup") && msg.contains("peer"), "{msg}");
 }
 
+/// Waits (up to 10 s) until `cond` holds; fails the test naming `what` otherwise.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn purge_then_reopen() {
     let d = tempfile::tempdir().unwrap();
@@ -202,7 +215,11 @@ async fn purge_then_reopen() {
         append_range(&mut s, 1, 0..60).await;
         let before = segments(d.path()).len();
         s.purge(lid(1, 30)).await.unwrap();
-        assert!(segments(d.path()).len() < before, "whole segments deleted");
+        // Segment files are deleted off the flusher, soon after the purge point is durable.
+        eventually("whole segments deleted", || {
+            segments(d.path()).len() < before
+        })
+        .await;
         assert_eq!(all(&mut s).await, expected(1, 31..60));
     }
     {
@@ -213,7 +230,7 @@ async fn purge_then_reopen() {
         assert_eq!(all(&mut s).await, expected(1, 31..60));
         // Purge past the end, as after installing a snapshot.
         s.purge(lid(2, 80)).await.unwrap();
-        assert!(segments(d.path()).is_empty());
+        eventually("every segment deleted", || segments(d.path()).is_empty()).await;
     }
     {
         let mut s = open_small(d.path());

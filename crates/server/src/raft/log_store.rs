@@ -19,8 +19,11 @@
 //!   After a crash `read_committed` may therefore return an older value, which openraft
 //!   tolerates (it is an optional optimization there; `Raft::wait_for_recovery` covers the
 //!   gap); it is never a newer one. [`LogStore::with_sync_committed`] makes it wait instead.
-//! * `truncate_after` and `purge` are durable on return; the purge point (with its log id) is
-//!   persisted before any segment is deleted.
+//! * `truncate_after` is durable on return. `purge` returns at once (openraft awaits it inline
+//!   in its core loop): the records are gone from reads immediately, the purge point (with its
+//!   log id) is persisted in order behind earlier appends, and segments are deleted only after
+//!   that, off the flusher (see [`crate::storage::log`]). A crash in between leaves more log
+//!   behind a durable snapshot, never less.
 //! * Readers return whole ranges or an error, never a partial run with holes.
 //!
 //! Left out: snapshots and the state machine (see [`crate::storage::snapshot`]), and cluster
@@ -383,10 +386,11 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         }
         tracing::debug!(upto = %log_id, "purging log");
         let marker = Bytes::from(encode("purged log id", &log_id)?);
-        self.wal
-            .purge_upto(log_id.index(), marker)?
-            .wait_async()
-            .await?;
+        // Not awaited: openraft runs purge inline in its core loop, and nothing depends on the
+        // purge point being durable yet (a crash before it is only leaves more log behind a
+        // durable snapshot, which the next purge removes). The log forgets the records at once,
+        // keeps the purge ordered with later appends, and a failure fails every later write.
+        drop(self.wal.purge_upto(log_id.index(), marker)?);
         self.last_purged = Some(log_id);
         Ok(())
     }

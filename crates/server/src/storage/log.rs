@@ -26,6 +26,22 @@
 //! barriers first make all earlier appends durable, so nothing is ever reordered.
 //! Segment creation and removal are followed by a directory fsync.
 //!
+//! A purge makes its purge point durable on the flusher and returns; deleting the purged segment
+//! files (tens of milliseconds for a 64 MiB file on ext4) and freeing their in-memory records
+//! happen on a second thread, the janitor, so appends and the caller never wait for them. A crash
+//! before the janitor is done leaves files wholly below the purge point, which recovery deletes.
+//!
+//! # Preallocation
+//!
+//! The last segment is kept zero-filled [`WalOptions::prealloc_bytes`] ahead of its last record
+//! (real zeros written and fdatasynced, not a sparse hole or unwritten extents). Appends then
+//! overwrite blocks that already exist, so the `fdatasync` of a batch flushes data only: the file
+//! size and block map did not change, and the file system has no journal commit to make (on ext4
+//! this takes roughly a third off each fdatasync). The zeros are written right after a batch was
+//! acknowledged, never in front of one. A segment is trimmed to its records before it is sealed
+//! and on clean shutdown; after a crash, recovery recognises an all-zero tail as preallocation
+//! and trims it without complaint (anything else there is a torn write, as below).
+//!
 //! Any I/O error puts the log into a failed state: the failing and all later operations
 //! complete with an error, because what reached the disk is unknown. Restarting the process
 //! recovers from the durable state.
@@ -51,7 +67,7 @@
 //!
 //! # Left out
 //!
-//! Preallocation, compression, encryption, and any record larger than [`MAX_RECORD_BYTES`].
+//! Compression, encryption, and any record larger than [`MAX_RECORD_BYTES`].
 //!
 //! Where the log starts: an empty log that was never purged may start at any index (its first
 //! append decides); after a purge it continues at the purge point + 1 (or where it already
@@ -80,6 +96,8 @@ pub const RECORD_HEADER_LEN: usize = 16;
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_TARGET_BYTES: u64 = 64 << 20;
+/// Default zero-filled room kept ahead of the last record (see the module docs).
+pub const DEFAULT_PREALLOC_BYTES: u64 = 1 << 20;
 
 const SEG_EXT: &str = "seg";
 const PURGE_KEY: &str = "purged";
@@ -91,12 +109,15 @@ const MAX_OPS_PER_BATCH: usize = 4096;
 pub struct WalOptions {
     /// Start a new segment once the current one is at least this large.
     pub segment_target_bytes: u64,
+    /// Zero-filled room kept ahead of the last record; 0 turns preallocation off.
+    pub prealloc_bytes: u64,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_target_bytes: DEFAULT_SEGMENT_TARGET_BYTES,
+            prealloc_bytes: DEFAULT_PREALLOC_BYTES,
         }
     }
 }
@@ -201,6 +222,41 @@ struct Mem {
     entries: VecDeque<Bytes>,
     purged: Option<(u64, Bytes)>,
     tx: mpsc::Sender<Op>,
+    janitor: mpsc::Sender<Chore>,
+}
+
+/// Work taken off the flusher and off callers: deleting purged segment files, freeing memory.
+enum Chore {
+    /// Delete these segment files, then fsync the directory.
+    Remove(Vec<PathBuf>),
+    /// Drop purged in-memory records.
+    Free(VecDeque<Bytes>),
+    /// Stop after the chores queued before.
+    Stop,
+}
+
+/// The janitor thread's loop. Failures are logged: a file it could not delete is wholly below the
+/// durable purge point, and the next recovery deletes it.
+fn janitor(dir: PathBuf, stats: Arc<Counters>, rx: mpsc::Receiver<Chore>) {
+    while let Ok(chore) = rx.recv() {
+        match chore {
+            Chore::Remove(paths) => {
+                for p in &paths {
+                    if let Err(e) = fs::remove_file(p) {
+                        tracing::warn!(path = %p.display(), error = %e, "could not delete a purged log segment; recovery will");
+                    }
+                }
+                match fsync_dir(&dir) {
+                    Ok(()) => bump(&stats.dir_fsyncs, 1),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "fsync of the log directory failed")
+                    }
+                }
+            }
+            Chore::Free(records) => drop(records),
+            Chore::Stop => return,
+        }
+    }
 }
 
 impl Mem {
@@ -215,6 +271,7 @@ struct Inner {
     failed: Arc<Mutex<Option<String>>>,
     stats: Arc<Counters>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
+    janitor: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -228,6 +285,12 @@ impl Drop for Inner {
             if h.thread().id() != thread::current().id() {
                 let _ = h.join();
             }
+        }
+        if let Ok(mem) = self.mem.get_mut() {
+            let _ = mem.janitor.send(Chore::Stop);
+        }
+        if let Some(h) = self.janitor.get_mut().ok().and_then(|h| h.take()) {
+            let _ = h.join();
         }
     }
 }
@@ -263,6 +326,7 @@ impl Wal {
         let failed = Arc::new(Mutex::new(None));
 
         let recovered = recover(&dir, purged_idx, base.unwrap_or(0))?;
+        let (janitor_tx, janitor_rx) = mpsc::channel();
 
         let mut flusher = Flusher {
             dir: dir.clone(),
@@ -276,9 +340,23 @@ impl Wal {
             dirty: false,
             purged: purged_idx,
             base: base.unwrap_or(0),
+            janitor: janitor_tx.clone(),
         };
         // Drop a last segment that lies wholly at or below the purge point.
-        flusher.remove_purged_segments()?;
+        let leftovers = flusher.take_purged_segments();
+        for p in &leftovers {
+            fs::remove_file(p).at(p)?;
+        }
+        if !leftovers.is_empty() {
+            fsync_dir(&dir)?;
+        }
+        let janitor_thread = {
+            let (jdir, jstats) = (dir.clone(), stats.clone());
+            thread::Builder::new()
+                .name("roster-wal-janitor".into())
+                .spawn(move || janitor(jdir, jstats, janitor_rx))
+                .at(&dir)?
+        };
 
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
@@ -291,6 +369,7 @@ impl Wal {
             entries: recovered.entries,
             purged: purge.map(|p| (p.index, Bytes::from(p.marker))),
             tx,
+            janitor: janitor_tx,
         };
         Ok(Wal {
             inner: Arc::new(Inner {
@@ -299,6 +378,7 @@ impl Wal {
                 failed,
                 stats,
                 thread: Mutex::new(Some(thread)),
+                janitor: Mutex::new(Some(janitor_thread)),
             }),
         })
     }
@@ -512,11 +592,19 @@ impl Wal {
         })
         .map_err(|_| Error::Closed)?;
         let next = m.next_index();
-        if upto >= next {
-            m.entries.clear();
+        // The purged records are freed on the janitor: splitting off the (short) kept tail is
+        // cheap, dropping a hundred thousand payloads under the lock is not.
+        let gone = if upto >= next {
+            std::mem::take(&mut m.entries)
         } else if upto >= m.first {
             let n = (upto + 1 - m.first) as usize;
-            m.entries.drain(..n);
+            let kept = m.entries.split_off(n);
+            std::mem::replace(&mut m.entries, kept)
+        } else {
+            VecDeque::new()
+        };
+        if !gone.is_empty() {
+            let _ = m.janitor.send(Chore::Free(gone));
         }
         m.first = m.first.max(upto + 1);
         m.purged = Some((upto, marker));
@@ -637,6 +725,9 @@ struct Segment {
     offsets: Vec<u64>,
     /// File length including bytes still buffered in the flusher.
     len: u64,
+    /// Length of the file on disk: `len` plus the zero-filled preallocation beyond it (at least
+    /// `len` once the buffer is written).
+    alloc: u64,
 }
 
 impl Segment {
@@ -786,6 +877,19 @@ fn scan_segment(
                         ),
                     ));
                 }
+                if data[pos..].iter().all(|b| *b == 0) {
+                    // The zero-filled preallocation of a log that was not shut down cleanly.
+                    tracing::debug!(
+                        path = %path.display(),
+                        offset = pos,
+                        bytes = data.len() - pos,
+                        "trimming the preallocated zeros after the last record"
+                    );
+                    let f = OpenOptions::new().write(true).open(path).at(path)?;
+                    f.set_len(pos as u64).at(path)?;
+                    f.sync_all().at(path)?;
+                    break;
+                }
                 if let Some((at, idx)) = find_valid_record_after(&data, pos, expected) {
                     return Err(Error::corrupt(
                         path,
@@ -823,6 +927,7 @@ fn scan_segment(
         path: path.to_path_buf(),
         offsets,
         len: pos as u64,
+        alloc: pos as u64,
     };
     Ok(Some((seg, payloads)))
 }
@@ -846,6 +951,8 @@ struct Flusher {
     purged: Option<u64>,
     /// Durable index of the first segment created in an empty log (`base.meta`, 0 if absent).
     base: u64,
+    /// Deletes purged segment files off this thread.
+    janitor: mpsc::Sender<Chore>,
 }
 
 impl Flusher {
@@ -938,7 +1045,69 @@ impl Flusher {
             }
         }
         self.sync_waiting(&mut waiting);
+        if keep_running {
+            let _ = self.guarded(|s| s.preallocate());
+        } else {
+            let _ = self.guarded(|s| s.trim_active());
+        }
         keep_running
+    }
+
+    /// Keeps at least half of [`WalOptions::prealloc_bytes`] of zero-filled room after the last
+    /// record of the last segment, refilling a whole `prealloc_bytes` when it runs low. Called
+    /// between batches, after the acknowledgements went out.
+    fn preallocate(&mut self) -> Result<()> {
+        let chunk = self.opts.prealloc_bytes;
+        if chunk == 0 || !self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(seg) = self.segs.last() else {
+            return Ok(());
+        };
+        if seg.len >= self.opts.segment_target_bytes {
+            return Ok(()); // the next append starts a new segment
+        }
+        let room = seg.alloc.saturating_sub(seg.len);
+        if room >= chunk / 2 {
+            return Ok(());
+        }
+        let from = seg.alloc.max(seg.len);
+        let to = seg.len + chunk;
+        let path = seg.path.clone();
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let f = self.active_file()?;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            f.write_all_at(&ZEROS[..n], at).at(&path)?;
+            at += n as u64;
+        }
+        f.sync_data().at(&path)?;
+        bump(&self.stats.fsyncs, 1);
+        if let Some(seg) = self.segs.last_mut() {
+            seg.alloc = to;
+        }
+        Ok(())
+    }
+
+    /// Cuts the preallocated zeros off the last segment (durably), leaving only its records.
+    fn trim_active(&mut self) -> Result<()> {
+        self.sync()?;
+        let Some(seg) = self.segs.last() else {
+            return Ok(());
+        };
+        if seg.alloc <= seg.len {
+            return Ok(());
+        }
+        let (len, path) = (seg.len, seg.path.clone());
+        let f = self.active_file()?;
+        f.set_len(len).at(&path)?;
+        f.sync_all().at(&path)?;
+        bump(&self.stats.fsyncs, 1);
+        if let Some(seg) = self.segs.last_mut() {
+            seg.alloc = len;
+        }
+        Ok(())
     }
 
     /// Make everything written so far durable and complete the callbacks waiting for it.
@@ -987,6 +1156,9 @@ impl Flusher {
             buf.clear();
             self.buf = buf;
             r?;
+            if let Some(seg) = self.segs.last_mut() {
+                seg.alloc = seg.alloc.max(seg.len);
+            }
         }
         if self.dirty {
             let path = self.segs.last().map(|s| s.path.clone()).unwrap_or_default();
@@ -1027,7 +1199,8 @@ impl Flusher {
 
     /// Seal the current segment (durably) and start a new one whose first record is `first`.
     fn roll(&mut self, first: u64) -> Result<()> {
-        self.sync()?;
+        // A sealed segment holds records only: recovery treats anything else in it as damage.
+        self.trim_active()?;
         if self.segs.is_empty() && self.base != first {
             // An empty log starting at a new index: record it before the segment exists.
             self.meta.put_value(BASE_KEY, &first)?;
@@ -1045,6 +1218,7 @@ impl Flusher {
             path,
             offsets: Vec::new(),
             len: 0,
+            alloc: 0,
         });
         self.active = Some(f);
         Ok(())
@@ -1082,6 +1256,7 @@ impl Flusher {
         let cut = seg.offsets[keep];
         seg.offsets.truncate(keep);
         seg.len = cut;
+        seg.alloc = cut;
         let path = seg.path.clone();
         let f = self.active_file()?;
         f.set_len(cut).at(&path)?;
@@ -1097,13 +1272,19 @@ impl Flusher {
         };
         self.meta.put_value(PURGE_KEY, &rec)?;
         self.purged = Some(upto);
-        self.remove_purged_segments()
+        // The purge point is durable: the files below it may go, off this thread.
+        let gone = self.take_purged_segments();
+        if !gone.is_empty() {
+            let _ = self.janitor.send(Chore::Remove(gone));
+        }
+        Ok(())
     }
 
-    /// Delete segments whose records all lie at or below the purge point, oldest first.
-    fn remove_purged_segments(&mut self) -> Result<()> {
-        let Some(p) = self.purged else { return Ok(()) };
-        let mut removed = 0;
+    /// Forget the segments whose records all lie at or below the purge point, oldest first, and
+    /// return their paths for deletion.
+    fn take_purged_segments(&mut self) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
+        let Some(p) = self.purged else { return gone };
         while let Some(seg) = self.segs.first() {
             let wholly_purged = seg.last_index().is_none_or(|last| last <= p);
             if !wholly_purged {
@@ -1114,14 +1295,9 @@ impl Flusher {
                 self.buf.clear();
                 self.dirty = false;
             }
-            fs::remove_file(&seg.path).at(&seg.path)?;
-            self.segs.remove(0);
-            removed += 1;
+            gone.push(self.segs.remove(0).path);
         }
-        if removed > 0 {
-            self.dir_sync()?;
-        }
-        Ok(())
+        gone
     }
 }
 
@@ -1133,6 +1309,7 @@ mod tests {
     fn small() -> WalOptions {
         WalOptions {
             segment_target_bytes: 200,
+            prealloc_bytes: 256,
         }
     }
 
@@ -1144,6 +1321,15 @@ mod tests {
 
     fn append(w: &Wal, range: std::ops::Range<u64>) {
         w.append_pending(recs(range)).unwrap().wait().unwrap();
+    }
+
+    /// Waits (up to 10 s) until `cond` holds, failing the test otherwise.
+    fn eventually(cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "condition never held");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn indexes(w: &Wal) -> Vec<u64> {
@@ -1224,7 +1410,8 @@ mod tests {
                 .unwrap()
                 .wait()
                 .unwrap();
-            assert!(segments(d.path()).len() < before);
+            // The janitor deletes the files soon after the purge point is durable.
+            eventually(|| segments(d.path()).len() < before);
             assert_eq!(w.first_index(), Some(21));
             assert!(w.truncate_after(Some(10)).is_err());
         }
@@ -1235,7 +1422,7 @@ mod tests {
         w.purge_upto(100, Bytes::new()).unwrap().wait().unwrap();
         assert_eq!(w.last_index(), None);
         assert_eq!(w.next_index(), 101);
-        assert!(segments(d.path()).is_empty());
+        eventually(|| segments(d.path()).is_empty());
         drop(w);
         let w = Wal::open(d.path(), small()).unwrap();
         assert_eq!(w.next_index(), 101);
@@ -1280,6 +1467,44 @@ mod tests {
         fs::write(&seg, &data).unwrap();
         let w = Wal::open(d.path(), WalOptions::default()).unwrap();
         assert_eq!(indexes(&w), (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn preallocated_zeros_are_kept_ahead_and_trimmed() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_target_bytes: 600,
+            prealloc_bytes: 4096,
+        };
+        // Each record is 16 + len("payload-N") = 25 bytes for N < 10.
+        let w = Wal::open(d.path(), opts.clone()).unwrap();
+        append(&w, 0..10);
+        w.flush().unwrap().wait().unwrap();
+        let seg = segments(d.path()).pop().unwrap();
+        let data = fs::read(&seg).unwrap();
+        assert!(data.len() >= 250 + 2048, "room kept ahead: {}", data.len());
+        assert!(data[250..].iter().all(|b| *b == 0));
+        // A crash leaves the zeros in place: recovery keeps every record and trims them quietly.
+        std::mem::forget(w);
+        let w = Wal::open(d.path(), opts.clone()).unwrap();
+        assert_eq!(indexes(&w), (0..10).collect::<Vec<_>>());
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 250);
+        // Appends go on after the trimmed end; sealed segments never keep zeros.
+        append(&w, 10..60);
+        w.flush().unwrap().wait().unwrap();
+        let segs = segments(d.path());
+        assert!(segs.len() >= 3, "{segs:?}");
+        for s in &segs[..segs.len() - 1] {
+            let data = fs::read(s).unwrap();
+            assert_ne!(data.last(), Some(&0), "{} ends in zeros", s.display());
+        }
+        std::mem::forget(w);
+        let w = Wal::open(d.path(), opts.clone()).unwrap();
+        assert_eq!(indexes(&w), (0..60).collect::<Vec<_>>());
+        // A clean shutdown trims the last segment too.
+        drop(w);
+        let last = segments(d.path()).pop().unwrap();
+        assert_ne!(fs::read(&last).unwrap().last(), Some(&0));
     }
 
     #[test]
