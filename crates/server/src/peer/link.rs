@@ -172,7 +172,13 @@ impl Link {
         self.send_with_id(body).map(|(_, rx)| rx)
     }
 
-    fn send_with_id(
+    /// Forgets a request's answer (it is no longer awaited; a late answer is dropped).
+    pub fn forget(&self, id: u64) {
+        self.0.pending.lock().remove(&id);
+    }
+
+    /// Like [`Link::send`], also returning the request's id (for [`Link::forget`]).
+    pub fn send_with_id(
         &self,
         body: PeerRequest,
     ) -> Result<(u64, oneshot::Receiver<PeerResponse>), LinkError> {

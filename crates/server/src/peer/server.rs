@@ -3,7 +3,8 @@
 //!
 //! Requests are answered concurrently (each in its own task) except those whose order matters, which
 //! run inline in arrival order: forwarded writes and read barriers (proposed in the order a follower
-//! sent them), and snapshot pieces (assembled per connection, installed at `SnapshotEnd`).
+//! sent them), snapshot pieces (assembled per connection, installed at `SnapshotEnd`), and pipelined
+//! AppendEntries (fed to `Raft::stream_append` in arrival order, see [`AppendPipeline`]).
 //!
 //! Installing a snapshot closes this node's client connections: no watch fired for what the snapshot
 //! changed, and reconnecting clients re-register their watches with the zxid they last saw.
@@ -19,9 +20,11 @@ use super::wire::{
 use crate::node::NodeCtx;
 use crate::raft::types::{Command, SnapshotMeta, TypeConfig};
 use crate::shared::now_ms;
+use futures::StreamExt;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::ProgressResponder;
+use openraft::raft::AppendEntriesRequest;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -108,6 +111,7 @@ async fn serve_conn(
         let _ = wr.shutdown().await;
     });
     let mut snapshot: Option<Incoming> = None;
+    let mut appends: Option<AppendPipeline> = None;
     loop {
         let msg = tokio::select! {
             m = read_msg(&mut rd) => m?,
@@ -138,6 +142,22 @@ async fn serve_conn(
             continue;
         }
         match body {
+            // Ordered: fed to this connection's stream_append pipeline in arrival order.
+            PeerRequest::StreamAppend(rpc) => {
+                let rpc = match &appends {
+                    Some(p) => match p.push(id, rpc) {
+                        Ok(()) => continue,
+                        Err(rpc) => rpc,
+                    },
+                    None => rpc,
+                };
+                // No pipeline yet, or the last one ended (after a refusal): start another.
+                let p = AppendPipeline::start(&ctx, tx.clone());
+                if let Err(_rpc) = p.push(id, rpc) {
+                    respond(PeerResponse::Err(PeerError::Raft("raft shut down".into())));
+                }
+                appends = Some(p);
+            }
             // Ordered: proposed here, in arrival order; the answer comes when applied.
             PeerRequest::Write(mut txn) => {
                 // Time is the leader's: ctime/mtime and session times never depend on which node the
@@ -241,6 +261,69 @@ async fn serve_conn(
     Ok(())
 }
 
+/// The follower's end of one connection's pipelined AppendEntries stream: requests go to
+/// `Raft::stream_append` in arrival order, and its results, which come in the same order, answer the
+/// request ids queued beside them. After a result that ends openraft's stream (a conflict, a higher
+/// vote, a stopped Raft) the pipeline is over; requests queued behind it are answered with an error
+/// and the next request starts a new pipeline (the leader restarts its stream from what was
+/// acknowledged, so a stale request that still reaches Raft is harmless: AppendEntries from the
+/// same leader is idempotent).
+struct AppendPipeline {
+    requests: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+    ids: mpsc::UnboundedSender<u64>,
+}
+
+impl AppendPipeline {
+    fn start(ctx: &Arc<NodeCtx>, out: mpsc::UnboundedSender<PeerMsg>) -> AppendPipeline {
+        let (requests, req_rx) = mpsc::unbounded_channel();
+        let (ids, mut id_rx) = mpsc::unbounded_channel::<u64>();
+        let input =
+            futures::stream::unfold(
+                req_rx,
+                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+            );
+        let results = ctx.raft.stream_append(input);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut results = std::pin::pin!(results);
+            while let Some(r) = results.next().await {
+                let Some(id) = id_rx.recv().await else { break };
+                let go_on = matches!(r, Ok(Ok(_)));
+                if go_on {
+                    ctx.cluster
+                        .last_leader_contact
+                        .store(now_ms(), Ordering::Relaxed);
+                }
+                let body = PeerResponse::StreamAppend(r.map_err(|fatal| fatal.to_string()));
+                if out.send(PeerMsg::Response { id, body }).is_err() || !go_on {
+                    break;
+                }
+            }
+            // Over: answer whatever is still queued so the leader does not wait for it.
+            id_rx.close();
+            while let Some(id) = id_rx.recv().await {
+                let body = PeerResponse::Err(PeerError::Refused(
+                    "the append stream ended before this request".into(),
+                ));
+                let _ = out.send(PeerMsg::Response { id, body });
+            }
+        });
+        AppendPipeline { requests, ids }
+    }
+
+    /// Queues request `id`; gives it back if this pipeline is over.
+    fn push(
+        &self,
+        id: u64,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<(), AppendEntriesRequest<TypeConfig>> {
+        if self.ids.is_closed() || self.requests.is_closed() || self.ids.send(id).is_err() {
+            return Err(rpc);
+        }
+        self.requests.send(rpc).map_err(|e| e.0)
+    }
+}
+
 fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
     match &hello.cluster_id {
         Some(c) if c != cluster_id => {
@@ -266,6 +349,9 @@ fn check_hello(hello: &Hello, cluster_id: &str, me: u64) -> Result<(), String> {
 async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
     let err = |e: String| PeerResponse::Err(PeerError::Raft(e));
     match req {
+        PeerRequest::StreamAppend(_) => PeerResponse::Err(PeerError::Refused(
+            "stream appends are answered by the connection's pipeline".into(),
+        )),
         PeerRequest::AppendEntries(rpc) => match ctx.raft.append_entries(rpc).await {
             Ok(r) => {
                 if r.is_success() {

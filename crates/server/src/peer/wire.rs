@@ -13,7 +13,8 @@
 use crate::raft::types::{SnapshotMeta, TypeConfig, WriteReply};
 use openraft::alias::VoteOf;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,10 @@ pub enum PeerRequest {
         /// Node ids to remove.
         leaving: Vec<u64>,
     },
+    /// One request of a pipelined AppendEntries stream: the listener feeds the requests of one
+    /// connection, in arrival order, to `Raft::stream_append` and answers each with
+    /// [`PeerResponse::StreamAppend`] in the same order. Appended last (see `Reconfig`).
+    StreamAppend(AppendEntriesRequest<TypeConfig>),
 }
 
 /// Why a request failed.
@@ -200,6 +205,9 @@ pub enum PeerResponse {
     Status(StatusInfo),
     /// A failure.
     Err(PeerError),
+    /// To `StreamAppend`: the follower's result for that request (the log id it flushed, or why the
+    /// stream stops), or the reason its Raft stopped. Appended last.
+    StreamAppend(Result<StreamAppendResult<TypeConfig>, String>),
 }
 
 /// Everything that travels on a peer connection.

@@ -11,11 +11,17 @@
 //!
 //! Node addresses come from the Raft membership: `BasicNode::addr` is the peer address.
 //!
-//! Left out: `stream_append` pipelining (openraft's sequential default is used) and `transfer_leader`.
+//! Replication is pipelined (`stream_append`): requests go out as openraft produces them and the answers
+//! come back in order, so a new batch or a commit index never waits for the previous round trip.
+//!
+//! Left out: `transfer_leader`.
 
 use super::types::TypeConfig;
 use crate::peer::link::{Link, LinkError};
 use crate::peer::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
@@ -23,9 +29,11 @@ use openraft::errors::{
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
@@ -194,22 +202,204 @@ impl PeerClient {
     }
 }
 
+/// One request of a pipelined AppendEntries stream, sent and awaiting its answer.
+struct InFlight {
+    id: u64,
+    rx: tokio::sync::oneshot::Receiver<PeerResponse>,
+    deadline: tokio::time::Instant,
+    ttl: Duration,
+}
+
+/// State of one [`PeerClient::stream_append`] response stream.
+struct Pipe<'s, S> {
+    client: &'s mut PeerClient,
+    link: Link,
+    input: S,
+    input_done: bool,
+    inflight: VecDeque<InFlight>,
+    finished: bool,
+}
+
+/// An item of a stream_append response stream.
+type StreamItem = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+impl<S> Pipe<'_, S>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    /// Sends `req` now; on failure the stream ends with the error.
+    fn send(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Option<StreamItem> {
+        let ttl = append_ttl(&req, option);
+        match self.link.send_with_id(PeerRequest::StreamAppend(req)) {
+            Ok((id, rx)) => {
+                self.inflight.push_back(InFlight {
+                    id,
+                    rx,
+                    deadline: tokio::time::Instant::now() + ttl,
+                    ttl,
+                });
+                None
+            }
+            Err(e) => {
+                self.client.link = None;
+                Some(Err(self.client.rpc_error(
+                    CallError::Unreachable(e.to_string()),
+                    RPCTypes::AppendEntries,
+                )))
+            }
+        }
+    }
+
+    /// The next item: sends every request the input yields as soon as it yields it, and answers
+    /// in request order. `None` once the input ended and every request was answered, or after an
+    /// item that ends the stream (an error or a refusal from the follower).
+    async fn next(&mut self, option: &RPCOption) -> Option<StreamItem> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            if self.inflight.is_empty() {
+                if self.input_done {
+                    return None;
+                }
+                match self.input.next().await {
+                    Some(req) => {
+                        if let Some(err) = self.send(req, option) {
+                            self.finished = true;
+                            return Some(err);
+                        }
+                    }
+                    None => self.input_done = true,
+                }
+                continue;
+            }
+            let head = self.inflight.front_mut().expect("not empty");
+            let (deadline, ttl) = (head.deadline, head.ttl);
+            tokio::select! {
+                biased;
+                answer = tokio::time::timeout_at(deadline, &mut head.rx) => {
+                    let id = head.id;
+                    self.inflight.pop_front();
+                    let item = self.answer(id, answer, ttl);
+                    if !matches!(item, Ok(Ok(_))) {
+                        self.finished = true;
+                        for f in self.inflight.drain(..) {
+                            self.link.forget(f.id);
+                        }
+                    }
+                    return Some(item);
+                }
+                req = self.input.next(), if !self.input_done => match req {
+                    Some(req) => {
+                        if let Some(err) = self.send(req, option) {
+                            self.finished = true;
+                            return Some(err);
+                        }
+                    }
+                    None => self.input_done = true,
+                },
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        id: u64,
+        answer: Result<
+            Result<PeerResponse, tokio::sync::oneshot::error::RecvError>,
+            tokio::time::error::Elapsed,
+        >,
+        ttl: Duration,
+    ) -> StreamItem {
+        let c = &mut *self.client;
+        let e = match answer {
+            Ok(Ok(PeerResponse::StreamAppend(Ok(r)))) => {
+                c.timeouts = 0;
+                return Ok(r);
+            }
+            Ok(Ok(PeerResponse::StreamAppend(Err(fatal)))) => {
+                CallError::Remote(format!("its raft stopped: {fatal}"))
+            }
+            Ok(Ok(PeerResponse::Err(e))) => CallError::Remote(e.to_string()),
+            Ok(Ok(other)) => CallError::Remote(format!("unexpected answer {other:?}")),
+            Ok(Err(_)) => {
+                c.link = None;
+                CallError::Unreachable(format!("connection to {} broke before the answer", c.addr))
+            }
+            Err(_) => {
+                self.link.forget(id);
+                c.timeouts += 1;
+                if c.timeouts >= MAX_TIMEOUTS {
+                    c.timeouts = 0;
+                    c.link = None;
+                }
+                CallError::Timeout(ttl)
+            }
+        };
+        Err(c.rpc_error(e, RPCTypes::AppendEntries))
+    }
+}
+
+/// How long an AppendEntries may wait for its answer: openraft bounds replication RPCs by the
+/// heartbeat interval; a batch of entries also waits for the follower's fsync, which a slow disk can
+/// stretch past it, and a bound that every attempt exceeds would stall replication for good. Entries
+/// get at least [`REPLICATION_MIN_TTL`].
+fn append_ttl(rpc: &AppendEntriesRequest<TypeConfig>, option: &RPCOption) -> Duration {
+    if rpc.entries.is_empty() {
+        option.hard_ttl()
+    } else {
+        option.hard_ttl().max(REPLICATION_MIN_TTL)
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
+
+    /// Pipelined: every request is sent as soon as openraft produces it, without waiting for the
+    /// answers to earlier ones (the follower processes one connection's requests in order, so its
+    /// log stays gap-free and its fsyncs group several requests). Answers come back in request
+    /// order on the same connection. The stream ends at the first error or refusal, as openraft
+    /// expects; requests still in flight then are forgotten (openraft restarts from what was
+    /// acknowledged).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamItem>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let link = match self.link(option.hard_ttl().max(REPLICATION_MIN_TTL)).await {
+                Ok(l) => l,
+                Err(e) => return Err(self.rpc_error(e, RPCTypes::AppendEntries)),
+            };
+            let pipe = Pipe {
+                client: self,
+                link,
+                input,
+                input_done: false,
+                inflight: VecDeque::new(),
+                finished: false,
+            };
+            let strm = futures::stream::unfold((pipe, option), |(mut pipe, option)| async move {
+                let item = pipe.next(&option).await?;
+                Some((item, (pipe, option)))
+            });
+            Ok(Box::pin(strm) as BoxStream<'s, StreamItem>)
+        })
+    }
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        // openraft bounds replication RPCs by the heartbeat interval; a batch of entries also waits for
-        // the follower's fsync, which a slow disk can stretch past it, and a bound that every attempt
-        // exceeds would stall replication for good. Entries get at least REPLICATION_MIN_TTL.
-        let ttl = if rpc.entries.is_empty() {
-            option.hard_ttl()
-        } else {
-            option.hard_ttl().max(REPLICATION_MIN_TTL)
-        };
+        let ttl = append_ttl(&rpc, &option);
         let r = match self.call(PeerRequest::AppendEntries(rpc), ttl).await {
             Ok(PeerResponse::AppendEntries(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
