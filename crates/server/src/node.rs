@@ -125,6 +125,17 @@ const ELECTION_MAX_MS: u64 = 250;
 /// Delays between attempts to reach an unreachable peer (openraft's backoff syntax: 50, 100,
 /// 200, then 250 ms each).
 const REPLICATION_BACKOFF: &str = "50ms 100ms ...250ms";
+/// The snapshot interval this process uses: `every` minus up to a quarter, drawn once at start, so the
+/// nodes of a cluster do not all serialize their trees at the same log index (ZooKeeper randomizes its
+/// `snapCount` for the same reason).
+fn staggered(every: u64) -> u64 {
+    let quarter = every / 4;
+    if quarter == 0 {
+        return every;
+    }
+    every - rand::random_range(0..quarter)
+}
+
 /// Without a leader for this long a node stops serving clients (twice the election timeout).
 const LEADERLESS_MS: i64 = 2 * ELECTION_MAX_MS as i64;
 
@@ -196,7 +207,7 @@ impl Node {
             election_timeout_min: ELECTION_MIN_MS,
             election_timeout_max: ELECTION_MAX_MS,
             install_snapshot_timeout: 10_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
             max_in_snapshot_log_to_keep: config.snapshot_log_keep,
             // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
             // that restarts after a second away waited up to a second more before its leader
@@ -602,5 +613,21 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::staggered;
+
+    #[test]
+    fn snapshot_intervals_are_staggered_within_the_top_quarter() {
+        let drawn: std::collections::BTreeSet<u64> = (0..200).map(|_| staggered(100_000)).collect();
+        assert!(
+            drawn.iter().all(|n| (75_001..=100_000).contains(n)),
+            "{drawn:?}"
+        );
+        assert!(drawn.len() > 100, "draws vary: {}", drawn.len());
+        assert_eq!(staggered(3), 3, "tiny intervals are kept as given");
     }
 }
