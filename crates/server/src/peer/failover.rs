@@ -112,7 +112,7 @@ pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
     let Some(rank) = voters.iter().position(|id| *id == me) else {
         return; // a learner
     };
-    let vote = m.vote.clone();
+    let vote = m.vote;
     let term = m.current_term;
     let ctx = ctx.clone();
     tokio::spawn(async move {
@@ -175,7 +175,7 @@ pub fn vote_answered(
         return;
     }
     let ctx = ctx.clone();
-    let vote = m.vote.clone();
+    let vote = m.vote;
     tokio::spawn(async move { campaign(&ctx, vote, 0).await });
 }
 
@@ -207,7 +207,7 @@ async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
         rank,
         "fast failover: campaigning at once in place of the dead leader"
     );
-    if !transfer_to_me(ctx, vote.clone(), me).await {
+    if !transfer_to_me(ctx, vote, me).await {
         return;
     }
     if ctx.cluster.failover.outbid.load(Ordering::Acquire) <= term {
@@ -227,7 +227,7 @@ async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
                 term = m.current_term,
                 "fast failover: outbidding a candidate whose log is behind"
             );
-            transfer_to_me(ctx, m.vote.clone(), me).await;
+            transfer_to_me(ctx, m.vote, me).await;
         }
     }
 }
