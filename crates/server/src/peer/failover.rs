@@ -251,3 +251,18 @@ async fn transfer_to_me(ctx: &Arc<NodeCtx>, from: VoteOf<TypeConfig>, me: u64) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_tells_a_listening_port_from_a_closed_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert_eq!(probe(&addr).await, Probe::Listening);
+        drop(listener);
+        assert_eq!(probe(&addr).await, Probe::Refused);
+        assert_eq!(probe("not an address").await, Probe::Unknown);
+    }
+}
