@@ -2,7 +2,10 @@
 //! - `reconfig` and `/zookeeper/config` follow and drive the Raft membership;
 //! - a partition that cuts the leader off from the two others (a fault-injecting proxy on every
 //!   node's peer port, [`FaultNet`]): the old leader stops serving, the majority elects a new leader
-//!   and keeps writing, and after healing the old leader rejoins by itself with an identical tree.
+//!   and keeps writing, and after healing the old leader rejoins by itself with an identical tree;
+//!   the survivors see the leader's connections end but find it alive, so no fast failover;
+//! - a `kill -9` of the leader: a survivor finds the leader's process gone and campaigns at once (fast
+//!   failover), and an existing session on a survivor writes again with its ephemeral intact.
 
 mod support;
 
@@ -408,6 +411,19 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The old leader is alive (its announced peer address still accepts connections): the majority
+    // saw its connections end but left the election to the timers, no fast failover.
+    for n in &majority {
+        let log = n.log_text();
+        assert!(
+            log.contains("leaving it to the election timers"),
+            "a survivor did not probe the cut leader"
+        );
+        assert!(
+            !log.contains("fast failover: campaigning"),
+            "fast failover triggered for a leader that is alive"
+        );
+    }
     for i in 0..10 {
         let p = format!("/w/during-{i}");
         assert_eq!(kept.create(&p, b"y", 0), 0, "{p}");
@@ -468,4 +484,53 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     );
     assert_eq!(trees[0], trees[1], "replicas differ");
     assert_eq!(trees[0], trees[2], "replicas differ");
+}
+
+#[test]
+fn a_killed_leader_is_replaced_by_fast_failover_and_sessions_survive() {
+    let _serial = serial();
+    let a = Roster::start(&[]);
+    let b = Roster::join(&a, &[]);
+    let c = Roster::join(&a, &[]);
+    let mut nodes = [a, b, c];
+    let leader = wait_formed(&[&nodes[0], &nodes[1], &nodes[2]], 3, 0);
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+
+    // A session on a survivor, with an ephemeral and a node to write.
+    let mut client = Client {
+        addr: nodes[survivors[0]].addr,
+        raw: connect_retry(nodes[survivors[0]].addr, 10_000, Duration::from_secs(10)),
+    };
+    assert_eq!(client.create("/f", b"", 0), 0);
+    assert_eq!(
+        client.create("/f/eph", b"", CreateMode::Ephemeral as i32),
+        0
+    );
+    let session = client.raw.session_id;
+
+    nodes[li].kill9();
+
+    // A survivor found the leader's port refusing connections and campaigned at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !survivors
+        .iter()
+        .any(|i| nodes[*i].log_text().contains("fast failover: campaigning"))
+    {
+        assert!(Instant::now() < deadline, "no survivor campaigned at once");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in &survivors {
+        wait_new_leader(&nodes[*i], leader);
+    }
+    // The existing session writes again (on the same connection, or after resuming it); its ephemeral
+    // is still there: connection loss during a failover is not session expiry.
+    assert_eq!(client.create("/f/after", b"x", 0), 0);
+    assert_eq!(client.raw.session_id, session);
+    let r = client.raw.exists("/f/eph", false);
+    assert_eq!(r.err, 0, "the session's ephemeral is gone");
+    assert_eq!(stat_of(&r).ephemeral_owner, session);
+    let mut other = connect_retry(nodes[survivors[1]].addr, 10_000, Duration::from_secs(30));
+    sync(&mut other, "/f");
+    assert_eq!(children_of(&mut other, "/f"), vec!["after", "eph"]);
 }

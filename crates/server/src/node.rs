@@ -117,7 +117,9 @@ pub enum StartError {
 const NODE_ID: u64 = 1;
 /// Heartbeat and election timeouts, ms. A follower starts an election once openraft's leader lease
 /// (`ELECTION_MAX_MS` since the last heartbeat) and then its randomized election timeout have passed:
-/// 400–500 ms after the last heartbeat, so a crashed leader is replaced in about half a second.
+/// 400–500 ms after the last heartbeat (often a second round after a split vote), so a leader that
+/// stopped answering is replaced in about half a second. A leader whose process is gone (its peer port
+/// refuses connections) is replaced at once by `peer::failover`, without waiting for these timers.
 /// Heartbeats travel on their own connections, never behind replication or snapshots.
 const HEARTBEAT_MS: u64 = 50;
 const ELECTION_MIN_MS: u64 = 150;

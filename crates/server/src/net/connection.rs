@@ -12,6 +12,10 @@
 //!   the leader had committed when the sync reached it (see `peer::forward`).
 //! - On a follower, writes go to the leader over one ordered stream and are answered only once this
 //!   node applied them, so the two rules above hold on every node.
+//! - During a failover, a write with nothing else of its connection in flight waits (up to a third of
+//!   the session timeout, 0.5–1 s) for a leader it can reach rather than closing the connection; a write
+//!   behind in-flight writes is never sent to another leader than theirs (the connection closes
+//!   instead), so no write commits after an earlier one of the session was lost (`peer::forward`).
 //! - Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
 //!   every packet touches the session. Stock clients match ping replies out of band (xid -2).
 //!
@@ -59,6 +63,11 @@ enum ConnError {
 
 type WriteRx = forward::Pending;
 
+/// Bounds of how long a proposal with nothing else of its connection in flight may wait for a
+/// reachable leader (a third of the session timeout, clamped to these).
+const HOLD_MIN_MS: u64 = 500;
+const HOLD_MAX_MS: u64 = 1_000;
+
 /// A request waiting for its turn to be answered.
 enum Pending {
     /// A write or a `sync`. `txn` is `Some` while it waits, unproposed, behind a local request that
@@ -101,6 +110,9 @@ struct Conn {
     view: Option<State>,
     /// Watch events held back while reads answered from an older view are queued (see the module doc).
     deferred: VecDeque<(WatcherEvent, i64)>,
+    /// The route of the last proposal (while proposals are in flight, the next must take the same one;
+    /// see `peer::forward`).
+    route: Option<forward::Route>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -139,6 +151,7 @@ pub async fn run(
         wants_views: false,
         view: None,
         deferred: VecDeque::new(),
+        route: None,
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
@@ -388,16 +401,25 @@ impl Conn {
         shared.touch(session_id, timeout_ms);
     }
 
-    async fn propose_and_wait(&self, txn: Txn) -> Result<WriteReply, ConnError> {
-        let rx = self.propose(Proposal::Txn(txn)).await?;
+    async fn propose_and_wait(&mut self, txn: Txn) -> Result<WriteReply, ConnError> {
+        let rx = self.propose(Proposal::Txn(txn), true).await?;
         rx.await.map_err(ConnError::Closed)
     }
 
     /// Proposes now, locally on the leader or forwarded to it; the result comes once this node applied it.
-    async fn propose(&self, p: Proposal) -> Result<WriteRx, ConnError> {
-        forward::propose(&self.ctx, p)
+    /// `idle`: no earlier proposal of this connection is in flight, so this one may wait a little for a
+    /// reachable leader during a failover (up to a third of the session timeout, at most a second:
+    /// the client's pings are not answered meanwhile).
+    async fn propose(&mut self, p: Proposal, idle: bool) -> Result<WriteRx, ConnError> {
+        let prior = if idle { None } else { self.route.as_ref() };
+        let hold = std::time::Duration::from_millis(
+            (self.timeout_ms.max(0) as u64 / 3).clamp(HOLD_MIN_MS, HOLD_MAX_MS),
+        );
+        let (rx, route) = forward::propose(&self.ctx, p, prior, hold)
             .await
-            .map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))
+            .map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))?;
+        self.route = Some(route);
+        Ok(rx)
     }
 
     async fn handle_packet(
@@ -520,7 +542,8 @@ impl Conn {
         if self.can_propose_now() {
             let view =
                 self.wants_views && matches!(txn, Proposal::Txn(_)) && self.ctx.raft.is_leader();
-            writes.push_back(self.propose(txn).await?);
+            let idle = writes.is_empty();
+            writes.push_back(self.propose(txn, idle).await?);
             self.pending.push_back(Pending::Write {
                 xid,
                 op,
@@ -632,7 +655,8 @@ impl Conn {
                 Pending::Write { txn, then, .. } => {
                     let barrier = then.is_some();
                     if let Some(t) = txn.take() {
-                        writes.push_back(self.propose(t).await?);
+                        let idle = writes.is_empty();
+                        writes.push_back(self.propose(t, idle).await?);
                     }
                     if barrier {
                         // Later writes wait until this linearizable read is answered.

@@ -10,8 +10,16 @@
 //! `sync` is a read barrier: the leader's read index (`get_read_log_id(ReadIndex)`, which confirms
 //! leadership with a quorum), then wait until this node applied up to it.
 //!
-//! Left out: retrying a write on a new leader (the client connection is closed instead, as ZooKeeper
-//! does on leader loss; the client retries), read-only mode.
+//! During a failover a proposal that has not left this node yet waits for the new leader instead of
+//! failing: while the known leader cannot be dialed (or no leader is known), it retries as soon as the
+//! leader changes, for at most the `hold` its connection allows. Only when nothing else of that
+//! connection is in flight (so no earlier write's fate is unknown) may a proposal wait; and a proposal
+//! is refused when earlier writes of its connection are in flight on another route (another link or
+//! leader): a write must never commit after an earlier write of its session was lost. Refused or timed
+//! out, the client connection is closed and the client retries, as with ZooKeeper on leader loss.
+//!
+//! Left out: resending a write that was in flight when the leader died (its fate is unknown; the
+//! connection is closed), read-only mode.
 
 use super::link::{self, Link};
 use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
@@ -43,6 +51,32 @@ pub type Pending = Pin<Box<dyn Future<Output = Result<WriteReply, String>> + Sen
 const WRITE_TTL: Duration = Duration::from_secs(60);
 /// How long a proposal waits for a leader to be known.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// While the known leader cannot be dialed, how often a held proposal tries again (sooner when the
+/// leader changes).
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// The way a proposal went: proposed to the local Raft (this node led), or sent on a link to the leader.
+/// Proposals of one connection may pipeline only along the same route.
+#[derive(Clone)]
+pub enum Route {
+    /// Proposed locally.
+    Local,
+    /// Sent over this link.
+    Link(Link),
+    /// Not ordered with other proposals (a `reconfig`, carried out by [`super::reconfig`]).
+    Unordered,
+}
+
+impl Route {
+    fn same(&self, other: &Route) -> bool {
+        match (self, other) {
+            (Route::Unordered, _) | (_, Route::Unordered) => true,
+            (Route::Local, Route::Local) => true,
+            (Route::Link(a), Route::Link(b)) => a.same(b),
+            _ => false,
+        }
+    }
+}
 
 /// The leader, waiting a little for one to be known.
 pub async fn leader(raft: &Raft, wait: Duration) -> Option<u64> {
@@ -114,7 +148,16 @@ fn sync_reply(index: u64, path: String) -> WriteReply {
 /// A client's `reconfig` arrives here as a write (`TxnOp::Request` with `Request::Reconfig`) and is
 /// carried out by [`super::reconfig`] rather than proposed: it changes the Raft membership, and its
 /// answer comes once `/zookeeper/config` shows the change.
-pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String> {
+///
+/// `prior` is the route of this connection's proposals still in flight (`None` when none are): the
+/// proposal is refused if it would take another route. With nothing in flight it may wait up to
+/// `hold` for a leader it can reach (see the module documentation).
+pub async fn propose(
+    ctx: &Arc<NodeCtx>,
+    p: Proposal,
+    prior: Option<&Route>,
+    hold: Duration,
+) -> Result<(Pending, Route), String> {
     if let Proposal::Txn(Txn {
         op: TxnOp::Request {
             request: Request::Reconfig(r),
@@ -123,44 +166,87 @@ pub async fn propose(ctx: &Arc<NodeCtx>, p: Proposal) -> Result<Pending, String>
         ..
     }) = &p
     {
-        return Ok(super::reconfig::pending(
-            ctx.clone(),
-            r.clone(),
-            auth.clone(),
-        ));
+        let pending = super::reconfig::pending(ctx.clone(), r.clone(), auth.clone());
+        return Ok((pending, Route::Unordered));
     }
     let me = ctx.identity.node_id;
-    let leader = leader(&ctx.raft, LEADER_WAIT)
-        .await
-        .ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
-    let raft = ctx.raft.clone();
-    if leader == me {
-        return match p {
-            Proposal::Txn(txn) => {
-                let (responder, rx) = ProgressResponder::complete_only();
-                raft.write(Command(txn))
-                    .responder(responder)
-                    .await
-                    .map_err(|e| format!("raft stopped: {e}"))?;
-                Ok(Box::pin(async move {
-                    match rx.await {
-                        Ok(Ok(resp)) => Ok(resp.data),
-                        Ok(Err(e)) => Err(format!("write refused: {e}")),
-                        Err(_) => Err("raft shut down".to_string()),
-                    }
-                }))
-            }
-            Proposal::Sync(path) => Ok(Box::pin(async move {
-                let read = raft
-                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                    .await
-                    .map_err(|e| format!("sync: {e}"))?;
-                wait_applied(&raft, read.index()).await?;
-                Ok(sync_reply(read.index(), path))
-            })),
+    let hold_until = tokio::time::Instant::now()
+        + if prior.is_none() {
+            hold
+        } else {
+            Duration::ZERO
         };
+    let (leader, route) = loop {
+        let leader = leader(&ctx.raft, LEADER_WAIT)
+            .await
+            .ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
+        if leader == me {
+            break (leader, Route::Local);
+        }
+        let err = match leader_link(ctx, leader).await {
+            Ok(l) if !l.is_closed() => break (leader, Route::Link(l)),
+            Ok(_) => format!("leader {leader}: connection closed"),
+            Err(e) => e,
+        };
+        let left = hold_until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(err);
+        }
+        // The leader may be gone: try again once another leader is known, or after a short while.
+        let _ = ctx
+            .raft
+            .wait(Some(left.min(RETRY_EVERY)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != leader),
+                "another leader",
+            )
+            .await;
+    };
+    if let Some(prior) = prior {
+        if !prior.same(&route) {
+            return Err(format!(
+                "the leader changed (now {leader}) while earlier writes of this connection were in flight"
+            ));
+        }
     }
-    let link = leader_link(ctx, leader).await?;
+    let raft = ctx.raft.clone();
+    let pending = match &route {
+        Route::Link(link) => send_to_leader(raft, link.clone(), leader, p)?,
+        Route::Local | Route::Unordered => propose_local(raft, p).await?,
+    };
+    Ok((pending, route))
+}
+
+/// Proposes on this node, the leader.
+async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
+    match p {
+        Proposal::Txn(txn) => {
+            let (responder, rx) = ProgressResponder::complete_only();
+            raft.write(Command(txn))
+                .responder(responder)
+                .await
+                .map_err(|e| format!("raft stopped: {e}"))?;
+            Ok(Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(resp)) => Ok(resp.data),
+                    Ok(Err(e)) => Err(format!("write refused: {e}")),
+                    Err(_) => Err("raft shut down".to_string()),
+                }
+            }))
+        }
+        Proposal::Sync(path) => Ok(Box::pin(async move {
+            let read = raft
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| format!("sync: {e}"))?;
+            wait_applied(&raft, read.index()).await?;
+            Ok(sync_reply(read.index(), path))
+        })),
+    }
+}
+
+/// Sends a proposal over the ordered link to the leader.
+fn send_to_leader(raft: Raft, link: Link, leader: u64, p: Proposal) -> Result<Pending, String> {
     let (req, path) = match p {
         Proposal::Txn(txn) => (PeerRequest::Write(txn), None),
         Proposal::Sync(path) => (PeerRequest::ReadIndex, Some(path)),

@@ -157,6 +157,11 @@ impl Link {
         self.0.closed.load(Ordering::Acquire) || self.0.tx.is_closed()
     }
 
+    /// Whether `other` is a clone of this very link (the same connection).
+    pub fn same(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The node at the other end.
     pub fn remote_node(&self) -> u64 {
         self.0.remote_node

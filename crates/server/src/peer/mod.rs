@@ -4,6 +4,7 @@
 //! - [`link`]: the dialing side, one TCP connection multiplexed by request id.
 //! - [`server`]: the listening side, hello checks and request handling.
 //! - [`membership`]: join, remove and leave, carried out by the leader (other nodes forward to it).
+//! - [`failover`]: a follower whose leader's process vanished campaigns at once.
 //! - [`forward`]: client writes, `sync` barriers and session touches of a follower, sent to the leader.
 //! - [`reconfig`]: ZooKeeper's `reconfig` and `/zookeeper/config`, mapped onto the Raft membership.
 //! - [`admin`]: the calls a tool or a joining node makes (cluster id, join, status, remove, leave).
@@ -13,9 +14,11 @@
 //! [`Cluster`] is the per-node state of all of this: addresses, whether the node serves clients
 //! (it stops when it has had no leader for a while), the link to the leader.
 //!
-//! Left out: TLS/authentication between peers, automatic replacement of dead voters, leader transfer.
+//! Left out: TLS/authentication between peers, automatic replacement of dead voters, leader transfer
+//! on request (only [`failover`] uses openraft's transfer, for a leader that is gone).
 
 pub mod admin;
+pub mod failover;
 pub mod forward;
 pub mod link;
 pub mod membership;
@@ -46,6 +49,8 @@ pub struct Cluster {
     pub forward: tokio::sync::Mutex<Option<link::Link>>,
     /// Serializes membership changes on the leader.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Fast-failover state (see [`failover`]).
+    pub failover: failover::Failover,
 }
 
 impl Cluster {
@@ -60,6 +65,7 @@ impl Cluster {
             last_leader_contact: AtomicI64::new(0),
             forward: tokio::sync::Mutex::new(None),
             membership_lock: tokio::sync::Mutex::new(()),
+            failover: failover::Failover::default(),
         }
     }
 

@@ -12,6 +12,9 @@
 //! A hello without a cluster id is accepted only for administration (a joining node asking for the
 //! cluster id, or the `roster cluster` tool); such a connection can do nothing else.
 //!
+//! When a Raft or heartbeat connection from the current leader ends, [`super::failover`] checks whether
+//! the leader's process is gone.
+//!
 //! Left out: per-peer rate limits, TLS.
 
 use super::wire::{
@@ -112,13 +115,25 @@ async fn serve_conn(
     });
     let mut snapshot: Option<Incoming> = None;
     let mut appends: Option<AppendPipeline> = None;
+    let mut ended = Ok(());
     loop {
         let msg = tokio::select! {
-            m = read_msg(&mut rd) => m?,
+            m = read_msg(&mut rd) => m,
             _ = shutdown.changed() => break,
         };
-        let Some(PeerMsg::Request { id, body }) = msg else {
-            break;
+        let (id, body) = match msg {
+            Ok(Some(PeerMsg::Request { id, body })) => (id, body),
+            other => {
+                // The dialer went away (EOF, reset or garbage). If it was our leader's replication or
+                // heartbeat connection, check whether its process is gone (`failover`).
+                if matches!(hello.kind, LinkKind::Raft | LinkKind::Heartbeat) && !admin_only {
+                    super::failover::link_lost(&ctx, hello.from);
+                }
+                if let Err(e) = other {
+                    ended = Err(e);
+                }
+                break;
+            }
         };
         let respond = {
             let tx = tx.clone();
@@ -256,9 +271,12 @@ async fn serve_conn(
             }
         }
     }
+    // The append pipeline's task holds a sender of `tx`: end its input so it finishes, or the writer
+    // would wait for it forever.
+    drop(appends);
     drop(tx);
     let _ = writer.await;
-    Ok(())
+    ended
 }
 
 /// The follower's end of one connection's pipelined AppendEntries stream: requests go to
@@ -363,12 +381,13 @@ async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
             }
             Err(e) => err(e.to_string()),
         },
-        PeerRequest::Vote(rpc) => ctx
-            .raft
-            .vote(rpc)
-            .await
-            .map(PeerResponse::Vote)
-            .unwrap_or_else(|e| err(e.to_string())),
+        PeerRequest::Vote(rpc) => match ctx.raft.vote(rpc.clone()).await {
+            Ok(resp) => {
+                super::failover::vote_answered(ctx, &rpc, &resp);
+                PeerResponse::Vote(resp)
+            }
+            Err(e) => err(e.to_string()),
+        },
         PeerRequest::PreVote(rpc) => ctx
             .raft
             .pre_vote(rpc)

@@ -1,0 +1,268 @@
+//! Fast failover: a follower that sees its leader's process vanish campaigns at once instead of waiting
+//! for the leader lease and the election timeout.
+//!
+//! The trigger: a Raft or heartbeat connection dialed by the current leader ends (EOF or reset). The
+//! follower then dials the leader's announced peer address, a few times ([`PROBES`], [`PROBE_EVERY`]
+//! apart: a killed process's listening socket may outlive its connections by a moment). Only a refused
+//! connection (`ECONNREFUSED`: nothing listens there, as right after a `kill -9`, whose sockets the
+//! kernel closes at once) counts as "the leader is gone". Connections that are accepted, time out or
+//! fail otherwise (a slow, paused or partitioned leader, or one behind a proxy that still listens)
+//! change nothing: openraft's lease and election timers handle it as before.
+//!
+//! Who campaigns: the surviving voters in ascending node id order; the first at once, each next one
+//! [`STAGGER_MS`] later and only if by then it has still not voted for anyone newer (a candidate's vote
+//! request changes its vote). One candidate at a time avoids a split vote at the same term. A learner
+//! never campaigns. A survivor that refuses the candidate because its own log is longer (the dead
+//! leader had replicated more to it) campaigns at once instead, one term above the candidate's (which
+//! then grants it): otherwise neither could win before the election timers.
+//!
+//! How: a transfer-leader request from the dead leader's vote to this node, synthesized locally
+//! (`Raft::handle_transfer_leader`). openraft then starts an election whose vote requests carry
+//! `leadership_transfer`, which voters grant although their leader lease has not expired (Raft
+//! dissertation §4.2.3). Everything else about voting is unchanged: a voter still refuses a candidate
+//! whose log is behind its own or whose term is not newer than its vote, so at most one leader per term
+//! is elected and it holds every committed entry.
+//!
+//! Why skipping the lease is safe here: the lease only keeps a live leader from being disturbed, and
+//! backs lease-based reads. Roster never reads by lease (`sync` and forwarded reads use the read index,
+//! which asks a quorum), so an early election cannot make a read stale; and a leader whose port refuses
+//! connections cannot take part anyway. If the probe were wrong (say, a leader that closed its peer port
+//! but still runs), it would step down on seeing the newer term: a disturbance, never two leaders of one
+//! term.
+//!
+//! Left out: probing across hosts where a dead machine drops packets instead of refusing (then the probe
+//! times out and the timers apply).
+
+use crate::node::NodeCtx;
+use crate::raft::types::TypeConfig;
+use openraft::alias::VoteOf;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::raft::{TransferLeaderRequest, VoteRequest, VoteResponse};
+use openraft::ServerState;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-node fast-failover state (in `Cluster`).
+#[derive(Default)]
+pub struct Failover {
+    /// The last term whose leader was found gone, held while checking (one check at a time).
+    checked: tokio::sync::Mutex<u64>,
+    /// The same, readable without waiting for a check in progress.
+    gone: AtomicU64,
+    /// The highest term of a fast-failover candidate this node refused because its log is behind ours.
+    outbid: AtomicU64,
+    /// The last term this node campaigned from.
+    campaigned: AtomicU64,
+}
+
+/// How long the next surviving voter waits for the previous one's campaign to reach it.
+pub const STAGGER_MS: u64 = 150;
+/// How long an outbidding survivor waits for its own first campaign to start.
+const OUTBID_WAIT: Duration = Duration::from_millis(500);
+/// How long one probe of the leader's peer port may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How many probes before a leader whose port still accepts connections is taken as alive.
+pub const PROBES: usize = 4;
+/// How far apart the probes are.
+pub const PROBE_EVERY: Duration = Duration::from_millis(25);
+
+/// What the probe of a peer address found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Something accepted the connection.
+    Listening,
+    /// The connection was refused: no process listens there.
+    Refused,
+    /// Anything else (timeout, unreachable, address not resolvable).
+    Unknown,
+}
+
+/// Dials `addr` once and reports what happened; the connection, if any, is closed at once.
+pub async fn probe(addr: &str) -> Probe {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Probe::Listening,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        _ => Probe::Unknown,
+    }
+}
+
+/// Called when a Raft or heartbeat connection dialed by node `from` ended. Does nothing unless `from`
+/// is this follower's current leader; otherwise checks in the background whether its process is gone
+/// and, if so, campaigns (see the module documentation).
+pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
+    let me = ctx.identity.node_id;
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    if from == me
+        || m.current_leader != Some(from)
+        || m.state != ServerState::Follower
+        || !m.vote.is_committed()
+    {
+        return;
+    }
+    let Some(addr) = m.membership_config.get_node(&from).map(|n| n.addr.clone()) else {
+        return;
+    };
+    let voters: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != from)
+        .collect();
+    let Some(rank) = voters.iter().position(|id| *id == me) else {
+        return; // a learner
+    };
+    let vote = m.vote;
+    let term = m.current_term;
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        // Every connection of the dead leader ends at once: one check per term is enough.
+        let mut acted = ctx.cluster.failover.checked.lock().await;
+        if *acted >= term {
+            return;
+        }
+        // The kernel closes a killed process's descriptors one by one: its peer port may still accept
+        // for a moment after its connections ended. Ask a few times before concluding it is alive.
+        let mut found = probe(&addr).await;
+        for _ in 1..PROBES {
+            if found == Probe::Refused {
+                break;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+            found = probe(&addr).await;
+        }
+        if found != Probe::Refused {
+            tracing::info!(leader = from, %addr, ?found, "connection from the leader ended but its peer port does not refuse connections: leaving it to the election timers");
+            return;
+        }
+        *acted = term;
+        drop(acted);
+        ctx.cluster.failover.gone.fetch_max(term, Ordering::AcqRel);
+        tracing::info!(leader = from, %addr, term, "the leader's process is gone (its peer port refuses connections)");
+        // A survivor with a longer log than a candidate already refused it: it goes at once.
+        if rank > 0 && ctx.cluster.failover.outbid.load(Ordering::Acquire) <= term {
+            tokio::time::sleep(Duration::from_millis(STAGGER_MS * rank as u64)).await;
+        }
+        campaign(&ctx, vote, rank).await;
+    });
+}
+
+/// Called after this node answered a vote request. If it refused a fast-failover candidate (a
+/// leadership-transfer election) because its own log is longer, while its vote is still that of a
+/// leader found gone, it campaigns itself at once, outbidding that candidate's term: the candidate
+/// cannot win without it, and waiting would leave both to the election timers.
+pub fn vote_answered(
+    ctx: &Arc<NodeCtx>,
+    req: &VoteRequest<TypeConfig>,
+    resp: &VoteResponse<TypeConfig>,
+) {
+    if !req.leadership_transfer || resp.vote_granted || resp.last_log_id <= req.last_log_id {
+        return;
+    }
+    let term = req.vote.leader_id.term;
+    ctx.cluster
+        .failover
+        .outbid
+        .fetch_max(term, Ordering::AcqRel);
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let gone = ctx.cluster.failover.gone.load(Ordering::Acquire);
+    if m.state != ServerState::Follower
+        || !m.vote.is_committed()
+        || gone != m.current_term
+        || term <= gone
+    {
+        // Not (yet) known to be leaderless: `link_lost` sees `outbid` once it is.
+        return;
+    }
+    let ctx = ctx.clone();
+    let vote = m.vote;
+    tokio::spawn(async move { campaign(&ctx, vote, 0).await });
+}
+
+/// Campaigns in place of the leader of `vote` (the vote this node held when the leader was found
+/// gone), once per term; if a candidate with a shorter log took the next term already, it campaigns
+/// once more, one term higher.
+async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
+    let me = ctx.identity.node_id;
+    let term = vote.leader_id.term;
+    let now = ctx.raft.metrics().borrow_watched().clone();
+    if now.vote != vote || now.state != ServerState::Follower {
+        tracing::info!(
+            vote = %now.vote,
+            "another survivor is already campaigning; not campaigning"
+        );
+        return;
+    }
+    if ctx
+        .cluster
+        .failover
+        .campaigned
+        .fetch_max(term, Ordering::AcqRel)
+        >= term
+    {
+        return;
+    }
+    tracing::info!(
+        leader = ?now.current_leader,
+        rank,
+        "fast failover: campaigning at once in place of the dead leader"
+    );
+    if !transfer_to_me(ctx, vote, me).await {
+        return;
+    }
+    if ctx.cluster.failover.outbid.load(Ordering::Acquire) <= term {
+        return;
+    }
+    // A candidate of term + 1 exists whose log is behind ours: it refuses our term + 1 (it voted for
+    // itself), so go one term higher once our own term + 1 campaign has started.
+    let mine = ctx
+        .raft
+        .wait(Some(OUTBID_WAIT))
+        .metrics(|m| m.vote != vote, "own campaign started")
+        .await;
+    if let Ok(m) = mine {
+        if m.vote.leader_id.voted_for == me && !m.vote.is_committed() && m.current_leader.is_none()
+        {
+            tracing::info!(
+                term = m.current_term,
+                "fast failover: outbidding a candidate whose log is behind"
+            );
+            transfer_to_me(ctx, m.vote, me).await;
+        }
+    }
+}
+
+/// A leadership transfer from `from` (the vote this node holds) to this node, synthesized locally:
+/// openraft elects this node with vote requests voters grant despite their leader lease.
+async fn transfer_to_me(ctx: &Arc<NodeCtx>, from: VoteOf<TypeConfig>, me: u64) -> bool {
+    match ctx
+        .raft
+        .handle_transfer_leader(TransferLeaderRequest::new(from, me, None))
+        .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "fast failover not started");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "fast failover: raft stopped");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_tells_a_listening_port_from_a_closed_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert_eq!(probe(&addr).await, Probe::Listening);
+        drop(listener);
+        assert_eq!(probe(&addr).await, Probe::Refused);
+        assert_eq!(probe("not an address").await, Probe::Unknown);
+    }
+}
