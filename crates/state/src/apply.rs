@@ -771,7 +771,7 @@ mod tests {
         };
         req(&mut s, 2, sid, create("/p", 0));
         // Data version: i32::MAX wraps to i32::MIN, and -2 steps over -1 to 0 (ZOOKEEPER-4743).
-        s.tree.nodes.get_mut("/p").unwrap().version = i32::MAX;
+        s.tree.get_mut("/p").unwrap().version = i32::MAX;
         let set = |version| {
             Request::SetData(SetDataRequest {
                 path: "/p".into(),
@@ -782,13 +782,13 @@ mod tests {
         assert!(
             matches!(req(&mut s, 3, sid, set(i32::MAX)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == i32::MIN)
         );
-        s.tree.nodes.get_mut("/p").unwrap().version = -2;
+        s.tree.get_mut("/p").unwrap().version = -2;
         assert!(
             matches!(req(&mut s, 4, sid, set(-2)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == 0)
         );
         // The stored child count is 64-bit: sequential suffixes go on past 2^31 without wrapping, the
         // wire cversion saturates at i32::MAX, and pzxid still moves.
-        s.tree.nodes.get_mut("/p").unwrap().cversion = i32::MAX as i64 - 1;
+        s.tree.get_mut("/p").unwrap().cversion = i32::MAX as i64 - 1;
         let r = req(&mut s, 5, sid, create("/p/s", 2));
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483646")
@@ -801,7 +801,7 @@ mod tests {
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483648")
         );
-        s.tree.nodes.get_mut("/p").unwrap().cversion = 9_999_999_999;
+        s.tree.get_mut("/p").unwrap().cversion = 9_999_999_999;
         let r = req(&mut s, 8, sid, create("/p/s", 2));
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s9999999999")

@@ -28,6 +28,7 @@ use imbl::{OrdMap, OrdSet};
 use roster_proto::{Acl, Id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Leading bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"RSTS";
@@ -230,7 +231,7 @@ impl State {
         // Nodes in path order: a parent is a prefix of its child, so it always comes first.
         let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
         let acl_ids: BTreeMap<u64, ()> = snap.acls.iter().map(|(id, _)| (*id, ())).collect();
-        let mut nodes: OrdMap<String, Node> = OrdMap::new();
+        let mut nodes: OrdMap<String, Arc<Node>> = OrdMap::new();
         let mut containers = OrdSet::new();
         let mut ttls = OrdSet::new();
         let mut data_size = 0u64;
@@ -252,7 +253,7 @@ impl State {
                 }
             } else {
                 let (parent, name) = path::split(&n.path).ok_or_else(|| bad("path without /"))?;
-                let Some(p) = nodes.get_mut(parent) else {
+                let Some(p) = nodes.get_mut(parent).map(Arc::make_mut) else {
                     return Err(bad(format!("node {} has no parent", n.path)));
                 };
                 if let NodeKind::Ephemeral(_) = p.kind() {
@@ -284,7 +285,7 @@ impl State {
             prev_path = Some(n.path.clone());
             nodes.insert(
                 n.path,
-                Node {
+                Arc::new(Node {
                     data: n.data,
                     acl: n.acl,
                     czxid: n.czxid,
@@ -297,7 +298,7 @@ impl State {
                     aversion: n.aversion,
                     ephemeral_owner: n.ephemeral_owner,
                     children: OrdSet::new(),
-                },
+                }),
             );
         }
         if !nodes.contains_key("/") {

@@ -1,10 +1,13 @@
 //! The data tree: every znode by path, with its data, interned ACL, persisted stat and child set.
 //!
 //! # Representation
-//! `nodes` is an `imbl::OrdMap<String, Node>` keyed by full path, and each node keeps its children's names
-//! in an `imbl::OrdSet`. Both are persistent (structurally shared), so cloning a whole tree is O(1) and a
-//! clone taken for a background snapshot costs only the paths touched afterwards. Everything iterates in
-//! sorted order, so nothing about hashing can reach an output.
+//! `nodes` is an `imbl::OrdMap<String, Arc<Node>>` keyed by full path, and each node keeps its children's
+//! names in an `imbl::OrdSet`. Both are persistent (structurally shared), so cloning a whole tree is O(1)
+//! and a clone taken for a background snapshot costs only the paths touched afterwards (a shared node is
+//! copied on write with `Arc::make_mut`). The node sits behind an `Arc` to keep the B-tree's entries small:
+//! imbl leaves are often only half full after sequential inserts, and a half-empty slot of a pointer costs
+//! far less than one of a whole node. Everything iterates in sorted order, so nothing about hashing can
+//! reach an output.
 //!
 //! # The stat, as ZooKeeper keeps it
 //! A node stores ZooKeeper's `StatPersisted`: czxid, mzxid, pzxid, ctime, mtime, version, aversion,
@@ -31,6 +34,7 @@ use crate::acl::{AclId, AclTable};
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 use roster_proto::{Acl, Stat};
+use std::sync::Arc;
 
 /// `ephemeralOwner` of a container node (`EphemeralType.CONTAINER_EPHEMERAL_OWNER`).
 pub const CONTAINER_OWNER: i64 = i64::MIN;
@@ -165,7 +169,7 @@ impl Node {
 #[derive(Debug, Clone)]
 pub struct DataTree {
     /// Every node by full path; `/` always present.
-    pub(crate) nodes: OrdMap<String, Node>,
+    pub(crate) nodes: OrdMap<String, Arc<Node>>,
     /// Interned ACL lists.
     pub(crate) acls: AclTable,
     /// Paths of container nodes.
@@ -212,14 +216,19 @@ impl DataTree {
             ("/zookeeper/config", config),
         ] {
             t.data_size += (p.len() + n.data.len()) as u64;
-            t.nodes.insert(p.to_string(), n);
+            t.nodes.insert(p.to_string(), Arc::new(n));
         }
         t
     }
 
     /// The node at `path`.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|n| &**n)
+    }
+
+    /// The node at `path` for changing it, copied first if a snapshot still shares it.
+    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
     }
 
     /// The ACL of a node.
@@ -239,7 +248,7 @@ impl DataTree {
 
     /// Iterates every (path, node) in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+        self.nodes.iter().map(|(p, n)| (p, &**n))
     }
 
     /// The interned ACL table.
@@ -271,7 +280,7 @@ impl DataTree {
         node: Node,
         zxid: i64,
     ) {
-        if let Some(p) = self.nodes.get_mut(parent) {
+        if let Some(p) = self.get_mut(parent) {
             p.cversion = p.cversion.saturating_add(1);
             p.pzxid = zxid;
             p.children.insert(name.to_string());
@@ -286,7 +295,7 @@ impl DataTree {
             _ => {}
         }
         self.data_size += (path.len() + node.data.len()) as u64;
-        self.nodes.insert(path.to_string(), node);
+        self.nodes.insert(path.to_string(), Arc::new(node));
     }
 
     /// Removes a childless node, doing ZooKeeper's `deleteNode` bookkeeping: the parent loses the child and
@@ -294,7 +303,7 @@ impl DataTree {
     pub(crate) fn remove_node(&mut self, path: &str, zxid: i64) -> Option<Node> {
         let (parent, name) = crate::path::split(path)?;
         let node = self.nodes.remove(path)?;
-        if let Some(p) = self.nodes.get_mut(parent) {
+        if let Some(p) = self.get_mut(parent) {
             p.children.remove(name);
             if zxid > p.pzxid {
                 p.pzxid = zxid;
@@ -306,7 +315,7 @@ impl DataTree {
         self.data_size = self
             .data_size
             .saturating_sub((path.len() + node.data.len()) as u64);
-        Some(node)
+        Some(Arc::unwrap_or_clone(node))
     }
 
     /// Replaces a node's data (setData): version, mzxid and mtime as given.
@@ -318,7 +327,7 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Option<Stat> {
-        let node = self.nodes.get_mut(path)?;
+        let node = self.get_mut(path)?;
         let old = node.data.len() as u64;
         let new = data.len() as u64;
         node.data = data;
@@ -336,7 +345,7 @@ impl DataTree {
             return None;
         }
         let new_id = self.acls.acquire(acl);
-        let node = self.nodes.get_mut(path)?;
+        let node = self.get_mut(path)?;
         let old_id = node.acl;
         node.acl = new_id;
         node.aversion = aversion;
