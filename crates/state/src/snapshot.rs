@@ -252,14 +252,14 @@ impl State {
                     return Err(bad("root must be persistent"));
                 }
             } else {
-                let (parent, name) = path::split(&n.path).ok_or_else(|| bad("path without /"))?;
+                let (parent, _) = path::split(&n.path).ok_or_else(|| bad("path without /"))?;
                 let Some(p) = nodes.get_mut(parent).map(Arc::make_mut) else {
                     return Err(bad(format!("node {} has no parent", n.path)));
                 };
                 if let NodeKind::Ephemeral(_) = p.kind() {
                     return Err(bad(format!("ephemeral {parent} has a child")));
                 }
-                p.children.insert(name.to_string());
+                p.num_children += 1;
             }
             match NodeKind::of(n.ephemeral_owner) {
                 NodeKind::Container => {
@@ -297,7 +297,7 @@ impl State {
                     cversion: n.cversion,
                     aversion: n.aversion,
                     ephemeral_owner: n.ephemeral_owner,
-                    children: OrdSet::new(),
+                    num_children: 0,
                 }),
             );
         }
@@ -353,7 +353,7 @@ impl State {
                 .find(|(x, y)| x != y)
                 .map(|(x, _)| x.0.clone());
             return Err(format!(
-                "child sets disagree with paths (first at {diff:?})"
+                "child counts disagree with paths (first at {diff:?})"
             ));
         }
         if !a.acls.iter().eq(b.acls.iter()) {
