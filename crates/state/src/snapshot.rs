@@ -231,7 +231,7 @@ impl State {
         // Nodes in path order: a parent is a prefix of its child, so it always comes first.
         let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
         let acl_ids: BTreeMap<u64, ()> = snap.acls.iter().map(|(id, _)| (*id, ())).collect();
-        let mut nodes: OrdMap<String, Arc<Node>> = OrdMap::new();
+        let mut nodes: OrdMap<Box<str>, Arc<Node>> = OrdMap::new();
         let mut containers = OrdSet::new();
         let mut ttls = OrdSet::new();
         let mut data_size = 0u64;
@@ -284,7 +284,7 @@ impl State {
             data_size += (n.path.len() + n.data.len()) as u64;
             prev_path = Some(n.path.clone());
             nodes.insert(
-                n.path,
+                n.path.into_boxed_str(),
                 Arc::new(Node {
                     data: n.data,
                     acl: n.acl,
