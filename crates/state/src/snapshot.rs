@@ -7,7 +7,7 @@
 //! ephemeralOwner) in path order, and every session as (id, timeout, password) in id order.
 //!
 //! Only primary facts are written. Everything derivable is rebuilt on load and checked on the way: the
-//! child sets (from the paths), ACL reference counts (from the nodes), the container and TTL indexes,
+//! child counts (from the paths), ACL reference counts (from the nodes), the container and TTL indexes,
 //! each session's ephemerals (from the owners) and the data size. Because every collection is written in
 //! sorted order and nothing derived is written, two equal states give byte-identical snapshots, and a
 //! loaded snapshot re-encodes to the same bytes.
@@ -338,7 +338,7 @@ impl State {
 }
 
 impl State {
-    /// Checks that every index kept beside the tree agrees with the tree itself: child sets, ACL
+    /// Checks that every index kept beside the tree agrees with the tree itself: child counts, ACL
     /// reference counts, the container and TTL sets, session ephemerals and the data size. It rebuilds
     /// them through a snapshot round trip, so it is O(n): a test and debugging aid, not for the apply path.
     pub fn check_invariants(&self) -> Result<(), String> {

@@ -1,4 +1,4 @@
-//! The data tree: every znode by path, with its data, interned ACL, persisted stat and child set.
+//! The data tree: every znode by path, with its data, interned ACL, persisted stat and child count.
 //!
 //! # Representation
 //! `nodes` is an `imbl::OrdMap<Box<str>, Arc<Node>>` keyed by full path (a `Box<str>` key is 8 bytes
@@ -17,7 +17,7 @@
 //! A node stores ZooKeeper's `StatPersisted`: czxid, mzxid, pzxid, ctime, mtime, version, aversion,
 //! ephemeralOwner and a *stored* cversion that counts child **creates** only. The client-visible stat is
 //! derived in [`Node::stat`] exactly as `DataNode.copyStat` does it: `dataLength` from the data,
-//! `numChildren` from the child set, and `cversion = stored * 2 - numChildren` (every create that is no
+//! `numChildren` from the child count, and `cversion = stored * 2 - numChildren` (every create that is no
 //! longer a child was matched by a delete, so the visible number counts creates plus deletes). The
 //! sequential suffix uses the *stored* cversion, as ZooKeeper's `PrepRequestProcessor` does, so sequence
 //! numbers are not advanced by deletes. A fresh tree therefore shows cversion -1 on `/` and -2 on
