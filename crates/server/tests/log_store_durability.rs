@@ -42,6 +42,9 @@ fn open_small(dir: &Path) -> LogStore<C> {
         dir,
         WalOptions {
             segment_target_bytes: 512,
+            // A tiny in-memory tail: reads of older entries go to the segment files.
+            memory_tail_entries: 3,
+            memory_tail_bytes: 1024,
             ..WalOptions::default()
         },
     )

@@ -59,7 +59,7 @@
 use crate::acl::{check_acl, fixup_acl};
 use crate::path::{self, validate_path};
 use crate::session::{first_session_id, Session};
-use crate::tree::{DataTree, Node, NodeKind, CONTAINER_OWNER};
+use crate::tree::{node_data, DataTree, Node, NodeKind, CONTAINER_OWNER};
 use crate::txn::{Txn, TxnOp};
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
@@ -343,9 +343,7 @@ impl State {
 
     /// The children of the node at `path`, sorted.
     pub fn children(&self, path: &str) -> Option<Vec<String>> {
-        self.tree
-            .get(path)
-            .map(|n| n.children.iter().cloned().collect())
+        self.tree.get(path).map(|_| self.tree.children(path))
     }
 
     /// TTL nodes that may be deleted at `now` (ms since the epoch), sorted: childless, TTL non-zero, and
@@ -364,9 +362,7 @@ impl State {
         match self.tree.get(path) {
             Some(n) => match n.kind() {
                 NodeKind::Ttl(ttl) => {
-                    ttl != 0
-                        && n.children.is_empty()
-                        && (now as i128 - n.mtime as i128) > ttl as i128
+                    ttl != 0 && n.num_children == 0 && (now as i128 - n.mtime as i128) > ttl as i128
                 }
                 _ => false,
             },
@@ -407,7 +403,7 @@ impl State {
             let owned = self
                 .tree
                 .get(path)
-                .is_some_and(|n| n.ephemeral_owner == ctx.session_id && n.children.is_empty());
+                .is_some_and(|n| n.ephemeral_owner == ctx.session_id && n.num_children == 0);
             if owned {
                 self.delete_node(ctx, path);
             }
@@ -445,7 +441,7 @@ impl State {
             let candidates = std::mem::take(&mut ctx.lost_child);
             for path in candidates {
                 let empty_container = self.tree.get(&path).is_some_and(|n| {
-                    n.kind() == NodeKind::Container && n.children.is_empty() && n.cversion > 0
+                    n.kind() == NodeKind::Container && n.num_children == 0 && n.cversion > 0
                 });
                 if empty_container && !is_special_path(&path) {
                     self.delete_node(ctx, &path);
@@ -598,12 +594,12 @@ impl State {
             _ => 0,
         };
         let parent_path = parent_path.to_string();
-        let (_, name) = path::split(&final_path).ok_or(ErrorCode::BadArguments)?;
+        path::split(&final_path).ok_or(ErrorCode::BadArguments)?;
         let acl_id = self.tree.acls.acquire(&acl);
-        let node = Node::new(data.clone(), acl_id, ctx.zxid, ctx.time, owner);
+        let node = Node::new(node_data(data), acl_id, ctx.zxid, ctx.time, owner);
         let stat = node.stat();
         self.tree
-            .insert_node(&final_path, &parent_path, name, node, ctx.zxid);
+            .insert_node(&final_path, &parent_path, node, ctx.zxid);
         if let NodeKind::Ephemeral(owner) = NodeKind::of(owner) {
             if let Some(s) = self.sessions.get_mut(&owner) {
                 s.ephemerals.insert(final_path.clone());
@@ -628,7 +624,7 @@ impl State {
         check_acl(self.tree.acl_of(parent), perms::DELETE, ctx.auth)?;
         let node = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         check_and_inc_version(node.version, version)?;
-        if !node.children.is_empty() {
+        if node.num_children != 0 {
             return Err(ErrorCode::NotEmpty);
         }
         self.delete_node(ctx, path);
@@ -648,7 +644,7 @@ impl State {
         let new_version = check_and_inc_version(node.version, version)?;
         let stat = self
             .tree
-            .set_data(path, data.clone(), new_version, ctx.zxid, ctx.time)
+            .set_data(path, node_data(data), new_version, ctx.zxid, ctx.time)
             .ok_or(ErrorCode::NoNode)?;
         ctx.changes.push(Change::DataChanged(path.to_string()));
         Ok(OpOut::SetData(stat))
@@ -665,7 +661,7 @@ impl State {
         };
         if self
             .tree
-            .set_data(PATH, data.clone(), version, ctx.zxid, ctx.time)
+            .set_data(PATH, node_data(data), version, ctx.zxid, ctx.time)
             .is_some()
         {
             ctx.changes.push(Change::DataChanged(PATH.to_string()));
@@ -771,7 +767,7 @@ mod tests {
         };
         req(&mut s, 2, sid, create("/p", 0));
         // Data version: i32::MAX wraps to i32::MIN, and -2 steps over -1 to 0 (ZOOKEEPER-4743).
-        s.tree.nodes.get_mut("/p").unwrap().version = i32::MAX;
+        s.tree.get_mut("/p").unwrap().version = i32::MAX;
         let set = |version| {
             Request::SetData(SetDataRequest {
                 path: "/p".into(),
@@ -782,13 +778,13 @@ mod tests {
         assert!(
             matches!(req(&mut s, 3, sid, set(i32::MAX)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == i32::MIN)
         );
-        s.tree.nodes.get_mut("/p").unwrap().version = -2;
+        s.tree.get_mut("/p").unwrap().version = -2;
         assert!(
             matches!(req(&mut s, 4, sid, set(-2)), TxnResult::Response(Ok(Response::Stat(st))) if st.version == 0)
         );
         // The stored child count is 64-bit: sequential suffixes go on past 2^31 without wrapping, the
         // wire cversion saturates at i32::MAX, and pzxid still moves.
-        s.tree.nodes.get_mut("/p").unwrap().cversion = i32::MAX as i64 - 1;
+        s.tree.get_mut("/p").unwrap().cversion = i32::MAX as i64 - 1;
         let r = req(&mut s, 5, sid, create("/p/s", 2));
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483646")
@@ -801,7 +797,7 @@ mod tests {
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s2147483648")
         );
-        s.tree.nodes.get_mut("/p").unwrap().cversion = 9_999_999_999;
+        s.tree.get_mut("/p").unwrap().cversion = 9_999_999_999;
         let r = req(&mut s, 8, sid, create("/p/s", 2));
         assert!(
             matches!(r, TxnResult::Response(Ok(Response::Create2(c))) if c.path == "/p/s9999999999")

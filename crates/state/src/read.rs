@@ -210,7 +210,7 @@ fn get_children(
     if watch {
         watches.add_child_watch(watcher, path);
     }
-    Ok((n.children.iter().cloned().collect(), n.stat()))
+    Ok((state.tree().children(path), n.stat()))
 }
 
 /// The same read with the path "" replaced by "/", if the request is a read of "".

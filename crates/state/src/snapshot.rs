@@ -7,7 +7,7 @@
 //! ephemeralOwner) in path order, and every session as (id, timeout, password) in id order.
 //!
 //! Only primary facts are written. Everything derivable is rebuilt on load and checked on the way: the
-//! child sets (from the paths), ACL reference counts (from the nodes), the container and TTL indexes,
+//! child counts (from the paths), ACL reference counts (from the nodes), the container and TTL indexes,
 //! each session's ephemerals (from the owners) and the data size. Because every collection is written in
 //! sorted order and nothing derived is written, two equal states give byte-identical snapshots, and a
 //! loaded snapshot re-encodes to the same bytes.
@@ -28,6 +28,7 @@ use imbl::{OrdMap, OrdSet};
 use roster_proto::{Acl, Id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Leading bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"RSTS";
@@ -230,7 +231,7 @@ impl State {
         // Nodes in path order: a parent is a prefix of its child, so it always comes first.
         let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
         let acl_ids: BTreeMap<u64, ()> = snap.acls.iter().map(|(id, _)| (*id, ())).collect();
-        let mut nodes: OrdMap<String, Node> = OrdMap::new();
+        let mut nodes: OrdMap<Box<str>, Arc<Node>> = OrdMap::new();
         let mut containers = OrdSet::new();
         let mut ttls = OrdSet::new();
         let mut data_size = 0u64;
@@ -251,14 +252,14 @@ impl State {
                     return Err(bad("root must be persistent"));
                 }
             } else {
-                let (parent, name) = path::split(&n.path).ok_or_else(|| bad("path without /"))?;
-                let Some(p) = nodes.get_mut(parent) else {
+                let (parent, _) = path::split(&n.path).ok_or_else(|| bad("path without /"))?;
+                let Some(p) = nodes.get_mut(parent).map(Arc::make_mut) else {
                     return Err(bad(format!("node {} has no parent", n.path)));
                 };
                 if let NodeKind::Ephemeral(_) = p.kind() {
                     return Err(bad(format!("ephemeral {parent} has a child")));
                 }
-                p.children.insert(name.to_string());
+                p.num_children += 1;
             }
             match NodeKind::of(n.ephemeral_owner) {
                 NodeKind::Container => {
@@ -283,8 +284,8 @@ impl State {
             data_size += (n.path.len() + n.data.len()) as u64;
             prev_path = Some(n.path.clone());
             nodes.insert(
-                n.path,
-                Node {
+                n.path.into_boxed_str(),
+                Arc::new(Node {
                     data: n.data,
                     acl: n.acl,
                     czxid: n.czxid,
@@ -296,8 +297,8 @@ impl State {
                     cversion: n.cversion,
                     aversion: n.aversion,
                     ephemeral_owner: n.ephemeral_owner,
-                    children: OrdSet::new(),
-                },
+                    num_children: 0,
+                }),
             );
         }
         if !nodes.contains_key("/") {
@@ -337,7 +338,7 @@ impl State {
 }
 
 impl State {
-    /// Checks that every index kept beside the tree agrees with the tree itself: child sets, ACL
+    /// Checks that every index kept beside the tree agrees with the tree itself: child counts, ACL
     /// reference counts, the container and TTL sets, session ephemerals and the data size. It rebuilds
     /// them through a snapshot round trip, so it is O(n): a test and debugging aid, not for the apply path.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -352,7 +353,7 @@ impl State {
                 .find(|(x, y)| x != y)
                 .map(|(x, _)| x.0.clone());
             return Err(format!(
-                "child sets disagree with paths (first at {diff:?})"
+                "child counts disagree with paths (first at {diff:?})"
             ));
         }
         if !a.acls.iter().eq(b.acls.iter()) {

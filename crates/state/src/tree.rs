@@ -1,16 +1,23 @@
-//! The data tree: every znode by path, with its data, interned ACL, persisted stat and child set.
+//! The data tree: every znode by path, with its data, interned ACL, persisted stat and child count.
 //!
 //! # Representation
-//! `nodes` is an `imbl::OrdMap<String, Node>` keyed by full path, and each node keeps its children's names
-//! in an `imbl::OrdSet`. Both are persistent (structurally shared), so cloning a whole tree is O(1) and a
-//! clone taken for a background snapshot costs only the paths touched afterwards. Everything iterates in
-//! sorted order, so nothing about hashing can reach an output.
+//! `nodes` is an `imbl::OrdMap<Box<str>, Arc<Node>>` keyed by full path (a `Box<str>` key is 8 bytes
+//! smaller than a `String` in every B-tree slot). It is persistent (structurally
+//! shared), so cloning a whole tree is O(1) and a clone taken for a background snapshot costs only the
+//! paths touched afterwards (a shared node is copied on write with `Arc::make_mut`). The node sits behind
+//! an `Arc` to keep the B-tree's entries small: imbl leaves are often only half full after sequential
+//! inserts, and a half-empty slot of a pointer costs far less than one of a whole node.
+//!
+//! A node keeps only the *number* of its children. Their names are not stored a second time: the
+//! children of `P` are the keys `P/name` of the path map, found with one ordered range walk that seeks
+//! past each child's own subtree ([`DataTree::children`]), so listing costs O(k log n) for k children.
+//! Everything iterates in sorted order, so nothing about hashing can reach an output.
 //!
 //! # The stat, as ZooKeeper keeps it
 //! A node stores ZooKeeper's `StatPersisted`: czxid, mzxid, pzxid, ctime, mtime, version, aversion,
 //! ephemeralOwner and a *stored* cversion that counts child **creates** only. The client-visible stat is
 //! derived in [`Node::stat`] exactly as `DataNode.copyStat` does it: `dataLength` from the data,
-//! `numChildren` from the child set, and `cversion = stored * 2 - numChildren` (every create that is no
+//! `numChildren` from the child count, and `cversion = stored * 2 - numChildren` (every create that is no
 //! longer a child was matched by a delete, so the visible number counts creates plus deletes). The
 //! sequential suffix uses the *stored* cversion, as ZooKeeper's `PrepRequestProcessor` does, so sequence
 //! numbers are not advanced by deletes. A fresh tree therefore shows cversion -1 on `/` and -2 on
@@ -31,6 +38,8 @@ use crate::acl::{AclId, AclTable};
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 use roster_proto::{Acl, Stat};
+use std::ops::Bound::{Included, Unbounded};
+use std::sync::Arc;
 
 /// `ephemeralOwner` of a container node (`EphemeralType.CONTAINER_EPHEMERAL_OWNER`).
 pub const CONTAINER_OWNER: i64 = i64::MIN;
@@ -105,8 +114,8 @@ pub struct Node {
     pub aversion: i32,
     /// Owning session, container or TTL marker, or 0.
     pub ephemeral_owner: i64,
-    /// Names of the children.
-    pub children: OrdSet<String>,
+    /// Number of children (their names are the tree's keys under this path).
+    pub num_children: u32,
 }
 
 impl Node {
@@ -124,13 +133,13 @@ impl Node {
             cversion: 0,
             aversion: 0,
             ephemeral_owner,
-            children: OrdSet::new(),
+            num_children: 0,
         }
     }
 
     /// The client-visible stat (`DataNode.copyStat`), with Java's wrapping `int` arithmetic.
     pub fn stat(&self) -> Stat {
-        let num_children = self.children.len() as i32;
+        let num_children = self.num_children as i32;
         Stat {
             czxid: self.czxid,
             mzxid: self.mzxid,
@@ -161,11 +170,25 @@ impl Node {
     }
 }
 
+/// Payloads up to this size are copied into a buffer of their own when stored in a node.
+pub const NODE_DATA_COPY_MAX: usize = 4096;
+
+/// The data to store in a node for a request's `data`. A clone of a `Bytes` cut from a larger buffer
+/// (the decoded Raft entry) would share that buffer and, for an owned `Vec`, allocate a share record
+/// beside it; a small payload is cheaper copied into an exact-size buffer that the node alone owns.
+pub fn node_data(data: &Bytes) -> Bytes {
+    if data.len() <= NODE_DATA_COPY_MAX {
+        Bytes::copy_from_slice(data)
+    } else {
+        data.clone()
+    }
+}
+
 /// The tree of znodes plus the indexes kept with it.
 #[derive(Debug, Clone)]
 pub struct DataTree {
     /// Every node by full path; `/` always present.
-    pub(crate) nodes: OrdMap<String, Node>,
+    pub(crate) nodes: OrdMap<Box<str>, Arc<Node>>,
     /// Interned ACL lists.
     pub(crate) acls: AclTable,
     /// Paths of container nodes.
@@ -197,11 +220,10 @@ impl DataTree {
         };
         let open = t.acls.acquire(&Acl::open_unsafe());
         let mut root = Node::new(Bytes::new(), open, 0, 0, 0);
-        root.children.insert("zookeeper".to_string());
+        root.num_children = 1;
         let zk_open = t.acls.acquire(&Acl::open_unsafe());
         let mut zk = Node::new(Bytes::new(), zk_open, 0, 0, 0);
-        zk.children.insert("quota".to_string());
-        zk.children.insert("config".to_string());
+        zk.num_children = 2;
         let quota = Node::new(Bytes::new(), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
         let mut config = Node::new(Bytes::new(), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
         config.aversion = -1;
@@ -212,14 +234,57 @@ impl DataTree {
             ("/zookeeper/config", config),
         ] {
             t.data_size += (p.len() + n.data.len()) as u64;
-            t.nodes.insert(p.to_string(), n);
+            t.nodes.insert(p.into(), Arc::new(n));
         }
         t
     }
 
     /// The node at `path`.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|n| &**n)
+    }
+
+    /// The node at `path` for changing it, copied first if a snapshot still shares it.
+    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
+    }
+
+    /// The names of the children of the node at `path`, sorted; empty if there is no such node.
+    ///
+    /// Walks the keys after `path/` in order: a key `path/name` is a child; a key `path/name/...` starts
+    /// that child's subtree, which is skipped with one seek to `path/name0` (`'0'` follows `'/'`).
+    pub fn children(&self, path: &str) -> Vec<String> {
+        let prefix = if path == "/" {
+            "/".to_string()
+        } else {
+            format!("{path}/")
+        };
+        let mut out = Vec::new();
+        let mut from = prefix.clone();
+        'seek: loop {
+            for (key, _) in self
+                .nodes
+                .range::<_, str>((Included(from.as_str()), Unbounded))
+            {
+                let Some(rest) = key.strip_prefix(&prefix) else {
+                    break 'seek;
+                };
+                match rest.find('/') {
+                    None => {
+                        if !rest.is_empty() {
+                            out.push(rest.to_string());
+                        }
+                    }
+                    Some(at) => {
+                        // Inside the subtree of child `rest[..at]`: continue after it.
+                        from = format!("{prefix}{}0", &rest[..at]);
+                        continue 'seek;
+                    }
+                }
+            }
+            break;
+        }
+        out
     }
 
     /// The ACL of a node.
@@ -238,8 +303,8 @@ impl DataTree {
     }
 
     /// Iterates every (path, node) in path order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(p, n)| (&**p, &**n))
     }
 
     /// The interned ACL table.
@@ -255,7 +320,7 @@ impl DataTree {
         }
         let prefix = format!("{path}/");
         self.nodes
-            .range(prefix.clone()..)
+            .range::<_, str>((Included(prefix.as_str()), Unbounded))
             .take_while(|(k, _)| k.starts_with(&prefix))
             .count()
     }
@@ -263,18 +328,11 @@ impl DataTree {
     /// Inserts a new node under an existing parent, doing ZooKeeper's `createNode` bookkeeping on the
     /// parent: stored cversion + 1 (a 64-bit count, so sequential suffixes keep growing past 2^31) and
     /// pzxid = zxid. The caller has validated everything (parent exists, child does not).
-    pub(crate) fn insert_node(
-        &mut self,
-        path: &str,
-        parent: &str,
-        name: &str,
-        node: Node,
-        zxid: i64,
-    ) {
-        if let Some(p) = self.nodes.get_mut(parent) {
+    pub(crate) fn insert_node(&mut self, path: &str, parent: &str, node: Node, zxid: i64) {
+        if let Some(p) = self.get_mut(parent) {
             p.cversion = p.cversion.saturating_add(1);
             p.pzxid = zxid;
-            p.children.insert(name.to_string());
+            p.num_children += 1;
         }
         match node.kind() {
             NodeKind::Container => {
@@ -286,16 +344,16 @@ impl DataTree {
             _ => {}
         }
         self.data_size += (path.len() + node.data.len()) as u64;
-        self.nodes.insert(path.to_string(), node);
+        self.nodes.insert(path.into(), Arc::new(node));
     }
 
     /// Removes a childless node, doing ZooKeeper's `deleteNode` bookkeeping: the parent loses the child and
     /// its pzxid becomes zxid when larger; the ACL reference is released. Returns the removed node.
     pub(crate) fn remove_node(&mut self, path: &str, zxid: i64) -> Option<Node> {
-        let (parent, name) = crate::path::split(path)?;
+        let (parent, _) = crate::path::split(path)?;
         let node = self.nodes.remove(path)?;
-        if let Some(p) = self.nodes.get_mut(parent) {
-            p.children.remove(name);
+        if let Some(p) = self.get_mut(parent) {
+            p.num_children = p.num_children.saturating_sub(1);
             if zxid > p.pzxid {
                 p.pzxid = zxid;
             }
@@ -306,7 +364,7 @@ impl DataTree {
         self.data_size = self
             .data_size
             .saturating_sub((path.len() + node.data.len()) as u64);
-        Some(node)
+        Some(Arc::unwrap_or_clone(node))
     }
 
     /// Replaces a node's data (setData): version, mzxid and mtime as given.
@@ -318,7 +376,7 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Option<Stat> {
-        let node = self.nodes.get_mut(path)?;
+        let node = self.get_mut(path)?;
         let old = node.data.len() as u64;
         let new = data.len() as u64;
         node.data = data;
@@ -336,12 +394,63 @@ impl DataTree {
             return None;
         }
         let new_id = self.acls.acquire(acl);
-        let node = self.nodes.get_mut(path)?;
+        let node = self.get_mut(path)?;
         let old_id = node.acl;
         node.acl = new_id;
         node.aversion = aversion;
         let stat = node.stat();
         self.acls.release(old_id);
         Some(stat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(t: &mut DataTree, path: &str) {
+        let (parent, _) = crate::path::split(path).unwrap();
+        let acl = t.acls.acquire(&Acl::open_unsafe());
+        t.insert_node(path, parent, Node::new(Bytes::new(), acl, 1, 0, 0), 1);
+    }
+
+    #[test]
+    fn children_come_from_the_path_map_and_skip_grandchildren() {
+        let mut t = DataTree::new();
+        // '-' and '.' sort before '/', '0' right after it: the subtree skip must not lose siblings.
+        for p in [
+            "/a", "/a-b", "/a.c", "/a/x", "/a/x/y", "/a/y", "/a0", "/ab", "/b", "/b/c",
+        ] {
+            add(&mut t, p);
+        }
+        assert_eq!(
+            t.children("/"),
+            ["a", "a-b", "a.c", "a0", "ab", "b", "zookeeper"]
+        );
+        assert_eq!(t.children("/a"), ["x", "y"]);
+        assert_eq!(t.children("/a/x"), ["y"]);
+        assert_eq!(t.children("/zookeeper"), ["config", "quota"]);
+        assert!(t.children("/ab").is_empty());
+        assert!(t.children("/missing").is_empty());
+        for p in ["/", "/a", "/a/x", "/b", "/ab", "/zookeeper"] {
+            assert_eq!(
+                t.get(p).unwrap().num_children as usize,
+                t.children(p).len(),
+                "{p}"
+            );
+        }
+        t.remove_node("/a/y", 2);
+        assert_eq!(t.children("/a"), ["x"]);
+        assert_eq!(t.get("/a").unwrap().num_children, 1);
+    }
+
+    #[test]
+    fn small_payloads_are_copied_large_ones_shared() {
+        let big = Bytes::from(vec![7u8; NODE_DATA_COPY_MAX + 1]);
+        assert_eq!(node_data(&big).as_ptr(), big.as_ptr());
+        let small = Bytes::from(vec![7u8; 100]);
+        let own = node_data(&small);
+        assert_eq!(own, small);
+        assert_ne!(own.as_ptr(), small.as_ptr());
     }
 }

@@ -10,8 +10,8 @@
 //!   [`MetaStore::save_identity`], which the node bootstrap owns).
 //!
 //! Guarantees:
-//! * `append` returns once the entries are readable (in memory); the flusher thread calls the
-//!   [`IOFlushed`] callback after the batch's single fdatasync (group commit).
+//! * `append` returns once the entries are readable (in the WAL's in-memory tail); the flusher
+//!   thread calls the [`IOFlushed`] callback after the batch's single fdatasync (group commit).
 //! * `save_vote` runs on the flusher thread behind every earlier write, so a vote is never
 //!   reordered with appends, and it is durable when `save_vote` returns.
 //! * `save_committed` is queued behind earlier appends (so a persisted committed id never points
@@ -54,6 +54,8 @@ pub const LOG_DIR: &str = "log";
 pub const META_DIR: &str = "meta";
 /// Upper bound on payload bytes returned by one `limited_get_log_entries` call (replication).
 pub const MAX_READ_BYTES: usize = 4 << 20;
+/// Payload bytes read at a time when [`LogStore::open_with`] checks every stored entry.
+const OPEN_CHECK_CHUNK_BYTES: usize = 4 << 20;
 
 type SharedVote<C> = Arc<Mutex<Option<VoteOf<C>>>>;
 
@@ -135,7 +137,7 @@ fn read_entries<C: RaftTypeConfig>(
     range: impl RangeBounds<u64>,
     max_bytes: Option<usize>,
 ) -> io::Result<Vec<C::Entry>> {
-    wal.read(range, max_bytes)
+    wal.read(range, max_bytes)?
         .into_iter()
         .map(|(idx, bytes)| decode_entry::<C>(wal, idx, &bytes))
         .collect()
@@ -174,13 +176,21 @@ impl<C: RaftTypeConfig> LogStore<C> {
             }
         };
 
-        // Every entry must decode as the entry for its index.
+        // Every entry must decode as the entry for its index. Read in chunks: most of the log
+        // is only on disk and is not kept in memory.
         let mut last_index = last_purged.as_ref().map(|l| l.index());
-        for (idx, bytes) in wal.read(.., None) {
-            decode_entry::<C>(&wal, idx, &bytes).map_err(|e| {
-                Error::corrupt_file(wal.dir(), format!("log entry at index {idx}: {e}"))
-            })?;
-            last_index = Some(idx);
+        if let (Some(first), Some(last)) = (wal.first_index(), wal.last_index()) {
+            let mut from = first;
+            while from <= last {
+                let chunk = wal.read(from..=last, Some(OPEN_CHECK_CHUNK_BYTES))?;
+                for (idx, bytes) in &chunk {
+                    decode_entry::<C>(&wal, *idx, bytes).map_err(|e| {
+                        Error::corrupt_file(wal.dir(), format!("log entry at index {idx}: {e}"))
+                    })?;
+                    last_index = Some(*idx);
+                }
+                from = chunk.last().map_or(last + 1, |(i, _)| i + 1);
+            }
         }
         if let Some(c) = &committed {
             // Legitimate after a crash between installing a snapshot and purging the log up to
@@ -297,7 +307,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let last_log_id = match self.wal.last_index() {
             None => self.last_purged.clone(),
             Some(idx) => {
-                let bytes = self.wal.get(idx).ok_or_else(|| {
+                let bytes = self.wal.get(idx)?.ok_or_else(|| {
                     io::Error::other(format!("log record {idx} vanished while reading"))
                 })?;
                 Some(decode_entry::<C>(&self.wal, idx, &bytes)?.log_id())

@@ -27,9 +27,9 @@
 //! Segment creation and removal are followed by a directory fsync.
 //!
 //! A purge makes its purge point durable on the flusher and returns; deleting the purged segment
-//! files (tens of milliseconds for a 64 MiB file on ext4) and freeing their in-memory records
-//! happen on a second thread, the janitor, so appends and the caller never wait for them. A crash
-//! before the janitor is done leaves files wholly below the purge point, which recovery deletes.
+//! files (tens of milliseconds for a 64 MiB file on ext4) happens on a second thread, the janitor,
+//! so appends never wait for it. A crash before the janitor is done leaves files wholly below the
+//! purge point, which recovery deletes.
 //!
 //! # Preallocation
 //!
@@ -48,8 +48,14 @@
 //!
 //! # Reads
 //!
-//! All records after the purge point are kept decoded in memory ([`Bytes`] payloads), so reads
-//! never touch the disk. The caller is expected to purge after each snapshot.
+//! Only a bounded tail of the log is kept in memory ([`Bytes`] payloads): the newest
+//! [`WalOptions::memory_tail_entries`] records (fewer if they exceed
+//! [`WalOptions::memory_tail_bytes`]), plus every record the flusher has not written to its
+//! segment yet. Older records are read back from the segment files (`pread`, each record's
+//! checksum and index verified) while holding the segment index lock, so a read never sees a
+//! truncate or purge half done. Normal operation (apply, replication to followers that keep up)
+//! stays within the tail; lagging followers and recovery read from disk. The caller is expected
+//! to purge after each snapshot.
 //!
 //! # Recovery
 //!
@@ -104,6 +110,13 @@ const PURGE_KEY: &str = "purged";
 const BASE_KEY: &str = "base";
 const MAX_OPS_PER_BATCH: usize = 4096;
 
+/// Default number of newest records kept in memory (see the module docs, Reads).
+pub const DEFAULT_MEMORY_TAIL_ENTRIES: usize = 2048;
+/// Default cap on the payload bytes of the in-memory tail.
+pub const DEFAULT_MEMORY_TAIL_BYTES: usize = 4 << 20;
+/// Most records read from a segment with one `pread`.
+const DISK_READ_CHUNK: u64 = 1024;
+
 /// Tunables for [`Wal::open`].
 #[derive(Debug, Clone)]
 pub struct WalOptions {
@@ -111,6 +124,11 @@ pub struct WalOptions {
     pub segment_target_bytes: u64,
     /// Zero-filled room kept ahead of the last record; 0 turns preallocation off.
     pub prealloc_bytes: u64,
+    /// Keep at most this many written records in memory; older ones are read from disk.
+    pub memory_tail_entries: usize,
+    /// Keep at most this many payload bytes of written records in memory (at least one record
+    /// is kept while the log is not empty).
+    pub memory_tail_bytes: usize,
 }
 
 impl Default for WalOptions {
@@ -118,6 +136,8 @@ impl Default for WalOptions {
         WalOptions {
             segment_target_bytes: DEFAULT_SEGMENT_TARGET_BYTES,
             prealloc_bytes: DEFAULT_PREALLOC_BYTES,
+            memory_tail_entries: DEFAULT_MEMORY_TAIL_ENTRIES,
+            memory_tail_bytes: DEFAULT_MEMORY_TAIL_BYTES,
         }
     }
 }
@@ -197,6 +217,8 @@ enum Op {
     },
     Truncate {
         last_kept: Option<u64>,
+        /// The log's truncate epoch after this truncate (see [`Written`]).
+        epoch: u64,
         done: Done,
     },
     Purge {
@@ -215,63 +237,89 @@ enum Op {
     Shutdown,
 }
 
+/// How far the flusher has written records to the segment files (readable with `pread`).
+/// `epoch` counts truncates: a value published before the flusher processed the newest truncate
+/// says nothing about the records appended after it, so the tail is only trimmed while the
+/// epochs agree.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    epoch: u64,
+    /// Every record below this index (and at or after the log's first index) is written.
+    next: u64,
+}
+
 /// In-memory view of the log, the source of truth for readers.
 struct Mem {
-    /// Index of `entries[0]`; when empty, the index the next append must have.
+    /// Index of the log's first record; when the log is empty, the index the next append must
+    /// have.
     first: u64,
-    entries: VecDeque<Bytes>,
+    /// Index of `tail[0]`; records in `first..tail_first` are only on disk.
+    tail_first: u64,
+    /// The newest records.
+    tail: VecDeque<Bytes>,
+    /// Payload bytes in `tail`.
+    tail_bytes: usize,
+    /// Truncates issued so far.
+    epoch: u64,
     purged: Option<(u64, Bytes)>,
     tx: mpsc::Sender<Op>,
-    janitor: mpsc::Sender<Chore>,
-}
-
-/// Work taken off the flusher and off callers: deleting purged segment files, freeing memory.
-enum Chore {
-    /// Delete these segment files, then fsync the directory.
-    Remove(Vec<PathBuf>),
-    /// Drop purged in-memory records.
-    Free(VecDeque<Bytes>),
-    /// Stop after the chores queued before.
-    Stop,
-}
-
-/// The janitor thread's loop. Failures are logged: a file it could not delete is wholly below the
-/// durable purge point, and the next recovery deletes it.
-fn janitor(dir: PathBuf, stats: Arc<Counters>, rx: mpsc::Receiver<Chore>) {
-    while let Ok(chore) = rx.recv() {
-        match chore {
-            Chore::Remove(paths) => {
-                for p in &paths {
-                    if let Err(e) = fs::remove_file(p) {
-                        tracing::warn!(path = %p.display(), error = %e, "could not delete a purged log segment; recovery will");
-                    }
-                }
-                match fsync_dir(&dir) {
-                    Ok(()) => bump(&stats.dir_fsyncs, 1),
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "fsync of the log directory failed")
-                    }
-                }
-            }
-            Chore::Free(records) => drop(records),
-            Chore::Stop => return,
-        }
-    }
 }
 
 impl Mem {
     fn next_index(&self) -> u64 {
-        self.first + self.entries.len() as u64
+        self.tail_first + self.tail.len() as u64
     }
+
+    fn is_empty(&self) -> bool {
+        self.next_index() == self.first
+    }
+
+    fn clear_tail(&mut self, tail_first: u64) {
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.tail_first = tail_first;
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(p) = self.tail.pop_front() {
+            self.tail_bytes -= p.len();
+            self.tail_first += 1;
+        }
+    }
+
+    /// Drop written records beyond the tail bounds.
+    fn trim(&mut self, written: Written, opts: &WalOptions) {
+        if written.epoch != self.epoch {
+            return;
+        }
+        while self.tail_first < written.next
+            && self.tail.len() > 1
+            && (self.tail.len() > opts.memory_tail_entries
+                || self.tail_bytes > opts.memory_tail_bytes)
+        {
+            self.pop_front();
+        }
+    }
+}
+
+/// The flusher's segments, shared with readers of records that left the in-memory tail.
+type SharedSegs = Arc<Mutex<Vec<Segment>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No lock is held across a panic-prone section; recover the data regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Inner {
     dir: PathBuf,
+    opts: WalOptions,
     mem: Mutex<Mem>,
+    segs: SharedSegs,
+    written: Arc<Mutex<Written>>,
     failed: Arc<Mutex<Option<String>>>,
     stats: Arc<Counters>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
-    janitor: Mutex<Option<thread::JoinHandle<()>>>,
+    janitor: Mutex<Option<(mpsc::Sender<Chore>, thread::JoinHandle<()>)>>,
 }
 
 impl Drop for Inner {
@@ -286,11 +334,11 @@ impl Drop for Inner {
                 let _ = h.join();
             }
         }
-        if let Ok(mem) = self.mem.get_mut() {
-            let _ = mem.janitor.send(Chore::Stop);
-        }
-        if let Some(h) = self.janitor.get_mut().ok().and_then(|h| h.take()) {
-            let _ = h.join();
+        if let Some((tx, h)) = self.janitor.get_mut().ok().and_then(|j| j.take()) {
+            let _ = tx.send(Chore::Stop);
+            if h.thread().id() != thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -325,16 +373,23 @@ impl Wal {
         let stats = Arc::new(Counters::default());
         let failed = Arc::new(Mutex::new(None));
 
-        let recovered = recover(&dir, purged_idx, base.unwrap_or(0))?;
+        let recovered = recover(&dir, purged_idx, base.unwrap_or(0), &opts)?;
+        let next = recovered.tail_first + recovered.tail.len() as u64;
+        // Everything recovered is on disk.
+        let written = Arc::new(Mutex::new(Written { epoch: 0, next }));
+        let segs: SharedSegs = Arc::new(Mutex::new(recovered.segs));
         let (janitor_tx, janitor_rx) = mpsc::channel();
 
         let mut flusher = Flusher {
             dir: dir.clone(),
             meta,
-            opts,
+            opts: opts.clone(),
             stats: stats.clone(),
             failed: failed.clone(),
-            segs: recovered.segs,
+            segs: segs.clone(),
+            written: written.clone(),
+            epoch: 0,
+            buffered_next: None,
             active: None,
             buf: Vec::new(),
             dirty: false,
@@ -364,21 +419,27 @@ impl Wal {
             .spawn(move || flusher.run(rx))
             .at(&dir)?;
 
+        let tail_bytes = recovered.tail.iter().map(Bytes::len).sum();
         let mem = Mem {
             first: recovered.first,
-            entries: recovered.entries,
+            tail_first: recovered.tail_first,
+            tail: recovered.tail,
+            tail_bytes,
+            epoch: 0,
             purged: purge.map(|p| (p.index, Bytes::from(p.marker))),
             tx,
-            janitor: janitor_tx,
         };
         Ok(Wal {
             inner: Arc::new(Inner {
                 dir,
+                opts,
                 mem: Mutex::new(mem),
+                segs,
+                written,
                 failed,
                 stats,
                 thread: Mutex::new(Some(thread)),
-                janitor: Mutex::new(Some(janitor_thread)),
+                janitor: Mutex::new(Some((janitor_tx, janitor_thread))),
             }),
         })
     }
@@ -389,8 +450,7 @@ impl Wal {
     }
 
     fn mem(&self) -> MutexGuard<'_, Mem> {
-        // The lock is never held across a panic-prone section; recover the data regardless.
-        self.inner.mem.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.mem)
     }
 
     fn check_not_failed(&self) -> Result<()> {
@@ -403,13 +463,18 @@ impl Wal {
     /// Index of the first record held (after the purge point), `None` if the log is empty.
     pub fn first_index(&self) -> Option<u64> {
         let m = self.mem();
-        (!m.entries.is_empty()).then_some(m.first)
+        (!m.is_empty()).then_some(m.first)
     }
 
     /// Index of the last record held, `None` if the log is empty.
     pub fn last_index(&self) -> Option<u64> {
         let m = self.mem();
-        (!m.entries.is_empty()).then(|| m.next_index() - 1)
+        (!m.is_empty()).then(|| m.next_index() - 1)
+    }
+
+    /// Records currently kept in memory (the tail; see the module docs).
+    pub fn memory_tail_len(&self) -> usize {
+        self.mem().tail.len()
     }
 
     /// The index the next appended record must have.
@@ -422,21 +487,22 @@ impl Wal {
         self.mem().purged.clone()
     }
 
-    /// The payload of record `index`, if held.
-    pub fn get(&self, index: u64) -> Option<Bytes> {
-        let m = self.mem();
-        let off = index.checked_sub(m.first)?;
-        m.entries.get(usize::try_from(off).ok()?).cloned()
+    /// The payload of record `index`, if held. Fails only if a record that left the in-memory
+    /// tail cannot be read back from its segment.
+    pub fn get(&self, index: u64) -> Result<Option<Bytes>> {
+        Ok(self.read(index..=index, None)?.pop().map(|(_, p)| p))
     }
 
     /// The held records within `range`, in order. The range is clamped to what the log holds,
     /// so the result is always a contiguous run. With `max_bytes`, stops once the payloads
     /// returned exceed that many bytes (at least one record is returned if any is in range).
+    /// Records older than the in-memory tail are read from the segment files; a record there
+    /// that is damaged or missing is an error, never a shorter result.
     pub fn read(
         &self,
         range: impl RangeBounds<u64>,
         max_bytes: Option<usize>,
-    ) -> Vec<(u64, Bytes)> {
+    ) -> Result<Vec<(u64, Bytes)>> {
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s.saturating_add(1),
@@ -447,20 +513,39 @@ impl Wal {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        let m = self.mem();
-        let start = start.max(m.first);
-        let end = end.min(m.next_index());
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, Bytes)> = Vec::new();
         let mut bytes = 0usize;
-        for idx in start..end {
-            let p = m.entries[(idx - m.first) as usize].clone();
-            bytes += p.len();
-            out.push((idx, p));
-            if max_bytes.is_some_and(|max| bytes >= max) {
-                break;
+        let mut from = start;
+        loop {
+            let m = self.mem();
+            let end = end.min(m.next_index());
+            let at = from.max(m.first);
+            if at != from && !out.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "records from {from} were purged while reading {start}..{end}"
+                )));
             }
+            if at >= end {
+                return Ok(out);
+            }
+            if at >= m.tail_first {
+                read_tail(&m, at, end, max_bytes, bytes, &mut out);
+                return Ok(out);
+            }
+            // Lock coupling: the segments are locked before the tail is released, so no truncate
+            // or purge issued after this point reaches the files before the read is done.
+            let segs = lock(&self.inner.segs);
+            let disk_end = end.min(m.tail_first);
+            drop(m);
+            let before = out.len();
+            let budget = max_bytes.map(|max| max - bytes);
+            read_segments(&segs, at, disk_end, budget, &mut out)?;
+            bytes += out[before..].iter().map(|(_, p)| p.len()).sum::<usize>();
+            if max_bytes.is_some_and(|max| bytes >= max) {
+                return Ok(out);
+            }
+            from = disk_end;
         }
-        out
     }
 
     /// Flusher counters.
@@ -489,7 +574,7 @@ impl Wal {
         let mut m = self.mem();
         self.check_not_failed()?;
         // A log that holds nothing and was never purged may start anywhere.
-        let fresh = m.entries.is_empty() && m.purged.is_none();
+        let fresh = m.is_empty() && m.purged.is_none();
         let start = match records.first() {
             Some((first, _)) if fresh => *first,
             _ => m.next_index(),
@@ -516,8 +601,14 @@ impl Wal {
         .map_err(|_| Error::Closed)?;
         if fresh {
             m.first = start;
+            m.clear_tail(start);
         }
-        m.entries.extend(payloads);
+        for p in payloads {
+            m.tail_bytes += p.len();
+            m.tail.push_back(p);
+        }
+        let written = *lock(&self.inner.written);
+        m.trim(written, &self.inner.opts);
         Ok(())
     }
 
@@ -553,16 +644,33 @@ impl Wal {
             }
         }
         let (done, pending) = Pending::new();
-        m.tx.send(Op::Truncate { last_kept, done })
-            .map_err(|_| Error::Closed)?;
+        let epoch = m.epoch + 1;
+        m.tx.send(Op::Truncate {
+            last_kept,
+            epoch,
+            done,
+        })
+        .map_err(|_| Error::Closed)?;
+        m.epoch = epoch;
         match last_kept {
-            None => m.entries.clear(),
+            None => {
+                let first = m.first;
+                m.clear_tail(first);
+            }
             Some(k) => {
-                let keep = (k + 1).saturating_sub(m.first).min(m.entries.len() as u64) as usize;
-                m.entries.truncate(keep);
-                if k + 1 < m.first {
+                let next = k + 1;
+                if next < m.first {
                     // Everything went; continue right after the kept index.
-                    m.first = k + 1;
+                    m.first = next;
+                    m.clear_tail(next);
+                } else if next < m.tail_first {
+                    m.clear_tail(next);
+                } else {
+                    let keep = (next - m.tail_first).min(m.tail.len() as u64) as usize;
+                    while m.tail.len() > keep {
+                        let p = m.tail.pop_back().expect("longer than keep");
+                        m.tail_bytes -= p.len();
+                    }
                 }
             }
         }
@@ -592,19 +700,12 @@ impl Wal {
         })
         .map_err(|_| Error::Closed)?;
         let next = m.next_index();
-        // The purged records are freed on the janitor: splitting off the (short) kept tail is
-        // cheap, dropping a hundred thousand payloads under the lock is not.
-        let gone = if upto >= next {
-            std::mem::take(&mut m.entries)
-        } else if upto >= m.first {
-            let n = (upto + 1 - m.first) as usize;
-            let kept = m.entries.split_off(n);
-            std::mem::replace(&mut m.entries, kept)
+        if upto >= next {
+            m.clear_tail(upto + 1);
         } else {
-            VecDeque::new()
-        };
-        if !gone.is_empty() {
-            let _ = m.janitor.send(Chore::Free(gone));
+            while m.tail_first <= upto {
+                m.pop_front();
+            }
         }
         m.first = m.first.max(upto + 1);
         m.purged = Some((upto, marker));
@@ -638,6 +739,82 @@ impl Wal {
         m.tx.send(Op::Background { key, write })
             .map_err(|_| Error::Closed)
     }
+}
+
+/// Append the tail records `from..to` to `out` (`bytes` already returned), honouring `max_bytes`.
+fn read_tail(
+    m: &Mem,
+    from: u64,
+    to: u64,
+    max_bytes: Option<usize>,
+    mut bytes: usize,
+    out: &mut Vec<(u64, Bytes)>,
+) {
+    for idx in from..to {
+        let p = m.tail[(idx - m.tail_first) as usize].clone();
+        bytes += p.len();
+        out.push((idx, p));
+        if max_bytes.is_some_and(|max| bytes >= max) {
+            break;
+        }
+    }
+}
+
+/// Read records `from..to` (all written) from the segment files into `out`, stopping once more
+/// than `max_bytes` payload bytes were read. Each record's checksum and index are verified.
+fn read_segments(
+    segs: &[Segment],
+    from: u64,
+    to: u64,
+    max_bytes: Option<usize>,
+    out: &mut Vec<(u64, Bytes)>,
+) -> Result<()> {
+    let mut bytes = 0usize;
+    let mut idx = from;
+    while idx < to {
+        let seg = segs
+            .iter()
+            .rev()
+            .find(|s| s.first <= idx)
+            .filter(|s| idx < s.next_index())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "log record {idx} is neither in memory nor in any segment"
+                ))
+            })?;
+        let end = to.min(seg.next_index()).min(idx + DISK_READ_CHUNK);
+        let at = seg.offsets[(idx - seg.first) as usize];
+        let stop = if end < seg.next_index() {
+            seg.offsets[(end - seg.first) as usize]
+        } else {
+            seg.len
+        };
+        let mut buf = vec![0u8; (stop - at) as usize];
+        File::open(&seg.path)
+            .and_then(|f| f.read_exact_at(&mut buf, at))
+            .at(&seg.path)?;
+        let buf = Bytes::from(buf);
+        let mut pos = 0usize;
+        for expected in idx..end {
+            let (index, s, e) = parse_record(&buf, pos)
+                .map_err(|why| Error::corrupt(&seg.path, at + pos as u64, why))?;
+            if index != expected {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    at + pos as u64,
+                    format!("record has index {index} where index {expected} was expected"),
+                ));
+            }
+            bytes += e - s;
+            out.push((index, buf.slice(s..e)));
+            pos = e;
+            if max_bytes.is_some_and(|max| bytes >= max) {
+                return Ok(());
+            }
+        }
+        idx = end;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,10 +925,13 @@ impl Segment {
 struct Recovered {
     segs: Vec<Segment>,
     first: u64,
-    entries: VecDeque<Bytes>,
+    /// Index of `tail[0]`.
+    tail_first: u64,
+    /// The newest records, within the bounds of [`WalOptions`].
+    tail: VecDeque<Bytes>,
 }
 
-fn recover(dir: &Path, purged: Option<u64>, base: u64) -> Result<Recovered> {
+fn recover(dir: &Path, purged: Option<u64>, base: u64, opts: &WalOptions) -> Result<Recovered> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for ent in fs::read_dir(dir).at(dir)? {
         let ent = ent.at(dir)?;
@@ -780,7 +960,9 @@ fn recover(dir: &Path, purged: Option<u64>, base: u64) -> Result<Recovered> {
 
     let start = purged.map_or(base, |p| base.max(p + 1));
     let mut segs: Vec<Segment> = Vec::new();
-    let mut entries = VecDeque::new();
+    let mut tail = VecDeque::new();
+    let mut tail_bytes = 0usize;
+    let mut next = start;
     let n = found.len();
     for (i, (first, path)) in found.into_iter().enumerate() {
         let is_last = i + 1 == n;
@@ -816,13 +998,43 @@ fn recover(dir: &Path, purged: Option<u64>, base: u64) -> Result<Recovered> {
                 }
             }
         }
-        let Some((seg, payloads)) = scan_segment(&path, first, is_last, &mut dir_changed)? else {
+        let Some(Scanned {
+            seg,
+            data,
+            payloads,
+        }) = scan_segment(&path, first, is_last, &mut dir_changed)?
+        else {
             continue;
         };
-        for (k, p) in payloads.into_iter().enumerate() {
-            if first + k as u64 >= start {
-                entries.push_back(p);
+        let held = payloads.len() as u64 - start.saturating_sub(first).min(payloads.len() as u64);
+        if held > 0 {
+            next = seg.next_index();
+        }
+        // Only the newest records stay in memory: walk back from the end of the segment.
+        let mut newest = VecDeque::new();
+        let mut newest_bytes = 0usize;
+        for &(s, e) in payloads.iter().rev().take(held as usize) {
+            if !newest.is_empty()
+                && (newest.len() >= opts.memory_tail_entries
+                    || newest_bytes + (e - s) > opts.memory_tail_bytes)
+            {
+                break;
             }
+            newest_bytes += e - s;
+            newest.push_front(Bytes::copy_from_slice(&data[s..e]));
+        }
+        if newest.len() as u64 == held {
+            // The whole segment fits: it extends the tail of the segments before it.
+            tail.extend(newest);
+            tail_bytes += newest_bytes;
+            while tail.len() > 1
+                && (tail.len() > opts.memory_tail_entries || tail_bytes > opts.memory_tail_bytes)
+            {
+                tail_bytes -= tail.pop_front().map_or(0, |p| p.len());
+            }
+        } else if held > 0 {
+            tail = newest;
+            tail_bytes = newest_bytes;
         }
         segs.push(seg);
     }
@@ -832,8 +1044,16 @@ fn recover(dir: &Path, purged: Option<u64>, base: u64) -> Result<Recovered> {
     Ok(Recovered {
         segs,
         first: start,
-        entries,
+        tail_first: next - tail.len() as u64,
+        tail,
     })
+}
+
+/// A verified segment: its index, its bytes and the byte range of each record's payload.
+struct Scanned {
+    seg: Segment,
+    data: Vec<u8>,
+    payloads: Vec<(usize, usize)>,
 }
 
 /// Read and verify one segment. Returns `None` if it was an empty last segment (removed).
@@ -842,7 +1062,7 @@ fn scan_segment(
     first: u64,
     is_last: bool,
     dir_changed: &mut bool,
-) -> Result<Option<(Segment, Vec<Bytes>)>> {
+) -> Result<Option<Scanned>> {
     let data = fs::read(path).at(path)?;
     let mut pos = 0usize;
     let mut expected = first;
@@ -862,7 +1082,7 @@ fn scan_segment(
                     ));
                 }
                 offsets.push(pos as u64);
-                payloads.push(Bytes::copy_from_slice(&data[start..end]));
+                payloads.push((start, end));
                 pos = end;
                 expected += 1;
             }
@@ -929,7 +1149,11 @@ fn scan_segment(
         len: pos as u64,
         alloc: pos as u64,
     };
-    Ok(Some((seg, payloads)))
+    Ok(Some(Scanned {
+        seg,
+        data,
+        payloads,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,7 +1165,15 @@ struct Flusher {
     opts: WalOptions,
     stats: Arc<Counters>,
     failed: Arc<Mutex<Option<String>>>,
-    segs: Vec<Segment>,
+    /// The segments; shared with readers, which hold the lock while reading the files, so every
+    /// change to the files and to this list happens under it.
+    segs: SharedSegs,
+    /// How far records are written, published to the appenders (see [`Written`]).
+    written: Arc<Mutex<Written>>,
+    /// Truncate epoch of the last truncate processed.
+    epoch: u64,
+    /// Index after the last record in `buf`, if any.
+    buffered_next: Option<u64>,
     /// Open handle on the last segment.
     active: Option<File>,
     /// Encoded records for the last segment not yet written.
@@ -953,6 +1185,37 @@ struct Flusher {
     base: u64,
     /// Deletes purged segment files off this thread.
     janitor: mpsc::Sender<Chore>,
+}
+
+/// Work taken off the flusher: deleting purged segment files.
+enum Chore {
+    /// Delete these segment files, then fsync the directory.
+    Remove(Vec<PathBuf>),
+    /// Stop after the chores queued before.
+    Stop,
+}
+
+/// The janitor thread's loop. Failures are logged: a file it could not delete is wholly below the
+/// durable purge point, and the next recovery deletes it.
+fn janitor(dir: PathBuf, stats: Arc<Counters>, rx: mpsc::Receiver<Chore>) {
+    while let Ok(chore) = rx.recv() {
+        match chore {
+            Chore::Remove(paths) => {
+                for p in &paths {
+                    if let Err(e) = fs::remove_file(p) {
+                        tracing::warn!(path = %p.display(), error = %e, "could not delete a purged log segment; recovery will");
+                    }
+                }
+                match fsync_dir(&dir) {
+                    Ok(()) => bump(&stats.dir_fsyncs, 1),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "fsync of the log directory failed")
+                    }
+                }
+            }
+            Chore::Stop => return,
+        }
+    }
 }
 
 impl Flusher {
@@ -1023,9 +1286,13 @@ impl Flusher {
                     Ok(()) => waiting.push(done),
                     Err(e) => done(Err(e)),
                 },
-                Op::Truncate { last_kept, done } => {
+                Op::Truncate {
+                    last_kept,
+                    epoch,
+                    done,
+                } => {
                     self.sync_waiting(&mut waiting);
-                    done(self.guarded(|s| s.truncate(last_kept)));
+                    done(self.guarded(|s| s.truncate(last_kept, epoch)));
                 }
                 Op::Purge { upto, marker, done } => {
                     self.sync_waiting(&mut waiting);
@@ -1055,25 +1322,21 @@ impl Flusher {
 
     /// Keeps at least half of [`WalOptions::prealloc_bytes`] of zero-filled room after the last
     /// record of the last segment, refilling a whole `prealloc_bytes` when it runs low. Called
-    /// between batches, after the acknowledgements went out.
+    /// between batches, after the acknowledgements went out. The zeros lie beyond every record,
+    /// so readers (which only read below `len`) need not be held off.
     fn preallocate(&mut self) -> Result<()> {
         let chunk = self.opts.prealloc_bytes;
         if chunk == 0 || !self.buf.is_empty() {
             return Ok(());
         }
-        let Some(seg) = self.segs.last() else {
-            return Ok(());
+        let (len, alloc, path) = match lock(&self.segs).last() {
+            Some(seg) => (seg.len, seg.alloc, seg.path.clone()),
+            None => return Ok(()),
         };
-        if seg.len >= self.opts.segment_target_bytes {
-            return Ok(()); // the next append starts a new segment
+        if len >= self.opts.segment_target_bytes || alloc.saturating_sub(len) >= chunk / 2 {
+            return Ok(()); // a new segment comes next, or there is room enough
         }
-        let room = seg.alloc.saturating_sub(seg.len);
-        if room >= chunk / 2 {
-            return Ok(());
-        }
-        let from = seg.alloc.max(seg.len);
-        let to = seg.len + chunk;
-        let path = seg.path.clone();
+        let (from, to) = (alloc.max(len), len + chunk);
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let f = self.active_file()?;
         let mut at = from;
@@ -1084,7 +1347,7 @@ impl Flusher {
         }
         f.sync_data().at(&path)?;
         bump(&self.stats.fsyncs, 1);
-        if let Some(seg) = self.segs.last_mut() {
+        if let Some(seg) = lock(&self.segs).last_mut() {
             seg.alloc = to;
         }
         Ok(())
@@ -1093,18 +1356,18 @@ impl Flusher {
     /// Cuts the preallocated zeros off the last segment (durably), leaving only its records.
     fn trim_active(&mut self) -> Result<()> {
         self.sync()?;
-        let Some(seg) = self.segs.last() else {
-            return Ok(());
+        let (len, alloc, path) = match lock(&self.segs).last() {
+            Some(seg) => (seg.len, seg.alloc, seg.path.clone()),
+            None => return Ok(()),
         };
-        if seg.alloc <= seg.len {
+        if alloc <= len {
             return Ok(());
         }
-        let (len, path) = (seg.len, seg.path.clone());
         let f = self.active_file()?;
         f.set_len(len).at(&path)?;
         f.sync_all().at(&path)?;
         bump(&self.stats.fsyncs, 1);
-        if let Some(seg) = self.segs.last_mut() {
+        if let Some(seg) = lock(&self.segs).last_mut() {
             seg.alloc = len;
         }
         Ok(())
@@ -1127,28 +1390,34 @@ impl Flusher {
 
     fn active_file(&mut self) -> Result<&File> {
         if self.active.is_none() {
-            let seg = self
-                .segs
+            let path = lock(&self.segs)
                 .last()
+                .map(|s| s.path.clone())
                 .ok_or(Error::Invalid("no active segment".into()))?;
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&seg.path)
-                .at(&seg.path)?;
+            let f = OpenOptions::new().write(true).open(&path).at(&path)?;
             self.active = Some(f);
         }
         Ok(self.active.as_ref().expect("just opened"))
     }
 
+    /// Records below `next` are written: let the appenders drop them from memory.
+    fn publish_written(&self, next: u64) {
+        *lock(&self.written) = Written {
+            epoch: self.epoch,
+            next,
+        };
+    }
+
     /// Write buffered bytes to the last segment and fdatasync it if dirty.
     fn sync(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            let seg = self
-                .segs
-                .last()
-                .ok_or(Error::Invalid("buffer without segment".into()))?;
-            let at = seg.len - self.buf.len() as u64;
-            let path = seg.path.clone();
+            let (at, path) = {
+                let segs = lock(&self.segs);
+                let seg = segs
+                    .last()
+                    .ok_or(Error::Invalid("buffer without segment".into()))?;
+                (seg.len - self.buf.len() as u64, seg.path.clone())
+            };
             let mut buf = std::mem::take(&mut self.buf);
             let r = self
                 .active_file()
@@ -1156,12 +1425,18 @@ impl Flusher {
             buf.clear();
             self.buf = buf;
             r?;
-            if let Some(seg) = self.segs.last_mut() {
+            if let Some(seg) = lock(&self.segs).last_mut() {
                 seg.alloc = seg.alloc.max(seg.len);
+            }
+            if let Some(next) = self.buffered_next.take() {
+                self.publish_written(next);
             }
         }
         if self.dirty {
-            let path = self.segs.last().map(|s| s.path.clone()).unwrap_or_default();
+            let path = lock(&self.segs)
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
             self.active_file()?.sync_data().at(&path)?;
             bump(&self.stats.fsyncs, 1);
             self.dirty = false;
@@ -1171,14 +1446,15 @@ impl Flusher {
 
     fn write_records(&mut self, records: &[(u64, Bytes)]) -> Result<()> {
         for (index, payload) in records {
-            let roll = match self.segs.last() {
+            let roll = match lock(&self.segs).last() {
                 None => true,
                 Some(s) => s.len >= self.opts.segment_target_bytes && !s.offsets.is_empty(),
             };
             if roll {
                 self.roll(*index)?;
             }
-            let seg = self.segs.last_mut().expect("rolled");
+            let mut segs = lock(&self.segs);
+            let seg = segs.last_mut().expect("rolled");
             if seg.next_index() != *index {
                 return Err(Error::Invalid(format!(
                     "internal error: writing index {index} into {} whose next index is {}",
@@ -1190,6 +1466,7 @@ impl Flusher {
             let n = (RECORD_HEADER_LEN + payload.len()) as u64;
             seg.len += n;
             encode_record(&mut self.buf, *index, payload);
+            self.buffered_next = Some(index + 1);
             self.dirty = true;
             bump(&self.stats.records_written, 1);
             bump(&self.stats.bytes_written, n);
@@ -1201,7 +1478,7 @@ impl Flusher {
     fn roll(&mut self, first: u64) -> Result<()> {
         // A sealed segment holds records only: recovery treats anything else in it as damage.
         self.trim_active()?;
-        if self.segs.is_empty() && self.base != first {
+        if lock(&self.segs).is_empty() && self.base != first {
             // An empty log starting at a new index: record it before the segment exists.
             self.meta.put_value(BASE_KEY, &first)?;
             self.base = first;
@@ -1213,7 +1490,7 @@ impl Flusher {
             .open(&path)
             .at(&path)?;
         self.dir_sync()?;
-        self.segs.push(Segment {
+        lock(&self.segs).push(Segment {
             first,
             path,
             offsets: Vec::new(),
@@ -1230,23 +1507,30 @@ impl Flusher {
         Ok(())
     }
 
-    fn truncate(&mut self, last_kept: Option<u64>) -> Result<()> {
+    fn truncate(&mut self, last_kept: Option<u64>, epoch: u64) -> Result<()> {
+        self.epoch = epoch;
+        let segs_lock = self.segs.clone();
+        let mut segs = lock(&segs_lock);
+        // Everything up to the kept index stays written (the batch was synced before).
+        let written = lock(&self.written).next;
+        let kept_next = last_kept.map_or(0, |k| k + 1);
+        self.publish_written(written.min(kept_next));
         // Remove whole segments newest first, so a crash leaves a contiguous prefix.
         let mut removed = false;
-        while let Some(seg) = self.segs.last() {
+        while let Some(seg) = segs.last() {
             if last_kept.is_some_and(|k| seg.first <= k) {
                 break;
             }
             self.active = None;
             fs::remove_file(&seg.path).at(&seg.path)?;
-            self.segs.pop();
+            segs.pop();
             removed = true;
         }
         if removed {
             self.dir_sync()?;
         }
         let Some(k) = last_kept else { return Ok(()) };
-        let Some(seg) = self.segs.last_mut() else {
+        let Some(seg) = segs.last_mut() else {
             return Ok(());
         };
         let keep = (k + 1 - seg.first) as usize;
@@ -1258,11 +1542,20 @@ impl Flusher {
         seg.len = cut;
         seg.alloc = cut;
         let path = seg.path.clone();
-        let f = self.active_file()?;
+        let f = self.active_file_of(&path)?;
         f.set_len(cut).at(&path)?;
         f.sync_all().at(&path)?;
         bump(&self.stats.fsyncs, 1);
         Ok(())
+    }
+
+    /// [`Flusher::active_file`] for callers already holding the segment lock.
+    fn active_file_of(&mut self, path: &Path) -> Result<&File> {
+        if self.active.is_none() {
+            let f = OpenOptions::new().write(true).open(path).at(path)?;
+            self.active = Some(f);
+        }
+        Ok(self.active.as_ref().expect("just opened"))
     }
 
     fn purge(&mut self, upto: u64, marker: &[u8]) -> Result<()> {
@@ -1281,21 +1574,24 @@ impl Flusher {
     }
 
     /// Forget the segments whose records all lie at or below the purge point, oldest first, and
-    /// return their paths for deletion.
+    /// return their paths for deletion (no reader can reach them once they left the list).
     fn take_purged_segments(&mut self) -> Vec<PathBuf> {
         let mut gone = Vec::new();
         let Some(p) = self.purged else { return gone };
-        while let Some(seg) = self.segs.first() {
+        let segs_lock = self.segs.clone();
+        let mut segs = lock(&segs_lock);
+        while let Some(seg) = segs.first() {
             let wholly_purged = seg.last_index().is_none_or(|last| last <= p);
             if !wholly_purged {
                 break;
             }
-            if self.segs.len() == 1 {
+            if segs.len() == 1 {
                 self.active = None;
                 self.buf.clear();
+                self.buffered_next = None;
                 self.dirty = false;
             }
-            gone.push(self.segs.remove(0).path);
+            gone.push(segs.remove(0).path);
         }
         gone
     }
@@ -1306,10 +1602,13 @@ mod tests {
     use super::*;
     use crate::storage::meta::flip_byte;
 
+    /// Small segments and a tiny memory tail, so most reads go to the segment files.
     fn small() -> WalOptions {
         WalOptions {
             segment_target_bytes: 200,
             prealloc_bytes: 256,
+            memory_tail_entries: 3,
+            memory_tail_bytes: 64,
         }
     }
 
@@ -1333,7 +1632,11 @@ mod tests {
     }
 
     fn indexes(w: &Wal) -> Vec<u64> {
-        w.read(.., None).into_iter().map(|(i, _)| i).collect()
+        w.read(.., None)
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
     }
 
     fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -1353,14 +1656,14 @@ mod tests {
             let w = Wal::open(d.path(), small()).unwrap();
             assert_eq!(w.last_index(), None);
             append(&w, 0..50);
-            assert_eq!(w.get(7).unwrap(), Bytes::from("payload-7"));
-            assert_eq!(w.read(10..13, None).len(), 3);
-            assert_eq!(w.read(45..100, None).len(), 5);
+            assert_eq!(w.get(7).unwrap().unwrap(), Bytes::from("payload-7"));
+            assert_eq!(w.read(10..13, None).unwrap().len(), 3);
+            assert_eq!(w.read(45..100, None).unwrap().len(), 5);
             assert!(segments(d.path()).len() > 3, "rolled segments");
         }
         let w = Wal::open(d.path(), small()).unwrap();
         assert_eq!(indexes(&w), (0..50).collect::<Vec<_>>());
-        assert_eq!(w.get(49).unwrap(), Bytes::from("payload-49"));
+        assert_eq!(w.get(49).unwrap().unwrap(), Bytes::from("payload-49"));
         append(&w, 50..52);
         assert_eq!(w.last_index(), Some(51));
     }
@@ -1432,6 +1735,106 @@ mod tests {
         assert_eq!(indexes(&w), vec![101, 102]);
     }
 
+    fn payloads(w: &Wal, range: std::ops::Range<u64>) -> Vec<(u64, Bytes)> {
+        w.read(range, None).unwrap()
+    }
+
+    #[test]
+    fn memory_tail_is_bounded_and_older_records_come_from_disk() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let w = Wal::open(d.path(), small()).unwrap();
+            append(&w, 0..60);
+            // The flusher published the writes: the next append trims to the bounds.
+            append(&w, 60..61);
+            assert!(
+                w.memory_tail_len() <= 3,
+                "tail holds {}",
+                w.memory_tail_len()
+            );
+            assert_eq!(payloads(&w, 0..61), recs(0..61));
+            assert_eq!(payloads(&w, 5..17), recs(5..17));
+            assert_eq!(payloads(&w, 55..70), recs(55..61));
+            // max_bytes counts across the disk part and the tail ("payload-N" is 9-10 bytes).
+            let r = w.read(50.., Some(25)).unwrap();
+            assert_eq!(r, recs(50..53));
+            let r = w.read(0.., Some(1)).unwrap();
+            assert_eq!(r, recs(0..1));
+            // Truncate into the part that is only on disk, then append different payloads.
+            w.truncate_after(Some(20)).unwrap().wait().unwrap();
+            assert_eq!(w.last_index(), Some(20));
+            assert_eq!(payloads(&w, 0..100), recs(0..21));
+            let other: Vec<(u64, Bytes)> = (21..40)
+                .map(|i| (i, Bytes::from(format!("other-{i}"))))
+                .collect();
+            w.append_pending(other.clone()).unwrap().wait().unwrap();
+            append(&w, 40..41);
+            let mut want = recs(0..21);
+            want.extend(other.iter().cloned());
+            want.extend(recs(40..41));
+            assert_eq!(payloads(&w, 0..100), want);
+            // Purge: records below the purge point are gone, later ones still read from disk.
+            w.purge_upto(9, Bytes::from_static(b"m"))
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(payloads(&w, 0..100), want[10..].to_vec());
+            assert_eq!(w.get(9).unwrap(), None);
+            assert_eq!(w.get(10).unwrap(), Some(Bytes::from("payload-10")));
+        }
+        // After a restart only the tail is loaded; everything else reads back from disk.
+        let w = Wal::open(d.path(), small()).unwrap();
+        assert!(w.memory_tail_len() <= 3);
+        let all = payloads(&w, 0..100);
+        assert_eq!(all.first().map(|(i, _)| *i), Some(10));
+        assert_eq!(all.last().map(|(i, _)| *i), Some(40));
+        assert_eq!(all[11], (21, Bytes::from("other-21")));
+        assert_eq!(w.get(40).unwrap(), Some(Bytes::from("payload-40")));
+    }
+
+    #[test]
+    fn tail_of_a_torn_log_reads_back_after_restart() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let w = Wal::open(d.path(), small()).unwrap();
+            append(&w, 0..30);
+        }
+        let seg = segments(d.path()).pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let w = Wal::open(d.path(), small()).unwrap();
+        assert_eq!(w.last_index(), Some(28));
+        assert_eq!(payloads(&w, 0..100), recs(0..29));
+        append(&w, 29..35);
+        append(&w, 35..36);
+        drop(w);
+        let w = Wal::open(d.path(), small()).unwrap();
+        assert_eq!(payloads(&w, 0..100), recs(0..36));
+    }
+
+    #[test]
+    fn damage_found_by_a_disk_read_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let w = Wal::open(d.path(), small()).unwrap();
+        append(&w, 0..30);
+        append(&w, 30..31);
+        assert!(w.memory_tail_len() <= 3);
+        // Damage a record of the first (sealed) segment behind the log's back.
+        let seg = segments(d.path()).remove(0);
+        let mut data = fs::read(&seg).unwrap();
+        data[RECORD_HEADER_LEN + 2] ^= 0xFF;
+        fs::write(&seg, &data).unwrap();
+        let err = w.read(0..5, None).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        // The tail is still served from memory.
+        assert_eq!(payloads(&w, 30..31), recs(30..31));
+    }
+
     #[test]
     fn torn_tail_is_truncated() {
         let d = tempfile::tempdir().unwrap();
@@ -1475,6 +1878,7 @@ mod tests {
         let opts = WalOptions {
             segment_target_bytes: 600,
             prealloc_bytes: 4096,
+            ..WalOptions::default()
         };
         // Each record is 16 + len("payload-N") = 25 bytes for N < 10.
         let w = Wal::open(d.path(), opts.clone()).unwrap();
