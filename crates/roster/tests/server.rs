@@ -465,6 +465,25 @@ fn four_letter_words() {
     assert!(srvr.contains("Mode: standalone") && srvr.contains("Zxid: 0x"));
     let mntr = four_letter(srv.addr, "mntr").unwrap();
     assert!(mntr.contains("zk_znode_count\t"), "{mntr}");
+    // The log's group-commit counters move with writes: every acknowledged write is a record
+    // written, and an fdatasync happened before it was acknowledged.
+    let counter = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}\t")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let records_before = counter(&mntr, "zk_roster_wal_records_written");
+    let mut c = Raw::connect(srv.addr, 10_000);
+    for i in 0..5 {
+        assert_eq!(c.create(&format!("/m{i}"), b"x", 0).err, 0);
+    }
+    let after = four_letter(srv.addr, "mntr").unwrap();
+    assert!(counter(&after, "zk_roster_wal_records_written") >= records_before + 5);
+    assert!(counter(&after, "zk_roster_wal_fsync_count") >= 1);
+    assert!(counter(&after, "zk_roster_wal_batch_count") >= 1);
+    assert!(counter(&after, "zk_roster_wal_bytes_written") > 0);
     assert!(four_letter(srv.addr, "envi")
         .unwrap()
         .contains("zookeeper.version=3.9.3"));

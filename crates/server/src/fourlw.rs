@@ -199,6 +199,7 @@ fn mntr(ctx: &NodeCtx) -> String {
         .map(|d| d.count())
         .unwrap_or(0);
     let max_fds = max_open_files();
+    let wal = ctx.wal.get();
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", format!("{ZK_VERSION}, built on {BUILT_ON}")),
         ("zk_server_state", mode(ctx).to_string()),
@@ -248,6 +249,14 @@ fn mntr(ctx: &NodeCtx) -> String {
             st.watch_events.load(Ordering::Relaxed).to_string(),
         ),
         ("zk_rss_bytes", rss_bytes().to_string()),
+        // Group commit at a glance: records per fdatasync is records_written / fsync_count.
+        ("zk_roster_wal_fsync_count", wal.fsyncs.to_string()),
+        ("zk_roster_wal_batch_count", wal.batches.to_string()),
+        (
+            "zk_roster_wal_records_written",
+            wal.records_written.to_string(),
+        ),
+        ("zk_roster_wal_bytes_written", wal.bytes_written.to_string()),
     ];
     let mut s = String::new();
     for (k, v) in rows {

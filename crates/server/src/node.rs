@@ -56,6 +56,8 @@ pub struct NodeCtx {
     pub identity: ClusterIdentity,
     /// Cluster-facing state: addresses, whether clients are served, the link to the leader.
     pub cluster: Cluster,
+    /// The Raft log's group-commit counters (`mntr`).
+    pub wal: crate::storage::log::WalStatsHandle,
 }
 
 /// A running node.
@@ -200,6 +202,7 @@ impl Node {
             }
         };
         let log_store = LogStore::<TypeConfig>::open(&dir)?;
+        let wal = log_store.wal().stats_handle();
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
         let sm = StateMachine::new(shared.clone(), snapshots);
@@ -301,6 +304,7 @@ impl Node {
             raft: raft.clone(),
             identity: identity.clone(),
             cluster: Cluster::new(config.peer_addr.to_string(), config.target_voters, false),
+            wal,
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -157,6 +157,24 @@ pub struct WalStats {
     pub bytes_written: u64,
 }
 
+/// Reads a log's [`WalStats`] (see [`Wal::stats_handle`]).
+#[derive(Clone)]
+pub struct WalStatsHandle(Arc<Counters>);
+
+impl WalStatsHandle {
+    /// The counters now.
+    pub fn get(&self) -> WalStats {
+        let c = &self.0;
+        WalStats {
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            dir_fsyncs: c.dir_fsyncs.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            records_written: c.records_written.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     fsyncs: AtomicU64,
@@ -550,14 +568,12 @@ impl Wal {
 
     /// Flusher counters.
     pub fn stats(&self) -> WalStats {
-        let c = &self.inner.stats;
-        WalStats {
-            fsyncs: c.fsyncs.load(Ordering::Relaxed),
-            dir_fsyncs: c.dir_fsyncs.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            records_written: c.records_written.load(Ordering::Relaxed),
-            bytes_written: c.bytes_written.load(Ordering::Relaxed),
-        }
+        self.stats_handle().get()
+    }
+
+    /// A handle that reads the flusher counters and does not keep the log open.
+    pub fn stats_handle(&self) -> WalStatsHandle {
+        WalStatsHandle(self.inner.stats.clone())
     }
 
     /// Append records. They must be contiguous and start at [`Wal::next_index`] (or anywhere, if
