@@ -192,7 +192,7 @@ fn get_data(
         watches.add_data_watch(watcher, path);
     }
     Ok(GetDataResponse {
-        data: n.data.clone(),
+        data: bytes::Bytes::copy_from_slice(&n.data),
         stat: n.stat(),
     })
 }

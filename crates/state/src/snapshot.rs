@@ -52,11 +52,21 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
+/// A node's data, written as a serde byte string (the encoding a `Bytes` field has, which [`NodeIn`]
+/// reads back).
+struct RawBytes<'a>(&'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
 /// One node as written; the borrowed form for encoding and the owned form for decoding share a layout.
 #[derive(Serialize)]
 struct NodeOut<'a> {
     path: &'a str,
-    data: &'a Bytes,
+    data: RawBytes<'a>,
     acl: u64,
     czxid: i64,
     mzxid: i64,
@@ -153,7 +163,7 @@ impl State {
         let nodes = SeqOf(tree.nodes.len(), || {
             tree.nodes.iter().map(|(p, n)| NodeOut {
                 path: p,
-                data: &n.data,
+                data: RawBytes(&n.data),
                 acl: n.acl,
                 czxid: n.czxid,
                 mzxid: n.mzxid,
@@ -286,7 +296,7 @@ impl State {
             nodes.insert(
                 n.path.into_boxed_str(),
                 Arc::new(Node {
-                    data: n.data,
+                    data: Box::from(&n.data[..]),
                     acl: n.acl,
                     czxid: n.czxid,
                     mzxid: n.mzxid,

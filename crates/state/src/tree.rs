@@ -6,7 +6,9 @@
 //! shared), so cloning a whole tree is O(1) and a clone taken for a background snapshot costs only the
 //! paths touched afterwards (a shared node is copied on write with `Arc::make_mut`). The node sits behind
 //! an `Arc` to keep the B-tree's entries small: imbl leaves are often only half full after sequential
-//! inserts, and a half-empty slot of a pointer costs far less than one of a whole node.
+//! inserts, and a half-empty slot of a pointer costs far less than one of a whole node. A node's data
+//! is a `Box<[u8]>` copied out of the request (16 bytes in the node, where a `Bytes` takes 32), which
+//! keeps node and counts inside one 112-byte allocation; a read copies the data into its response.
 //!
 //! A node keeps only the *number* of its children. Their names are not stored a second time: the
 //! children of `P` are the keys `P/name` of the path map, found with one ordered range walk that seeks
@@ -35,7 +37,6 @@
 //! computed: Raft replicates the log, and the snapshot bytes are comparable instead.
 
 use crate::acl::{AclId, AclTable};
-use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 use roster_proto::{Acl, Stat};
 use std::ops::Bound::{Included, Unbounded};
@@ -91,8 +92,8 @@ impl NodeKind {
 /// One znode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The node's data.
-    pub data: Bytes,
+    /// The node's data, in an exact-size buffer of its own (16 bytes here, half a `Bytes`).
+    pub data: Box<[u8]>,
     /// The node's ACL, interned in the tree's [`AclTable`].
     pub acl: AclId,
     /// zxid of the create.
@@ -120,7 +121,7 @@ pub struct Node {
 
 impl Node {
     /// A new childless node.
-    pub fn new(data: Bytes, acl: AclId, zxid: i64, time: i64, ephemeral_owner: i64) -> Node {
+    pub fn new(data: Box<[u8]>, acl: AclId, zxid: i64, time: i64, ephemeral_owner: i64) -> Node {
         Node {
             data,
             acl,
@@ -170,18 +171,11 @@ impl Node {
     }
 }
 
-/// Payloads up to this size are copied into a buffer of their own when stored in a node.
-pub const NODE_DATA_COPY_MAX: usize = 4096;
-
-/// The data to store in a node for a request's `data`. A clone of a `Bytes` cut from a larger buffer
-/// (the decoded Raft entry) would share that buffer and, for an owned `Vec`, allocate a share record
-/// beside it; a small payload is cheaper copied into an exact-size buffer that the node alone owns.
-pub fn node_data(data: &Bytes) -> Bytes {
-    if data.len() <= NODE_DATA_COPY_MAX {
-        Bytes::copy_from_slice(data)
-    } else {
-        data.clone()
-    }
+/// The data to store in a node for a request's `data`: a copy in an exact-size buffer that the node
+/// alone owns. Sharing the `Bytes` instead would keep the whole decoded Raft entry alive and cost a
+/// 32-byte handle (plus a share record once cloned) in every node.
+pub fn node_data(data: &[u8]) -> Box<[u8]> {
+    Box::from(data)
 }
 
 /// The tree of znodes plus the indexes kept with it.
@@ -219,13 +213,13 @@ impl DataTree {
             data_size: 0,
         };
         let open = t.acls.acquire(&Acl::open_unsafe());
-        let mut root = Node::new(Bytes::new(), open, 0, 0, 0);
+        let mut root = Node::new(Box::default(), open, 0, 0, 0);
         root.num_children = 1;
         let zk_open = t.acls.acquire(&Acl::open_unsafe());
-        let mut zk = Node::new(Bytes::new(), zk_open, 0, 0, 0);
+        let mut zk = Node::new(Box::default(), zk_open, 0, 0, 0);
         zk.num_children = 2;
-        let quota = Node::new(Bytes::new(), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
-        let mut config = Node::new(Bytes::new(), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
+        let quota = Node::new(Box::default(), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
+        let mut config = Node::new(Box::default(), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
         config.aversion = -1;
         for (p, n) in [
             ("/", root),
@@ -371,7 +365,7 @@ impl DataTree {
     pub(crate) fn set_data(
         &mut self,
         path: &str,
-        data: Bytes,
+        data: Box<[u8]>,
         version: i32,
         zxid: i64,
         time: i64,
@@ -411,7 +405,7 @@ mod tests {
     fn add(t: &mut DataTree, path: &str) {
         let (parent, _) = crate::path::split(path).unwrap();
         let acl = t.acls.acquire(&Acl::open_unsafe());
-        t.insert_node(path, parent, Node::new(Bytes::new(), acl, 1, 0, 0), 1);
+        t.insert_node(path, parent, Node::new(Box::default(), acl, 1, 0, 0), 1);
     }
 
     #[test]
@@ -445,12 +439,8 @@ mod tests {
     }
 
     #[test]
-    fn small_payloads_are_copied_large_ones_shared() {
-        let big = Bytes::from(vec![7u8; NODE_DATA_COPY_MAX + 1]);
-        assert_eq!(node_data(&big).as_ptr(), big.as_ptr());
-        let small = Bytes::from(vec![7u8; 100]);
-        let own = node_data(&small);
-        assert_eq!(own, small);
-        assert_ne!(own.as_ptr(), small.as_ptr());
+    fn node_fits_a_112_byte_allocation_with_its_arc_counts() {
+        // Two reference counts plus the node: one 112-byte size class in jemalloc and glibc alike.
+        assert!(std::mem::size_of::<Node>() + 16 <= 112);
     }
 }
