@@ -12,18 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn three() -> (Roster, Roster, Roster) {
-    three_with(&[])
-}
-
-fn three_with(extra: &[&str]) -> (Roster, Roster, Roster) {
-    let a = Roster::start(extra);
-    let b = Roster::join(&a, extra);
-    let c = Roster::join(&a, extra);
-    wait_formed(&[&a, &b, &c], 3, 0);
-    (a, b, c)
-}
-
 #[test]
 fn three_nodes_join_and_writes_through_every_node_are_seen_on_every_node() {
     let _serial = serial();

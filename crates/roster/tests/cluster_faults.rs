@@ -489,9 +489,7 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
 #[test]
 fn a_killed_leader_is_replaced_by_fast_failover_and_sessions_survive() {
     let _serial = serial();
-    let a = Roster::start(&[]);
-    let b = Roster::join(&a, &[]);
-    let c = Roster::join(&a, &[]);
+    let (a, b, c) = three();
     let mut nodes = [a, b, c];
     let leader = wait_formed(&[&nodes[0], &nodes[1], &nodes[2]], 3, 0);
     let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();

@@ -274,10 +274,7 @@ fn join_and_leader_leave_under_write_load_lose_no_acknowledged_write() {
 
 fn join_and_leave_under_load(leader_leaves: bool) {
     let _serial = serial();
-    let a = Roster::start(&[]);
-    let b = Roster::join(&a, &[]);
-    let c = Roster::join(&a, &[]);
-    wait_cluster(&[&a, &b, &c], 3, 0, Duration::from_secs(60));
+    let (a, b, c) = three();
     let mut setup = connect_retry(a.addr, 10_000, Duration::from_secs(10));
     assert_eq!(setup.create("/jl", b"", 0).err, 0);
     drop(setup);
@@ -367,10 +364,7 @@ fn join_and_leave_under_load(leader_leaves: bool) {
 #[test]
 fn bench_failover_workload_kills_the_leader_and_measures_recovery() {
     let _serial = serial();
-    let a = Roster::start(&[]);
-    let b = Roster::join(&a, &[]);
-    let c = Roster::join(&a, &[]);
-    wait_cluster(&[&a, &b, &c], 3, 0, Duration::from_secs(60));
+    let (a, b, c) = three();
     let mut nodes = [a, b, c];
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
     let pids: Vec<String> = nodes.iter().map(|n| n.pid().unwrap().to_string()).collect();
@@ -428,10 +422,8 @@ fn bench_failover_workload_kills_the_leader_and_measures_recovery() {
 #[test]
 fn a_dead_voter_is_replaced_by_join_then_remove() {
     let _serial = serial();
-    let a = Roster::start(&[]);
-    let b = Roster::join(&a, &[]);
-    let c = Roster::join(&a, &[]);
-    let leader = wait_cluster(&[&a, &b, &c], 3, 0, Duration::from_secs(60));
+    let (a, b, c) = three();
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
     let mut nodes = [a, b, c];
     // A follower dies for good (its disk is gone).
     let di = nodes.iter().position(|n| node_id(n) != leader).unwrap();

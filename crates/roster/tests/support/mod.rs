@@ -700,6 +700,20 @@ pub fn wait_formed(nodes: &[&Roster], voters: usize, learners: usize) -> u64 {
     wait_cluster(nodes, voters, learners, Duration::from_secs(60))
 }
 
+/// Three nodes: the first started, the other two joined to it, all three voters under one leader.
+pub fn three() -> (Roster, Roster, Roster) {
+    three_with(&[])
+}
+
+/// [`three`], every node started with the `extra` flags.
+pub fn three_with(extra: &[&str]) -> (Roster, Roster, Roster) {
+    let a = Roster::start(extra);
+    let b = Roster::join(&a, extra);
+    let c = Roster::join(&a, extra);
+    wait_formed(&[&a, &b, &c], 3, 0);
+    (a, b, c)
+}
+
 /// Waits until `n` knows a leader other than `old`.
 pub fn wait_new_leader(n: &Roster, old: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1121,27 +1121,24 @@ fn scan_segment(
                         bytes = data.len() - pos,
                         "trimming the preallocated zeros after the last record"
                     );
-                    let f = OpenOptions::new().write(true).open(path).at(path)?;
-                    f.set_len(pos as u64).at(path)?;
-                    f.sync_all().at(path)?;
-                    break;
+                } else {
+                    if let Some((at, idx)) = find_valid_record_after(&data, pos, expected) {
+                        return Err(Error::corrupt(
+                            path,
+                            pos as u64,
+                            format!(
+                                "damaged record ({reason}) followed by a valid record (index \
+                                 {idx}) at offset {at}: this is not a torn write at the tail"
+                            ),
+                        ));
+                    }
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset = pos,
+                        dropped_bytes = data.len() - pos,
+                        "torn write at the log tail ({reason}); truncating it away"
+                    );
                 }
-                if let Some((at, idx)) = find_valid_record_after(&data, pos, expected) {
-                    return Err(Error::corrupt(
-                        path,
-                        pos as u64,
-                        format!(
-                            "damaged record ({reason}) followed by a valid record (index {idx}) at \
-                             offset {at}: this is not a torn write at the tail"
-                        ),
-                    ));
-                }
-                tracing::warn!(
-                    path = %path.display(),
-                    offset = pos,
-                    dropped_bytes = data.len() - pos,
-                    "torn write at the log tail ({reason}); truncating it away"
-                );
                 let f = OpenOptions::new().write(true).open(path).at(path)?;
                 f.set_len(pos as u64).at(path)?;
                 f.sync_all().at(path)?;
@@ -1345,9 +1342,8 @@ impl Flusher {
         if chunk == 0 || !self.buf.is_empty() {
             return Ok(());
         }
-        let (len, alloc, path) = match lock(&self.segs).last() {
-            Some(seg) => (seg.len, seg.alloc, seg.path.clone()),
-            None => return Ok(()),
+        let Some((len, alloc, path)) = self.last_extent() else {
+            return Ok(());
         };
         if len >= self.opts.segment_target_bytes || alloc.saturating_sub(len) >= chunk / 2 {
             return Ok(()); // a new segment comes next, or there is room enough
@@ -1363,18 +1359,15 @@ impl Flusher {
         }
         f.sync_data().at(&path)?;
         bump(&self.stats.fsyncs, 1);
-        if let Some(seg) = lock(&self.segs).last_mut() {
-            seg.alloc = to;
-        }
+        self.set_last_alloc(to);
         Ok(())
     }
 
     /// Cuts the preallocated zeros off the last segment (durably), leaving only its records.
     fn trim_active(&mut self) -> Result<()> {
         self.sync()?;
-        let (len, alloc, path) = match lock(&self.segs).last() {
-            Some(seg) => (seg.len, seg.alloc, seg.path.clone()),
-            None => return Ok(()),
+        let Some((len, alloc, path)) = self.last_extent() else {
+            return Ok(());
         };
         if alloc <= len {
             return Ok(());
@@ -1383,10 +1376,22 @@ impl Flusher {
         f.set_len(len).at(&path)?;
         f.sync_all().at(&path)?;
         bump(&self.stats.fsyncs, 1);
-        if let Some(seg) = lock(&self.segs).last_mut() {
-            seg.alloc = len;
-        }
+        self.set_last_alloc(len);
         Ok(())
+    }
+
+    /// The last segment's record length, length on disk and path.
+    fn last_extent(&self) -> Option<(u64, u64, PathBuf)> {
+        lock(&self.segs)
+            .last()
+            .map(|seg| (seg.len, seg.alloc, seg.path.clone()))
+    }
+
+    /// Records the last segment's length on disk.
+    fn set_last_alloc(&self, alloc: u64) {
+        if let Some(seg) = lock(&self.segs).last_mut() {
+            seg.alloc = alloc;
+        }
     }
 
     /// Make everything written so far durable and complete the callbacks waiting for it.
@@ -1638,6 +1643,17 @@ mod tests {
         w.append_pending(recs(range)).unwrap().wait().unwrap();
     }
 
+    /// Cuts the last `n` bytes off a file: the last record torn, as by a crash mid-write.
+    fn cut_tail(path: &Path, n: u64) {
+        let len = fs::metadata(path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len - n)
+            .unwrap();
+    }
+
     /// Waits (up to 10 s) until `cond` holds, failing the test otherwise.
     fn eventually(cond: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1816,13 +1832,7 @@ mod tests {
             append(&w, 0..30);
         }
         let seg = segments(d.path()).pop().unwrap();
-        let len = fs::metadata(&seg).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        cut_tail(&seg, 3);
         let w = Wal::open(d.path(), small()).unwrap();
         assert_eq!(w.last_index(), Some(28));
         assert_eq!(payloads(&w, 0..100), recs(0..29));
@@ -1859,14 +1869,7 @@ mod tests {
             append(&w, 0..10);
         }
         let seg = segments(d.path()).pop().unwrap();
-        let len = fs::metadata(&seg).unwrap().len();
-        // Cut the last record short by a few bytes.
-        OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        cut_tail(&seg, 3);
         {
             let w = Wal::open(d.path(), WalOptions::default()).unwrap();
             assert_eq!(indexes(&w), (0..9).collect::<Vec<_>>());
