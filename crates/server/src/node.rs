@@ -58,6 +58,8 @@ pub struct NodeCtx {
     pub cluster: Cluster,
     /// The Raft log's group-commit counters (`mntr`).
     pub wal: crate::storage::log::WalStatsHandle,
+    /// Where client proposals go now (kept current by [`net::routing::run`]).
+    pub routes: watch::Receiver<net::routing::Route>,
 }
 
 /// A running node.
@@ -299,15 +301,21 @@ impl Node {
             }
         };
         let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (route_tx, routes) = net::routing::channel();
         let ctx = Arc::new(NodeCtx {
             shared: shared.clone(),
             raft: raft.clone(),
             identity: identity.clone(),
             cluster: Cluster::new(config.peer_addr.to_string(), config.target_voters, false),
             wal,
+            routes,
         });
         let (shutdown, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(net::routing::run(
+            ctx.clone(),
+            route_tx,
+            rx.clone(),
+        ))];
         if let Some(l) = peer_listener {
             tasks.push(tokio::spawn(peer::server::serve(
                 l,

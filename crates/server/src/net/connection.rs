@@ -1,32 +1,30 @@
 //! One client connection: the handshake (new session, resume, or refusal), then requests in, replies and
 //! watch notifications out.
 //!
-//! Ordering rules, all ZooKeeper's:
-//! - Replies leave in request order. Writes are proposed to Raft in arrival order and their results come
-//!   back in that order; a read that arrives while earlier writes of this connection are pending waits for
-//!   them (per-session FIFO); a read with nothing pending is answered at once.
-//! - A watch notification leaves before any reply that reveals the change: the state machine hands events
-//!   to this task before it answers the proposer, and this task drains its event queue before writing
-//!   any reply.
-//! - `sync` is a read barrier through the same queue: its reply leaves once this node applied everything
-//!   the leader had committed when the sync reached it (see `peer::forward`).
-//! - On a follower, writes go to the leader over one ordered stream and are answered only once this
-//!   node applied them, so the two rules above hold on every node.
-//! - During a failover, a write with nothing else of its connection in flight waits (up to a third of
-//!   the session timeout, 0.5–1 s) for a leader it can reach rather than closing the connection; a write
-//!   behind in-flight writes is never sent to another leader than theirs (the connection closes
-//!   instead), so no write commits after an earlier one of the session was lost (`peer::forward`).
-//! - Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
-//!   every packet touches the session. Stock clients match ping replies out of band (xid -2).
+//! This task is the I/O driver of the connection's [`Pipeline`]: it decodes frames into pipeline
+//! requests, feeds it proposal results, watch events, route changes ([`super::routing`]) and time, and
+//! carries out the actions it emits: proposing, executing reads against the local state (or a view of
+//! it), encoding replies and events, closing. Every ordering rule (replies in request order, events
+//! before the replies that show their change, barriers, what a failed or orphaned write does to the
+//! requests behind it) is the pipeline's; see [`super::pipeline`].
 //!
-//! Bad input: an unknown opcode is answered `Unimplemented` and the connection closed (ZooKeeper's
-//! UnimplementedRequestProcessor); a body that does not decode is answered `MarshallingError`; a frame
-//! over the limit or a broken handshake closes the connection. Each is logged with the reason and touches
-//! nothing else.
+//! One rule is kept here: the state machine hands a write's watch events to this task before it answers
+//! the proposer, so before a proposal result is fed to the pipeline, every event already delivered is fed
+//! first.
+//!
+//! Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
+//! every packet touches the session. Stock clients match ping replies out of band (xid -2).
+//!
+//! Bad input: an unknown opcode is answered `Unimplemented` (in order) and the connection closed
+//! (ZooKeeper's UnimplementedRequestProcessor); a body that does not decode is answered
+//! `MarshallingError`; a frame over the limit or a broken handshake closes the connection. Each is logged
+//! with the reason and touches nothing else.
 
+use super::pipeline::{self, Action, Done, Pipeline, PropKind, Target};
+use super::routing::{self, Route};
 use crate::fourlw;
 use crate::node::NodeCtx;
-use crate::peer::forward::{self, Proposal};
+use crate::peer::forward::{Pending, Proposal};
 use crate::raft::types::{Outcome, WriteReply};
 use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
@@ -38,11 +36,10 @@ use roster_proto::{
     WatcherType, WhoAmIResponse,
 };
 use roster_state::{State, Txn, TxnOp, WatchTable};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -61,34 +58,34 @@ enum ConnError {
     Closed(String),
 }
 
-type WriteRx = forward::Pending;
-
 /// Bounds of how long a proposal with nothing else of its connection in flight may wait for a
 /// reachable leader (a third of the session timeout, clamped to these).
-const HOLD_MIN_MS: u64 = 500;
-const HOLD_MAX_MS: u64 = 1_000;
+const HOLD_MIN: Duration = Duration::from_millis(500);
+const HOLD_MAX: Duration = Duration::from_millis(1_000);
 
-/// A request waiting for its turn to be answered.
-enum Pending {
-    /// A write or a `sync`. `txn` is `Some` while it waits, unproposed, behind a local request that
-    /// arrived before it (so that the earlier read cannot observe it); once proposed, its result arrives
-    /// through `writes` in proposal order.
-    Write {
-        xid: i32,
-        op: OpCode,
-        started: Instant,
-        txn: Option<Proposal>,
-        view: bool,
-        /// For a linearizable read: the read to answer once this `sync` barrier passed.
-        then: Option<Request>,
-    },
-    /// A request answered locally once every earlier request is answered (or an error code decided
-    /// on arrival, which must still leave in order).
-    Local {
-        xid: i32,
-        req: Result<Request, ErrorCode>,
-        started: Instant,
-    },
+/// The types this connection's pipeline carries.
+struct ConnTypes;
+
+/// What a reply needs: the client's xid, the opcode, when the request arrived.
+struct Meta {
+    xid: i32,
+    op: OpCode,
+    started: Instant,
+}
+
+impl pipeline::Types for ConnTypes {
+    type Meta = Meta;
+    type Prop = Proposal;
+    type Read = Result<Request, ErrorCode>;
+    type Reply = Outcome;
+    type View = State;
+    type Event = WatcherEvent;
+}
+
+/// A decoded first frame.
+enum FirstFrame {
+    Word(&'static str),
+    Packet(Bytes),
 }
 
 struct Conn {
@@ -99,20 +96,17 @@ struct Conn {
     session_id: i64,
     timeout_ms: i32,
     auth: Vec<Id>,
-    pending: VecDeque<Pending>,
     out: BytesMut,
-    close_requested: bool,
-    close_after_flush: bool,
+    pipe: Pipeline<ConnTypes>,
+    /// The route last fed to the pipeline (its link carries forwarded proposals).
+    route: Route,
+    /// Requests of this connection counted in the `outstanding` statistics.
+    outstanding: u64,
+    /// Why the pipeline closed the connection, and whether that was an expected end.
+    close: Option<(String, bool)>,
     /// Whether this session's writes carry state views (registered in `Shared::view_sessions` once
     /// the connection pipelines a read behind a write).
     wants_views: bool,
-    /// The state as of the last answered write, for the reads queued right behind it.
-    view: Option<State>,
-    /// Watch events held back while reads answered from an older view are queued (see the module doc).
-    deferred: VecDeque<(WatcherEvent, i64)>,
-    /// The route of the last proposal (while proposals are in flight, the next must take the same one;
-    /// see `peer::forward`).
-    route: Option<forward::Route>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -136,6 +130,7 @@ pub async fn run(
             stats: stats.clone(),
         },
     );
+    let route = ctx.routes.borrow().clone();
     let mut conn = Conn {
         ctx: ctx.clone(),
         id,
@@ -144,14 +139,12 @@ pub async fn run(
         session_id: 0,
         timeout_ms: 0,
         auth: vec![Id::new("ip", &peer.ip().to_string())],
-        pending: VecDeque::new(),
         out: BytesMut::with_capacity(4096),
-        close_requested: false,
-        close_after_flush: false,
+        pipe: Pipeline::new(route.target, HOLD_MIN),
+        route,
+        outstanding: 0,
+        close: None,
         wants_views: false,
-        view: None,
-        deferred: VecDeque::new(),
-        route: None,
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
@@ -162,6 +155,7 @@ pub async fn run(
             tracing::info!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), reason = %e, "connection closed")
         }
     }
+    conn.count_outstanding(0);
     ctx.shared.db.lock().watches.remove_watcher(id);
     if conn.wants_views {
         let mut vs = ctx.shared.view_sessions.lock();
@@ -185,12 +179,12 @@ async fn read_frame(
     buf: &mut BytesMut,
     max: usize,
     first: bool,
-) -> Result<Frame2, ConnError> {
+) -> Result<FirstFrame, ConnError> {
     loop {
         if let Some((frame, used)) = parse_frame(buf, max, first)? {
             let f = match frame {
-                Frame::FourLetterWord(w) => Frame2::Word(w),
-                Frame::Packet(p) => Frame2::Packet(Bytes::copy_from_slice(p)),
+                Frame::FourLetterWord(w) => FirstFrame::Word(w),
+                Frame::Packet(p) => FirstFrame::Packet(Bytes::copy_from_slice(p)),
             };
             let _ = buf.split_to(used);
             return Ok(f);
@@ -201,9 +195,12 @@ async fn read_frame(
     }
 }
 
-enum Frame2 {
-    Word(&'static str),
-    Packet(Bytes),
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Conn {
@@ -221,13 +218,13 @@ impl Conn {
             _ = shutdown.changed() => return Ok(()),
         };
         let body = match first {
-            Frame2::Word(w) => {
+            FirstFrame::Word(w) => {
                 let text = fourlw::run(w, &self.ctx);
                 wr.write_all(text.as_bytes()).await?;
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
-            Frame2::Packet(b) => b,
+            FirstFrame::Packet(b) => b,
         };
         if !self.handshake(&body).await? {
             wr.write_all(&self.out).await?;
@@ -237,52 +234,172 @@ impl Conn {
         wr.write_all(&self.out).await?;
         self.out.clear();
 
-        let mut writes: FuturesOrdered<WriteRx> = FuturesOrdered::new();
+        let hold = Duration::from_millis(self.timeout_ms.max(0) as u64 / 3).clamp(HOLD_MIN, HOLD_MAX);
+        let mut routes = self.ctx.routes.clone();
+        self.route = routes.borrow_and_update().clone();
+        self.pipe = Pipeline::new(self.route.target, hold);
+        let mut writes: FuturesOrdered<Pending> = FuturesOrdered::new();
         loop {
             // Frames already buffered (for example sent right behind the handshake) go first.
-            while let Some((frame, used)) = parse_frame(&inbuf, max, false)? {
+            while self.pipe.accepts_requests() {
+                let Some((frame, used)) = parse_frame(&inbuf, max, false)? else {
+                    break;
+                };
                 let Frame::Packet(p) = frame else {
                     unreachable!("four-letter words only on the first frame")
                 };
                 let body = Bytes::copy_from_slice(p);
                 let _ = inbuf.split_to(used);
-                self.handle_packet(body, &mut writes, &mut rx).await?;
-                if self.close_after_flush {
-                    break;
-                }
+                self.handle_packet(body)?;
+                self.carry_out(&mut writes).await;
             }
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
                 self.out.clear();
             }
-            if self.close_after_flush && self.pending.is_empty() {
+            if let Some((reason, expected)) = self.close.take() {
                 let _ = wr.shutdown().await;
-                return Ok(());
+                return if expected {
+                    tracing::debug!(conn = self.id, %reason, "closing connection");
+                    Ok(())
+                } else {
+                    Err(ConnError::Closed(reason))
+                };
             }
+            let deadline = self.pipe.deadline();
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
-                    Some(ConnMsg::Event(ev, zxid)) => self.event_arrived(ev, zxid),
-                    Some(ConnMsg::Close(reason)) => {
-                        if !self.close_requested {
-                            return Err(ConnError::Closed(reason.to_string()));
-                        }
-                    }
-                    None => return Err(ConnError::Closed("node shutting down".into())),
+                    Some(msg) => self.node_message(msg),
+                    None => self.pipe.close_by_node("node shutting down"),
                 },
                 Some(result) = writes.next(), if !writes.is_empty() => {
-                    self.finish_write(result, &mut rx);
-                    self.answer_ready_locals(&mut rx);
-                    self.propose_held_writes(&mut writes).await?;
+                    // The events of this write reached `rx` before its result: they go in first.
+                    while let Ok(msg) = rx.try_recv() {
+                        self.node_message(msg);
+                    }
+                    self.proposal_result(result);
                 }
-                r = rd.read_buf(&mut inbuf), if !self.close_after_flush => {
+                r = routes.changed() => {
+                    if r.is_err() {
+                        self.pipe.close_by_node("node shutting down");
+                    } else {
+                        self.route = routes.borrow_and_update().clone();
+                        self.pipe.route(Instant::now(), self.route.target);
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => self.pipe.tick(Instant::now()),
+                r = rd.read_buf(&mut inbuf), if self.pipe.accepts_requests() => {
                     if r? == 0 {
                         return Err(ConnError::Eof);
                     }
                 }
                 _ = shutdown.changed() => return Ok(()),
             }
+            self.carry_out(&mut writes).await;
         }
+    }
+
+    /// A message from the node: a watch event, or the end of the session.
+    fn node_message(&mut self, msg: ConnMsg) {
+        match msg {
+            ConnMsg::Event(ev, zxid) => self.pipe.event(ev, zxid),
+            ConnMsg::Close(reason) => self.pipe.close_by_node(reason),
+        }
+    }
+
+    /// Feeds a proposal result to the pipeline.
+    fn proposal_result(&mut self, result: Result<WriteReply, String>) {
+        match result {
+            Ok(WriteReply {
+                zxid,
+                outcome,
+                view,
+            }) => {
+                let closes = matches!(outcome, Outcome::Closed);
+                self.pipe.done(
+                    Instant::now(),
+                    Done {
+                        zxid,
+                        reply: outcome,
+                        view: view.0,
+                        closes,
+                    },
+                );
+            }
+            Err(e) => self.pipe.failed(e),
+        }
+    }
+
+    /// Carries out what the pipeline decided, in order.
+    async fn carry_out(&mut self, writes: &mut FuturesOrdered<Pending>) {
+        while let Some(action) = self.pipe.next_action() {
+            match action {
+                Action::Propose { prop, target, .. } => {
+                    debug_assert!(target == self.route.target || target == Target::Unordered);
+                    match routing::propose(&self.ctx, &self.route, prop).await {
+                        Ok(pending) => writes.push_back(pending),
+                        Err(e) => self.pipe.failed(format!("not proposed: {e}")),
+                    }
+                }
+                Action::Read { meta, read, view } => {
+                    let at = view.as_ref().map(|(_, z)| *z);
+                    let (result, later) =
+                        self.execute_local(&read, view.as_ref().map(|(v, _)| v));
+                    self.reply_now(meta.xid, result, meta.started, at);
+                    self.push_events(later);
+                }
+                Action::Reply { meta, zxid, reply } => {
+                    let (err, body) = match reply {
+                        Outcome::Response(Ok(r)) => (0, Some(r)),
+                        Outcome::Response(Err(code)) => (code.code(), None),
+                        Outcome::Closed | Outcome::Session { .. } | Outcome::None => (0, None),
+                    };
+                    self.write_header(ReplyHeader { xid: meta.xid, zxid, err }, body.as_ref());
+                    self.record_latency(meta.started);
+                    let _ = meta.op;
+                }
+                Action::Event(ev, zxid) => self.push_event(&ev, zxid),
+                Action::WantViews => {
+                    if !self.wants_views && self.session_id != 0 {
+                        // From now on this session's writes carry state views, so later writes need
+                        // not wait behind its reads.
+                        self.wants_views = true;
+                        *self
+                            .ctx
+                            .shared
+                            .view_sessions
+                            .lock()
+                            .entry(self.session_id)
+                            .or_insert(0) += 1;
+                    }
+                }
+                Action::Close { reason, expected } => {
+                    if !expected {
+                        tracing::info!(conn = self.id, session = format_args!("{:#x}", self.session_id), %reason, "closing connection");
+                    }
+                    self.close = Some((reason, expected));
+                }
+            }
+        }
+        self.count_outstanding(self.pipe.queued() as u64);
+    }
+
+    /// Keeps the `outstanding` statistics at `now` requests of this connection.
+    fn count_outstanding(&mut self, now: u64) {
+        let stats = &self.ctx.shared.stats.outstanding;
+        if now > self.outstanding {
+            stats.fetch_add(now - self.outstanding, Ordering::Relaxed);
+            self.stats
+                .outstanding
+                .fetch_add(now - self.outstanding, Ordering::Relaxed);
+        } else if now < self.outstanding {
+            stats.fetch_sub(self.outstanding - now, Ordering::Relaxed);
+            self.stats
+                .outstanding
+                .fetch_sub(self.outstanding - now, Ordering::Relaxed);
+        }
+        self.outstanding = now;
     }
 
     /// Handles the ConnectRequest. Returns false when the connection must close after `out` is sent.
@@ -320,7 +437,10 @@ impl Conn {
                     passwd: Bytes::copy_from_slice(&passwd),
                 },
             };
-            let reply = self.propose_and_wait(txn).await?;
+            let hold = Duration::from_millis(timeout.max(0) as u64 / 3).clamp(HOLD_MIN, HOLD_MAX);
+            let reply = routing::propose_and_wait(&self.ctx, Proposal::Txn(txn), hold)
+                .await
+                .map_err(|e| ConnError::Closed(format!("session not created: {e}")))?;
             let Outcome::Session {
                 session_id,
                 timeout_ms,
@@ -401,33 +521,8 @@ impl Conn {
         shared.touch(session_id, timeout_ms);
     }
 
-    async fn propose_and_wait(&mut self, txn: Txn) -> Result<WriteReply, ConnError> {
-        let rx = self.propose(Proposal::Txn(txn), true).await?;
-        rx.await.map_err(ConnError::Closed)
-    }
-
-    /// Proposes now, locally on the leader or forwarded to it; the result comes once this node applied it.
-    /// `idle`: no earlier proposal of this connection is in flight, so this one may wait a little for a
-    /// reachable leader during a failover (up to a third of the session timeout, at most a second:
-    /// the client's pings are not answered meanwhile).
-    async fn propose(&mut self, p: Proposal, idle: bool) -> Result<WriteRx, ConnError> {
-        let prior = if idle { None } else { self.route.as_ref() };
-        let hold = std::time::Duration::from_millis(
-            (self.timeout_ms.max(0) as u64 / 3).clamp(HOLD_MIN_MS, HOLD_MAX_MS),
-        );
-        let (rx, route) = forward::propose(&self.ctx, p, prior, hold)
-            .await
-            .map_err(|e| ConnError::Closed(format!("write not proposed: {e}")))?;
-        self.route = Some(route);
-        Ok(rx)
-    }
-
-    async fn handle_packet(
-        &mut self,
-        body: Bytes,
-        writes: &mut FuturesOrdered<WriteRx>,
-        rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
-    ) -> Result<(), ConnError> {
+    /// Decodes one request and hands it to the pipeline (pings and auth are answered at once).
+    fn handle_packet(&mut self, body: Bytes) -> Result<(), ConnError> {
         let shared = self.ctx.shared.clone();
         shared
             .stats
@@ -456,17 +551,22 @@ impl Conn {
             Err(_) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, peer = %self.peer, op = header.op_type, "unknown opcode: answering Unimplemented and closing");
-                self.reply_now(header.xid, Err(ErrorCode::Unimplemented), started, None);
-                self.close_after_flush = true;
+                let meta = Meta { xid: header.xid, op: OpCode::Error, started };
+                self.read(meta, Err(ErrorCode::Unimplemented), true);
                 return Ok(());
             }
+        };
+        let meta = Meta {
+            xid: header.xid,
+            op,
+            started,
         };
         let req = match Request::decode(op, buf) {
             Ok(r) => r,
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, peer = %self.peer, ?op, error = %e, "request body does not decode: answering MarshallingError");
-                self.queue_local(header.xid, Err(ErrorCode::MarshallingError), started, rx);
+                self.read(meta, Err(ErrorCode::MarshallingError), false);
                 return Ok(());
             }
         };
@@ -484,104 +584,77 @@ impl Conn {
             }
             Request::Auth(a) => self.handle_auth(header.xid, a),
 
-            // reconfig travels the write path: `peer::forward::propose` hands it to `peer::reconfig`.
+            // reconfig travels the write path, apart from the ordered route (`routing::propose`).
             ref r if r.is_write() => {
                 if self.needs_ttl(r) && !shared.config.ttl_nodes {
-                    self.queue_local(header.xid, Err(ErrorCode::Unimplemented), started, rx);
+                    self.read(meta, Err(ErrorCode::Unimplemented), false);
                     return Ok(());
                 }
-                let op_txn = if matches!(req, Request::CloseSession) {
-                    self.close_requested = true;
-                    TxnOp::CloseSession
-                } else {
-                    TxnOp::Request {
-                        request: req,
-                        auth: self.auth.clone(),
-                    }
+                let (op_txn, kind) = match req {
+                    Request::CloseSession => (
+                        TxnOp::CloseSession,
+                        PropKind::Write {
+                            closes_session: true,
+                        },
+                    ),
+                    Request::Reconfig(_) => (
+                        TxnOp::Request {
+                            request: req,
+                            auth: self.auth.clone(),
+                        },
+                        PropKind::Unordered,
+                    ),
+                    req => (
+                        TxnOp::Request {
+                            request: req,
+                            auth: self.auth.clone(),
+                        },
+                        PropKind::Write {
+                            closes_session: false,
+                        },
+                    ),
                 };
-                let txn = Proposal::Txn(Txn {
+                let prop = Proposal::Txn(Txn {
                     session_id: self.session_id,
                     time: now_ms(),
                     op: op_txn,
                 });
-                self.queue_proposal(header.xid, op, started, txn, None, writes)
-                    .await?;
+                self.propose(meta, prop, kind, None);
             }
-            Request::Sync(r) => {
-                let p = Proposal::Sync(r.path);
-                self.queue_proposal(header.xid, op, started, p, None, writes)
-                    .await?;
-            }
+            Request::Sync(r) => self.propose(meta, Proposal::Sync(r.path), PropKind::Barrier, None),
             ref r if shared.config.linearizable_reads && is_data_read(r) => {
                 // A read barrier first (as `sync`), then the read, against a state that applied it.
                 let p = Proposal::Sync(r.path().unwrap_or("/").to_string());
-                self.queue_proposal(header.xid, op, started, p, Some(req), writes)
-                    .await?;
+                self.propose(meta, p, PropKind::Barrier, Some(Ok(req)));
             }
-            _ => self.queue_local(header.xid, Ok(req), started, rx),
+            _ => self.read(meta, Ok(req), false),
         }
         Ok(())
     }
 
-    /// Proposes a write or sync now, or holds it behind an earlier local request (see [`Pending`]).
-    async fn queue_proposal(
+    fn propose(
         &mut self,
-        xid: i32,
-        op: OpCode,
-        started: Instant,
-        txn: Proposal,
-        then: Option<Request>,
-        writes: &mut FuturesOrdered<WriteRx>,
-    ) -> Result<(), ConnError> {
-        self.ctx
-            .shared
-            .stats
-            .outstanding
-            .fetch_add(1, Ordering::Relaxed);
-        self.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-        if self.can_propose_now() {
-            let view =
-                self.wants_views && matches!(txn, Proposal::Txn(_)) && self.ctx.raft.is_leader();
-            let idle = writes.is_empty();
-            writes.push_back(self.propose(txn, idle).await?);
-            self.pending.push_back(Pending::Write {
-                xid,
-                op,
-                started,
-                txn: None,
-                view,
+        meta: Meta,
+        prop: Proposal,
+        kind: PropKind,
+        then: Option<Result<Request, ErrorCode>>,
+    ) {
+        self.pipe.request(
+            Instant::now(),
+            pipeline::Request::Propose {
+                meta,
+                prop,
+                kind,
                 then,
-            });
-        } else {
-            self.pending.push_back(Pending::Write {
-                xid,
-                op,
-                started,
-                txn: Some(txn),
-                view: false,
-                then,
-            });
-        }
-        Ok(())
+            },
+        );
     }
 
-    /// Whether a new write may be proposed before the requests queued ahead of it are answered: when
-    /// none is held, and every queued read will be answered from the state view of the write right
-    /// before it (on the leader, where views exist), so it cannot observe the new write.
-    fn can_propose_now(&self) -> bool {
-        let mut view_before = false;
-        for p in &self.pending {
-            match p {
-                // Held writes keep their order; nothing passes a pending linearizable read.
-                Pending::Write { txn: Some(_), .. } | Pending::Write { then: Some(_), .. } => {
-                    return false
-                }
-                Pending::Write { view, .. } => view_before = *view,
-                Pending::Local { .. } if !view_before => return false,
-                Pending::Local { .. } => {}
-            }
-        }
-        true
+    fn read(&mut self, meta: Meta, read: Result<Request, ErrorCode>, last: bool) {
+        self.pipe.request(
+            Instant::now(),
+            pipeline::Request::Read { meta, read, last },
+        );
     }
 
     fn needs_ttl(&self, r: &Request) -> bool {
@@ -589,146 +662,6 @@ impl Conn {
             Request::CreateTtl(_) => true,
             Request::Multi(ops) => ops.iter().any(|o| matches!(o, Request::CreateTtl(_))),
             _ => false,
-        }
-    }
-
-    /// Queues a locally answered request, or answers it at once when nothing is pending before it.
-    fn queue_local(
-        &mut self,
-        xid: i32,
-        req: Result<Request, ErrorCode>,
-        started: Instant,
-        rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
-    ) {
-        if self.pending.is_empty() {
-            self.drain_events(rx, None);
-            let (result, later) = self.execute_local(&req, None);
-            self.reply_now(xid, result, started, None);
-            self.push_events(later);
-        } else {
-            if !self.wants_views && self.session_id != 0 {
-                // From now on this session's writes carry state views, so later writes need not wait
-                // behind its reads.
-                self.wants_views = true;
-                *self
-                    .ctx
-                    .shared
-                    .view_sessions
-                    .lock()
-                    .entry(self.session_id)
-                    .or_insert(0) += 1;
-            }
-            self.pending.push_back(Pending::Local { xid, req, started });
-        }
-    }
-
-    /// Answers queued local requests at the head of the queue, up to the next pending write.
-    fn answer_ready_locals(&mut self, rx: &mut mpsc::UnboundedReceiver<ConnMsg>) {
-        let view = self.view.take();
-        let at = view.as_ref().map(|v| v.last_zxid());
-        while let Some(Pending::Local { .. }) = self.pending.front() {
-            let Some(Pending::Local { xid, req, started }) = self.pending.pop_front() else {
-                unreachable!()
-            };
-            self.drain_events(rx, at);
-            let (result, later) = self.execute_local(&req, view.as_ref());
-            self.reply_now(xid, result, started, at);
-            self.push_events(later);
-        }
-        if !self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Local { .. }))
-        {
-            self.drain_events(rx, None);
-        }
-    }
-
-    /// Proposes, in order, the writes that were held behind local requests now answered.
-    async fn propose_held_writes(
-        &mut self,
-        writes: &mut FuturesOrdered<WriteRx>,
-    ) -> Result<(), ConnError> {
-        for i in 0..self.pending.len() {
-            match &mut self.pending[i] {
-                Pending::Local { .. } => break,
-                Pending::Write { txn, then, .. } => {
-                    let barrier = then.is_some();
-                    if let Some(t) = txn.take() {
-                        let idle = writes.is_empty();
-                        writes.push_back(self.propose(t, idle).await?);
-                    }
-                    if barrier {
-                        // Later writes wait until this linearizable read is answered.
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_write(
-        &mut self,
-        result: Result<WriteReply, String>,
-        rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
-    ) {
-        let shared = self.ctx.shared.clone();
-        shared.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
-        self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
-        let Some(Pending::Write {
-            xid,
-            op,
-            started,
-            txn: None,
-            then,
-            ..
-        }) = self.pending.pop_front()
-        else {
-            tracing::error!(
-                conn = self.id,
-                "write result without a pending write; closing"
-            );
-            self.close_after_flush = true;
-            return;
-        };
-        match result {
-            Ok(_) if then.is_some() => {
-                // A linearizable read whose barrier passed: answer it from the current state.
-                self.drain_events(rx, None);
-                let (result, later) = self.execute_local(&Ok(then.expect("checked")), None);
-                self.reply_now(xid, result, started, None);
-                self.push_events(later);
-            }
-            Ok(WriteReply {
-                zxid,
-                outcome,
-                view,
-            }) => {
-                // Events of later changes wait while reads answered from this write's view follow.
-                let reads_follow = matches!(self.pending.front(), Some(Pending::Local { .. }));
-                self.view = if reads_follow { view.0 } else { None };
-                self.drain_events(rx, self.view.as_ref().map(|_| zxid));
-                let (err, body) = match outcome {
-                    Outcome::Response(Ok(r)) => (0, Some(r)),
-                    Outcome::Response(Err(code)) => (code.code(), None),
-                    Outcome::Closed => {
-                        self.close_after_flush = true;
-                        (0, None)
-                    }
-                    Outcome::Session { .. } | Outcome::None => (0, None),
-                };
-                if op == OpCode::CloseSession {
-                    self.close_after_flush = true;
-                }
-                self.write_header(ReplyHeader { xid, zxid, err }, body.as_ref());
-                self.record_latency(started);
-            }
-            Err(e) => {
-                self.drain_events(rx, None);
-                tracing::warn!(conn = self.id, error = %e, "write not accepted; closing so the client reconnects");
-                self.close_after_flush = true;
-            }
         }
     }
 
@@ -946,7 +879,7 @@ impl Conn {
                 },
                 None,
             );
-            self.close_after_flush = true;
+            self.pipe.close_by_node("authentication failed: unknown scheme or malformed credentials");
         }
     }
 
@@ -1030,46 +963,6 @@ impl Conn {
         }
     }
 
-    /// A watch event from the state machine: sent at once, unless reads answered from an older view
-    /// are queued (they were issued before it and must not appear to follow it).
-    fn event_arrived(&mut self, ev: WatcherEvent, zxid: i64) {
-        if self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Local { .. }))
-        {
-            self.deferred.push_back((ev, zxid));
-        } else {
-            while let Some((e, z)) = self.deferred.pop_front() {
-                self.push_event(&e, z);
-            }
-            self.push_event(&ev, zxid);
-        }
-    }
-
-    /// Sends the events that must precede a reply showing the state as of zxid `upto` (every event
-    /// when `None`: the current state), holding back later ones; handles close requests.
-    fn drain_events(&mut self, rx: &mut mpsc::UnboundedReceiver<ConnMsg>, upto: Option<i64>) {
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                ConnMsg::Event(ev, zxid) => self.deferred.push_back((ev, zxid)),
-                ConnMsg::Close(reason) => {
-                    if !self.close_requested {
-                        tracing::info!(conn = self.id, reason, "closing connection");
-                        self.close_after_flush = true;
-                    }
-                }
-            }
-        }
-        // Events arrive in zxid order, so the ones to send now are a prefix.
-        while let Some((_, z)) = self.deferred.front() {
-            if upto.is_some_and(|u| *z > u) {
-                break;
-            }
-            let (e, z) = self.deferred.pop_front().expect("front exists");
-            self.push_event(&e, z);
-        }
-    }
 }
 
 /// Reads that `linearizable_reads` puts behind a read barrier.

@@ -1,9 +1,15 @@
 //! The client port: accepts TCP connections, enforces the per-address connection limit, and runs one
 //! [`connection`] task per client. Four-letter words arrive on the same port (see `fourlw`).
 //!
+//! - [`pipeline`]: the ordering rules of one connection's requests, as a state machine without I/O.
+//! - [`connection`]: the task that drives it: decoding, executing reads, encoding replies.
+//! - [`routing`]: where proposals go (local Raft, the link to the leader, or wait for a leader).
+//!
 //! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
 
 pub mod connection;
+pub mod pipeline;
+pub mod routing;
 
 use crate::node::NodeCtx;
 use std::sync::atomic::Ordering;

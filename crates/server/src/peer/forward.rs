@@ -1,5 +1,7 @@
-//! Client work a node cannot do alone: writes (including session creation and close) and `sync`
-//! barriers go to the leader; session touches of a follower's connections go to the leader in batches.
+//! Client work a node cannot do alone, as the peer protocol carries it: writes (including session
+//! creation and close) and `sync` barriers proposed to the local Raft or sent to the leader, and session
+//! touches of a follower's connections sent to the leader in batches. Which way a proposal goes is
+//! decided by [`crate::net::routing`]; in which order, by [`crate::net::pipeline`].
 //!
 //! On the leader a write is proposed to the local Raft. On a follower it is sent over one ordered link
 //! to the leader (frames leave in call order and the leader proposes them in arrival order), and the
@@ -10,25 +12,17 @@
 //! `sync` is a read barrier: the leader's read index (`get_read_log_id(ReadIndex)`, which confirms
 //! leadership with a quorum), then wait until this node applied up to it.
 //!
-//! During a failover a proposal that has not left this node yet waits for the new leader instead of
-//! failing: while the known leader cannot be dialed (or no leader is known), it retries as soon as the
-//! leader changes, for at most the `hold` its connection allows. Only when nothing else of that
-//! connection is in flight (so no earlier write's fate is unknown) may a proposal wait; and a proposal
-//! is refused when earlier writes of its connection are in flight on another route (another link or
-//! leader): a write must never commit after an earlier write of its session was lost. Refused or timed
-//! out, the client connection is closed and the client retries, as with ZooKeeper on leader loss.
-//!
-//! Left out: resending a write that was in flight when the leader died (its fate is unknown; the
+//! Left out: resending a write that was in flight when the leader changed (its fate is unknown; the
 //! connection is closed), read-only mode.
 
 use super::link::{self, Link};
-use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
+use super::wire::{PeerRequest, PeerResponse};
 use crate::node::NodeCtx;
 use crate::raft::types::{Command, Outcome, Raft, WriteReply};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use roster_proto::{Request, Response, SyncResponse};
-use roster_state::{Txn, TxnOp};
+use roster_proto::{Response, SyncResponse};
+use roster_state::Txn;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,46 +43,6 @@ pub type Pending = Pin<Box<dyn Future<Output = Result<WriteReply, String>> + Sen
 
 /// How long a write may wait for its result.
 const WRITE_TTL: Duration = Duration::from_secs(60);
-/// How long a proposal waits for a leader to be known.
-const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// While the known leader cannot be dialed, how often a held proposal tries again (sooner when the
-/// leader changes).
-const RETRY_EVERY: Duration = Duration::from_millis(50);
-
-/// The way a proposal went: proposed to the local Raft (this node led), or sent on a link to the leader.
-/// Proposals of one connection may pipeline only along the same route.
-#[derive(Clone)]
-pub enum Route {
-    /// Proposed locally.
-    Local,
-    /// Sent over this link.
-    Link(Link),
-    /// Not ordered with other proposals (a `reconfig`, carried out by [`super::reconfig`]).
-    Unordered,
-}
-
-impl Route {
-    fn same(&self, other: &Route) -> bool {
-        match (self, other) {
-            (Route::Unordered, _) | (_, Route::Unordered) => true,
-            (Route::Local, Route::Local) => true,
-            (Route::Link(a), Route::Link(b)) => a.same(b),
-            _ => false,
-        }
-    }
-}
-
-/// The leader, waiting a little for one to be known.
-pub async fn leader(raft: &Raft, wait: Duration) -> Option<u64> {
-    if let Some(l) = raft.metrics().borrow_watched().current_leader {
-        return Some(l);
-    }
-    raft.wait(Some(wait))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .ok()
-        .and_then(|m| m.current_leader)
-}
 
 /// Waits until this node's state machine applied `index` (openraft's apply progress, which advances
 /// once `apply` returned, hence after the watch events of the entry were handed to connections).
@@ -106,36 +60,6 @@ pub async fn wait_applied(raft: &Raft, index: u64) -> Result<(), String> {
     }
 }
 
-/// The ordered link to the leader `leader` (dialed if needed).
-async fn leader_link(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
-    let mut slot = ctx.cluster.forward.lock().await;
-    if let Some(l) = slot.as_ref() {
-        if !l.is_closed() && l.remote_node() == leader {
-            return Ok(l.clone());
-        }
-    }
-    *slot = None;
-    let addr = ctx
-        .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
-        .ok_or_else(|| format!("leader {leader} is not in the membership this node knows"))?;
-    let hello = Hello {
-        cluster_id: Some(ctx.identity.cluster_id.clone()),
-        from: ctx.identity.node_id,
-        to: Some(leader),
-        kind: LinkKind::Forward,
-    };
-    let l = Link::connect(&addr, hello, Duration::from_secs(2))
-        .await
-        .map_err(|e| format!("leader {leader}: {e}"))?;
-    *slot = Some(l.clone());
-    Ok(l)
-}
-
 fn sync_reply(index: u64, path: String) -> WriteReply {
     WriteReply::new(
         index as i64,
@@ -143,82 +67,8 @@ fn sync_reply(index: u64, path: String) -> WriteReply {
     )
 }
 
-/// Proposes now (so proposals of one connection keep their order) and returns the pending result.
-///
-/// A client's `reconfig` arrives here as a write (`TxnOp::Request` with `Request::Reconfig`) and is
-/// carried out by [`super::reconfig`] rather than proposed: it changes the Raft membership, and its
-/// answer comes once `/zookeeper/config` shows the change.
-///
-/// `prior` is the route of this connection's proposals still in flight (`None` when none are): the
-/// proposal is refused if it would take another route. With nothing in flight it may wait up to
-/// `hold` for a leader it can reach (see the module documentation).
-pub async fn propose(
-    ctx: &Arc<NodeCtx>,
-    p: Proposal,
-    prior: Option<&Route>,
-    hold: Duration,
-) -> Result<(Pending, Route), String> {
-    if let Proposal::Txn(Txn {
-        op: TxnOp::Request {
-            request: Request::Reconfig(r),
-            auth,
-        },
-        ..
-    }) = &p
-    {
-        let pending = super::reconfig::pending(ctx.clone(), r.clone(), auth.clone());
-        return Ok((pending, Route::Unordered));
-    }
-    let me = ctx.identity.node_id;
-    let hold_until = tokio::time::Instant::now()
-        + if prior.is_none() {
-            hold
-        } else {
-            Duration::ZERO
-        };
-    let (leader, route) = loop {
-        let leader = leader(&ctx.raft, LEADER_WAIT)
-            .await
-            .ok_or_else(|| "no leader: the cluster has no quorum".to_string())?;
-        if leader == me {
-            break (leader, Route::Local);
-        }
-        let err = match leader_link(ctx, leader).await {
-            Ok(l) if !l.is_closed() => break (leader, Route::Link(l)),
-            Ok(_) => format!("leader {leader}: connection closed"),
-            Err(e) => e,
-        };
-        let left = hold_until.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(err);
-        }
-        // The leader may be gone: try again once another leader is known, or after a short while.
-        let _ = ctx
-            .raft
-            .wait(Some(left.min(RETRY_EVERY)))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != leader),
-                "another leader",
-            )
-            .await;
-    };
-    if let Some(prior) = prior {
-        if !prior.same(&route) {
-            return Err(format!(
-                "the leader changed (now {leader}) while earlier writes of this connection were in flight"
-            ));
-        }
-    }
-    let raft = ctx.raft.clone();
-    let pending = match &route {
-        Route::Link(link) => send_to_leader(raft, link.clone(), leader, p)?,
-        Route::Local | Route::Unordered => propose_local(raft, p).await?,
-    };
-    Ok((pending, route))
-}
-
 /// Proposes on this node, the leader.
-async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
+pub async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
     match p {
         Proposal::Txn(txn) => {
             let (responder, rx) = ProgressResponder::complete_only();
@@ -246,7 +96,7 @@ async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
 }
 
 /// Sends a proposal over the ordered link to the leader.
-fn send_to_leader(raft: Raft, link: Link, leader: u64, p: Proposal) -> Result<Pending, String> {
+pub fn send_to_leader(raft: Raft, link: Link, leader: u64, p: Proposal) -> Result<Pending, String> {
     let (req, path) = match p {
         Proposal::Txn(txn) => (PeerRequest::Write(txn), None),
         Proposal::Sync(path) => (PeerRequest::ReadIndex, Some(path)),
@@ -314,15 +164,16 @@ pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
         if batch.is_empty() {
             continue;
         }
-        match leader_link(&ctx, leader).await {
-            Ok(link) => {
+        let link = ctx.routes.borrow().link.clone();
+        match link.filter(|l| l.remote_node() == leader) {
+            Some(link) => {
                 if let Err(e) = link.call(PeerRequest::Touch(batch), every).await {
                     tracing::debug!(error = %e, "session touches not delivered");
                     sent.clear();
                 }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "session touches not delivered");
+            None => {
+                tracing::debug!(leader, "session touches not delivered: no link to the leader yet");
                 sent.clear();
             }
         }
