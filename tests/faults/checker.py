@@ -317,8 +317,13 @@ def check_register(
     bits = [1 << i for i in range(n)]
 
     cache: set = set()
-    stack: list[tuple[int, Any]] = []
+    stack: list[tuple[int, Any, bool]] = []
     state = initial
+    # ``must_observe``: the last op linearized was an unknown-outcome write/cas, so the next one must
+    # observe its value (a read of it or a cas expecting it). Any linearization can be normalised so
+    # (an info op followed by a write, or by nothing, can be dropped), and this keeps the search from
+    # trying every subset of pending info ops at every point.
+    must_observe = False
     linearized = 0
     remaining = required
     steps = 0
@@ -342,17 +347,19 @@ def check_register(
             if k == READ:
                 ok, new = state == avals[i], state
             elif k == WRITE:
-                ok, new = True, avals[i]
+                ok, new = not must_observe, avals[i]
             else:
                 ok, new = state == avals[i], bvals[i]
             if ok:
                 nl = linearized | bits[i]
-                key = (nl, new)
+                observe = infos[i] and k != READ
+                key = (nl, new, observe)
                 if key not in cache:
                     cache.add(key)
-                    stack.append((i, state))
+                    stack.append((i, state, must_observe))
                     linearized = nl
                     state = new
+                    must_observe = observe
                     # lift: unlink the call entry and, if any, the return entry
                     c = call_e[i]
                     nxt[prv[c]] = nxt[c]
@@ -372,7 +379,7 @@ def check_register(
                 best = (i, state, [s[0] for s in stack[-3:]])
             if not stack:
                 break
-            j, state = stack.pop()
+            j, state, must_observe = stack.pop()
             linearized ^= bits[j]
             # unlift in reverse order of the lift
             if not infos[j]:
