@@ -12,8 +12,11 @@ JSON-serialisable report:
   (set of linearized ops, register value) configuration it has already explored. ``fail`` ops are
   removed; ``info`` ops may take effect at any point after their invoke or never (their return time is
   +infinity); ``info`` reads are dropped, and so are ``info`` writes/cas whose new value nobody ever
-  observed (taking effect or not cannot change any result then). The search has a step budget: when
-  it is exceeded the key is ``"unknown"``, neither valid nor invalid.
+  observed (taking effect or not cannot change any result then). An ``info`` write/cas is only
+  linearized right before an op that observes its value: any linearization can be normalised that
+  way, and it keeps pending ``info`` ops from multiplying the search space. The search has a step
+  budget: when it is exceeded the key is ``"unknown"``, neither valid nor invalid (``valid`` stays
+  true if nothing else failed; the summary and ``warnings`` say so, and ``--strict`` exits 1).
 * **No acknowledged create lost** (``ok`` creates present at the end), no failed create that
   happened, no znode from nowhere, and a count of ``info`` creates that did happen. Lost register
   writes are caught by the final reads, which the harness appends to the history as ``ok`` reads.
@@ -210,7 +213,9 @@ def pair_operations(events: list[dict], warnings: list[str]) -> list[Op]:
 
 def _make_op(p, inv: dict, t0: float, comp: dict | None, type_: str, ret: float) -> Op:
     value = comp.get("value") if comp is not None and "value" in comp else None
-    return Op(p, inv.get("f"), inv.get("key"), type_, t0, ret, inv.get("value"), value)
+    f = inv.get("f")
+    f = f if isinstance(f, str) else json.dumps(f)
+    return Op(p, f, _hashable(inv.get("key")), type_, t0, ret, inv.get("value"), value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,7 +503,7 @@ def check_creates(ops: list[Op], final: dict) -> tuple[dict, list[str]]:
         violations += [f"acknowledged create_seq lost: {o.describe()} is not in the final listing" for o in lost]
         # Children nobody was told about come from info (allowed) or failed (not allowed) create_seqs.
         unexplained = [p for p in present if p not in returned]
-        prefixes = Counter(o.inv_value for o in seqs if o.type == "info")
+        prefixes = Counter(_hashable(o.inv_value) for o in seqs if o.type == "info")
         by_prefix: dict[Any, list] = defaultdict(list)
         for p in unexplained:
             prefix = p[:-SEQ_DIGITS] if isinstance(p, str) and _seq_number(p) is not None else None
@@ -578,12 +583,12 @@ def check_ephemerals(final: dict) -> tuple[dict, list[str]]:
     eph_by_path: dict[Any, list] = defaultdict(list)
     for e in ephemerals:
         if isinstance(e, dict):
-            eph_by_path[e.get("path")].append(e.get("owner"))
+            eph_by_path[_hashable(e.get("path"))].append(_hashable(e.get("owner")))
     alive_sessions = {}
     for o in owners:
         if not isinstance(o, dict):
             continue
-        fate, path, session = o.get("fate"), o.get("path"), o.get("session")
+        fate, path, session = o.get("fate"), _hashable(o.get("path")), _hashable(o.get("session"))
         who = f"owner {o.get('p')!r} (session {session}, path {path})"
         if fate == "alive":
             alive_sessions[session] = path
@@ -601,7 +606,7 @@ def check_ephemerals(final: dict) -> tuple[dict, list[str]]:
     for e in ephemerals:
         if not isinstance(e, dict):
             continue
-        path, owner = e.get("path"), e.get("owner")
+        path, owner = _hashable(e.get("path")), _hashable(e.get("owner"))
         if owner not in alive_sessions:
             violations.append(f"ephemeral {path} at the end belongs to session {owner}, which is no live owner")
         elif alive_sessions[owner] != path:
@@ -670,8 +675,12 @@ def _with_final_reads(events: list[dict], final: dict, warnings: list[str]) -> l
 
 def check(events: list[dict], final: dict | None = None, max_steps: int = DEFAULT_MAX_STEPS) -> dict:
     """Judge a run. Returns the JSON-serialisable report described in the module doc."""
-    final = final or {}
     warnings: list[str] = []
+    if final is None:
+        final = {}
+    elif not isinstance(final, dict):
+        warnings.append(f"final observations are not a JSON object ({type(final).__name__}); ignored")
+        final = {}
     violations: list[str] = []
     events = [e for e in events if isinstance(e, dict)]
     events = _with_final_reads(events, final, warnings)

@@ -587,3 +587,28 @@ def test_fixture_runs(name, valid):
     d = os.path.join(HERE, "histories", name)
     rep = checker.check(checker.load_history(os.path.join(d, "history.jsonl")), checker.load_final(os.path.join(d, "final.json")))
     assert rep["valid"] is valid, rep["violations"]
+    if not valid:
+        assert len(rep["violations"]) == 1 and "final read after heal" in rep["violations"][0]
+
+
+def test_garbage_input_is_judged_not_crashed_on():
+    rng = random.Random(3)
+    junk = [None, 1, -2.5, "x", "/a/n-0000000001", [1, 2], [None], {"a": 1}, True, []]
+    fields = ["t", "p", "type", "f", "key", "value", "kind", "detail"]
+    choices = {"type": ["invoke", "ok", "fail", "info", "casualty", "nemesis", "log"],
+               "f": ["read", "sync_read", "write", "cas", "create", "create_seq", "kill"]}
+    for _ in range(300):
+        events = []
+        for _ in range(rng.randint(0, 12)):
+            e = {}
+            for field in fields:
+                if rng.random() < 0.8:
+                    pool = choices.get(field, []) + junk
+                    e[field] = rng.choice(pool) if field not in ("t",) or rng.random() < 0.3 else rng.uniform(0, 5)
+            events.append(e)
+        final = {k: rng.choice(junk + [[{"path": rng.choice(junk), "owner": rng.choice(junk), "session": rng.choice(junk),
+                                           "fate": rng.choice(["alive", "killed"])}], {"n1": rng.choice(junk)}])
+                 for k in ["reads", "unique_children", "seq_children", "ephemerals", "owners", "replicas"] if rng.random() < 0.5}
+        rep = checker.check(events, final, max_steps=10_000)
+        json.dumps(rep)
+        checker.summary(rep)
