@@ -482,7 +482,9 @@ def check_creates(ops: list[Op], final: dict) -> tuple[dict, list[str]]:
         lost = [o for o in creates if o.type == "ok" and _hashable(o.inv_value) not in present]
         failed_happened = [o for o in creates if o.type == "fail" and _hashable(o.inv_value) in present
                            and not any(x.type != "fail" for x in by_path[_hashable(o.inv_value)])]
-        info_happened = {_hashable(o.inv_value) for o in creates if o.type == "info" and _hashable(o.inv_value) in present}
+        info_happened = {
+            _hashable(o.inv_value) for o in creates if o.type == "info" and _hashable(o.inv_value) in present
+        }
         phantom = sorted(str(p) for p in present if p not in by_path)
         violations += [f"acknowledged create lost: {o.describe()} is not in the final listing" for o in lost]
         violations += [f"failed create happened: {o.describe()} is in the final listing" for o in failed_happened]
@@ -749,7 +751,10 @@ def summary(report: dict) -> str:
     for f, t in c["by_f"].items():
         lines.append(f"  {f:<11} ok {t['ok']:>6}  fail {t['fail']:>6}  info {t['info']:>6}")
     for key, r in report["keys"].items():
-        lines.append(f"  key {key}: linearizable={r['linearizable']} ({r['ok_ops']} ok, {r['info_ops']} info, {r['steps']} steps)")
+        lines.append(
+            f"  key {key}: linearizable={r['linearizable']} "
+            f"({r['ok_ops']} ok, {r['info_ops']} info, {r['steps']} steps)"
+        )
     if c["nemesis"]:
         lines.append("nemesis: " + ", ".join(f"{f} x{n}" for f, n in c["nemesis"].items()))
     for kind, cas in c["casualties"].items():
