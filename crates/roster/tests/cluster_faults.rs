@@ -532,3 +532,93 @@ fn a_killed_leader_is_replaced_by_fast_failover_and_sessions_survive() {
     sync(&mut other, "/f");
     assert_eq!(children_of(&mut other, "/f"), vec!["after", "eph"]);
 }
+
+/// The reproduction: the leader is cut off (packets dropped, connections left open), a client
+/// of a follower sends setData and, right behind it, getData on the same session. The write cannot be
+/// answered by the cut-off leader; the follower must close the connection once it learns of the new
+/// leader (not when the old one returns), and never answer the getData before the setData (kazoo:
+/// "xids do not match", its connection thread dies).
+#[test]
+fn a_write_forwarded_to_a_cut_off_leader_closes_its_connection_in_order_once_a_new_leader_is_elected(
+) {
+    let _serial = serial();
+    let net = FaultNet::new();
+    let a = Roster::start_behind(&net, &[]);
+    let seed = a.peer.to_string();
+    let b = Roster::start_behind(&net, &["--join", &seed]);
+    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let nodes = [&a, &b, &c];
+    let leader = wait_formed(&nodes, 3, 0);
+    for n in nodes {
+        net.set_id(n.peer, node_id(n));
+    }
+    let followers: Vec<&Roster> = nodes
+        .iter()
+        .copied()
+        .filter(|n| node_id(n) != leader)
+        .collect();
+    let mut client = connect_retry(followers[0].addr, 6_000, Duration::from_secs(10));
+    assert_eq!(client.create("/k", b"0", 0).err, 0);
+
+    net.blackhole(leader);
+    let cut_at = Instant::now();
+    let set_xid = client.send(&Request::SetData(SetDataRequest {
+        path: "/k".into(),
+        data: Bytes::from_static(b"1"),
+        version: -1,
+    }));
+    let get_xid = client.send(&Request::GetData(GetDataRequest {
+        path: "/k".into(),
+        watch: false,
+    }));
+    // The partition lasts until the client's session timeout (6 s) would have passed: an answer (or a
+    // close) must come well before the heal.
+    let heal_after = Duration::from_secs(8);
+    client
+        .stream
+        .set_read_timeout(Some(heal_after))
+        .expect("read timeout");
+    let first = client.recv(OpCode::SetData);
+    let answered_at = cut_at.elapsed();
+    match &first {
+        Ok(r) => {
+            assert_eq!(r.xid, set_xid, "a reply overtook the setData: {r:?}");
+            let second = client.recv(OpCode::GetData).expect("getData answered after setData");
+            assert_eq!(second.xid, get_xid);
+        }
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ),
+            "the write was neither answered nor its connection closed before the heal ({answered_at:?}): {e}"
+        ),
+    }
+    // The majority has a new leader by now; the answer came at most a second after it was elected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_leader = loop {
+        if let Some(l) = peer_status(followers[1].peer)
+            .ok()
+            .and_then(|s| s.leader)
+            .filter(|l| *l != leader)
+        {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "cut at 0, answered or closed at {answered_at:?}, new leader {new_leader}, outcome {first:?}"
+    );
+    assert!(
+        answered_at < heal_after,
+        "the connection hung until the partition healed"
+    );
+    net.heal();
+    // The session survives the close: it resumes on the other follower and sees a consistent value.
+    let mut resumed = Raw::connect_with(followers[1].addr, client.resume_request())
+        .expect("the session resumes on another node");
+    let r = resumed.get("/k", false);
+    assert_eq!(r.err, 0);
+    assert!(matches!(data_of(&r).as_slice(), b"0" | b"1"));
+}

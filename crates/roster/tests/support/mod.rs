@@ -479,12 +479,19 @@ struct NetState {
     ids: std::collections::HashMap<SocketAddr, u64>,
     /// Cut (from, to) pairs.
     cut: std::collections::HashSet<(u64, u64)>,
+    /// Black-holed (from, to) pairs: connections stay open but carry nothing (as packets dropped by a
+    /// firewall), and are closed at the heal.
+    black: std::collections::HashSet<(u64, u64)>,
 }
 
 impl NetState {
     fn is_cut(&self, from: u64, me: SocketAddr) -> bool {
         let to = self.ids.get(&me).copied().unwrap_or(0);
         self.cut.contains(&(from, to))
+    }
+    fn is_black(&self, from: u64, me: SocketAddr) -> bool {
+        let to = self.ids.get(&me).copied().unwrap_or(0);
+        self.black.contains(&(from, to))
     }
 }
 
@@ -547,9 +554,31 @@ impl FaultNet {
         std::thread::sleep(std::time::Duration::from_millis(60));
     }
 
-    /// Restores every link.
+    /// Black-holes `node` from every other node, both directions: its peer connections stay open but
+    /// nothing crosses them, as when a firewall drops the packets (no reset, no close) until [`heal`].
+    ///
+    /// [`heal`]: FaultNet::heal
+    pub fn blackhole(&self, node: u64) {
+        let mut st = self.inner.lock().unwrap();
+        let others: Vec<u64> = st
+            .ids
+            .values()
+            .copied()
+            .filter(|id| *id != node && *id != 0)
+            .collect();
+        for o in others {
+            st.black.insert((node, o));
+            st.black.insert((o, node));
+        }
+        drop(st);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+    }
+
+    /// Restores every link (black-holed connections are closed, as their TCP sessions would time out).
     pub fn heal(&self) {
-        self.inner.lock().unwrap().cut.clear();
+        let mut st = self.inner.lock().unwrap();
+        st.cut.clear();
+        st.black.clear();
     }
 }
 
@@ -571,6 +600,13 @@ async fn proxy_conn(
     if inner.lock().unwrap().is_cut(from, me) {
         return Ok(());
     }
+    if inner.lock().unwrap().is_black(from, me) {
+        // Accepted but never connected through: silent until the heal, then closed.
+        while inner.lock().unwrap().is_black(from, me) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        return Ok(());
+    }
     let mut up = tokio::net::TcpStream::connect(upstream).await?;
     up.set_nodelay(true)?;
     down.set_nodelay(true)?;
@@ -584,6 +620,13 @@ async fn proxy_conn(
             r = &mut copy => { r?; return Ok(()); }
             _ = tick.tick() => {
                 if inner.lock().unwrap().is_cut(from, me) {
+                    return Ok(());
+                }
+                if inner.lock().unwrap().is_black(from, me) {
+                    // Stop carrying bytes (the copy is no longer polled) until the heal, then close.
+                    while inner.lock().unwrap().is_black(from, me) {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
                     return Ok(());
                 }
             }

@@ -517,6 +517,7 @@ impl<T: Types> Pipeline<T> {
 
     fn close(&mut self, reason: String, expected: bool) {
         self.closed = true;
+        self.waiting_since = None;
         self.queue.clear();
         self.deferred.clear();
         self.actions.push_back(Action::Close { reason, expected });
