@@ -16,7 +16,8 @@
 //! - `read X [last]`: a locally answered request (`last`: the connection closes after its reply)
 //! - `done [zxid=Z] [view] [closes]`: the oldest proposal's result (`view`: with a state view)
 //! - `fail REASON`: the oldest proposal failed
-//! - `route local|forward:L|unreachable`: the route changed (each `forward` is a new link)
+//! - `route local|forward:L[:N]|unreachable`: the route changed (`forward:L` is a new link to L;
+//!   `forward:L:N` names link N)
 //! - `event NAME zxid=Z`: a watch event, `nodeclose REASON`: the node ends the session
 //! - `tick`: time passed (with `t=`)
 //!
@@ -66,11 +67,16 @@ impl Runner {
             "local" => Target::Local,
             "unreachable" => Target::Unreachable,
             f if f.starts_with("forward:") => {
-                self.links += 1;
-                Target::Forward {
-                    leader: f["forward:".len()..].parse().expect("forward:LEADER"),
-                    link: self.links,
-                }
+                let mut parts = f["forward:".len()..].split(':');
+                let leader = parts.next().unwrap().parse().expect("forward:LEADER");
+                let link = match parts.next() {
+                    Some(n) => n.parse().expect("forward:LEADER:LINK"),
+                    None => {
+                        self.links += 1;
+                        self.links
+                    }
+                };
+                Target::Forward { leader, link }
             }
             other => panic!("unknown route {other}"),
         }
@@ -94,14 +100,13 @@ impl Runner {
         let now = self.now;
         let xid = |i: usize| -> i32 { pos[i].parse().expect("xid") };
         let has = |w: &str| pos.contains(&w);
-        let propose = |xid: i32, label: String, kind: PropKind, then: Option<i32>| {
-            Request::<T>::Propose {
+        let propose =
+            |xid: i32, label: String, kind: PropKind, then: Option<i32>| Request::<T>::Propose {
                 meta: xid,
                 prop: label,
                 kind,
                 then,
-            }
-        };
+            };
         match words[0] {
             "new" => {
                 let route = kv.get("route").cloned().unwrap_or("local".into());
@@ -197,7 +202,9 @@ impl Runner {
                     Some((_, z)) => writeln!(out, "read {meta} view@{z}").unwrap(),
                     None => writeln!(out, "read {meta}").unwrap(),
                 },
-                Action::Reply { meta, zxid, .. } => writeln!(out, "reply {meta} zxid={zxid}").unwrap(),
+                Action::Reply { meta, zxid, .. } => {
+                    writeln!(out, "reply {meta} zxid={zxid}").unwrap()
+                }
                 Action::Event(e, z) => writeln!(out, "event {e} zxid={z}").unwrap(),
                 Action::WantViews => writeln!(out, "want-views").unwrap(),
                 Action::Close { reason, expected } => {
@@ -281,5 +288,8 @@ fn golden_scripts() {
             }
         }
     }
-    assert!(failed.is_empty(), "scripts differ (UPDATE_GOLDENFILES=1 rewrites): {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "scripts differ (UPDATE_GOLDENFILES=1 rewrites): {failed:?}"
+    );
 }

@@ -234,7 +234,8 @@ impl Conn {
         wr.write_all(&self.out).await?;
         self.out.clear();
 
-        let hold = Duration::from_millis(self.timeout_ms.max(0) as u64 / 3).clamp(HOLD_MIN, HOLD_MAX);
+        let hold =
+            Duration::from_millis(self.timeout_ms.max(0) as u64 / 3).clamp(HOLD_MIN, HOLD_MAX);
         let mut routes = self.ctx.routes.clone();
         self.route = routes.borrow_and_update().clone();
         self.pipe = Pipeline::new(self.route.target, hold);
@@ -344,8 +345,7 @@ impl Conn {
                 }
                 Action::Read { meta, read, view } => {
                     let at = view.as_ref().map(|(_, z)| *z);
-                    let (result, later) =
-                        self.execute_local(&read, view.as_ref().map(|(v, _)| v));
+                    let (result, later) = self.execute_local(&read, view.as_ref().map(|(v, _)| v));
                     self.reply_now(meta.xid, result, meta.started, at);
                     self.push_events(later);
                 }
@@ -355,7 +355,14 @@ impl Conn {
                         Outcome::Response(Err(code)) => (code.code(), None),
                         Outcome::Closed | Outcome::Session { .. } | Outcome::None => (0, None),
                     };
-                    self.write_header(ReplyHeader { xid: meta.xid, zxid, err }, body.as_ref());
+                    self.write_header(
+                        ReplyHeader {
+                            xid: meta.xid,
+                            zxid,
+                            err,
+                        },
+                        body.as_ref(),
+                    );
                     self.record_latency(meta.started);
                     let _ = meta.op;
                 }
@@ -551,7 +558,11 @@ impl Conn {
             Err(_) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, peer = %self.peer, op = header.op_type, "unknown opcode: answering Unimplemented and closing");
-                let meta = Meta { xid: header.xid, op: OpCode::Error, started };
+                let meta = Meta {
+                    xid: header.xid,
+                    op: OpCode::Error,
+                    started,
+                };
                 self.read(meta, Err(ErrorCode::Unimplemented), true);
                 return Ok(());
             }
@@ -651,10 +662,8 @@ impl Conn {
     }
 
     fn read(&mut self, meta: Meta, read: Result<Request, ErrorCode>, last: bool) {
-        self.pipe.request(
-            Instant::now(),
-            pipeline::Request::Read { meta, read, last },
-        );
+        self.pipe
+            .request(Instant::now(), pipeline::Request::Read { meta, read, last });
     }
 
     fn needs_ttl(&self, r: &Request) -> bool {
@@ -879,7 +888,8 @@ impl Conn {
                 },
                 None,
             );
-            self.pipe.close_by_node("authentication failed: unknown scheme or malformed credentials");
+            self.pipe
+                .close_by_node("authentication failed: unknown scheme or malformed credentials");
         }
     }
 
@@ -962,7 +972,6 @@ impl Conn {
             self.push_event(&e, -1);
         }
     }
-
 }
 
 /// Reads that `linearizable_reads` puts behind a read barrier.

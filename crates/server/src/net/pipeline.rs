@@ -18,10 +18,12 @@
 //!    went to was replaced while it was in flight) closes the connection at once: nothing queued behind
 //!    it is answered, so a client never sees a reply to a later request before an earlier one.
 //! 2. Writes are proposed in arrival order along one route (the local Raft on the leader, or one ordered
-//!    link to the leader); their results come back in that order. When the route changes while ordered
-//!    proposals are in flight, their fate is unknown and the connection closes (the client resumes its
-//!    session elsewhere, as with ZooKeeper on leader loss). With nothing in flight, a write waits for a
-//!    route for at most the connection's `hold`, then the connection closes.
+//!    link to the leader); their results come back in that order. When another leader is known while
+//!    ordered proposals are in flight on the old route, their fate is unknown and the connection closes
+//!    at once (the client resumes its session elsewhere, as with ZooKeeper on leader loss). A moment
+//!    with no leader known (an election the same leader may win again) changes nothing by itself. A
+//!    write that has no route waits for one for at most the connection's `hold`, then the connection
+//!    closes.
 //! 3. A read with nothing queued before it is answered at once. A read behind a write is answered once
 //!    that write is answered; on the leader, from the state right after that write (a *view*), so later
 //!    writes need not wait for the read (Roster's pipelining: the write after a read is proposed at once
@@ -322,7 +324,10 @@ impl<T: Types> Pipeline<T> {
         }
         self.target = target;
         if let Some(route) = self.route {
-            if route != target {
+            // No leader known for a moment (an election) is not yet a change of route: the writes in
+            // flight may still be answered if the same leader stays; they fail by themselves if its link
+            // breaks, and a held write waits at most `hold`.
+            if route != target && target != Target::Unreachable {
                 self.close(
                     format!(
                         "the leader changed while {} write(s) of this connection were in flight ({route:?} -> {target:?}): their outcome is unknown",
@@ -364,7 +369,10 @@ impl<T: Types> Pipeline<T> {
             self.route = None;
         }
         let Some(Slot::Proposed { meta, then, .. }) = self.queue.pop_front() else {
-            self.close("a proposal result arrived with no proposal in flight".into(), false);
+            self.close(
+                "a proposal result arrived with no proposal in flight".into(),
+                false,
+            );
             return;
         };
         match then {
@@ -494,7 +502,8 @@ impl<T: Types> Pipeline<T> {
                     if target != Target::Unordered {
                         self.route = Some(target);
                     }
-                    self.actions.push_back(Action::Propose { prop, target, view });
+                    self.actions
+                        .push_back(Action::Propose { prop, target, view });
                     if barrier {
                         return;
                     }

@@ -62,14 +62,13 @@ pub fn channel() -> (watch::Sender<Route>, watch::Receiver<Route>) {
 }
 
 /// Follows the leader and keeps the route current until `shutdown`.
-pub async fn run(
-    ctx: Arc<NodeCtx>,
-    tx: watch::Sender<Route>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(ctx: Arc<NodeCtx>, tx: watch::Sender<Route>, mut shutdown: watch::Receiver<bool>) {
     let me = ctx.identity.node_id;
     let mut metrics = ctx.raft.server_metrics();
     let mut generation = 0u64;
+    // The last link dialed, kept across a moment without a known leader: if the same leader wins the
+    // election again, writes in flight on it stay on their route.
+    let mut kept: Option<(Link, u64)> = None;
     loop {
         let leader = metrics.borrow_watched().current_leader;
         let current = tx.borrow().clone();
@@ -79,8 +78,15 @@ pub async fn run(
                 leader,
                 link: None,
             }),
-            Some(l) => match &current.link {
-                Some(link) if current.leader == leader && !link.is_closed() => None,
+            Some(l) => match &kept {
+                Some((link, g)) if link.remote_node() == l && !link.is_closed() => Some(Route {
+                    target: Target::Forward {
+                        leader: l,
+                        link: *g,
+                    },
+                    leader,
+                    link: Some(link.clone()),
+                }),
                 _ => {
                     // Dial, but give up at once if the leader changes meanwhile.
                     let dialed = tokio::select! {
@@ -92,6 +98,7 @@ pub async fn run(
                         None => continue,
                         Some(Ok(link)) => {
                             generation += 1;
+                            kept = Some((link.clone(), generation));
                             tracing::debug!(leader = l, "route: forwarding to the leader");
                             Some(Route {
                                 target: Target::Forward {
@@ -193,13 +200,10 @@ pub async fn propose_and_wait(
     hold: Duration,
 ) -> Result<WriteReply, String> {
     let mut routes = ctx.routes.clone();
-    let route = tokio::time::timeout(
-        hold,
-        routes.wait_for(|r| r.target != Target::Unreachable),
-    )
-    .await
-    .map_err(|_| format!("no reachable leader within {} ms", hold.as_millis()))?
-    .map_err(|_| "node shutting down".to_string())?
-    .clone();
+    let route = tokio::time::timeout(hold, routes.wait_for(|r| r.target != Target::Unreachable))
+        .await
+        .map_err(|_| format!("no reachable leader within {} ms", hold.as_millis()))?
+        .map_err(|_| "node shutting down".to_string())?
+        .clone();
     propose(ctx, &route, p).await?.await
 }

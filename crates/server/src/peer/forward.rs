@@ -173,7 +173,10 @@ pub async fn touch_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 }
             }
             None => {
-                tracing::debug!(leader, "session touches not delivered: no link to the leader yet");
+                tracing::debug!(
+                    leader,
+                    "session touches not delivered: no link to the leader yet"
+                );
                 sent.clear();
             }
         }
