@@ -6,11 +6,13 @@
 //! # Layout
 //! - [`config`]: every setting, its default, the optional TOML file.
 //! - [`node`]: starts a node in openraft's order and runs the leader's session ticker.
-//! - [`net`]: the client port; [`net::connection`] is one client: handshake, ordering, bad input.
+//! - [`net`]: the client port: [`net::pipeline`] holds one connection's ordering rules (no I/O),
+//!   [`net::connection`] drives it (handshake, decoding, reads, bad input), [`net::routing`] decides
+//!   where proposals go (local Raft, the link to the leader, or wait for one).
 //! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
 //! - [`shared`]: the state, watches, connections and counters every task shares, and its lock order.
 //! - [`raft`]: all openraft glue: types, state machine, log store, network.
-//! - [`peer`]: the peer protocol between nodes: replication transport, joins, forwarded writes.
+//! - [`peer`]: the peer protocol between nodes: replication transport, joins, forwarding writes.
 //! - [`storage`]: the write-ahead log, metadata files and snapshot files on disk.
 //!
 //! # Data flow
