@@ -9,7 +9,7 @@
 //!
 //! Inputs: a request decoded ([`Pipeline::request`]), the oldest proposal's result ([`Pipeline::done`])
 //! or failure ([`Pipeline::failed`]), the route to the leader changed ([`Pipeline::route`]), a watch
-//! event ([`Pipeline::event`]), the node closing the session ([`Pipeline::close`]), time passed
+//! event ([`Pipeline::event`]), the node closing the session ([`Pipeline::close_by_node`]), time passed
 //! ([`Pipeline::tick`]). Outputs: propose, execute a read and send its reply, send a write's reply,
 //! send an event, register for state views, close.
 //!

@@ -3,7 +3,7 @@
 //! One task per node ([`run`]) follows openraft's server metrics (leader and vote) and publishes a
 //! [`Route`] on a watch channel that every connection follows: [`Target::Local`] while this node leads,
 //! [`Target::Forward`] with the ordered link to the leader once it is dialed, [`Target::Unreachable`]
-//! while no leader is known or it cannot be dialed (dialing is retried every [`REDIAL`] while the same
+//! while no leader is known or it cannot be dialed (dialing is retried every 50 ms while the same
 //! leader stands). A connection's pipeline ([`super::pipeline`]) turns a change of target into its
 //! decisions (propose held writes, or close when writes were in flight on the old route), so a write
 //! sent to a leader that was then replaced is answered or its connection closed as soon as this node

@@ -529,7 +529,7 @@ pub fn pending(ctx: Arc<NodeCtx>, req: ReconfigRequest, auth: Vec<Id>) -> super:
 }
 
 /// A `reconfig` that reached the local-request path (it normally travels the write path, see
-/// [`super::forward::propose`]): it cannot wait for a membership change there, so it is refused.
+/// [`crate::net::routing::propose`]): it cannot wait for a membership change there, so it is refused.
 pub fn local(_req: &ReconfigRequest) -> Result<Response, ErrorCode> {
     Err(ErrorCode::Unimplemented)
 }
