@@ -66,10 +66,9 @@ const HOLD_MAX: Duration = Duration::from_millis(1_000);
 /// The types this connection's pipeline carries.
 struct ConnTypes;
 
-/// What a reply needs: the client's xid, the opcode, when the request arrived.
+/// What a reply needs: the client's xid and when the request arrived.
 struct Meta {
     xid: i32,
-    op: OpCode,
     started: Instant,
 }
 
@@ -364,7 +363,6 @@ impl Conn {
                         body.as_ref(),
                     );
                     self.record_latency(meta.started);
-                    let _ = meta.op;
                 }
                 Action::Event(ev, zxid) => self.push_event(&ev, zxid),
                 Action::WantViews => {
@@ -560,7 +558,6 @@ impl Conn {
                 tracing::warn!(conn = self.id, peer = %self.peer, op = header.op_type, "unknown opcode: answering Unimplemented and closing");
                 let meta = Meta {
                     xid: header.xid,
-                    op: OpCode::Error,
                     started,
                 };
                 self.read(meta, Err(ErrorCode::Unimplemented), true);
@@ -569,7 +566,6 @@ impl Conn {
         };
         let meta = Meta {
             xid: header.xid,
-            op,
             started,
         };
         let req = match Request::decode(op, buf) {
