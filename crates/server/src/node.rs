@@ -140,6 +140,39 @@ fn staggered(every: u64) -> u64 {
     every - rand::random_range(0..quarter)
 }
 
+/// The openraft configuration of a node: Roster's timers, backoff and elections.
+///
+/// Elections run a Pre-Vote round first (`enable_pre_vote`): a follower whose election timer fires
+/// asks the voters whether they *would* vote for it at the next term, without raising its own term;
+/// a voter says no while its leader lease (a leader heard from within `ELECTION_MAX_MS`) holds or if
+/// the candidate's log is behind. A node cut off from the others therefore never gets a quorum and
+/// keeps its term, and when it returns it just catches up: its term is not higher than the leader's,
+/// so nothing it sends makes the leader step down. A leader that is really gone (or cut off) is
+/// replaced as before: the majority's voters' leases expire and the Pre-Vote passes at once, one round
+/// trip before the real election.
+pub fn raft_config(
+    cluster_name: String,
+    snapshot_policy: SnapshotPolicy,
+    snapshot_log_keep: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
+        enable_pre_vote: Some(true),
+        install_snapshot_timeout: 10_000,
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: snapshot_log_keep,
+        // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
+        // that restarts after a second away waited up to a second more before its leader
+        // called again. A refused connect costs next to nothing; cap the wait at 250 ms.
+        backoff: REPLICATION_BACKOFF.to_string(),
+        ..Default::default()
+    }
+    .validate()
+}
+
 /// Without a leader for this long a node stops serving clients (twice the election timeout).
 const LEADERLESS_MS: i64 = 2 * ELECTION_MAX_MS as i64;
 
@@ -206,21 +239,11 @@ impl Node {
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
         let sm = StateMachine::new(shared.clone(), snapshots);
-        let raft_config = openraft::Config {
-            cluster_name: format!("roster-{}", identity.cluster_id),
-            heartbeat_interval: HEARTBEAT_MS,
-            election_timeout_min: ELECTION_MIN_MS,
-            election_timeout_max: ELECTION_MAX_MS,
-            install_snapshot_timeout: 10_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
-            max_in_snapshot_log_to_keep: config.snapshot_log_keep,
-            // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
-            // that restarts after a second away waited up to a second more before its leader
-            // called again. A refused connect costs next to nothing; cap the wait at 250 ms.
-            backoff: REPLICATION_BACKOFF.to_string(),
-            ..Default::default()
-        }
-        .validate()
+        let raft_config = raft_config(
+            format!("roster-{}", identity.cluster_id),
+            SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
+            config.snapshot_log_keep,
+        )
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let network = PeerNetwork::new(identity.cluster_id.clone(), identity.node_id);
         let raft = Raft::new(
