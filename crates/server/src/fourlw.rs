@@ -200,6 +200,10 @@ fn mntr(ctx: &NodeCtx) -> String {
         .unwrap_or(0);
     let max_fds = max_open_files();
     let wal = ctx.wal.get();
+    let raft = {
+        use openraft::async_runtime::watch::WatchReceiver;
+        ctx.raft.metrics().borrow_watched().clone()
+    };
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", format!("{ZK_VERSION}, built on {BUILT_ON}")),
         ("zk_server_state", mode(ctx).to_string()),
@@ -257,6 +261,16 @@ fn mntr(ctx: &NodeCtx) -> String {
             wal.records_written.to_string(),
         ),
         ("zk_roster_wal_bytes_written", wal.bytes_written.to_string()),
+        // Raft: the term, and the dials to peers (refused dials to a dead peer are paced).
+        ("zk_roster_raft_term", raft.current_term.to_string()),
+        (
+            "zk_roster_peer_dials",
+            st.peer_dials.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_roster_peer_dials_failed",
+            st.peer_dials_failed.load(Ordering::Relaxed).to_string(),
+        ),
     ];
     let mut s = String::new();
     for (k, v) in rows {

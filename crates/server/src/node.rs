@@ -245,7 +245,11 @@ impl Node {
             config.snapshot_log_keep,
         )
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(identity.cluster_id.clone(), identity.node_id);
+        let network = PeerNetwork::new(
+            identity.cluster_id.clone(),
+            identity.node_id,
+            shared.clone(),
+        );
         let raft = Raft::new(
             identity.node_id,
             Arc::new(raft_config),
