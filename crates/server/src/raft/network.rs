@@ -664,7 +664,7 @@ mod tests {
         ));
         let mut net = PeerNetwork::new("c".into(), 1, shared.clone());
         let node = BasicNode::new(dead);
-        let mut clients = vec![
+        let mut clients = [
             net.new_client(2, &node).await,
             net.new_heartbeat_client(2, &node).await,
         ];
