@@ -13,8 +13,8 @@
 //! A node that is its cluster's only voter starts as before: it waits for leadership and commits a read
 //! barrier so every acknowledged write is applied before clients connect. A member of a larger cluster
 //! starts serving once it has a leader; the cluster monitor stops it serving (closing its client
-//! connections) when it has had no leader for more than twice the election timeout, and resumes when
-//! one is back. After recovery every live session gets a fresh timeout, and so does every session when
+//! connections) when it has had no working leader for [`LEADERLESS_MS`] (a leader: no quorum
+//! acknowledged it for that long), and resumes when one is back. After recovery every live session gets a fresh timeout, and so does every session when
 //! a node becomes leader, so clients can reconnect (to any node) and keep their ephemerals.
 //!
 //! The session ticker is the leader's: it expires sessions whose deadline passed by proposing
@@ -173,8 +173,15 @@ pub fn raft_config(
     .validate()
 }
 
-/// Without a leader for this long a node stops serving clients (twice the election timeout).
-const LEADERLESS_MS: i64 = 2 * ELECTION_MAX_MS as i64;
+/// Without a leader for this long a node stops serving clients (closes their connections, refuses new
+/// ones, and `srvr` answers "not currently serving"): for a follower, this long since the leader's
+/// last AppendEntries; for a leader, since the send time of the last message a quorum acknowledged.
+/// 500 ms = openraft's leader lease (`ELECTION_MAX_MS`) + the longest election timeout: the majority
+/// cannot start an election before lease + `ELECTION_MIN_MS` = 400 ms after the old leader's last
+/// acknowledged heartbeat, and has started one by 500 ms, so a cut-off leader stops answering (stale)
+/// reads at most about 150 ms (this bound plus one [`HEARTBEAT_MS`] check, minus 400 ms) after a new
+/// leader could first commit. `docs/operations.md` ("Partitions") states the same value.
+pub const LEADERLESS_MS: i64 = ELECTION_MAX_MS as i64 + ELECTION_MAX_MS as i64;
 
 /// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
 fn random_node_id() -> u64 {
@@ -512,38 +519,19 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
 async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_healthy = now_ms();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = now_ms();
-        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && {
-            let m = ctx.raft.metrics().borrow_watched().clone();
-            match m.state {
-                ServerState::Leader => {
-                    m.membership_config.voter_ids().count() == 1
-                        || m.last_quorum_acked.as_ref().is_some_and(|t| {
-                            openraft::Instant::elapsed(&**t).as_millis() < LEADERLESS_MS as u128
-                        })
-                }
-                ServerState::Follower | ServerState::Learner => {
-                    m.current_leader.is_some()
-                        && now - ctx.cluster.last_leader_contact.load(Ordering::Relaxed)
-                            < LEADERLESS_MS
-                }
-                _ => false,
-            }
-        };
+        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && peer::has_leader(&ctx);
         let serving = ctx.cluster.is_serving();
         if healthy {
-            last_healthy = now;
             if !serving {
                 ctx.cluster.serving.store(true, Ordering::Release);
                 tracing::info!("a leader is known: serving clients");
             }
-        } else if serving && now - last_healthy > LEADERLESS_MS {
+        } else if serving {
             ctx.cluster.serving.store(false, Ordering::Release);
             let conns = ctx.shared.conns.lock();
             tracing::warn!(

@@ -75,7 +75,30 @@ impl Cluster {
     }
 }
 
-/// This node's view of the cluster, for `roster cluster status`.
+/// Whether this node has a working leader right now: it leads and a quorum acknowledged it within
+/// [`LEADERLESS_MS`](crate::node::LEADERLESS_MS) (or it is the only voter), or it follows (or learns
+/// from) a leader whose AppendEntries reached it within that time.
+pub fn has_leader(ctx: &NodeCtx) -> bool {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let bound = crate::node::LEADERLESS_MS;
+    match m.state {
+        openraft::ServerState::Leader => {
+            m.membership_config.voter_ids().count() == 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| openraft::Instant::elapsed(&**t).as_millis() < bound as u128)
+        }
+        openraft::ServerState::Follower | openraft::ServerState::Learner => {
+            m.current_leader.is_some()
+                && crate::shared::now_ms() - ctx.cluster.last_leader_contact.load(Ordering::Relaxed)
+                    < bound
+        }
+        _ => false,
+    }
+}
+
+/// This node's view of the cluster, for `roster cluster status`. A leader that has lost its quorum
+/// reports the state `Leader (no quorum)` and no leader: it can commit nothing and serves no client.
 pub fn status(ctx: &NodeCtx) -> StatusInfo {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
@@ -88,13 +111,18 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
             voter: voters.contains(id),
         })
         .collect();
+    let lost_quorum = m.state == openraft::ServerState::Leader && !has_leader(ctx);
     StatusInfo {
         cluster_id: ctx.identity.cluster_id.clone(),
         node_id: ctx.identity.node_id,
         client_addr: ctx.cluster.client_addr.lock().clone(),
-        state: format!("{:?}", m.state),
+        state: if lost_quorum {
+            "Leader (no quorum)".to_string()
+        } else {
+            format!("{:?}", m.state)
+        },
         term: m.current_term,
-        leader: m.current_leader,
+        leader: if lost_quorum { None } else { m.current_leader },
         applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         serving: ctx.cluster.is_serving(),
         members,
@@ -102,17 +130,22 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
 }
 
 /// This node's role as ZooKeeper's `srvr`/`mntr` name it: `standalone` (the only member), `leader`,
-/// `follower`, `observer` (a learner), or `candidate` (no leader).
-pub fn zk_mode(ctx: &NodeCtx) -> &'static str {
+/// `follower`, `observer` (a learner), or `None` when it serves no client: it has had no working
+/// leader for [`LEADERLESS_MS`](crate::node::LEADERLESS_MS) (a leader: no quorum acknowledged it for
+/// that long), or it has not recovered yet.
+pub fn zk_mode(ctx: &NodeCtx) -> Option<&'static str> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     if membership.nodes().count() == 1 && membership.voter_ids().eq([ctx.identity.node_id]) {
-        return "standalone";
+        return Some("standalone");
+    }
+    if !ctx.cluster.is_serving() || !has_leader(ctx) {
+        return None;
     }
     match m.state {
-        openraft::ServerState::Leader => "leader",
-        openraft::ServerState::Follower => "follower",
-        openraft::ServerState::Learner => "observer",
-        _ => "candidate",
+        openraft::ServerState::Leader => Some("leader"),
+        openraft::ServerState::Follower => Some("follower"),
+        openraft::ServerState::Learner => Some("observer"),
+        _ => None,
     }
 }
