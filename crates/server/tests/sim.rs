@@ -908,6 +908,31 @@ fn a_returning_follower_catches_up_without_an_election() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Pre-Vote does not slow down replacing a leader that is really cut off: the majority elects
+        // a new one within the lease + election timeout + two round trips (about 0.5 s; 2 s allowed
+        // for a busy machine).
+        isolate(&sim.net, leader, sim.live().into_iter());
+        let cut_at = tokio::time::Instant::now();
+        let new_leader = loop {
+            let others: Vec<u64> = sim.live().into_iter().filter(|id| *id != leader).collect();
+            let found = others.iter().copied().find(|id| {
+                sim.raft(*id).unwrap().metrics().borrow_watched().state
+                    == openraft::ServerState::Leader
+            });
+            if let Some(l) = found {
+                break l;
+            }
+            assert!(
+                cut_at.elapsed() < Duration::from_secs(2),
+                "no new leader 2 s after the leader was cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        eprintln!(
+            "leader {leader} cut off: node {new_leader} leads after {:?}",
+            cut_at.elapsed()
+        );
+        sim.net.0.lock().cut.clear();
         stop.store(true, Ordering::Relaxed);
         let acked = writer.await.unwrap();
         assert!(acked > 50, "the majority kept writing: {acked} writes");
