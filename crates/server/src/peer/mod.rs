@@ -45,6 +45,8 @@ pub struct Cluster {
     pub recovered: AtomicBool,
     /// When an AppendEntries or snapshot from a leader last succeeded here, ms since the epoch.
     pub last_leader_contact: AtomicI64,
+    /// The latest evidence of a working leader this node saw ([`leaderless_ms`]), ms since the epoch.
+    pub last_evidence: AtomicI64,
     /// The ordered link to the current leader, for forwarded writes (see [`forward`]).
     pub forward: tokio::sync::Mutex<Option<link::Link>>,
     /// Serializes membership changes on the leader.
@@ -63,6 +65,7 @@ impl Cluster {
             serving: AtomicBool::new(serving),
             recovered: AtomicBool::new(false),
             last_leader_contact: AtomicI64::new(0),
+            last_evidence: AtomicI64::new(0),
             forward: tokio::sync::Mutex::new(None),
             membership_lock: tokio::sync::Mutex::new(()),
             failover: failover::Failover::default(),
@@ -75,26 +78,39 @@ impl Cluster {
     }
 }
 
-/// Whether this node has a working leader right now: it leads and a quorum acknowledged it within
-/// [`LEADERLESS_MS`](crate::node::LEADERLESS_MS) (or it is the only voter), or it follows (or learns
-/// from) a leader whose AppendEntries reached it within that time.
-pub fn has_leader(ctx: &NodeCtx) -> bool {
+/// How long this node has been without evidence of a working leader, ms. Evidence: as a leader, a
+/// message a quorum acknowledged (counted from its send time; always, as the only voter); as a
+/// follower or learner, its leader's AppendEntries reaching it. Without evidence of its own (a
+/// candidate, a leader no quorum acknowledged yet) it counts from the latest evidence it had in any
+/// role, so a short campaign or a new leader's first round trip does not count as leaderless.
+pub fn leaderless_ms(ctx: &NodeCtx) -> i64 {
     let m = ctx.raft.metrics().borrow_watched().clone();
-    let bound = crate::node::LEADERLESS_MS;
-    match m.state {
-        openraft::ServerState::Leader => {
-            m.membership_config.voter_ids().count() == 1
-                || m.last_quorum_acked
-                    .as_ref()
-                    .is_some_and(|t| openraft::Instant::elapsed(&**t).as_millis() < bound as u128)
-        }
+    let now = crate::shared::now_ms();
+    let evidence = match m.state {
+        openraft::ServerState::Leader if m.membership_config.voter_ids().count() == 1 => Some(now),
+        openraft::ServerState::Leader => m
+            .last_quorum_acked
+            .as_ref()
+            .map(|t| now - openraft::Instant::elapsed(&**t).as_millis() as i64),
         openraft::ServerState::Follower | openraft::ServerState::Learner => {
-            m.current_leader.is_some()
-                && crate::shared::now_ms() - ctx.cluster.last_leader_contact.load(Ordering::Relaxed)
-                    < bound
+            Some(ctx.cluster.last_leader_contact.load(Ordering::Relaxed))
         }
-        _ => false,
+        _ => None,
+    };
+    let latest = &ctx.cluster.last_evidence;
+    match evidence {
+        Some(at) => {
+            latest.fetch_max(at, Ordering::Relaxed);
+            now - at
+        }
+        None => now - latest.load(Ordering::Relaxed),
     }
+}
+
+/// Whether this node has a working leader: [`leaderless_ms`] below
+/// [`LEADERLESS_MS`](crate::node::LEADERLESS_MS).
+pub fn has_leader(ctx: &NodeCtx) -> bool {
+    leaderless_ms(ctx) < crate::node::LEADERLESS_MS
 }
 
 /// This node's view of the cluster, for `roster cluster status`. A leader that has lost its quorum
