@@ -4,8 +4,13 @@
 //!   node's peer port, [`FaultNet`]): the old leader stops serving, the majority elects a new leader
 //!   and keeps writing, and after healing the old leader rejoins by itself with an identical tree;
 //!   the survivors see the leader's connections end but find it alive, so no fast failover;
+//!   the cut-off leader stops saying `Mode: leader` within the leaderless bound, and says `follower`
+//!   again after the heal;
+//! - a follower cut off for 3 s under writes returns without any election (Pre-Vote): same leader, same
+//!   term, caught up;
 //! - a `kill -9` of the leader: a survivor finds the leader's process gone and campaigns at once (fast
-//!   failover), and an existing session on a survivor writes again with its ephemeral intact.
+//!   failover), and an existing session on a survivor writes again with its ephemeral intact;
+//! - a dead follower: the leader dials it at most once per backoff step, however many writes it takes.
 
 mod support;
 
@@ -240,6 +245,18 @@ fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
     );
 }
 
+/// The leaderless bound (`roster_server::node::LEADERLESS_MS`), ms.
+const LEADERLESS_MS: u64 = roster_server::node::LEADERLESS_MS as u64;
+
+/// One value of a node's `mntr`.
+fn mntr_value(addr: SocketAddr, key: &str) -> String {
+    let m = four_letter(addr, "mntr").unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('\t'))
+        .unwrap_or_else(|| panic!("no {key} in mntr: {m}"))
+        .to_string()
+}
+
 /// Sends a write and waits for its reply, or the error that broke the connection.
 fn try_create(c: &mut Raw, path: &str, data: &[u8], flags: i32) -> std::io::Result<Reply> {
     use std::io::Write;
@@ -396,6 +413,28 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         refused.is_err(),
         "the isolated leader accepted a new session"
     );
+    // It does not claim to lead any more: srvr says it serves nothing, mntr says `looking`, and its
+    // status shows a leader without quorum, no leader. The bound counts from the last heartbeat a
+    // quorum acknowledged (before the cut); allow for a busy machine on top.
+    let deadline = cut_at + Duration::from_millis(LEADERLESS_MS + 1_500);
+    loop {
+        let srvr = four_letter(old.addr, "srvr").unwrap_or_default();
+        if srvr.contains("not currently serving requests") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off leader still answers {srvr:?} after {:?}",
+            cut_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mntr_value(old.addr, "zk_server_state"), "looking");
+    let st = peer_status(old.peer).unwrap();
+    assert_eq!(
+        (st.state.as_str(), st.leader, st.serving),
+        ("Leader (no quorum)", None, false)
+    );
     drop(killed); // the client dies: no closeSession; its session must expire.
 
     // The majority elects a new leader and keeps serving writes, through both of its nodes.
@@ -461,6 +500,13 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
         kept.ping();
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        four_letter(old.addr, "srvr")
+            .unwrap()
+            .contains("Mode: follower"),
+        "the old leader serves as a follower after the heal"
+    );
+    assert_eq!(mntr_value(old.addr, "zk_server_state"), "follower");
     let mut back = connect_retry(old.addr, 10_000, Duration::from_secs(30));
     assert_eq!(back.create("/w/after", b"w", 0).err, 0);
     acked.push("/w/after".into());
@@ -531,6 +577,120 @@ fn a_killed_leader_is_replaced_by_fast_failover_and_sessions_survive() {
     let mut other = connect_retry(nodes[survivors[1]].addr, 10_000, Duration::from_secs(30));
     sync(&mut other, "/f");
     assert_eq!(children_of(&mut other, "/f"), vec!["after", "eph"]);
+}
+
+#[test]
+fn a_follower_returning_from_a_partition_changes_no_leader() {
+    let _serial = serial();
+    let net = FaultNet::new();
+    let a = Roster::start_behind(&net, &[]);
+    let seed = a.peer.to_string();
+    let b = Roster::start_behind(&net, &["--join", &seed]);
+    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let nodes = [&a, &b, &c];
+    let leader = wait_formed(&nodes, 3, 0);
+    for n in nodes {
+        net.set_id(n.peer, node_id(n));
+    }
+    let lead = *nodes.iter().find(|n| node_id(n) == leader).unwrap();
+    let cut = *nodes.iter().find(|n| node_id(n) != leader).unwrap();
+    let cut_id = node_id(cut);
+    let term0 = peer_status(lead.peer).unwrap().term;
+    assert_eq!(
+        mntr_value(lead.addr, "zk_roster_raft_term"),
+        term0.to_string()
+    );
+
+    // Light writes on the leader throughout; the follower is cut off for 3 s (many election timeouts).
+    let mut w = connect_retry(lead.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(w.create("/p", b"", 0).err, 0);
+    net.isolate(cut_id);
+    let cut_at = Instant::now();
+    let mut i = 0;
+    while cut_at.elapsed() < Duration::from_secs(3) {
+        assert_eq!(w.create(&format!("/p/n{i}"), b"x", 0).err, 0);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cut_status = peer_status(cut.peer).unwrap();
+    assert_eq!(
+        cut_status.term, term0,
+        "the cut-off follower raised its term: {cut_status:?}"
+    );
+    assert!(
+        !cut_status.serving,
+        "a follower without its leader for 3 s still serves"
+    );
+    net.heal();
+
+    // It catches up; nobody campaigned: the same leader in the same term on every node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all: Vec<_> = nodes.iter().map(|n| peer_status(n.peer).unwrap()).collect();
+        for s in &all {
+            assert_eq!(s.term, term0, "a new term after the heal: {all:#?}");
+            assert!(
+                s.leader.is_none_or(|l| l == leader),
+                "another leader: {all:#?}"
+            );
+        }
+        if all.iter().all(|s| s.serving && s.applied == all[0].applied) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not catch up: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.create("/p/after", b"", 0).err, 0);
+    assert_eq!(subtree(cut.addr, "/p").len(), i + 1);
+    for n in nodes {
+        let log = n.log_text();
+        assert!(
+            !log.contains("leading: every session starts a fresh timeout") || n.addr == lead.addr,
+            "a node other than the leader took over"
+        );
+    }
+}
+
+#[test]
+fn a_dead_follower_is_dialed_once_per_backoff_step_not_once_per_write() {
+    let _serial = serial();
+    let (a, b, c) = three();
+    let mut nodes = [a, b, c];
+    let leader = wait_formed(&[&nodes[0], &nodes[1], &nodes[2]], 3, 0);
+    let li = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let dead = (li + 1) % 3;
+    nodes[dead].kill9();
+    let lead = &nodes[li];
+    let mut w = connect_retry(lead.addr, 10_000, Duration::from_secs(10));
+    assert_eq!(w.create("/d", b"", 0).err, 0);
+    let failed = |n: &Roster| -> u64 {
+        mntr_value(n.addr, "zk_roster_peer_dials_failed")
+            .parse()
+            .unwrap()
+    };
+    let before = failed(lead);
+    let started = Instant::now();
+    let writes = 400;
+    for i in 0..writes {
+        assert_eq!(w.create(&format!("/d/n{i}"), b"x", 0).err, 0);
+    }
+    let elapsed = started.elapsed();
+    let dials = failed(lead) - before;
+    // One dial per 250 ms at most once the backoff is at its cap (plus the 50/100/200 ms steps and
+    // the link kinds that failed first on their own connection).
+    let bound = 6 + elapsed.as_millis() as u64 / 250;
+    assert!(
+        dials <= bound,
+        "{dials} failed dials to the dead follower in {elapsed:?} for {writes} writes (bound {bound})"
+    );
+    let unreachable_lines = lead.log_text().matches("peer unreachable").count();
+    assert!(
+        unreachable_lines <= 2 + elapsed.as_secs() as usize / 10,
+        "{unreachable_lines} log lines about the dead peer"
+    );
 }
 
 /// The reproduction: the leader is cut off (packets dropped, connections left open), a client

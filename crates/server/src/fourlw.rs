@@ -110,8 +110,14 @@ fn latency(ctx: &NodeCtx) -> (u64, f64, u64) {
     }
 }
 
+/// ZooKeeper's answer to `srvr`, `stat` (and `cons`-like words) on a server that serves no client.
+pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests\n";
+
 fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
     let shared = &ctx.shared;
+    let Some(mode) = mode(ctx) else {
+        return NOT_SERVING.to_string();
+    };
     let mut s = format!("Zookeeper version: {ZK_VERSION}, built on {BUILT_ON}\n");
     if with_clients {
         s.push_str("Clients:\n");
@@ -126,18 +132,24 @@ fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
     let connections = shared.conns.lock().by_id.len();
     let _ = write!(
         s,
-        "Latency min/avg/max: {min}/{avg:.4}/{max}\nReceived: {}\nSent: {}\nConnections: {connections}\nOutstanding: {}\nZxid: 0x{zxid:x}\nMode: {}\nNode count: {nodes}\n",
+        "Latency min/avg/max: {min}/{avg:.4}/{max}\nReceived: {}\nSent: {}\nConnections: {connections}\nOutstanding: {}\nZxid: 0x{zxid:x}\nMode: {mode}\nNode count: {nodes}\n",
         shared.stats.packets_received.load(Ordering::Relaxed),
         shared.stats.packets_sent.load(Ordering::Relaxed),
         shared.stats.outstanding.load(Ordering::Relaxed),
-        mode(ctx),
     );
     s
 }
 
-/// `standalone` for a one-node cluster, else this node's role (`leader`, `follower`, `observer`).
-fn mode(ctx: &NodeCtx) -> &'static str {
+/// `standalone` for a one-node cluster, else this node's role (`leader`, `follower`, `observer`);
+/// `None` while it serves no client (no working leader, see `peer::zk_mode`).
+fn mode(ctx: &NodeCtx) -> Option<&'static str> {
     crate::peer::zk_mode(ctx)
+}
+
+/// `mntr`'s `zk_server_state`: the mode, or `looking` (ZooKeeper's state for a server without a
+/// leader, which serves nothing) while the node serves no client.
+fn server_state(ctx: &NodeCtx) -> &'static str {
+    mode(ctx).unwrap_or("looking")
 }
 
 /// One line per connection: the short form of `stat`, or `cons`'s detailed form.
@@ -200,9 +212,13 @@ fn mntr(ctx: &NodeCtx) -> String {
         .unwrap_or(0);
     let max_fds = max_open_files();
     let wal = ctx.wal.get();
+    let raft = {
+        use openraft::async_runtime::watch::WatchReceiver;
+        ctx.raft.metrics().borrow_watched().clone()
+    };
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", format!("{ZK_VERSION}, built on {BUILT_ON}")),
-        ("zk_server_state", mode(ctx).to_string()),
+        ("zk_server_state", server_state(ctx).to_string()),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", max.to_string()),
         ("zk_min_latency", min.to_string()),
@@ -257,6 +273,22 @@ fn mntr(ctx: &NodeCtx) -> String {
             wal.records_written.to_string(),
         ),
         ("zk_roster_wal_bytes_written", wal.bytes_written.to_string()),
+        // Raft: term, openraft's own state (a leader without a quorum is still `Leader` here),
+        // whether clients are served, and the dials to peers (refused dials to a dead peer are paced).
+        ("zk_roster_raft_term", raft.current_term.to_string()),
+        ("zk_roster_raft_state", format!("{:?}", raft.state)),
+        (
+            "zk_roster_serving",
+            u8::from(ctx.cluster.is_serving()).to_string(),
+        ),
+        (
+            "zk_roster_peer_dials",
+            st.peer_dials.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_roster_peer_dials_failed",
+            st.peer_dials_failed.load(Ordering::Relaxed).to_string(),
+        ),
     ];
     let mut s = String::new();
     for (k, v) in rows {

@@ -13,8 +13,8 @@
 //! A node that is its cluster's only voter starts as before: it waits for leadership and commits a read
 //! barrier so every acknowledged write is applied before clients connect. A member of a larger cluster
 //! starts serving once it has a leader; the cluster monitor stops it serving (closing its client
-//! connections) when it has had no leader for more than twice the election timeout, and resumes when
-//! one is back. After recovery every live session gets a fresh timeout, and so does every session when
+//! connections) when it has had no working leader for [`LEADERLESS_MS`] (a leader: no quorum
+//! acknowledged it for that long), and resumes when one is back. After recovery every live session gets a fresh timeout, and so does every session when
 //! a node becomes leader, so clients can reconnect (to any node) and keep their ephemerals.
 //!
 //! The session ticker is the leader's: it expires sessions whose deadline passed by proposing
@@ -54,7 +54,7 @@ pub struct NodeCtx {
     pub raft: Raft,
     /// This node's identity.
     pub identity: ClusterIdentity,
-    /// Cluster-facing state: addresses, whether clients are served, the link to the leader.
+    /// Cluster-facing state: addresses, whether clients are served, failover.
     pub cluster: Cluster,
     /// The Raft log's group-commit counters (`mntr`).
     pub wal: crate::storage::log::WalStatsHandle,
@@ -142,8 +142,50 @@ fn staggered(every: u64) -> u64 {
     every - rand::random_range(0..quarter)
 }
 
-/// Without a leader for this long a node stops serving clients (twice the election timeout).
-const LEADERLESS_MS: i64 = 2 * ELECTION_MAX_MS as i64;
+/// The openraft configuration of a node: Roster's timers, backoff and elections.
+///
+/// Elections run a Pre-Vote round first (`enable_pre_vote`): a follower whose election timer fires
+/// asks the voters whether they *would* vote for it at the next term, without raising its own term;
+/// a voter says no while its leader lease (a leader heard from within `ELECTION_MAX_MS`) holds or if
+/// the candidate's log is behind. A node cut off from the others therefore never gets a quorum and
+/// keeps its term, and when it returns it just catches up: its term is not higher than the leader's,
+/// so nothing it sends makes the leader step down. A leader that is really gone (or cut off) is
+/// replaced as before: the majority's voters' leases expire and the Pre-Vote passes at once, one round
+/// trip before the real election.
+pub fn raft_config(
+    cluster_name: String,
+    snapshot_policy: SnapshotPolicy,
+    snapshot_log_keep: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
+        enable_pre_vote: Some(true),
+        install_snapshot_timeout: 10_000,
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: snapshot_log_keep,
+        // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
+        // that restarts after a second away waited up to a second more before its leader
+        // called again. A refused connect costs next to nothing; cap the wait at 250 ms.
+        backoff: REPLICATION_BACKOFF.to_string(),
+        ..Default::default()
+    }
+    .validate()
+}
+
+/// Without a leader for this long a node stops serving clients (closes their connections, refuses new
+/// ones, and `srvr` answers "not currently serving"): for a follower, this long since the leader's
+/// last AppendEntries; for a leader, since the send time of the last message a quorum acknowledged.
+/// 1 s = twice the latest moment a majority starts electing (openraft's leader lease, `ELECTION_MAX_MS`,
+/// plus the longest election timeout). The majority cannot elect before lease + `ELECTION_MIN_MS` =
+/// 400 ms after the old leader's last acknowledged heartbeat, so a cut-off leader answers (stale) reads
+/// at most about 650 ms (this bound plus one [`HEARTBEAT_MS`] check, minus 400 ms) after a new leader
+/// could first commit. Half of it (500 ms) closed every client of a healthy leader whose heartbeat
+/// acknowledgements were merely late on a busy 2-core machine (600 ms gaps seen in the test suite).
+/// `docs/operations.md` ("Partitions") states the same value.
+pub const LEADERLESS_MS: i64 = 2 * (ELECTION_MAX_MS as i64 + ELECTION_MAX_MS as i64);
 
 /// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
 fn random_node_id() -> u64 {
@@ -208,23 +250,17 @@ impl Node {
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
         let sm = StateMachine::new(shared.clone(), snapshots);
-        let raft_config = openraft::Config {
-            cluster_name: format!("roster-{}", identity.cluster_id),
-            heartbeat_interval: HEARTBEAT_MS,
-            election_timeout_min: ELECTION_MIN_MS,
-            election_timeout_max: ELECTION_MAX_MS,
-            install_snapshot_timeout: 10_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
-            max_in_snapshot_log_to_keep: config.snapshot_log_keep,
-            // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
-            // that restarts after a second away waited up to a second more before its leader
-            // called again. A refused connect costs next to nothing; cap the wait at 250 ms.
-            backoff: REPLICATION_BACKOFF.to_string(),
-            ..Default::default()
-        }
-        .validate()
+        let raft_config = raft_config(
+            format!("roster-{}", identity.cluster_id),
+            SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
+            config.snapshot_log_keep,
+        )
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(identity.cluster_id.clone(), identity.node_id);
+        let network = PeerNetwork::new(
+            identity.cluster_id.clone(),
+            identity.node_id,
+            shared.clone(),
+        );
         let raft = Raft::new(
             identity.node_id,
             Arc::new(raft_config),
@@ -493,38 +529,19 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
 async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_healthy = now_ms();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = now_ms();
-        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && {
-            let m = ctx.raft.metrics().borrow_watched().clone();
-            match m.state {
-                ServerState::Leader => {
-                    m.membership_config.voter_ids().count() == 1
-                        || m.last_quorum_acked.as_ref().is_some_and(|t| {
-                            openraft::Instant::elapsed(&**t).as_millis() < LEADERLESS_MS as u128
-                        })
-                }
-                ServerState::Follower | ServerState::Learner => {
-                    m.current_leader.is_some()
-                        && now - ctx.cluster.last_leader_contact.load(Ordering::Relaxed)
-                            < LEADERLESS_MS
-                }
-                _ => false,
-            }
-        };
+        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && peer::has_leader(&ctx);
         let serving = ctx.cluster.is_serving();
         if healthy {
-            last_healthy = now;
             if !serving {
                 ctx.cluster.serving.store(true, Ordering::Release);
                 tracing::info!("a leader is known: serving clients");
             }
-        } else if serving && now - last_healthy > LEADERLESS_MS {
+        } else if serving {
             ctx.cluster.serving.store(false, Ordering::Release);
             let conns = ctx.shared.conns.lock();
             tracing::warn!(

@@ -122,6 +122,10 @@ pub struct Stats {
     pub sessions_expired: AtomicU64,
     /// Watch events sent.
     pub watch_events: AtomicU64,
+    /// Connections dialed to peers for Raft traffic (not reset by `srst`).
+    pub peer_dials: AtomicU64,
+    /// Of those, the ones that failed (not reset by `srst`).
+    pub peer_dials_failed: AtomicU64,
 }
 
 impl Stats {

@@ -219,22 +219,15 @@ struct Sim {
     log: Vec<String>,
 }
 
+/// The production configuration (timers, Pre-Vote, backoff), with frequent snapshots and purges so
+/// that snapshot transfer and log purging are exercised too.
 fn raft_config() -> Arc<openraft::Config> {
-    Arc::new(
-        openraft::Config {
-            cluster_name: "sim".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 200,
-            election_timeout_max: 400,
-            install_snapshot_timeout: 5_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
-            max_in_snapshot_log_to_keep: 5,
-            purge_batch_size: 1,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap(),
-    )
+    let mut c =
+        roster_server::node::raft_config("sim".into(), SnapshotPolicy::LogsSinceLast(40), 5)
+            .unwrap();
+    c.install_snapshot_timeout = 5_000;
+    c.purge_batch_size = 1;
+    Arc::new(c.validate().unwrap())
 }
 
 impl Sim {
@@ -801,4 +794,151 @@ fn seeded_faults_keep_acknowledged_writes_and_replicas_identical() {
     for seed in 1..=n {
         run_seed(seed);
     }
+}
+
+/// Cuts `victim` off from every other node, both directions.
+fn isolate(net: &Net, victim: u64, nodes: impl Iterator<Item = u64>) {
+    let mut st = net.0.lock();
+    for o in nodes {
+        if o != victim {
+            st.cut.insert((victim, o));
+            st.cut.insert((o, victim));
+        }
+    }
+}
+
+/// Pre-Vote: a follower cut off for 3 s (well over ten election timeouts) under light writes keeps its
+/// term, and when the partition heals it catches up under the same leader, in the same term: a node
+/// returning from a partition causes no election.
+#[test]
+fn a_returning_follower_catches_up_without_an_election() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sim = Sim::new(7);
+        for id in 1..=3 {
+            sim.start(id).await;
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=3)
+            .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
+            .collect();
+        sim.raft(1).unwrap().initialize(members).await.unwrap();
+        let leader = sim
+            .wait_leader(Duration::from_secs(10))
+            .await
+            .expect("a first leader");
+        let term = |sim: &Sim, id: u64| {
+            sim.raft(id)
+                .unwrap()
+                .metrics()
+                .borrow_watched()
+                .current_term
+        };
+        let term0 = term(&sim, leader);
+        let follower = sim.live().into_iter().find(|id| *id != leader).unwrap();
+
+        // Light writes throughout: one every 20 ms, at most 400.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (net, stop) = (sim.net.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = 0usize;
+                for i in 0..400i64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let txn = Txn {
+                        session_id: 0,
+                        time: 1_000 + i,
+                        op: TxnOp::ExpireTtl { paths: vec![] },
+                    };
+                    if write(&net, txn).await.is_some() {
+                        acked += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        isolate(&sim.net, follower, sim.live().into_iter());
+        let cut_at = tokio::time::Instant::now();
+        let mut max_cut_term = term0;
+        while cut_at.elapsed() < Duration::from_secs(3) {
+            max_cut_term = max_cut_term.max(term(&sim, follower));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            max_cut_term, term0,
+            "the cut-off follower raised its term (Pre-Vote off?)"
+        );
+        sim.net.0.lock().cut.clear();
+
+        // The follower catches up with the leader, which stays leader in the same term.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lm = sim.raft(leader).unwrap().metrics().borrow_watched().clone();
+            let fm = sim
+                .raft(follower)
+                .unwrap()
+                .metrics()
+                .borrow_watched()
+                .clone();
+            assert_eq!(
+                lm.state,
+                openraft::ServerState::Leader,
+                "node {leader} stopped leading after the heal (term {} -> {})",
+                term0,
+                lm.current_term
+            );
+            assert_eq!(lm.current_term, term0, "a new term after the heal");
+            if fm.current_leader == Some(leader) && fm.last_applied == lm.last_applied {
+                assert_eq!(fm.current_term, term0);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower did not catch up: {:?} vs {:?}",
+                fm.last_applied,
+                lm.last_applied
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Pre-Vote does not slow down replacing a leader that is really cut off: the majority elects
+        // a new one within the lease + election timeout + two round trips (about 0.5 s; 2 s allowed
+        // for a busy machine).
+        isolate(&sim.net, leader, sim.live().into_iter());
+        let cut_at = tokio::time::Instant::now();
+        let new_leader = loop {
+            let others: Vec<u64> = sim.live().into_iter().filter(|id| *id != leader).collect();
+            let found = others.iter().copied().find(|id| {
+                sim.raft(*id).unwrap().metrics().borrow_watched().state
+                    == openraft::ServerState::Leader
+            });
+            if let Some(l) = found {
+                break l;
+            }
+            assert!(
+                cut_at.elapsed() < Duration::from_secs(2),
+                "no new leader 2 s after the leader was cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        eprintln!(
+            "leader {leader} cut off: node {new_leader} leads after {:?}",
+            cut_at.elapsed()
+        );
+        sim.net.0.lock().cut.clear();
+        stop.store(true, Ordering::Relaxed);
+        let acked = writer.await.unwrap();
+        assert!(acked > 50, "the majority kept writing: {acked} writes");
+        for id in sim.live() {
+            sim.crash(id).await;
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
 }

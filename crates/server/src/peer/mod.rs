@@ -12,7 +12,8 @@
 //! The outbound Raft network built on [`link`] is `crate::raft::network`.
 //!
 //! [`Cluster`] is the per-node state of all of this: addresses, whether the node serves clients
-//! (it stops when it has had no leader for a while), the link to the leader.
+//! (it stops when it has had no leader for a while). The link to the leader is kept by
+//! `crate::net::routing`.
 //!
 //! Left out: TLS/authentication between peers, automatic replacement of dead voters, leader transfer
 //! on request (only [`failover`] uses openraft's transfer, for a leader that is gone).
@@ -45,8 +46,8 @@ pub struct Cluster {
     pub recovered: AtomicBool,
     /// When an AppendEntries or snapshot from a leader last succeeded here, ms since the epoch.
     pub last_leader_contact: AtomicI64,
-    /// The ordered link to the current leader, for forwarded writes (see [`forward`]).
-    pub forward: tokio::sync::Mutex<Option<link::Link>>,
+    /// The latest evidence of a working leader this node saw ([`leaderless_ms`]), ms since the epoch.
+    pub last_evidence: AtomicI64,
     /// Serializes membership changes on the leader.
     pub membership_lock: tokio::sync::Mutex<()>,
     /// Fast-failover state (see [`failover`]).
@@ -63,7 +64,7 @@ impl Cluster {
             serving: AtomicBool::new(serving),
             recovered: AtomicBool::new(false),
             last_leader_contact: AtomicI64::new(0),
-            forward: tokio::sync::Mutex::new(None),
+            last_evidence: AtomicI64::new(0),
             membership_lock: tokio::sync::Mutex::new(()),
             failover: failover::Failover::default(),
         }
@@ -75,7 +76,43 @@ impl Cluster {
     }
 }
 
-/// This node's view of the cluster, for `roster cluster status`.
+/// How long this node has been without evidence of a working leader, ms. Evidence: as a leader, a
+/// message a quorum acknowledged (counted from its send time; always, as the only voter); as a
+/// follower or learner, its leader's AppendEntries reaching it. Without evidence of its own (a
+/// candidate, a leader no quorum acknowledged yet) it counts from the latest evidence it had in any
+/// role, so a short campaign or a new leader's first round trip does not count as leaderless.
+pub fn leaderless_ms(ctx: &NodeCtx) -> i64 {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let now = crate::shared::now_ms();
+    let evidence = match m.state {
+        openraft::ServerState::Leader if m.membership_config.voter_ids().count() == 1 => Some(now),
+        openraft::ServerState::Leader => m
+            .last_quorum_acked
+            .as_ref()
+            .map(|t| now - openraft::Instant::elapsed(&**t).as_millis() as i64),
+        openraft::ServerState::Follower | openraft::ServerState::Learner => {
+            Some(ctx.cluster.last_leader_contact.load(Ordering::Relaxed))
+        }
+        _ => None,
+    };
+    let latest = &ctx.cluster.last_evidence;
+    match evidence {
+        Some(at) => {
+            latest.fetch_max(at, Ordering::Relaxed);
+            now - at
+        }
+        None => now - latest.load(Ordering::Relaxed),
+    }
+}
+
+/// Whether this node has a working leader: [`leaderless_ms`] below
+/// [`LEADERLESS_MS`](crate::node::LEADERLESS_MS).
+pub fn has_leader(ctx: &NodeCtx) -> bool {
+    leaderless_ms(ctx) < crate::node::LEADERLESS_MS
+}
+
+/// This node's view of the cluster, for `roster cluster status`. A leader that has lost its quorum
+/// reports the state `Leader (no quorum)` and no leader: it can commit nothing and serves no client.
 pub fn status(ctx: &NodeCtx) -> StatusInfo {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
@@ -88,13 +125,18 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
             voter: voters.contains(id),
         })
         .collect();
+    let lost_quorum = m.state == openraft::ServerState::Leader && !has_leader(ctx);
     StatusInfo {
         cluster_id: ctx.identity.cluster_id.clone(),
         node_id: ctx.identity.node_id,
         client_addr: ctx.cluster.client_addr.lock().clone(),
-        state: format!("{:?}", m.state),
+        state: if lost_quorum {
+            "Leader (no quorum)".to_string()
+        } else {
+            format!("{:?}", m.state)
+        },
         term: m.current_term,
-        leader: m.current_leader,
+        leader: if lost_quorum { None } else { m.current_leader },
         applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         serving: ctx.cluster.is_serving(),
         members,
@@ -102,17 +144,22 @@ pub fn status(ctx: &NodeCtx) -> StatusInfo {
 }
 
 /// This node's role as ZooKeeper's `srvr`/`mntr` name it: `standalone` (the only member), `leader`,
-/// `follower`, `observer` (a learner), or `candidate` (no leader).
-pub fn zk_mode(ctx: &NodeCtx) -> &'static str {
+/// `follower`, `observer` (a learner), or `None` when it serves no client: it has had no working
+/// leader for [`LEADERLESS_MS`](crate::node::LEADERLESS_MS) (a leader: no quorum acknowledged it for
+/// that long), or it has not recovered yet.
+pub fn zk_mode(ctx: &NodeCtx) -> Option<&'static str> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     if membership.nodes().count() == 1 && membership.voter_ids().eq([ctx.identity.node_id]) {
-        return "standalone";
+        return Some("standalone");
+    }
+    if !ctx.cluster.is_serving() || !has_leader(ctx) {
+        return None;
     }
     match m.state {
-        openraft::ServerState::Leader => "leader",
-        openraft::ServerState::Follower => "follower",
-        openraft::ServerState::Learner => "observer",
-        _ => "candidate",
+        openraft::ServerState::Leader => Some("leader"),
+        openraft::ServerState::Follower => Some("follower"),
+        openraft::ServerState::Learner => Some("observer"),
+        _ => None,
     }
 }

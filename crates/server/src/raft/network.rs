@@ -9,6 +9,14 @@
 //! backs off); a slow one is `Timeout`. Snapshots stream in chunks on the snapshot connection and are
 //! installed by the receiver once complete.
 //!
+//! Dialing is paced per peer ([`DialGate`], shared by the three clients of a target): after a failed
+//! dial, no client dials that peer again before the backoff deadline (50 ms, doubling, at most
+//! [`DIAL_BACKOFF_MAX`]); a call that needs a connection meanwhile waits for the deadline (openraft's
+//! heartbeat cuts that wait at the heartbeat interval). openraft restarts a replication stream for
+//! every new entry, so without this a leader with a dead voter dialed it once or more per client write.
+//! A peer that stays unreachable is logged once per [`UNREACHABLE_LOG_EVERY`], and once when it is
+//! back. `mntr` shows the dial counts (`zk_roster_peer_dials`, `zk_roster_peer_dials_failed`).
+//!
 //! Node addresses come from the Raft membership: `BasicNode::addr` is the peer address.
 //!
 //! Replication is pipelined (`stream_append`): requests go out as openraft produces them and the answers
@@ -19,6 +27,7 @@
 use super::types::TypeConfig;
 use crate::peer::link::{Link, LinkError};
 use crate::peer::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
+use crate::shared::Shared;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -33,24 +42,38 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Builds peer clients for openraft.
 pub struct PeerNetwork {
     cluster_id: String,
     me: u64,
+    shared: Arc<Shared>,
+    /// One dial gate per target, shared by its clients.
+    gates: HashMap<u64, Arc<parking_lot::Mutex<DialGate>>>,
 }
 
 impl PeerNetwork {
-    /// The network of node `me` in cluster `cluster_id`.
-    pub fn new(cluster_id: String, me: u64) -> PeerNetwork {
-        PeerNetwork { cluster_id, me }
+    /// The network of node `me` in cluster `cluster_id`; dial counts go to `shared.stats`.
+    pub fn new(cluster_id: String, me: u64, shared: Arc<Shared>) -> PeerNetwork {
+        PeerNetwork {
+            cluster_id,
+            me,
+            shared,
+            gates: HashMap::new(),
+        }
     }
 
-    fn client(&self, target: u64, node: &BasicNode, kind: LinkKind) -> PeerClient {
+    fn client(&mut self, target: u64, node: &BasicNode, kind: LinkKind) -> PeerClient {
+        let gate = self.gates.entry(target).or_default().clone();
         PeerClient {
+            gate,
+            shared: self.shared.clone(),
             target,
             addr: node.addr.clone(),
             kind,
@@ -78,8 +101,68 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+/// Paces the dials to one peer: at most one dial per backoff step, whichever client makes it.
+#[derive(Default)]
+pub struct DialGate {
+    /// No dial before this instant (set when a dial starts, pushed back when it fails).
+    not_before: Option<Instant>,
+    /// Failed dials in a row.
+    failures: u32,
+    /// When "unreachable" was last logged for this peer.
+    logged: Option<Instant>,
+}
+
+/// Longest wait between two dials to an unreachable peer (a peer that restarts is called again within it).
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// Wait after the first failed dial; it doubles with each further failure up to [`DIAL_BACKOFF_MAX`].
+pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How often an unreachable peer is logged while it stays unreachable.
+pub const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl DialGate {
+    /// The wait after `failures` failed dials in a row.
+    fn backoff(failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(16);
+        (DIAL_BACKOFF_MIN * (1u32 << shift)).min(DIAL_BACKOFF_MAX)
+    }
+
+    /// Claims the next dial: `Ok` if this caller may dial now (the slot is then reserved for the
+    /// length of the current backoff, so concurrent callers wait), or the instant to wait for.
+    fn claim(&mut self, now: Instant) -> Result<(), Instant> {
+        match self.not_before {
+            Some(t) if t > now => Err(t),
+            _ => {
+                self.not_before = Some(now + Self::backoff(self.failures.max(1)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a dial's outcome; returns whether to log it (a failure at most once per
+    /// [`UNREACHABLE_LOG_EVERY`], a success only after failures).
+    fn record(&mut self, ok: bool, now: Instant) -> bool {
+        if ok {
+            let was_down = self.failures > 0;
+            *self = DialGate::default();
+            return was_down;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.not_before = Some(now + Self::backoff(self.failures));
+        if self
+            .logged
+            .is_none_or(|t| now.duration_since(t) >= UNREACHABLE_LOG_EVERY)
+        {
+            self.logged = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
 /// A client for one peer, over one connection of one kind.
 pub struct PeerClient {
+    gate: Arc<parking_lot::Mutex<DialGate>>,
+    shared: Arc<Shared>,
     target: u64,
     addr: String,
     kind: LinkKind,
@@ -115,25 +198,48 @@ impl PeerClient {
             }
         }
         self.link = None;
+        // One dial per backoff step for this peer, whichever of its clients makes it.
+        loop {
+            let now = Instant::now();
+            let claimed = self.gate.lock().claim(now);
+            match claimed {
+                Ok(()) => break,
+                Err(at) => tokio::time::sleep_until(at).await,
+            }
+        }
         let hello = Hello {
             cluster_id: Some(self.cluster_id.clone()),
             from: self.me,
             to: Some(self.target),
             kind: self.kind,
         };
-        match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX)).await {
+        let stats = &self.shared.stats;
+        stats.peer_dials.fetch_add(1, Ordering::Relaxed);
+        let r = match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX)).await {
+            Ok(l) if l.remote_cluster() != self.cluster_id => Err(format!(
+                "{} belongs to cluster {}",
+                self.addr,
+                l.remote_cluster()
+            )),
+            Ok(l) => Ok(l),
+            Err(e) => Err(e.to_string()),
+        };
+        let log = self.gate.lock().record(r.is_ok(), Instant::now());
+        match r {
             Ok(l) => {
-                if l.remote_cluster() != self.cluster_id {
-                    return Err(CallError::Unreachable(format!(
-                        "{} belongs to cluster {}",
-                        self.addr,
-                        l.remote_cluster()
-                    )));
+                if log {
+                    tracing::info!(peer = self.target, addr = %self.addr, "peer reachable again");
                 }
                 self.link = Some(l.clone());
                 Ok(l)
             }
-            Err(e) => Err(CallError::Unreachable(e.to_string())),
+            Err(e) => {
+                stats.peer_dials_failed.fetch_add(1, Ordering::Relaxed);
+                if log {
+                    tracing::warn!(peer = self.target, addr = %self.addr, error = %e, "peer unreachable: dialing it again at most every {DIAL_BACKOFF_MAX:?} (logged once per {UNREACHABLE_LOG_EVERY:?} while it lasts)");
+                }
+                Err(CallError::Unreachable(e))
+            }
         }
     }
 
@@ -496,5 +602,92 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Err(self.stream_error(CallError::Remote(
             "snapshot transfer ended without an answer".into(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Vote;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let steps: Vec<u64> = (1..=6)
+            .map(|f| DialGate::backoff(f).as_millis() as u64)
+            .collect();
+        assert_eq!(steps, [50, 100, 200, 250, 250, 250]);
+    }
+
+    #[test]
+    fn one_dial_per_backoff_step_and_one_log_line_per_interval() {
+        let t0 = Instant::now();
+        let mut g = DialGate::default();
+        assert!(
+            g.claim(t0).is_ok(),
+            "a fresh gate lets the first dial through"
+        );
+        assert!(
+            g.claim(t0).is_err(),
+            "a second dial waits while the first is out"
+        );
+        assert!(g.record(false, t0), "the first failure is logged");
+        let at = g.claim(t0).unwrap_err();
+        assert_eq!(at - t0, DIAL_BACKOFF_MIN);
+        let mut now = at;
+        let mut logged = 0;
+        for _ in 0..20 {
+            assert!(g.claim(now).is_ok());
+            if g.record(false, now) {
+                logged += 1;
+            }
+            now = g.claim(now).unwrap_err();
+        }
+        assert_eq!(
+            logged, 0,
+            "no further log line within {UNREACHABLE_LOG_EVERY:?}"
+        );
+        assert!(g.claim(now).is_ok());
+        assert!(g.record(true, now), "coming back is logged");
+        assert!(g.claim(now).is_ok(), "a reachable peer is dialed at once");
+    }
+
+    /// openraft calls again at once after an Unreachable (a replication stream restarts for every
+    /// new entry): the calls must wait for the backoff instead of dialing a dead peer each time.
+    #[tokio::test]
+    async fn calls_to_a_dead_peer_dial_it_once_per_backoff_step() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = l.local_addr().unwrap().to_string();
+        drop(l);
+        let shared = Arc::new(Shared::new(
+            crate::Config::default(),
+            roster_state::State::new(),
+        ));
+        let mut net = PeerNetwork::new("c".into(), 1, shared.clone());
+        let node = BasicNode::new(dead);
+        let mut clients = [
+            net.new_client(2, &node).await,
+            net.new_heartbeat_client(2, &node).await,
+        ];
+        let started = Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed() < Duration::from_millis(1_000) {
+            for c in clients.iter_mut() {
+                let req = VoteRequest::new(Vote::new(1, 1), None);
+                let r = c.vote(req, RPCOption::new(Duration::from_millis(50))).await;
+                assert!(r.is_err(), "a dead peer answered");
+                calls += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        let dials = shared.stats.peer_dials.load(Ordering::Relaxed);
+        let failed = shared.stats.peer_dials_failed.load(Ordering::Relaxed);
+        assert_eq!(dials, failed);
+        // 50 + 100 + 200 ms, then one dial per 250 ms.
+        let bound = 3 + elapsed.as_millis() as u64 / DIAL_BACKOFF_MAX.as_millis() as u64 + 1;
+        assert!(
+            dials <= bound,
+            "{dials} dials in {elapsed:?} ({calls} calls); at most {bound} expected"
+        );
+        assert!(dials >= 3, "the peer was dialed again: {dials}");
     }
 }
