@@ -9,6 +9,10 @@
 //! fail otherwise (a slow, paused or partitioned leader, or one behind a proxy that still listens)
 //! change nothing: openraft's lease and election timers handle it as before.
 //!
+//! Only a node that reaches a majority of the voters (their peer ports accept a connection) campaigns:
+//! a node cut off behind a firewall that rejects connections also sees "refused", and a campaign would
+//! raise its term past Pre-Vote, deposing the healthy leader when it returns.
+//!
 //! Who campaigns: the surviving voters in ascending node id order; the first at once, each next one
 //! [`STAGGER_MS`] later and only if by then it has still not voted for anyone newer (a candidate's vote
 //! request changes its vote). One candidate at a time avoids a split vote at the same term. A learner
@@ -109,6 +113,12 @@ pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
         .voter_ids()
         .filter(|id| *id != from)
         .collect();
+    let all_voters = voters.len() + 1;
+    let others: Vec<String> = voters
+        .iter()
+        .filter(|id| **id != me)
+        .filter_map(|id| m.membership_config.get_node(id).map(|n| n.addr.clone()))
+        .collect();
     let Some(rank) = voters.iter().position(|id| *id == me) else {
         return; // a learner
     };
@@ -133,6 +143,20 @@ pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
         }
         if found != Probe::Refused {
             tracing::info!(leader = from, %addr, ?found, "connection from the leader ended but its peer port does not refuse connections: leaving it to the election timers");
+            return;
+        }
+        // A node cut off behind a firewall that rejects connections sees "refused" too. It must not
+        // campaign: with Pre-Vote its term never moves while it is cut off, and a transfer election
+        // would raise it, so that on its return the healthy leader would step down. Campaign only if
+        // this node reaches a majority of the voters.
+        let reached = futures::future::join_all(others.iter().map(|a| probe(a)))
+            .await
+            .into_iter()
+            .filter(|p| *p == Probe::Listening)
+            .count()
+            + 1;
+        if reached <= all_voters / 2 {
+            tracing::info!(leader = from, reached, voters = all_voters, "the leader's peer port refuses connections, but this node reaches no majority of the voters: leaving it to the election timers");
             return;
         }
         *acted = term;
