@@ -597,7 +597,9 @@ fn a_follower_that_installs_a_snapshot_makes_its_clients_resync_their_watches() 
     nodes[li].kill9();
     nodes[fi].signal("CONT");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes[fi].log_text().contains("receiving snapshot") {
+    // Wait for the install itself (its end closes F's client connections), not its first chunk: a
+    // client that resumed in between would be closed again.
+    while !nodes[fi].log_text().contains("snapshot installed: closing client connections") {
         assert!(
             Instant::now() < deadline,
             "the follower did not get a snapshot"

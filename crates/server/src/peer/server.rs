@@ -251,6 +251,12 @@ async fn serve_conn(
                             // Clients reconnect (keeping their sessions) and re-register their watches
                             // with the zxid they last saw, which fires what they missed.
                             let conns = ctx.shared.conns.lock();
+                            if replaces {
+                                tracing::info!(
+                                    connections = conns.by_id.len(),
+                                    "snapshot installed: closing client connections so they re-register their watches"
+                                );
+                            }
                             for c in conns.by_id.values().filter(|_| replaces) {
                                 let _ = c.tx.send(crate::shared::ConnMsg::Close(
                                     "state replaced by a snapshot from the leader",
