@@ -5,17 +5,12 @@
 //! `world:anyone` and creator ACLs are in `roster_proto::Acl` (`open_unsafe`, `read_unsafe`,
 //! `creator_all`).
 
-use base64::Engine;
 use roster_proto::{Acl, Id};
-use sha1::{Digest, Sha1};
 
-/// The `digest` scheme id of `user` with `password`: `user:BASE64(SHA1("user:password"))`.
+/// The `digest` scheme id of `user` with `password`: `user:BASE64(SHA1("user:password"))`
+/// ([`roster_proto::digest`] of `user:password`).
 pub fn digest_id(user: &str, password: &str) -> String {
-    let hash = Sha1::digest(format!("{user}:{password}").as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
+    roster_proto::digest(&format!("{user}:{password}"))
 }
 
 /// An ACL entry granting `perms` to `user` authenticated with `password`.

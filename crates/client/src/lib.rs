@@ -64,6 +64,8 @@
 //!
 //! SASL (Kerberos) authentication, read-only mode, TLS and the Java client's `disableAutoWatchReset`.
 
+#![warn(missing_docs)]
+
 pub mod acl;
 pub mod client;
 pub mod connection;

@@ -174,7 +174,7 @@ pub(crate) enum Effect {
 
 /// A request sent and not yet answered.
 #[derive(Debug)]
-struct Pending {
+struct InFlight {
     xid: i32,
     op: OpCode,
     effect: Effect,
@@ -222,7 +222,7 @@ pub(crate) struct Session {
     next_xid: i32,
     /// Whether a connection is up (handshake done and not lost).
     connected: bool,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<InFlight>,
     queued: VecDeque<Queued>,
     /// Every auth packet sent so far, replayed on each new connection.
     auth: Vec<AuthPacket>,
@@ -366,7 +366,7 @@ impl Session {
         }
         for request in self.watches.set_watches(self.last_zxid) {
             self.write(xid::SET_WATCHES, &request, now);
-            self.pending.push_back(Pending {
+            self.pending.push_back(InFlight {
                 xid: xid::SET_WATCHES,
                 op: request.op_code(),
                 effect: Effect::None,
@@ -620,7 +620,7 @@ impl Session {
     fn send(&mut self, request: Request, effect: Effect, reply: Option<ReplyTx>, now: Instant) {
         let xid = self.next_xid();
         self.write(xid, &request, now);
-        self.pending.push_back(Pending {
+        self.pending.push_back(InFlight {
             xid,
             op: request.op_code(),
             effect,

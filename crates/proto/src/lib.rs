@@ -9,12 +9,16 @@
 //! - [`connect`]: the handshake, whose trailing `readOnly` byte is optional.
 //! - [`request`] / [`response`]: [`Request`] decoded by opcode, [`Response`] and multi results.
 //! - [`frame`]: length-prefixed frames and four-letter-word detection.
-//! - [`op_code`] / [`error_code`]: the protocol's enumerations.
+//! - [`op_code`] / [`error_code`]: the protocol's enumerations, and which opcodes a multi may hold.
+//! - [`digest()`]: the `digest` auth scheme's identity of `user:password`.
 //!
 //! # Left out
 //! SASL tokens are carried but never interpreted; Keeper-only opcodes (500+) are unknown opcodes.
 
+#![warn(missing_docs)]
+
 pub mod connect;
+mod digest;
 pub mod error_code;
 pub mod frame;
 pub mod jute;
@@ -24,6 +28,7 @@ pub mod request;
 pub mod response;
 
 pub use connect::{ConnectRequest, ConnectResponse};
+pub use digest::digest;
 pub use error_code::ErrorCode;
 pub use frame::{parse_frame, write_frame, write_reply, Frame, FrameError, DEFAULT_MAX_FRAME};
 pub use jute::{decode_exact, DecodeError, Jute};

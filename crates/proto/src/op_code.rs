@@ -180,6 +180,28 @@ int_enum!(
     PersistentSequentialWithTtl = 6,
 });
 
+impl OpCode {
+    /// Whether an op of this type may be a sub-op of a write `multi` (the ops ZooKeeper's
+    /// `MultiOperationRecord` decodes: creates, delete, setData, check).
+    pub fn allowed_in_multi(self) -> bool {
+        matches!(
+            self,
+            OpCode::Create
+                | OpCode::Create2
+                | OpCode::CreateTtl
+                | OpCode::CreateContainer
+                | OpCode::Delete
+                | OpCode::SetData
+                | OpCode::Check
+        )
+    }
+
+    /// Whether an op of this type may be a sub-op of a `multiRead` (getChildren, getData).
+    pub fn allowed_in_multi_read(self) -> bool {
+        matches!(self, OpCode::GetChildren | OpCode::GetData)
+    }
+}
+
 impl CreateMode {
     /// Whether the node gets a sequential suffix.
     pub fn is_sequential(self) -> bool {

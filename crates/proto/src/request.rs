@@ -125,6 +125,28 @@ impl Request {
         )
     }
 
+    /// Whether the request may be a sub-op of a write `multi` (see [`OpCode::allowed_in_multi`]).
+    pub fn allowed_in_multi(&self) -> bool {
+        self.op_code().allowed_in_multi()
+    }
+
+    /// Whether the request reads the data tree (node data, children, ACLs, stats): the reads a
+    /// server set to linearizable reads puts behind a read barrier. Session and watch
+    /// bookkeeping (setWatches, checkWatches, whoAmI, ...) is not a data read.
+    pub fn is_data_read(&self) -> bool {
+        matches!(
+            self,
+            Request::Exists(_)
+                | Request::GetData(_)
+                | Request::GetChildren(_)
+                | Request::GetChildren2(_)
+                | Request::GetAcl(_)
+                | Request::GetAllChildrenNumber(_)
+                | Request::GetEphemerals(_)
+                | Request::MultiRead(_)
+        )
+    }
+
     /// Whether the request asks the server to set a watch.
     pub fn sets_watch(&self) -> bool {
         match self {
@@ -271,18 +293,9 @@ fn decode_multi(buf: &mut &[u8], read: bool) -> Result<Vec<Request>, DecodeError
         }
         let op = OpCode::from_i32(h.op_type)?;
         let allowed = if read {
-            matches!(op, OpCode::GetChildren | OpCode::GetData)
+            op.allowed_in_multi_read()
         } else {
-            matches!(
-                op,
-                OpCode::Create
-                    | OpCode::Create2
-                    | OpCode::CreateTtl
-                    | OpCode::CreateContainer
-                    | OpCode::Delete
-                    | OpCode::SetData
-                    | OpCode::Check
-            )
+            op.allowed_in_multi()
         };
         if !allowed {
             return Err(DecodeError::Unknown {

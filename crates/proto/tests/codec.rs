@@ -441,6 +441,48 @@ fn multi_refuses_foreign_ops() {
     assert!(Request::decode(OpCode::MultiRead, &body).is_err());
 }
 
+/// The request classes: exactly the seven ZooKeeper write ops may sit in a multi, all of them are
+/// writes; data reads are never writes; a multi that holds a foreign op does not decode.
+#[test]
+fn request_classes() {
+    let in_multi: Vec<OpCode> = all_requests()
+        .iter()
+        .filter(|r| r.allowed_in_multi())
+        .map(Request::op_code)
+        .collect();
+    for op in [
+        OpCode::Create,
+        OpCode::Create2,
+        OpCode::CreateContainer,
+        OpCode::CreateTtl,
+        OpCode::Delete,
+        OpCode::SetData,
+        OpCode::Check,
+    ] {
+        assert!(in_multi.contains(&op), "{op:?} is allowed in a multi");
+    }
+    for req in all_requests() {
+        if req.allowed_in_multi() {
+            assert!(req.is_write(), "{req:?} in a multi but not a write");
+        }
+        if req.is_data_read() {
+            assert!(!req.is_write(), "{req:?} both a data read and a write");
+        }
+        // A multi that holds this op decodes exactly when the op is allowed in one.
+        let mut body = Vec::new();
+        Request::Multi(vec![req.clone()]).encode_body(&mut body);
+        assert_eq!(
+            Request::decode(OpCode::Multi, &body).is_ok(),
+            req.allowed_in_multi(),
+            "{req:?}"
+        );
+    }
+    assert!(all_requests()
+        .iter()
+        .any(|r| matches!(r, Request::GetData(_)) && r.is_data_read()));
+    assert!(!Request::CloseSession.is_data_read());
+}
+
 #[test]
 fn responses_roundtrip() {
     let cases = vec![

@@ -3,6 +3,8 @@
 //! Settings come from flags, then `ROSTER_*` environment variables, then an optional TOML file
 //! (`--config`), then built-in defaults, so `roster serve` alone runs a usable single node.
 
+#![warn(missing_docs)]
+
 mod bench;
 mod cli;
 
@@ -237,7 +239,7 @@ fn main() -> ExitCode {
                 eprintln!("error: expected user:password");
                 return ExitCode::from(2);
             }
-            println!("{}", roster_state::digest(&user_password));
+            println!("{}", roster_proto::digest(&user_password));
             ExitCode::SUCCESS
         }
         Command::Bench(args) => match tokio::runtime::Builder::new_multi_thread()

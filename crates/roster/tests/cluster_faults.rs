@@ -55,7 +55,7 @@ fn dump(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, i64, i64, i32, i64)> {
 fn super_flags() -> Vec<String> {
     vec![
         "--super-digest".to_string(),
-        roster_state::digest("super:secret"),
+        roster_proto::digest("super:secret"),
     ]
 }
 

@@ -1,8 +1,9 @@
 //! Server configuration: every setting with its default, loadable from an optional TOML file.
 //!
 //! Precedence (highest first): command-line flags, `ROSTER_*` environment variables, the TOML file
-//! (`--config`), then the defaults here. The binary's clap parser handles flags and environment and calls
-//! [`Config::merge_over`]. The defaults make `roster serve` a usable single node with no file at all.
+//! (`--config`), then the defaults here. The binary's clap parser handles flags and environment and sets
+//! the fields it was given over [`Config::from_file`] (or [`Config::default`]). The defaults make
+//! `roster serve` a usable single node with no file at all.
 //!
 //! Ensemble settings: `peer_addr` (the peer port, also announced to the other nodes), `join` (a member's
 //! peer address, for a pristine node to join its cluster) and `target_voters`.

@@ -24,6 +24,8 @@
 //! # Left out
 //! TLS, SASL, quotas enforcement, read-only mode.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod fourlw;
 pub mod net;

@@ -1,5 +1,5 @@
 //! Access control: checking a request's identities against a node's ACL, validating and expanding the ACL
-//! of a create or setACL (ZooKeeper's `PrepRequestProcessor.fixupACL`), the digest scheme's hash, and the
+//! of a create or setACL (ZooKeeper's `PrepRequestProcessor.fixupACL`), the digest scheme's hash (re-exported from `roster_proto`), and the
 //! interned ACL table that keeps one copy of each distinct ACL list.
 //!
 //! # Identities
@@ -27,22 +27,12 @@
 //! the id, and a reference count drops the list when its last node goes. Ids are handed out in order of
 //! first use, so two replicas that apply the same log build the same table.
 
-use base64::Engine;
 use imbl::OrdMap;
 use roster_proto::{perms, Acl, ErrorCode, Id};
-use sha1::{Digest, Sha1};
 use std::sync::Arc;
 
-/// ZooKeeper's digest of `user:password`: `user:` followed by base64(SHA-1(`user:password`)), as
-/// `DigestAuthenticationProvider.generateDigest`. The user is everything before the first `:`.
-pub fn digest(user_password: &str) -> String {
-    let user = user_password.split(':').next().unwrap_or("");
-    let hash = Sha1::digest(user_password.as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
-}
+/// ZooKeeper's digest of `user:password` (defined in `roster_proto`, re-exported for the server).
+pub use roster_proto::digest;
 
 /// Whether the scheme's identities count as "authenticated" for the `auth` ACL scheme (ZooKeeper's
 /// `AuthenticationProvider.isAuthenticated()`; ip is not, and super has no provider at all).
@@ -423,16 +413,6 @@ mod tests {
             perms,
             id: Id::new(scheme, id),
         }
-    }
-
-    #[test]
-    fn digest_vectors() {
-        // base64(sha1("super:test")), computed per DigestAuthenticationProvider.generateDigest.
-        assert_eq!(digest("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
-        assert_eq!(digest("user:password"), "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=");
-        // Only the first colon separates the user; the hash covers the whole string.
-        assert_eq!(digest("a:b:c").split(':').next(), Some("a"));
-        assert_eq!(digest("nocolon").split(':').next(), Some("nocolon"));
     }
 
     #[test]

@@ -94,8 +94,9 @@ pub struct Applied {
     pub changes: Vec<Change>,
 }
 
-/// The result of a txn for the client that issued it.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of a txn for the client that issued it (also what the server's Raft layer returns
+/// for an applied entry, so it is serializable).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TxnResult {
     /// `CreateSession`: the assigned session.
     Session {
@@ -451,19 +452,7 @@ impl State {
     }
 
     fn multi(&mut self, ctx: &mut Ctx, ops: &[Request]) -> Result<Response, ErrorCode> {
-        let allowed = ops.iter().all(|op| {
-            matches!(
-                op,
-                Request::Create(_)
-                    | Request::Create2(_)
-                    | Request::CreateContainer(_)
-                    | Request::CreateTtl(_)
-                    | Request::Delete(_)
-                    | Request::SetData(_)
-                    | Request::Check(_)
-            )
-        });
-        if !allowed {
+        if !ops.iter().all(Request::allowed_in_multi) {
             return Err(ErrorCode::MarshallingError);
         }
         let saved_tree = self.tree.clone();

@@ -13,6 +13,8 @@
 //! with `kill -9` after a while, and shows the member leaving, a new leader, and the `scheduler` service
 //! moving to it. Works against Roster and Apache ZooKeeper alike (`--servers` or `ROSTER_SERVERS`).
 
+#![warn(missing_docs)]
+
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! openraft type configuration: what a log entry carries ([`Command`], a `roster_state::Txn`) and what
 //! applying one answers ([`WriteReply`]). Type aliases keep openraft's generics out of signatures.
 
-use bytes::Bytes;
-use roster_proto::{ErrorCode, Response};
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,25 +65,9 @@ impl PartialEq for StateView {
     }
 }
 
-/// The outcome of one applied transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// A session was created.
-    Session {
-        /// Its id.
-        session_id: i64,
-        /// Its timeout, ms.
-        timeout_ms: i32,
-        /// Its password.
-        passwd: Bytes,
-    },
-    /// A request's reply body or error code.
-    Response(Result<Response, ErrorCode>),
-    /// A session was closed.
-    Closed,
-    /// Nothing to answer (blank, membership or housekeeping entries).
-    None,
-}
+/// The outcome of one applied transaction: the state machine's result, defined once in
+/// `roster_state` (same variants and wire encoding as the enum that used to be here).
+pub use roster_state::TxnResult as Outcome;
 
 openraft::declare_raft_types!(
     /// Roster's openraft type configuration.

@@ -45,7 +45,9 @@ pub const KEY_IDENTITY: &str = "identity";
 /// directory is never used by the wrong node or joined to the wrong cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterIdentity {
+    /// The cluster's id, drawn when it was created; shared by every member.
     pub cluster_id: String,
+    /// This node's id within the cluster.
     pub node_id: u64,
 }
 

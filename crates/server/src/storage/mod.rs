@@ -13,7 +13,7 @@
 //! tail write is reported as [`Error::Corrupt`] and the operator has to restore the node.
 //!
 //! All functions are synchronous and may block on disk I/O; async callers wrap them in
-//! `tokio::task::spawn_blocking` or use the callback/`Pending` interfaces of [`log::Wal`].
+//! `tokio::task::spawn_blocking` or use the callback/`WhenDurable` interfaces of [`log::Wal`].
 
 pub mod log;
 pub mod meta;
@@ -29,7 +29,9 @@ pub enum Error {
     /// An operating-system level I/O failure on `path`.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -44,9 +46,11 @@ pub enum Error {
         offset.map(|o| format!(" at byte offset {o}")).unwrap_or_default()
     )]
     Corrupt {
+        /// The damaged file.
         path: PathBuf,
         /// Byte offset of the damage within the file, when it is known.
         offset: Option<u64>,
+        /// What is wrong with the data.
         reason: String,
     },
 

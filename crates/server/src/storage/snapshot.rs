@@ -37,12 +37,15 @@ const TMP_SUFFIX: &str = ".snap.tmp";
 /// A snapshot loaded from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
+    /// Term of the last log entry the snapshot covers.
     pub term: u64,
+    /// Index of the last log entry the snapshot covers.
     pub index: u64,
     /// Opaque metadata as passed to [`SnapshotStore::write`].
     pub meta: Vec<u8>,
     /// Opaque body as passed to [`SnapshotStore::write`].
     pub body: Vec<u8>,
+    /// The file it was loaded from.
     pub path: PathBuf,
 }
 
