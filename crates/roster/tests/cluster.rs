@@ -599,7 +599,10 @@ fn a_follower_that_installs_a_snapshot_makes_its_clients_resync_their_watches() 
     let deadline = Instant::now() + Duration::from_secs(30);
     // Wait for the install itself (its end closes F's client connections), not its first chunk: a
     // client that resumed in between would be closed again.
-    while !nodes[fi].log_text().contains("snapshot installed: closing client connections") {
+    while !nodes[fi]
+        .log_text()
+        .contains("snapshot installed: closing client connections")
+    {
         assert!(
             Instant::now() < deadline,
             "the follower did not get a snapshot"

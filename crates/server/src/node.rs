@@ -181,7 +181,7 @@ pub fn raft_config(
 /// 1 s = twice the latest moment a majority starts electing (openraft's leader lease, `ELECTION_MAX_MS`,
 /// plus the longest election timeout). The majority cannot elect before lease + `ELECTION_MIN_MS` =
 /// 400 ms after the old leader's last acknowledged heartbeat, so a cut-off leader answers (stale) reads
-/// at most about 650 ms (this bound plus one [`HEARTBEAT_MS`] check, minus 400 ms) after a new leader
+/// at most about 650 ms (this bound plus one `HEARTBEAT_MS` check, minus 400 ms) after a new leader
 /// could first commit. Half of it (500 ms) closed every client of a healthy leader whose heartbeat
 /// acknowledgements were merely late on a busy 2-core machine (600 ms gaps seen in the test suite).
 /// `docs/operations.md` ("Partitions") states the same value.

@@ -24,7 +24,7 @@ use super::pipeline::{self, Action, Done, Pipeline, PropKind, Target};
 use super::routing::{self, Route};
 use crate::fourlw;
 use crate::node::NodeCtx;
-use crate::peer::forward::{Pending, Proposal};
+use crate::peer::forward::{Proposal, WriteInFlight};
 use crate::raft::types::{Outcome, WriteReply};
 use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
@@ -238,7 +238,7 @@ impl Conn {
         let mut routes = self.ctx.routes.clone();
         self.route = routes.borrow_and_update().clone();
         self.pipe = Pipeline::new(self.route.target, hold);
-        let mut writes: FuturesOrdered<Pending> = FuturesOrdered::new();
+        let mut writes: FuturesOrdered<WriteInFlight> = FuturesOrdered::new();
         loop {
             // Frames already buffered (for example sent right behind the handshake) go first.
             while self.pipe.accepts_requests() {
@@ -332,7 +332,7 @@ impl Conn {
     }
 
     /// Carries out what the pipeline decided, in order.
-    async fn carry_out(&mut self, writes: &mut FuturesOrdered<Pending>) {
+    async fn carry_out(&mut self, writes: &mut FuturesOrdered<WriteInFlight>) {
         while let Some(action) = self.pipe.next_action() {
             match action {
                 Action::Propose { prop, target, .. } => {
@@ -629,7 +629,7 @@ impl Conn {
                 self.propose(meta, prop, kind, None);
             }
             Request::Sync(r) => self.propose(meta, Proposal::Sync(r.path), PropKind::Barrier, None),
-            ref r if shared.config.linearizable_reads && is_data_read(r) => {
+            ref r if shared.config.linearizable_reads && r.is_data_read() => {
                 // A read barrier first (as `sync`), then the read, against a state that applied it.
                 let p = Proposal::Sync(r.path().unwrap_or("/").to_string());
                 self.propose(meta, p, PropKind::Barrier, Some(Ok(req)));
@@ -968,19 +968,4 @@ impl Conn {
             self.push_event(&e, -1);
         }
     }
-}
-
-/// Reads that `linearizable_reads` puts behind a read barrier.
-fn is_data_read(r: &Request) -> bool {
-    matches!(
-        r,
-        Request::Exists(_)
-            | Request::GetData(_)
-            | Request::GetChildren(_)
-            | Request::GetChildren2(_)
-            | Request::GetAcl(_)
-            | Request::GetAllChildrenNumber(_)
-            | Request::GetEphemerals(_)
-            | Request::MultiRead(_)
-    )
 }

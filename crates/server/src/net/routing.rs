@@ -16,7 +16,7 @@
 
 use crate::net::pipeline::Target;
 use crate::node::NodeCtx;
-use crate::peer::forward::{self, Pending, Proposal};
+use crate::peer::forward::{self, Proposal, WriteInFlight};
 use crate::peer::link::Link;
 use crate::peer::wire::{Hello, LinkKind};
 use crate::raft::types::WriteReply;
@@ -168,7 +168,11 @@ async fn dial(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
 /// A client's `reconfig` arrives as a write (`TxnOp::Request` with `Request::Reconfig`) and is carried
 /// out by [`crate::peer::reconfig`] rather than proposed: it changes the Raft membership, and its answer
 /// comes once `/zookeeper/config` shows the change.
-pub async fn propose(ctx: &Arc<NodeCtx>, route: &Route, p: Proposal) -> Result<Pending, String> {
+pub async fn propose(
+    ctx: &Arc<NodeCtx>,
+    route: &Route,
+    p: Proposal,
+) -> Result<WriteInFlight, String> {
     if let Proposal::Txn(Txn {
         op: TxnOp::Request {
             request: Request::Reconfig(r),

@@ -39,7 +39,7 @@ pub enum Proposal {
 }
 
 /// The pending result of a proposal; resolves once this node applied it.
-pub type Pending = Pin<Box<dyn Future<Output = Result<WriteReply, String>> + Send>>;
+pub type WriteInFlight = Pin<Box<dyn Future<Output = Result<WriteReply, String>> + Send>>;
 
 /// How long a write may wait for its result.
 const WRITE_TTL: Duration = Duration::from_secs(60);
@@ -68,7 +68,7 @@ fn sync_reply(index: u64, path: String) -> WriteReply {
 }
 
 /// Proposes on this node, the leader.
-pub async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
+pub async fn propose_local(raft: Raft, p: Proposal) -> Result<WriteInFlight, String> {
     match p {
         Proposal::Txn(txn) => {
             let (responder, rx) = ProgressResponder::complete_only();
@@ -96,7 +96,12 @@ pub async fn propose_local(raft: Raft, p: Proposal) -> Result<Pending, String> {
 }
 
 /// Sends a proposal over the ordered link to the leader.
-pub fn send_to_leader(raft: Raft, link: Link, leader: u64, p: Proposal) -> Result<Pending, String> {
+pub fn send_to_leader(
+    raft: Raft,
+    link: Link,
+    leader: u64,
+    p: Proposal,
+) -> Result<WriteInFlight, String> {
     let (req, path) = match p {
         Proposal::Txn(txn) => (PeerRequest::Write(txn), None),
         Proposal::Sync(path) => (PeerRequest::ReadIndex, Some(path)),

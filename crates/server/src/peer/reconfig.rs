@@ -515,7 +515,11 @@ pub async fn reconfig(
 }
 
 /// The pending answer of a client's `reconfig`, as a connection awaits writes.
-pub fn pending(ctx: Arc<NodeCtx>, req: ReconfigRequest, auth: Vec<Id>) -> super::forward::Pending {
+pub fn pending(
+    ctx: Arc<NodeCtx>,
+    req: ReconfigRequest,
+    auth: Vec<Id>,
+) -> super::forward::WriteInFlight {
     Box::pin(async move {
         let (zxid, outcome) = match reconfig(&ctx, &req, &auth).await {
             Ok((zxid, r)) => (zxid, Outcome::Response(Ok(r))),

@@ -4,7 +4,7 @@
 //! Requests are answered concurrently (each in its own task) except those whose order matters, which
 //! run inline in arrival order: forwarded writes and read barriers (proposed in the order a follower
 //! sent them), snapshot pieces (assembled per connection, installed at `SnapshotEnd`), and pipelined
-//! AppendEntries (fed to `Raft::stream_append` in arrival order, see [`AppendPipeline`]).
+//! AppendEntries (fed to `Raft::stream_append` in arrival order, see `AppendPipeline`).
 //!
 //! Installing a snapshot closes this node's client connections: no watch fired for what the snapshot
 //! changed, and reconnecting clients re-register their watches with the zxid they last saw.

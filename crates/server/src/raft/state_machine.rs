@@ -49,26 +49,18 @@ impl StateMachine {
         let mut db = shared.db.lock();
         let applied = db.state.apply(zxid, txn);
         let events = db.watches.trigger(&applied.changes);
-        let outcome = match applied.result {
-            TxnResult::Session {
-                session_id,
-                timeout_ms,
-                passwd,
-            } => {
-                shared
-                    .tracker
-                    .lock()
-                    .touch(session_id, timeout_ms, now_ms());
-                Outcome::Session {
-                    session_id,
-                    timeout_ms,
-                    passwd,
-                }
-            }
-            TxnResult::Response(r) => Outcome::Response(r),
-            TxnResult::Closed => Outcome::Closed,
-            TxnResult::None => Outcome::None,
-        };
+        if let TxnResult::Session {
+            session_id,
+            timeout_ms,
+            ..
+        } = &applied.result
+        {
+            shared
+                .tracker
+                .lock()
+                .touch(*session_id, *timeout_ms, now_ms());
+        }
+        let outcome: Outcome = applied.result;
         let conns = shared.conns.lock();
         shared
             .stats
