@@ -13,9 +13,9 @@ znode for the replica comparison), merges every process's events into ``history.
 The schedule depends only on (seed, nemesis, duration): the same seed gives ZooKeeper and Roster the
 same faults at the same offsets; which node is "the leader" is decided at run time.
 
-Leader changes are counted from the monitor's samples: a change is the unique self-declared leader
-becoming a different node; it is "after a heal" when it happens within 3 s after a heal, resume or
-restart while a node outside the faulted ones was leader just before.
+Leader changes are counted from the monitor's samples (``leader_changes``): a node declaring itself
+leader whose last known mode was something else; it is "after a heal" when it happens within 3 s after a
+heal, resume, restart or fast-disk while a node outside the faulted ones was leader just before.
 
 Usage: ``scripts/faults`` (or ``python3 tests/faults/run.py --help``). Left out: clock faults, disk
 full/corruption, more than 3 nodes, membership changes.
@@ -154,20 +154,33 @@ class Monitor(threading.Thread):
 
 
 def leader_changes(samples, heals) -> tuple[list[dict], int]:
-    """Changes of the unique self-declared leader, and how many came right after a heal.
+    """Elections seen by the monitor, and how many came right after a heal.
 
-    ``heals`` are (t, faulted nodes) of heal/resume/start events. A change at tc from L counts as
-    "after a heal" if some heal at h has h < tc <= h + 3 s and, in the last sample before h, a node not
-    among that heal's faulted nodes declared itself leader.
+    An election is a node declaring itself leader whose last known mode was something else. A node
+    that cannot be asked (paused, cut off from the hub's probe) keeps its last known mode, so a
+    paused leader that wakes up still claiming leadership is not a new election; a node whose process
+    is down forgets it. Samples are ~200 ms apart: an election that deposes a leader and re-elects it
+    between two samples is missed (neither system shows its Raft term / epoch over ``srvr`` alone).
+
+    ``heals`` are (t, faulted nodes) of heal/resume/start/fast-disk events. An election at tc counts
+    as "after a heal" if some heal at h has h < tc <= h + 3 s and, in the last sample before h, a node
+    not among that heal's faulted nodes declared itself leader (the majority side had a leader).
     """
     changes = []
-    cur = None
+    known: dict[int, str] = {}
+    first = True
     for t, modes in samples:
-        claim = [i for i, m in modes.items() if m == "leader"]
-        if len(claim) == 1 and claim[0] != cur:
-            if cur is not None:
-                changes.append({"t": t, "from": cur, "to": claim[0]})
-            cur = claim[0]
+        for i, m in sorted(modes.items()):
+            if m == "down":
+                known.pop(i, None)
+                continue
+            if m not in ("leader", "follower", "candidate", "observer", "looking", "standalone"):
+                continue  # unreachable, not serving, error: keep the last known mode
+            if m == "leader" and known.get(i) != "leader" and not first:
+                prev = [j for j, k in known.items() if k == "leader" and j != i]
+                changes.append({"t": t, "to": i, "from": prev[0] if prev else None})
+            known[i] = m
+        first = False
     after = 0
     for c in changes:
         for h, faulted in heals:

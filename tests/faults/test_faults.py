@@ -72,3 +72,53 @@ def test_nemesis(env, nemesis):
     assert r["lost"] == 0, f"acknowledged creates lost: {r['violations']} {where}"
     assert r["valid"], f"checker violations: {r['violations']} {where}"
     assert r["casualties"] == 0, f"client casualties {r['casualties_by_kind']} {where}"
+
+
+# ---------------------------------------------------------------- pure parts (no root needed)
+
+
+def test_schedule_is_seeded_and_fits_the_run():
+    a = faults.schedule("mixed", 3, 60)
+    assert a == faults.schedule("mixed", 3, 60)
+    assert a != faults.schedule("mixed", 4, 60)
+    assert a and all(c["at"] + c["fault"] <= 59 for c in a)
+    assert all(c["kind"] in faults.NEMESES for c in a)
+    assert {c["kind"] for c in faults.schedule("kill-leader", 1, 60)} == {"kill-leader"}
+
+
+def _s(t, n1, n2, n3):
+    return (t, {1: n1, 2: n2, 3: n3})
+
+
+def test_leader_changes_ignores_stale_claims_and_counts_disruptive_heals():
+    # n1 isolated keeps claiming; n3 elected during the partition; heal at 9: n1 steps down: 1 change,
+    # not after the heal.
+    samples = [
+        _s(0, "leader", "follower", "follower"),
+        _s(3, "leader", "candidate", "follower"),
+        _s(3.2, "leader", "follower", "leader"),
+        _s(9.1, "follower", "follower", "leader"),
+    ]
+    changes, after = faults.leader_changes(samples, [(9.0, [1])])
+    assert [(c["from"], c["to"]) for c in changes] == [(1, 3)] and after == 0
+
+    # a paused leader wakes up still claiming: no election
+    samples = [
+        _s(0, "leader", "follower", "follower"),
+        _s(1, "unreachable", "follower", "follower"),
+        _s(2, "unreachable", "leader", "follower"),
+        _s(6.1, "leader", "leader", "follower"),
+        _s(6.3, "follower", "leader", "follower"),
+    ]
+    changes, after = faults.leader_changes(samples, [(6.0, [1])])
+    assert [c["to"] for c in changes] == [2] and after == 0
+
+    # an isolated follower returns and deposes the healthy leader n2 (re-elected or not): counted
+    samples = [
+        _s(0, "follower", "leader", "follower"),
+        _s(5, "candidate", "leader", "follower"),
+        _s(10.1, "follower", "candidate", "follower"),
+        _s(10.4, "follower", "leader", "follower"),
+    ]
+    changes, after = faults.leader_changes(samples, [(10.0, [1])])
+    assert [c["to"] for c in changes] == [2] and after == 1

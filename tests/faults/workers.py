@@ -76,8 +76,10 @@ class XidWatch(logging.Handler):
             msg = str(record.msg)
         if record.exc_info and record.exc_info[1] is not None:
             msg += f": {record.exc_info[1]!r}"
-        if "xids do not match" in msg or "Unhandled exception in connection loop" in msg:
-            self.seen.append(msg[:300])
+        if "xids do not match" in msg:
+            self.seen.append(("protocol_error", msg[:300]))
+        elif "Unhandled exception in connection loop" in msg:
+            self.seen.append(("dead_client", msg[:300]))
 
 
 XIDS = XidWatch()
@@ -162,10 +164,11 @@ class Worker:
         """Counts a casualty and replaces the client if it broke or has been disconnected too long."""
         assert self.zk is not None
         if len(XIDS.seen) > self.reported_xids:
-            msgs = XIDS.seen[self.reported_xids :]
+            seen = XIDS.seen[self.reported_xids :]
             self.reported_xids = len(XIDS.seen)
-            self.casualty("protocol_error", "; ".join(msgs))
-            self.replace_client("protocol error")
+            kind = "protocol_error" if any(k == "protocol_error" for k, _ in seen) else "dead_client"
+            self.casualty(kind, "; ".join(m for _, m in seen))
+            self.replace_client("connection thread died")
             return
         conn = self.zk._connection
         if conn.connection_stopped.is_set() and not self.zk._stopped.is_set():
@@ -334,8 +337,10 @@ def owner(args: dict) -> None:
             expired = True
             w.ev.emit(p=w.p, type="log", f="owner_expired", key=path, value=sid)
         if len(XIDS.seen) > w.reported_xids:
+            seen = XIDS.seen[w.reported_xids :]
             w.reported_xids = len(XIDS.seen)
-            w.casualty("protocol_error", "; ".join(XIDS.seen[-3:]))
+            kind = "protocol_error" if any(k == "protocol_error" for k, _ in seen) else "dead_client"
+            w.casualty(kind, "; ".join(m for _, m in seen))
 
 
 def main() -> None:

@@ -82,14 +82,22 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let v = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see the doc comment of fault_worker.rs)"))?;
-        let num = |v: &str| -> Result<f64, String> { v.parse::<f64>().map_err(|e| format!("{flag} {v}: {e}")) };
+        let v = it.next().ok_or_else(|| {
+            format!("{flag} needs a value (see the doc comment of fault_worker.rs)")
+        })?;
+        let num = |v: &str| -> Result<f64, String> {
+            v.parse::<f64>().map_err(|e| format!("{flag} {v}: {e}"))
+        };
         match flag.as_str() {
             "--name" => a.name = v,
             "--hosts" => a.hosts = v,
-            "--keys" => a.keys = v.split(',').filter(|k| !k.is_empty()).map(String::from).collect(),
+            "--keys" => {
+                a.keys = v
+                    .split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             "--t0" => a.t0 = num(&v)?,
             "--duration" => a.duration = num(&v)?,
             "--value-base" => a.value_base = num(&v)? as i64,
@@ -163,7 +171,9 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
-                    self.emit(json!({"type": "log", "f": "connect_failed", "value": e.to_string()}));
+                    self.emit(
+                        json!({"type": "log", "f": "connect_failed", "value": e.to_string()}),
+                    );
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -198,7 +208,13 @@ impl Worker {
     }
 
     /// Classifies the result of one request whose invoke has been emitted.
-    async fn complete<T>(&mut self, f: &str, key: &str, value: Value, r: Result<T, Error>) -> Outcome<T> {
+    async fn complete<T>(
+        &mut self,
+        f: &str,
+        key: &str,
+        value: Value,
+        r: Result<T, Error>,
+    ) -> Outcome<T> {
         match r {
             Ok(v) => Outcome::Ok(v),
             Err(Error::Code(c @ (ErrorCode::BadVersion | ErrorCode::NoNode))) => {
@@ -234,7 +250,10 @@ fn decode(data: &[u8]) -> Value {
     if data.is_empty() {
         return Value::Null;
     }
-    match std::str::from_utf8(data).ok().and_then(|s| s.parse::<i64>().ok()) {
+    match std::str::from_utf8(data)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
         Some(v) => json!(v),
         None => json!(String::from_utf8_lossy(data)),
     }
@@ -303,7 +322,9 @@ async fn run(a: Args) -> Result<(), String> {
                 let val = vid;
                 let pair = json!([expected, val]);
                 w.emit(json!({"type": "invoke", "f": "cas", "key": key, "value": pair}));
-                let r = c.set_data(&key, val.to_string().as_bytes(), Some(version)).await;
+                let r = c
+                    .set_data(&key, val.to_string().as_bytes(), Some(version))
+                    .await;
                 match w.complete("cas", &key, pair.clone(), r).await {
                     Outcome::Ok(stat) => {
                         w.emit(json!({"type": "ok", "f": "cas", "key": key, "value": pair}));
@@ -333,7 +354,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fault_worker: cannot start tokio: {e}");
