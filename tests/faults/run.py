@@ -156,8 +156,9 @@ class Monitor(threading.Thread):
 def leader_changes(samples, heals) -> tuple[list[dict], int]:
     """Elections seen by the monitor, and how many came right after a heal.
 
-    An election is a node declaring itself leader whose last known mode was something else. A node
-    that cannot be asked (paused, cut off from the hub's probe) keeps its last known mode, so a
+    An election is a node declaring itself leader whose last known mode was something else (ZooKeeper's
+    "not currently serving" counts as LOOKING). A node that does not answer in time (paused) keeps its
+    last known mode, so a
     paused leader that wakes up still claiming leadership is not a new election; a node whose process
     is down forgets it. Samples are ~200 ms apart: an election that deposes a leader and re-elects it
     between two samples is missed (neither system shows its Raft term / epoch over ``srvr`` alone).
@@ -174,8 +175,10 @@ def leader_changes(samples, heals) -> tuple[list[dict], int]:
             if m == "down":
                 known.pop(i, None)
                 continue
+            if m == "not-serving":
+                m = "looking"  # ZooKeeper during an election: it answered, so it is not a stale claim
             if m not in ("leader", "follower", "candidate", "observer", "looking", "standalone"):
-                continue  # unreachable, not serving, error: keep the last known mode
+                continue  # unreachable (paused, hung) or an error: keep the last known mode
             if m == "leader" and known.get(i) != "leader" and not first:
                 prev = [j for j, k in known.items() if k == "leader" and j != i]
                 changes.append({"t": t, "to": i, "from": prev[0] if prev else None})
