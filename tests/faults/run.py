@@ -368,6 +368,22 @@ class Run:
             t2 = self.ev.emit(p="nemesis", type="log", f="owner_resumed", value=f"owner-{i}")["t"]
             self.owner_fates[i]["gone_by"] = round(t2, 3)
 
+    def worker_exits(self) -> None:
+        """A worker process that died on its own (not stopped by us) is a casualty too."""
+        for name, p in self.workers.items():
+            rc = p.poll()
+            if name.startswith("owner"):
+                idx = int(name.split("-")[1])
+                if rc is None or idx in self.owner_fates:
+                    continue
+            elif rc in (0, None, -signal.SIGKILL):
+                continue
+            try:
+                tail = (self.dir / "workers" / f"{name}.stderr").read_text("utf-8", "replace")[-300:]
+            except OSError:
+                tail = ""
+            self.ev.emit(p=name, type="casualty", kind="dead_client", detail=f"process exited with {rc}: {tail}")
+
     # -- final observations
     def final(self) -> dict:
         from kazoo.client import KazooClient
@@ -542,6 +558,7 @@ class Run:
                 except subprocess.TimeoutExpired:
                     log(f"  worker {name} still running after its deadline: killed")
                     p.kill()
+            self.worker_exits()
             self.cluster.wait_healthy(timeout=120)
             log("  healed, leader elected; final observations")
             fin = self.final()
