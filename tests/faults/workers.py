@@ -149,10 +149,14 @@ class Worker:
         except Exception:
             pass
 
-    def replace_client(self, why: str) -> None:
+    def replace_client(self, why: str, absorb_xids: bool = False) -> None:
         self.ev.emit(p=self.p, type="log", f="new_client", value=why)
         if self.zk is not None:
-            self._drop(self.zk)
+            self._drop(self.zk)  # joins the old connection thread, so its last log lines are in
+        if absorb_xids:
+            # the casualty was already counted from the request's RuntimeError; the connection
+            # thread's own log line about the same failure must not count it twice
+            self.reported_xids = len(XIDS.seen)
         self.zk = None
         self.connect()
 
@@ -195,9 +199,8 @@ class Worker:
             self.p = f"{self.base}.{self.gen}"
             text = repr(e)
             if isinstance(e, RuntimeError) and "xids" in text:
-                self.reported_xids = len(XIDS.seen)
                 self.casualty("protocol_error", text)
-                self.replace_client("protocol error")
+                self.replace_client("protocol error", absorb_xids=True)
             elif isinstance(e, ConnectionClosedError):
                 self.casualty("dead_client", text)
                 self.replace_client("connection closed")
