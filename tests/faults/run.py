@@ -683,6 +683,31 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def criteria(results: list[dict]) -> str:
+    """The issue's done-criteria per (nemesis, seed) where both systems ran: Roster against ZooKeeper."""
+    by = {(r["nemesis"], r["seed"], r["system"]): r for r in results}
+    lines = []
+    for (nemesis, seed, system), r in by.items():
+        z = by.get((nemesis, seed, "zookeeper"))
+        if system != "roster" or z is None:
+            continue
+        misses = []
+        if r["linearizable"] is not True:
+            misses.append(f"linearizable={r['linearizable']}")
+        if r["lost"]:
+            misses.append(f"lost={r['lost']}")
+        if r["casualties"]:
+            misses.append(f"casualties={r['casualties']}")
+        if r["ack_register"] < z["ack_register"]:
+            misses.append(f"ack-reg {r['ack_register']} < ZooKeeper's {z['ack_register']}")
+        if r["unknown"] > 2 * z["unknown"]:
+            misses.append(f"unknown {r['unknown']} > 2x ZooKeeper's {z['unknown']}")
+        if r["leader_changes_after_heal"]:
+            misses.append(f"after-heal={r['leader_changes_after_heal']}")
+        lines.append(f"{nemesis} seed {seed}: " + ("meets the done-criteria" if not misses else "MISSES " + "; ".join(misses)))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Roster's Jepsen-style fault suite (see docs/reliability.md).")
     ap.add_argument("--system", default="roster", choices=["roster", "zookeeper", "both"])
@@ -738,6 +763,10 @@ def main(argv=None) -> int:
             netns.cleanup()
     print()
     print(table(results))
+    crit = criteria(results)
+    if crit:
+        print("\nRoster against the done-criteria (ZooKeeper on the same schedule as the reference):")
+        print(crit)
     (out / "summary.json").write_text(json.dumps(results, indent=1))
     if o.json:
         print(json.dumps(results, indent=1))

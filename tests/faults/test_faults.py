@@ -122,3 +122,15 @@ def test_leader_changes_ignores_stale_claims_and_counts_disruptive_heals():
     ]
     changes, after = faults.leader_changes(samples, [(10.0, [1])])
     assert [c["to"] for c in changes] == [2] and after == 1
+
+
+def test_criteria_compares_roster_with_zookeeper_on_the_same_schedule():
+    base = dict(nemesis="kill-leader", seed=1, linearizable=True, lost=0, casualties=0, leader_changes_after_heal=0)
+    z = dict(base, system="zookeeper", ack_register=100, unknown=10)
+    good = dict(base, system="roster", ack_register=100, unknown=20)
+    assert faults.criteria([good, z]) == "kill-leader seed 1: meets the done-criteria"
+    bad = dict(base, system="roster", ack_register=99, unknown=21, casualties=1, leader_changes_after_heal=2)
+    text = faults.criteria([bad, z])
+    for miss in ("ack-reg 99 < ZooKeeper's 100", "unknown 21 > 2x", "casualties=1", "after-heal=2"):
+        assert miss in text
+    assert faults.criteria([good]) == ""  # nothing to compare with
