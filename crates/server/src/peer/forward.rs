@@ -44,6 +44,33 @@ pub type WriteInFlight = Pin<Box<dyn Future<Output = Result<WriteReply, String>>
 /// How long a write may wait for its result.
 const WRITE_TTL: Duration = Duration::from_secs(60);
 
+/// How long the leader keeps asking for a read index while no quorum has acknowledged it yet.
+const READ_INDEX_PATIENCE: Duration = Duration::from_millis(1_000);
+
+/// The leader's read index: the commit index, confirmed as still the leader's by a quorum
+/// (openraft's `ReadIndex` policy). Right after an election or a membership change a quorum may not have
+/// answered this leader yet (openraft then says `QuorumNotEnough` at once): ask again for up to
+/// [`READ_INDEX_PATIENCE`] instead of failing the client's `sync`. Any other error (not the leader any
+/// more, Raft stopped) is returned at once.
+pub async fn read_index(raft: &Raft) -> Result<u64, String> {
+    let give_up = tokio::time::Instant::now() + READ_INDEX_PATIENCE;
+    loop {
+        match raft
+            .get_read_log_id(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok((read, _)) => return Ok(read.index()),
+            Err(openraft::errors::RaftError::APIError(
+                openraft::errors::LinearizableReadError::QuorumNotEnough(e),
+            )) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(error = %e, "read index: no quorum yet; asking again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// Waits until this node's state machine applied `index` (openraft's apply progress, which advances
 /// once `apply` returned, hence after the watch events of the entry were handed to connections).
 pub async fn wait_applied(raft: &Raft, index: u64) -> Result<(), String> {
@@ -85,12 +112,9 @@ pub async fn propose_local(raft: Raft, p: Proposal) -> Result<WriteInFlight, Str
             }))
         }
         Proposal::Sync(path) => Ok(Box::pin(async move {
-            let read = raft
-                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                .await
-                .map_err(|e| format!("sync: {e}"))?;
-            wait_applied(&raft, read.index()).await?;
-            Ok(sync_reply(read.index(), path))
+            let index = read_index(&raft).await.map_err(|e| format!("sync: {e}"))?;
+            wait_applied(&raft, index).await?;
+            Ok(sync_reply(index, path))
         })),
     }
 }

@@ -200,15 +200,10 @@ async fn serve_conn(
             PeerRequest::ReadIndex => {
                 let raft = ctx.raft.clone();
                 tokio::spawn(async move {
-                    respond(
-                        match raft
-                            .get_read_log_id(openraft::raft::ReadPolicy::ReadIndex)
-                            .await
-                        {
-                            Ok((read, _)) => PeerResponse::ReadIndex(read.index()),
-                            Err(e) => PeerResponse::Err(PeerError::Raft(e.to_string())),
-                        },
-                    )
+                    respond(match super::forward::read_index(&raft).await {
+                        Ok(index) => PeerResponse::ReadIndex(index),
+                        Err(e) => PeerResponse::Err(PeerError::Raft(e)),
+                    })
                 });
             }
             PeerRequest::SnapshotBegin { vote, meta, len } => {
