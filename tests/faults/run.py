@@ -747,7 +747,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    out = Path(o.out)
+    out = Path(o.out).resolve()  # the JVMs and workers run elsewhere: absolute paths
     out.mkdir(parents=True, exist_ok=True)
     preload = build_shim(out)
     os.environ["RSF_SLOW_MS"] = str(SLOW_MS)
