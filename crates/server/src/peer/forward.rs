@@ -50,7 +50,7 @@ const READ_INDEX_PATIENCE: Duration = Duration::from_millis(1_000);
 /// The leader's read index: the commit index, confirmed as still the leader's by a quorum
 /// (openraft's `ReadIndex` policy). Right after an election or a membership change a quorum may not have
 /// answered this leader yet (openraft then says `QuorumNotEnough` at once): ask again for up to
-/// [`READ_INDEX_PATIENCE`] instead of failing the client's `sync`. Any other error (not the leader any
+/// a second instead of failing the client's `sync`. Any other error (not the leader any
 /// more, Raft stopped) is returned at once.
 pub async fn read_index(raft: &Raft) -> Result<u64, String> {
     let give_up = tokio::time::Instant::now() + READ_INDEX_PATIENCE;
