@@ -18,12 +18,15 @@ import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
 
 HUB = "rsf-hub"
 NODE_NS = {1: "rsf-n1", 2: "rsf-n2", 3: "rsf-n3"}
 HUB_IP = "10.211.0.1"
 LOCK_PATH = "/run/roster-faults.lock"
+#: How long a run waits for another run on this machine to finish before it gives up.
+LOCK_WAIT_S = 1800
 CLONE_NEWNET = 0x40000000
 
 
@@ -156,15 +159,28 @@ class Hub:
 
 
 class Lock:
-    """One fault-suite run per machine at a time (the namespace names are fixed)."""
+    """One fault-suite run per machine at a time (the namespace names are fixed). A second run waits
+    for the first (saying so once), at most ``LOCK_WAIT_S`` seconds, then fails."""
 
     def __enter__(self) -> "Lock":
         self.f = open(LOCK_PATH, "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NetError(f"another fault-suite run holds {LOCK_PATH}; wait for it to finish") from None
-        return self
+        deadline = time.monotonic() + LOCK_WAIT_S
+        said = False
+        while True:
+            try:
+                fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.f.close()
+                    raise NetError(
+                        f"another fault-suite run held {LOCK_PATH} for over {LOCK_WAIT_S} s; "
+                        "wait for it to finish (or end it) and run again"
+                    ) from None
+                if not said:
+                    print(f"[faults] another fault-suite run holds {LOCK_PATH}: waiting for it", file=sys.stderr)
+                    said = True
+                time.sleep(2)
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.f, fcntl.LOCK_UN)
