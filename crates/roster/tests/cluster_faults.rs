@@ -325,15 +325,8 @@ impl Client {
 fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_rejoins() {
     let _serial = serial();
     let net = FaultNet::new();
-    let a = Roster::start_behind(&net, &[]);
-    let seed = a.peer.to_string();
-    let b = Roster::start_behind(&net, &["--join", &seed]);
-    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let (a, b, c, leader) = three_behind(&net);
     let nodes = [&a, &b, &c];
-    let leader = wait_formed(&nodes, 3, 0);
-    for n in nodes {
-        net.set_id(n.peer, node_id(n));
-    }
     let old = *nodes.iter().find(|n| node_id(n) == leader).unwrap();
     let majority: Vec<&Roster> = nodes
         .iter()
@@ -583,15 +576,8 @@ fn a_killed_leader_is_replaced_by_fast_failover_and_sessions_survive() {
 fn a_follower_returning_from_a_partition_changes_no_leader() {
     let _serial = serial();
     let net = FaultNet::new();
-    let a = Roster::start_behind(&net, &[]);
-    let seed = a.peer.to_string();
-    let b = Roster::start_behind(&net, &["--join", &seed]);
-    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let (a, b, c, leader) = three_behind(&net);
     let nodes = [&a, &b, &c];
-    let leader = wait_formed(&nodes, 3, 0);
-    for n in nodes {
-        net.set_id(n.peer, node_id(n));
-    }
     let lead = *nodes.iter().find(|n| node_id(n) == leader).unwrap();
     let cut = *nodes.iter().find(|n| node_id(n) != leader).unwrap();
     let cut_id = node_id(cut);
@@ -703,15 +689,8 @@ fn a_write_forwarded_to_a_cut_off_leader_closes_its_connection_in_order_once_a_n
 ) {
     let _serial = serial();
     let net = FaultNet::new();
-    let a = Roster::start_behind(&net, &[]);
-    let seed = a.peer.to_string();
-    let b = Roster::start_behind(&net, &["--join", &seed]);
-    let c = Roster::start_behind(&net, &["--join", &seed]);
+    let (a, b, c, leader) = three_behind(&net);
     let nodes = [&a, &b, &c];
-    let leader = wait_formed(&nodes, 3, 0);
-    for n in nodes {
-        net.set_id(n.peer, node_id(n));
-    }
     let followers: Vec<&Roster> = nodes
         .iter()
         .copied()

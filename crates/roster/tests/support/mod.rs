@@ -538,20 +538,7 @@ impl FaultNet {
 
     /// Cuts `node` off from every other node, both directions.
     pub fn isolate(&self, node: u64) {
-        let mut st = self.inner.lock().unwrap();
-        let others: Vec<u64> = st
-            .ids
-            .values()
-            .copied()
-            .filter(|id| *id != node && *id != 0)
-            .collect();
-        for o in others {
-            st.cut.insert((node, o));
-            st.cut.insert((o, node));
-        }
-        drop(st);
-        // Live connections notice the cut within 20 ms: once this returns, no byte crosses it.
-        std::thread::sleep(std::time::Duration::from_millis(60));
+        self.separate(node, |st| &mut st.cut);
     }
 
     /// Black-holes `node` from every other node, both directions: its peer connections stay open but
@@ -559,6 +546,15 @@ impl FaultNet {
     ///
     /// [`heal`]: FaultNet::heal
     pub fn blackhole(&self, node: u64) {
+        self.separate(node, |st| &mut st.black);
+    }
+
+    /// Adds every (node, other) and (other, node) pair to the set `pairs` picks.
+    fn separate(
+        &self,
+        node: u64,
+        pairs: fn(&mut NetState) -> &mut std::collections::HashSet<(u64, u64)>,
+    ) {
         let mut st = self.inner.lock().unwrap();
         let others: Vec<u64> = st
             .ids
@@ -566,11 +562,13 @@ impl FaultNet {
             .copied()
             .filter(|id| *id != node && *id != 0)
             .collect();
+        let set = pairs(&mut st);
         for o in others {
-            st.black.insert((node, o));
-            st.black.insert((o, node));
+            set.insert((node, o));
+            set.insert((o, node));
         }
         drop(st);
+        // Live connections notice within 20 ms: once this returns, no byte crosses.
         std::thread::sleep(std::time::Duration::from_millis(60));
     }
 
@@ -579,6 +577,17 @@ impl FaultNet {
         let mut st = self.inner.lock().unwrap();
         st.cut.clear();
         st.black.clear();
+    }
+}
+
+/// Waits while the pair (from, the node behind `me`) is black-holed.
+async fn until_healed(
+    inner: &std::sync::Arc<std::sync::Mutex<NetState>>,
+    from: u64,
+    me: SocketAddr,
+) {
+    while inner.lock().unwrap().is_black(from, me) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -602,9 +611,7 @@ async fn proxy_conn(
     }
     if inner.lock().unwrap().is_black(from, me) {
         // Accepted but never connected through: silent until the heal, then closed.
-        while inner.lock().unwrap().is_black(from, me) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        until_healed(&inner, from, me).await;
         return Ok(());
     }
     let mut up = tokio::net::TcpStream::connect(upstream).await?;
@@ -624,9 +631,7 @@ async fn proxy_conn(
                 }
                 if inner.lock().unwrap().is_black(from, me) {
                     // Stop carrying bytes (the copy is no longer polled) until the heal, then close.
-                    while inner.lock().unwrap().is_black(from, me) {
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
+                    until_healed(&inner, from, me).await;
                     return Ok(());
                 }
             }
@@ -635,6 +640,20 @@ async fn proxy_conn(
 }
 
 // ---------------------------------------------------------------- cluster helpers (cluster_scale.rs)
+
+/// Three voters whose peer traffic goes through `net`, formed, with the proxy told each node's id;
+/// returns them and the leader's id.
+pub fn three_behind(net: &FaultNet) -> (Roster, Roster, Roster, u64) {
+    let a = Roster::start_behind(net, &[]);
+    let seed = a.peer.to_string();
+    let b = Roster::start_behind(net, &["--join", &seed]);
+    let c = Roster::start_behind(net, &["--join", &seed]);
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    for n in [&a, &b, &c] {
+        net.set_id(n.peer, node_id(n));
+    }
+    (a, b, c, leader)
+}
 
 /// A node's view of the cluster, asked on its peer port (as `roster cluster status` does).
 pub fn peer_status(peer: SocketAddr) -> Result<roster_server::peer::wire::StatusInfo, String> {
