@@ -335,6 +335,17 @@ impl Sim {
             .filter(|l| self.raft(*l).is_some())
     }
 
+    /// Starts nodes 1-3 and initializes them as one three-voter cluster.
+    async fn start_three(&mut self) {
+        for id in 1..=3 {
+            self.start(id).await;
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=3)
+            .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
+            .collect();
+        self.raft(1).unwrap().initialize(members).await.unwrap();
+    }
+
     async fn wait_leader(&self, within: Duration) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -512,13 +523,7 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
 async fn run(seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut sim = Sim::new(seed);
-    for id in 1..=3 {
-        sim.start(id).await;
-    }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
-        .collect();
-    sim.raft(1).unwrap().initialize(members).await.unwrap();
+    sim.start_three().await;
     sim.wait_leader(Duration::from_secs(10))
         .await
         .expect("a first leader");
@@ -819,13 +824,7 @@ fn a_returning_follower_catches_up_without_an_election() {
         .unwrap();
     rt.block_on(async {
         let mut sim = Sim::new(7);
-        for id in 1..=3 {
-            sim.start(id).await;
-        }
-        let members: BTreeMap<u64, BasicNode> = (1..=3)
-            .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
-            .collect();
-        sim.raft(1).unwrap().initialize(members).await.unwrap();
+        sim.start_three().await;
         let leader = sim
             .wait_leader(Duration::from_secs(10))
             .await
