@@ -45,6 +45,7 @@ import netns  # noqa: E402
 logging.getLogger("kazoo").setLevel(logging.CRITICAL)
 from netns import NODE_NS  # noqa: E402
 from systems import NODES, Cluster, make_cluster  # noqa: E402
+from workers import Events  # noqa: E402
 
 REPO = HERE.parents[1]
 NEMESES = [
@@ -102,32 +103,13 @@ def schedule(nemesis: str, seed: int, duration: float, warmup: float = 2.0) -> l
     return cycles
 
 
-# ------------------------------------------------------------------ events
-
-
-class HarnessEvents:
-    def __init__(self, path: Path, t0: float):
-        self.f = open(path, "a", buffering=1)
-        self.t0 = t0
-        self.lock = threading.Lock()
-
-    def now(self) -> float:
-        return round(time.monotonic() - self.t0, 6)
-
-    def emit(self, **ev) -> dict:
-        ev.setdefault("t", self.now())
-        with self.lock:
-            self.f.write(json.dumps(ev, separators=(",", ":")) + "\n")
-        return ev
-
-    def close(self) -> None:
-        self.f.close()
+# ------------------------------------------------------------------ monitor
 
 
 class Monitor(threading.Thread):
     """Samples every node's mode about every 200 ms; logs each change of the mode map."""
 
-    def __init__(self, cluster: Cluster, ev: HarnessEvents):
+    def __init__(self, cluster: Cluster, ev: Events):
         super().__init__(daemon=True)
         self.cluster = cluster
         self.ev = ev
@@ -505,7 +487,7 @@ class Run:
             self.cluster.start_cluster()
             self.setup_tree()
             self.t0 = time.monotonic()
-            self.ev = HarnessEvents(self.dir / "workers" / "harness.jsonl", self.t0)
+            self.ev = Events(self.dir / "workers" / "harness.jsonl", self.t0)
             monitor = Monitor(self.cluster, self.ev)
             monitor.start()
             o = self.opts

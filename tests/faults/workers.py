@@ -56,10 +56,11 @@ class Events:
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 6)
 
-    def emit(self, **ev) -> None:
+    def emit(self, **ev) -> dict:
         ev.setdefault("t", self.now())
         with self.lock:
             self.f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        return ev
 
 
 class XidWatch(logging.Handler):
