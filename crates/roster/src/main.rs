@@ -317,7 +317,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
-    use roster_server::peer::admin;
+    use roster_server::cluster::admin;
     let result = match cmd {
         ClusterCommand::Status { server } => match admin::status(&server).await {
             Ok(st) if json => {

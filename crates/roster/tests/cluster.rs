@@ -408,7 +408,8 @@ fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
 #[test]
 fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_rejoin() {
     let _serial = serial();
-    use roster_server::peer::{admin, link::Link, wire::*};
+    use roster_server::cluster::admin;
+    use roster_server::transport::{link::Link, wire::*};
     let a = Roster::start(&[]);
     let mut b = Roster::join(&a, &[]);
     wait_formed(&[&a, &b], 2, 0);

@@ -245,8 +245,8 @@ fn reconfig_and_zookeeper_config_follow_the_raft_membership() {
     );
 }
 
-/// The leaderless bound (`roster_server::node::LEADERLESS_MS`), ms.
-const LEADERLESS_MS: u64 = roster_server::node::LEADERLESS_MS as u64;
+/// The leaderless bound (`roster_server::cluster::status::LEADERLESS`).
+const LEADERLESS: Duration = roster_server::cluster::status::LEADERLESS;
 
 /// One value of a node's `mntr`.
 fn mntr_value(addr: SocketAddr, key: &str) -> String {
@@ -409,7 +409,7 @@ fn an_isolated_leader_stops_serving_the_majority_carries_on_and_the_old_leader_r
     // It does not claim to lead any more: srvr says it serves nothing, mntr says `looking`, and its
     // status shows a leader without quorum, no leader. The bound counts from the last heartbeat a
     // quorum acknowledged (before the cut); allow for a busy machine on top.
-    let deadline = cut_at + Duration::from_millis(LEADERLESS_MS + 1_500);
+    let deadline = cut_at + LEADERLESS + Duration::from_millis(1_500);
     loop {
         let srvr = four_letter(old.addr, "srvr").unwrap_or_default();
         if srvr.contains("not currently serving requests") {

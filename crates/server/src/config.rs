@@ -218,6 +218,11 @@ impl Config {
             .any(|w| w == "*" || w == word)
     }
 
+    /// How often the leader checks for expired sessions and TTL nodes ([`Config::session_tick_ms`]).
+    pub fn session_tick(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.session_tick_ms)
+    }
+
     /// Clamps a requested session timeout into `[min, max]`.
     pub fn negotiate_timeout(&self, requested: i32) -> i32 {
         requested.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms)

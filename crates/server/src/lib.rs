@@ -3,18 +3,23 @@
 //! A ZooKeeper-protocol server whose every write is a Raft log entry (openraft), durable on disk before
 //! it is acknowledged. Even a single node is a one-voter Raft group, so the write path is the ensemble's.
 //!
-//! # Layout
-//! - [`config`]: every setting, its default, the optional TOML file.
-//! - [`node`]: starts a node in openraft's order and runs the leader's session ticker.
-//! - [`net`]: the client port: [`net::pipeline`] holds one connection's ordering rules (no I/O),
-//!   [`net::connection`] drives it (handshake, decoding, reads, bad input), [`net::routing`] decides
-//!   where proposals go (local Raft, the link to the leader, or wait for one).
-//! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
-//! - [`shared`]: the state, watches, connections and counters every task shares, and its lock order.
-//! - [`raft`]: all openraft glue: types, state machine, log store, network.
-//! - [`peer`]: the peer protocol between nodes: replication transport, joins, forwarding writes.
-//! - [`storage`]: the write-ahead log, metadata files and snapshot files on disk.
+//! # Layers
+//! Each layer uses only the layers below it (`scripts/lint` checks that no file imports a layer above
+//! its own, and that no two files import each other); `docs/architecture.md` is the tour.
 //!
+//! 1. Bottom, shared by all: [`config`] (every setting), [`error`] (why a replicated request failed,
+//!    and what the client is told), [`reply`] (what an applied write answers), [`shared`] (the tree,
+//!    watches, connections and counters every task reaches, and their lock order), [`storage`] (the
+//!    write-ahead log, metadata and snapshot files on disk).
+//! 2. [`transport`]: the peer port's frames, links and listener; knows nothing of Raft.
+//! 3. [`raft`]: all openraft glue (types, log store, state machine, network, the receiving end of
+//!    Raft RPCs) behind [`raft::handle::RaftHandle`]; the only place that names openraft.
+//! 4. [`cluster`]: membership (join, leave, remove, `reconfig`), fast failover, the node's view of its
+//!    leader, the peer-port service; [`cluster::ctx::NodeCtx`] is what the node's tasks share.
+//! 5. [`net`]: the client side: the client port, the request pipeline, routing, the write path, the
+//!    four-letter words.
+//! 6. [`node`]: wires the layers together and runs the node's own tasks.
+
 //! # Data flow
 //! A client write is decoded by its connection, stamped with the leader's clock into a
 //! `roster_state::Txn`, proposed to Raft, fsynced (group commit), applied by the state machine (which
@@ -26,14 +31,16 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
-pub mod fourlw;
+pub mod error;
 pub mod net;
 pub mod node;
-pub mod peer;
 pub mod raft;
+pub mod reply;
 pub mod shared;
 pub mod storage;
+pub mod transport;
 
 pub use config::Config;
 pub use node::Node;

@@ -13,7 +13,7 @@
 //! A node that is its cluster's only voter starts as before: it waits for leadership and commits a read
 //! barrier so every acknowledged write is applied before clients connect. A member of a larger cluster
 //! starts serving once it has a leader; the cluster monitor stops it serving (closing its client
-//! connections) when it has had no working leader for [`LEADERLESS_MS`] (a leader: no quorum
+//! connections) when it has had no working leader for [`LEADERLESS`] (a leader: no quorum
 //! acknowledged it for that long), and resumes when one is back. After recovery every live session gets a fresh timeout, and so does every session when
 //! a node becomes leader, so clients can reconnect (to any node) and keep their ephemerals.
 //!
@@ -21,22 +21,29 @@
 //! `CloseSession` through the log (so ephemerals vanish on every replica at the same zxid), and proposes
 //! the deletion of TTL nodes that are due.
 //!
-//! `/zookeeper/config` follows the membership and ZooKeeper's `reconfig` changes it (`peer::reconfig`).
+//! `/zookeeper/config` follows the membership and ZooKeeper's `reconfig` changes it (`cluster::reconfig`).
+//!
+//! This file only wires the layers together (see `lib.rs` for the layers): it starts storage, Raft
+//! (`raft::start`), the peer port (`transport::server` serving `cluster::service`), the client port
+//! (`net`), and the node's own tasks: the session ticker and the cluster monitor.
 //!
 //! Left out: replacing dead voters automatically, changing a member's peer address once it has peers.
 
+use crate::cluster::ctx::NodeCtx;
+use crate::cluster::state::Cluster;
+use crate::cluster::status::LEADERLESS;
+use crate::cluster::{self, admin};
 use crate::config::Config;
-use crate::net;
-use crate::peer::{self, Cluster};
+use crate::net::{self, ctx::ClientCtx};
+use crate::raft::handle::{MembershipChange, RaftHandle};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::PeerNetwork;
-use crate::raft::state_machine::StateMachine;
-use crate::raft::types::{Command, Raft, TypeConfig};
+use crate::raft::types::TypeConfig;
+use crate::raft::HEARTBEAT;
 use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::meta::{ClusterIdentity, MetaStore};
 use crate::storage::snapshot::SnapshotStore;
-use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use crate::transport::server::{LocalIdentity, PeerConn};
+use crate::transport::wire::PeerResponse;
 use roster_state::{State, Txn, TxnOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -46,26 +53,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// What connection tasks need: the shared state and the Raft handle.
-pub struct NodeCtx {
-    /// Shared state.
-    pub shared: Arc<Shared>,
-    /// The Raft node.
-    pub raft: Raft,
-    /// This node's identity.
-    pub identity: ClusterIdentity,
-    /// Cluster-facing state: addresses, whether clients are served, failover.
-    pub cluster: Cluster,
-    /// The Raft log's group-commit counters (`mntr`).
-    pub wal: crate::storage::log::WalStatsHandle,
-    /// Where client proposals go now (kept current by [`net::routing::run`]).
-    pub routes: watch::Receiver<net::routing::Route>,
-}
-
 /// A running node.
 pub struct Node {
     /// Shared context.
     pub ctx: Arc<NodeCtx>,
+    client: Arc<ClientCtx>,
     /// The bound client address (useful with port 0).
     pub client_addr: SocketAddr,
     /// The bound peer address, if the peer port could be bound.
@@ -119,74 +111,6 @@ pub enum StartError {
 
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
-/// Heartbeat and election timeouts, ms. A follower starts an election once openraft's leader lease
-/// (`ELECTION_MAX_MS` since the last heartbeat) and then its randomized election timeout have passed:
-/// 400–500 ms after the last heartbeat (often a second round after a split vote), so a leader that
-/// stopped answering is replaced in about half a second. A leader whose process is gone (its peer port
-/// refuses connections) is replaced at once by `peer::failover`, without waiting for these timers.
-/// Heartbeats travel on their own connections, never behind replication or snapshots.
-const HEARTBEAT_MS: u64 = 50;
-const ELECTION_MIN_MS: u64 = 150;
-const ELECTION_MAX_MS: u64 = 250;
-/// Delays between attempts to reach an unreachable peer (openraft's backoff syntax: 50, 100,
-/// 200, then 250 ms each).
-const REPLICATION_BACKOFF: &str = "50ms 100ms ...250ms";
-/// The snapshot interval this process uses: `every` minus up to a quarter, drawn once at start, so the
-/// nodes of a cluster do not all serialize their trees at the same log index (ZooKeeper randomizes its
-/// `snapCount` for the same reason).
-fn staggered(every: u64) -> u64 {
-    let quarter = every / 4;
-    if quarter == 0 {
-        return every;
-    }
-    every - rand::random_range(0..quarter)
-}
-
-/// The openraft configuration of a node: Roster's timers, backoff and elections.
-///
-/// Elections run a Pre-Vote round first (`enable_pre_vote`): a follower whose election timer fires
-/// asks the voters whether they *would* vote for it at the next term, without raising its own term;
-/// a voter says no while its leader lease (a leader heard from within `ELECTION_MAX_MS`) holds or if
-/// the candidate's log is behind. A node cut off from the others therefore never gets a quorum and
-/// keeps its term, and when it returns it just catches up: its term is not higher than the leader's,
-/// so nothing it sends makes the leader step down. A leader that is really gone (or cut off) is
-/// replaced as before: the majority's voters' leases expire and the Pre-Vote passes at once, one round
-/// trip before the real election.
-pub fn raft_config(
-    cluster_name: String,
-    snapshot_policy: SnapshotPolicy,
-    snapshot_log_keep: u64,
-) -> Result<openraft::Config, openraft::ConfigError> {
-    openraft::Config {
-        cluster_name,
-        heartbeat_interval: HEARTBEAT_MS,
-        election_timeout_min: ELECTION_MIN_MS,
-        election_timeout_max: ELECTION_MAX_MS,
-        enable_pre_vote: Some(true),
-        install_snapshot_timeout: 10_000,
-        snapshot_policy,
-        max_in_snapshot_log_to_keep: snapshot_log_keep,
-        // Retrying an unreachable peer: openraft's default doubles 200 ms up to 1 s, so a node
-        // that restarts after a second away waited up to a second more before its leader
-        // called again. A refused connect costs next to nothing; cap the wait at 250 ms.
-        backoff: REPLICATION_BACKOFF.to_string(),
-        ..Default::default()
-    }
-    .validate()
-}
-
-/// Without a leader for this long a node stops serving clients (closes their connections, refuses new
-/// ones, and `srvr` answers "not currently serving"): for a follower, this long since the leader's
-/// last AppendEntries; for a leader, since the send time of the last message a quorum acknowledged.
-/// 1 s = twice the latest moment a majority starts electing (openraft's leader lease, `ELECTION_MAX_MS`,
-/// plus the longest election timeout). The majority cannot elect before lease + `ELECTION_MIN_MS` =
-/// 400 ms after the old leader's last acknowledged heartbeat, so a cut-off leader answers (stale) reads
-/// at most about 650 ms (this bound plus one `HEARTBEAT_MS` check, minus 400 ms) after a new leader
-/// could first commit. Half of it (500 ms) closed every client of a healthy leader whose heartbeat
-/// acknowledgements were merely late on a busy 2-core machine (600 ms gaps seen in the test suite).
-/// `docs/operations.md` ("Partitions") states the same value.
-pub const LEADERLESS_MS: i64 = 2 * (ELECTION_MAX_MS as i64 + ELECTION_MAX_MS as i64);
-
 /// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
 fn random_node_id() -> u64 {
     loop {
@@ -201,7 +125,7 @@ fn random_node_id() -> u64 {
 async fn discover_cluster(seed: &str) -> Result<String, StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match peer::admin::cluster_id(seed).await {
+        match admin::cluster_id(seed).await {
             Ok(id) => return Ok(id),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "cluster id not known yet; retrying");
@@ -249,27 +173,9 @@ impl Node {
         let wal = log_store.wal().stats_handle();
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
-        let sm = StateMachine::new(shared.clone(), snapshots);
-        let raft_config = raft_config(
-            format!("roster-{}", identity.cluster_id),
-            SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
-            config.snapshot_log_keep,
-        )
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(
-            identity.cluster_id.clone(),
-            identity.node_id,
-            shared.clone(),
-        );
-        let raft = Raft::new(
-            identity.node_id,
-            Arc::new(raft_config),
-            network,
-            log_store,
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = crate::raft::start(&identity, &config, log_store, shared.clone(), snapshots)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -289,11 +195,7 @@ impl Node {
                     identity.node_id, identity.cluster_id
                 )));
             }
-            let members = BTreeMap::from([(
-                identity.node_id,
-                BasicNode::new(config.peer_addr.to_string()),
-            )]);
-            raft.initialize(members)
+            raft.initialize_alone(identity.node_id, config.peer_addr.to_string())
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(peer_addr = %config.peer_addr, "initialized a one-voter raft group");
@@ -301,19 +203,10 @@ impl Node {
 
         if join_seed.is_none() {
             // The metrics show the stored (or just initialized) membership shortly after start.
-            let _ = raft
-                .wait(Some(Duration::from_secs(10)))
-                .metrics(
-                    |m| m.membership_config.nodes().count() > 0,
-                    "membership loaded",
-                )
-                .await;
+            raft.wait_membership_loaded(Duration::from_secs(10)).await;
         }
         // Only a cluster's sole member may run without its peer port (two single nodes on one host).
-        let alone = |raft: &Raft| {
-            let m = raft.metrics().borrow_watched().membership_config.clone();
-            m.nodes().count() == 1 && m.voter_ids().eq([identity.node_id])
-        };
+        let alone = |raft: &RaftHandle| raft.status().alone();
         // `ROSTER_PEER_LISTEN=HOST:PORT` binds the peer port there while `--peer-addr` stays the announced
         // address: for a node behind a proxy or NAT (the partition tests put a fault-injecting proxy
         // on the announced address).
@@ -337,13 +230,16 @@ impl Node {
             }
         };
         let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let (route_tx, routes) = net::routing::channel();
+        let (route_tx, routes) = net::ctx::channel();
         let ctx = Arc::new(NodeCtx {
             shared: shared.clone(),
             raft: raft.clone(),
             identity: identity.clone(),
             cluster: Cluster::new(config.peer_addr.to_string(), config.target_voters, false),
             wal,
+        });
+        let client = Arc::new(ClientCtx {
+            node: ctx.clone(),
             routes,
         });
         let (shutdown, rx) = watch::channel(false);
@@ -353,9 +249,18 @@ impl Node {
             rx.clone(),
         ))];
         if let Some(l) = peer_listener {
-            tasks.push(tokio::spawn(peer::server::serve(
+            let me = LocalIdentity {
+                cluster_id: identity.cluster_id.clone(),
+                node_id: identity.node_id,
+            };
+            let node = ctx.clone();
+            let serve = Arc::new(move |conn: PeerConn| {
+                tokio::spawn(cluster::service::serve(node.clone(), conn));
+            });
+            tasks.push(tokio::spawn(crate::transport::server::serve(
                 l,
-                ctx.clone(),
+                me,
+                serve,
                 rx.clone(),
             )));
         }
@@ -368,30 +273,24 @@ impl Node {
                 .await
                 .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
             ctx.cluster.recovered.store(true, Ordering::Release);
-            raft.wait(Some(Duration::from_secs(30)))
-                .state(ServerState::Leader, "leader")
+            raft.wait_leader(Duration::from_secs(30))
                 .await
                 .map_err(|e| StartError::Raft(format!("no leadership: {e}")))?;
             // Leadership alone does not mean the whole log is applied: the log store persists `committed`
             // lazily, so entries acknowledged before a crash may still be waiting. A read barrier commits
             // this term's first entry, which applies everything before it.
-            raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            raft.barrier()
                 .await
                 .map_err(|e| StartError::Raft(format!("catching up the log: {e}")))?;
             ctx.cluster.serving.store(true, Ordering::Release);
             // Data directories made before the peer port existed (or moved to another --peer-addr)
             // announce another address in the membership: correct it so that nodes can join.
-            let announced = raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .get_node(&identity.node_id)
-                .map(|n| n.addr.clone());
+            let announced = raft.status().nodes.get(&identity.node_id).cloned();
             let wanted = config.peer_addr.to_string();
             if announced.as_deref() != Some(wanted.as_str()) {
-                let nodes = BTreeMap::from([(identity.node_id, BasicNode::new(wanted.clone()))]);
+                let nodes = BTreeMap::from([(identity.node_id, wanted.clone())]);
                 match raft
-                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), true)
+                    .change_membership(MembershipChange::SetAddresses(nodes), true)
                     .await
                 {
                     Ok(_) => {
@@ -449,17 +348,22 @@ impl Node {
             source,
         })?;
         *ctx.cluster.client_addr.lock() = client_addr.to_string();
-        tasks.push(tokio::spawn(net::serve(listener, ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(net::serve(
+            listener,
+            client.clone(),
+            rx.clone(),
+        )));
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster_monitor(ctx.clone(), rx.clone())));
-        tasks.push(tokio::spawn(peer::reconfig::config_loop(
+        tasks.push(tokio::spawn(cluster::reconfig::config_loop(
             ctx.clone(),
             rx.clone(),
         )));
-        tasks.push(tokio::spawn(peer::forward::touch_loop(ctx.clone(), rx)));
+        tasks.push(tokio::spawn(net::forward::touch_loop(client.clone(), rx)));
         tracing::info!(%client_addr, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
         Ok(Node {
             ctx,
+            client,
             client_addr,
             peer_addr,
             shutdown,
@@ -470,29 +374,23 @@ impl Node {
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
     pub async fn shutdown(self) {
         if self.ctx.shared.config.leave_on_shutdown {
-            let members = self
-                .ctx
-                .raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .nodes()
-                .count();
+            let members = self.ctx.raft.status().nodes.len();
             if members > 1 {
                 tracing::info!("leaving the cluster before shutting down (leave-on-shutdown)");
                 match tokio::time::timeout(
                     Duration::from_secs(30),
-                    crate::peer::membership::remove(&self.ctx, self.ctx.identity.node_id),
+                    cluster::membership::remove(&self.ctx, self.ctx.identity.node_id),
                 )
                 .await
                 {
-                    Ok(crate::peer::wire::PeerResponse::Ack) => tracing::info!("left the cluster"),
+                    Ok(PeerResponse::Ack) => tracing::info!("left the cluster"),
                     Ok(other) => tracing::warn!(answer = ?other, "could not leave the cluster"),
                     Err(_) => tracing::warn!("could not leave the cluster within 30 s"),
                 }
             }
         }
         let _ = self.shutdown.send(true);
+        drop(self.client);
         for t in self.tasks {
             let _ = t.await;
         }
@@ -508,7 +406,7 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
     let id = &ctx.identity;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let (voter, committed) = loop {
-        match peer::admin::join(seed, &id.cluster_id, id.node_id, &ctx.cluster.peer_addr).await {
+        match admin::join(seed, &id.cluster_id, id.node_id, &ctx.cluster.peer_addr).await {
             Ok(r) => break r,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "join not done yet; retrying");
@@ -518,23 +416,25 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
         }
     };
     tracing::info!(node = id.node_id, voter, committed, "joined the cluster");
-    peer::forward::wait_applied(&ctx.raft, committed)
+    ctx.raft
+        .wait_applied(committed, Duration::from_secs(60))
         .await
-        .map_err(StartError::Join)?;
+        .map_err(|e| StartError::Join(e.to_string()))?;
     Ok(())
 }
 
 /// Serves clients only while the node has a leader: stops (closing every client connection, so clients
-/// move to another node) after [`LEADERLESS_MS`] without one, and resumes when one is back.
+/// move to another node) after [`LEADERLESS`] without one, and resumes when one is back.
 async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+    let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let healthy = ctx.cluster.recovered.load(Ordering::Acquire) && peer::has_leader(&ctx);
+        let healthy =
+            ctx.cluster.recovered.load(Ordering::Acquire) && cluster::status::has_leader(&ctx);
         let serving = ctx.cluster.is_serving();
         if healthy {
             if !serving {
@@ -546,7 +446,8 @@ async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
             let conns = ctx.shared.conns.lock();
             tracing::warn!(
                 connections = conns.by_id.len(),
-                "no leader for {LEADERLESS_MS} ms: closing client connections and refusing new ones until the cluster heals"
+                "no leader for {} ms: closing client connections and refusing new ones until the cluster heals",
+                LEADERLESS.as_millis()
             );
             for c in conns.by_id.values() {
                 let _ = c.tx.send(ConnMsg::Close("this server has no leader"));
@@ -559,7 +460,7 @@ async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
 /// in the proposed transactions.
 async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
     let shared = ctx.shared.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.session_tick_ms));
+    let mut tick = tokio::time::interval(shared.config.session_tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ttl_proposed: HashMap<String, i64> = HashMap::new();
     let mut last_ttl_check = 0i64;
@@ -614,7 +515,7 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 time: now,
                 op: TxnOp::CloseSession,
             };
-            if let Err(e) = ctx.raft.write(Command(txn)).await {
+            if let Err(e) = ctx.raft.submit(txn).await {
                 tracing::warn!(error = %e, "cannot propose session close");
             }
         }
@@ -639,26 +540,10 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                     time: now,
                     op: TxnOp::ExpireTtl { paths },
                 };
-                if let Err(e) = ctx.raft.write(Command(txn)).await {
+                if let Err(e) = ctx.raft.submit(txn).await {
                     tracing::warn!(error = %e, "cannot propose TTL expiry");
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::staggered;
-
-    #[test]
-    fn snapshot_intervals_are_staggered_within_the_top_quarter() {
-        let drawn: std::collections::BTreeSet<u64> = (0..200).map(|_| staggered(100_000)).collect();
-        assert!(
-            drawn.iter().all(|n| (75_001..=100_000).contains(n)),
-            "{drawn:?}"
-        );
-        assert!(drawn.len() > 100, "draws vary: {}", drawn.len());
-        assert_eq!(staggered(3), 3, "tiny intervals are kept as given");
     }
 }

@@ -23,9 +23,10 @@ use openraft::{BasicNode, ChangeMembers, OptionalSend, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roster_proto::{Acl, CreateRequest, Request, SetDataRequest};
+use roster_server::raft::handle::Raft;
 use roster_server::raft::log_store::LogStore;
 use roster_server::raft::state_machine::StateMachine;
-use roster_server::raft::types::{Command, Outcome, Raft, TypeConfig};
+use roster_server::raft::types::{Command, Outcome, TypeConfig};
 use roster_server::shared::Shared;
 use roster_server::storage::snapshot::SnapshotStore;
 use roster_state::{State, Txn, TxnOp};
@@ -223,7 +224,7 @@ struct Sim {
 /// that snapshot transfer and log purging are exercised too.
 fn raft_config() -> Arc<openraft::Config> {
     let mut c =
-        roster_server::node::raft_config("sim".into(), SnapshotPolicy::LogsSinceLast(40), 5)
+        roster_server::raft::raft_config("sim".into(), SnapshotPolicy::LogsSinceLast(40), 5)
             .unwrap();
     c.install_snapshot_timeout = 5_000;
     c.purge_batch_size = 1;

@@ -597,7 +597,7 @@ async fn proxy_conn(
     me: SocketAddr,
     inner: std::sync::Arc<std::sync::Mutex<NetState>>,
 ) -> std::io::Result<()> {
-    use roster_server::peer::wire::{encode, read_msg, PeerMsg};
+    use roster_server::transport::wire::{encode, read_msg, PeerMsg};
     use tokio::io::AsyncWriteExt;
     let Some(hello) = read_msg(&mut down).await? else {
         return Ok(());
@@ -656,12 +656,12 @@ pub fn three_behind(net: &FaultNet) -> (Roster, Roster, Roster, u64) {
 }
 
 /// A node's view of the cluster, asked on its peer port (as `roster cluster status` does).
-pub fn peer_status(peer: SocketAddr) -> Result<roster_server::peer::wire::StatusInfo, String> {
+pub fn peer_status(peer: SocketAddr) -> Result<roster_server::transport::wire::StatusInfo, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(roster_server::peer::admin::status(&peer.to_string()))
+    rt.block_on(roster_server::cluster::admin::status(&peer.to_string()))
 }
 
 /// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.

@@ -20,12 +20,14 @@
 //! `MarshallingError`; a frame over the limit or a broken handshake closes the connection. Each is logged
 //! with the reason and touches nothing else.
 
+use super::ctx::ClientCtx;
+use super::ctx::Route;
+use super::forward::{Proposal, WriteInFlight};
+use super::fourlw;
 use super::pipeline::{self, Action, Done, Pipeline, PropKind, Target};
-use super::routing::{self, Route};
-use crate::fourlw;
-use crate::node::NodeCtx;
-use crate::peer::forward::{Proposal, WriteInFlight};
-use crate::raft::types::{Outcome, WriteReply};
+use super::routing;
+use crate::error::{ClientAnswer, Error};
+use crate::reply::{Outcome, WriteReply};
 use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -88,7 +90,7 @@ enum FirstFrame {
 }
 
 struct Conn {
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<ClientCtx>,
     id: u64,
     peer: SocketAddr,
     stats: Arc<ConnStats>,
@@ -112,13 +114,13 @@ struct Conn {
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<ClientCtx>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let id = ctx.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let id = ctx.node.shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(ConnStats::default());
-    ctx.shared.conns.lock().by_id.insert(
+    ctx.node.shared.conns.lock().by_id.insert(
         id,
         ConnInfo {
             tx,
@@ -155,9 +157,9 @@ pub async fn run(
         }
     }
     conn.count_outstanding(0);
-    ctx.shared.db.lock().watches.remove_watcher(id);
+    ctx.node.shared.db.lock().watches.remove_watcher(id);
     if conn.wants_views {
-        let mut vs = ctx.shared.view_sessions.lock();
+        let mut vs = ctx.node.shared.view_sessions.lock();
         if let Some(n) = vs.get_mut(&conn.session_id) {
             *n -= 1;
             if *n == 0 {
@@ -165,7 +167,7 @@ pub async fn run(
             }
         }
     }
-    let mut conns = ctx.shared.conns.lock();
+    let mut conns = ctx.node.shared.conns.lock();
     conns.by_id.remove(&id);
     if conns.by_session.get(&conn.session_id) == Some(&id) {
         conns.by_session.remove(&conn.session_id);
@@ -210,7 +212,7 @@ impl Conn {
         mut rx: mpsc::UnboundedReceiver<ConnMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let max = self.ctx.shared.config.max_frame_bytes;
+        let max = self.ctx.node.shared.config.max_frame_bytes;
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let first = tokio::select! {
             f = read_frame(&mut rd, &mut inbuf, max, true) => f?,
@@ -218,7 +220,7 @@ impl Conn {
         };
         let body = match first {
             FirstFrame::Word(w) => {
-                let text = fourlw::run(w, &self.ctx);
+                let text = fourlw::run(w, &self.ctx.node);
                 wr.write_all(text.as_bytes()).await?;
                 let _ = wr.shutdown().await;
                 return Ok(());
@@ -309,7 +311,7 @@ impl Conn {
     }
 
     /// Feeds a proposal result to the pipeline.
-    fn proposal_result(&mut self, result: Result<WriteReply, String>) {
+    fn proposal_result(&mut self, result: Result<WriteReply, Error>) {
         match result {
             Ok(WriteReply {
                 zxid,
@@ -327,7 +329,15 @@ impl Conn {
                     },
                 );
             }
-            Err(e) => self.pipe.failed(e),
+            Err(e) => self.fail(&e, ""),
+        }
+    }
+
+    /// A request failed: what the client is told is [`Error::client_answer`]'s to decide.
+    fn fail(&mut self, e: &Error, context: &str) {
+        match e.client_answer() {
+            ClientAnswer::Close(reason) => self.pipe.failed(format!("{context}{reason}")),
+            ClientAnswer::Code(code) => self.pipe.failed(format!("{context}{code:?}")),
         }
     }
 
@@ -339,7 +349,7 @@ impl Conn {
                     debug_assert!(target == self.route.target || target == Target::Unordered);
                     match routing::propose(&self.ctx, &self.route, prop).await {
                         Ok(pending) => writes.push_back(pending),
-                        Err(e) => self.pipe.failed(format!("not proposed: {e}")),
+                        Err(e) => self.fail(&e, "not proposed: "),
                     }
                 }
                 Action::Read { meta, read, view } => {
@@ -372,6 +382,7 @@ impl Conn {
                         self.wants_views = true;
                         *self
                             .ctx
+                            .node
                             .shared
                             .view_sessions
                             .lock()
@@ -392,7 +403,7 @@ impl Conn {
 
     /// Keeps the `outstanding` statistics at `now` requests of this connection.
     fn count_outstanding(&mut self, now: u64) {
-        let stats = &self.ctx.shared.stats.outstanding;
+        let stats = &self.ctx.node.shared.stats.outstanding;
         if now > self.outstanding {
             stats.fetch_add(now - self.outstanding, Ordering::Relaxed);
             self.stats
@@ -409,7 +420,7 @@ impl Conn {
 
     /// Handles the ConnectRequest. Returns false when the connection must close after `out` is sent.
     async fn handshake(&mut self, body: &[u8]) -> Result<bool, ConnError> {
-        let shared = &self.ctx.shared;
+        let shared = &self.ctx.node.shared;
         let req = match roster_proto::decode_exact::<ConnectRequest>(body) {
             Ok(r) => r,
             Err(e) => {
@@ -417,7 +428,7 @@ impl Conn {
                 return Err(ConnError::Closed(format!("handshake does not decode: {e}")));
             }
         };
-        if !self.ctx.cluster.is_serving() {
+        if !self.ctx.node.cluster.is_serving() {
             return Err(ConnError::Closed(
                 "refusing session: this server has no leader; client must try another server"
                     .to_string(),
@@ -510,7 +521,7 @@ impl Conn {
     fn attach(&mut self, session_id: i64, timeout_ms: i32) {
         self.session_id = session_id;
         self.timeout_ms = timeout_ms;
-        let shared = &self.ctx.shared;
+        let shared = &self.ctx.node.shared;
         {
             let mut conns = shared.conns.lock();
             if let Some(old) = conns.by_session.insert(session_id, self.id) {
@@ -528,7 +539,7 @@ impl Conn {
 
     /// Decodes one request and hands it to the pipeline (pings and auth are answered at once).
     fn handle_packet(&mut self, body: Bytes) -> Result<(), ConnError> {
-        let shared = self.ctx.shared.clone();
+        let shared = self.ctx.node.shared.clone();
         shared
             .stats
             .packets_received
@@ -709,7 +720,7 @@ impl Conn {
             Request::MultiRead(ops) if ops.iter().all(|o| !o.sets_watch()) => ("", false),
             _ => return None,
         };
-        let shared = self.ctx.shared.clone();
+        let shared = self.ctx.node.shared.clone();
         let limit = shared.config.max_watches_per_session;
         let mut db = shared.db.lock();
         let db = &mut *db;
@@ -749,7 +760,7 @@ impl Conn {
 
     /// Runs a non-replicated request against the current state and watch table.
     fn execute_current(&mut self, req: &Request) -> Result<Response, ErrorCode> {
-        let shared = self.ctx.shared.clone();
+        let shared = self.ctx.node.shared.clone();
         let limit = shared.config.max_watches_per_session;
         let mut db = shared.db.lock();
         let db = &mut *db;
@@ -769,8 +780,8 @@ impl Conn {
             return Err(ErrorCode::QuotaExceeded);
         }
         match req {
-            // Not reached: reconfig is a write (see `peer::reconfig`); it cannot wait for a membership change here.
-            Request::Reconfig(r) => crate::peer::reconfig::local(r),
+            // Not reached: reconfig is a write (see `cluster::reconfig`); it cannot wait for a membership change here.
+            Request::Reconfig(r) => crate::cluster::reconfig::local(r),
             Request::Sync(r) => Ok(Response::Sync(SyncResponse {
                 path: r.path.clone(),
             })),
@@ -845,7 +856,7 @@ impl Conn {
     }
 
     fn handle_auth(&mut self, xid_: i32, a: roster_proto::AuthPacket) {
-        let shared = self.ctx.shared.clone();
+        let shared = self.ctx.node.shared.clone();
         let ok = match a.scheme.as_str() {
             // ZooKeeper accepts any digest credentials (`user:password`, or a bare `user`, hashed whole).
             "digest" => match std::str::from_utf8(&a.auth) {
@@ -899,7 +910,7 @@ impl Conn {
     ) {
         let zxid = match at {
             Some(z) => z,
-            None => self.ctx.shared.db.lock().state.last_zxid(),
+            None => self.ctx.node.shared.db.lock().state.last_zxid(),
         };
         match result {
             Ok(r) => self.write_header(
@@ -924,7 +935,7 @@ impl Conn {
 
     /// Counts one answered request in the server's and this connection's statistics.
     fn record_latency(&self, started: Instant) {
-        self.ctx.shared.stats.record_latency(started);
+        self.ctx.node.shared.stats.record_latency(started);
         let ms = started.elapsed().as_millis() as u64;
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         self.stats.latency_total_ms.fetch_add(ms, Ordering::Relaxed);
@@ -933,6 +944,7 @@ impl Conn {
 
     fn write_header(&mut self, h: ReplyHeader, body: Option<&Response>) {
         self.ctx
+            .node
             .shared
             .stats
             .packets_sent
@@ -946,6 +958,7 @@ impl Conn {
 
     fn push_event(&mut self, ev: &WatcherEvent, zxid: i64) {
         self.ctx
+            .node
             .shared
             .stats
             .packets_sent

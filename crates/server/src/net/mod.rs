@@ -4,21 +4,35 @@
 //! - [`pipeline`]: the ordering rules of one connection's requests, as a state machine without I/O.
 //! - [`connection`]: the task that drives it: decoding, executing reads, encoding replies.
 //! - [`routing`]: where proposals go (local Raft, the link to the leader, or wait for a leader).
+//! - [`forward`]: the write path: proposing locally, forwarding to the leader, session touches.
+//! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
+//! - [`ctx`]: what the client side's tasks share.
+//!
+//! The client side is the top layer of the server: it uses cluster management (`crate::cluster`),
+//! the Raft handle (`crate::raft::handle`) and the transport's links, and nothing uses it but the
+//! node's wiring.
 //!
 //! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
 
 pub mod connection;
+pub mod ctx;
+pub mod forward;
+pub mod fourlw;
 pub mod pipeline;
 pub mod routing;
 
-use crate::node::NodeCtx;
+use ctx::ClientCtx;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ClientCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -33,12 +47,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch
                 continue;
             }
         };
-        let limit = ctx.shared.config.max_connections_per_ip;
+        let limit = ctx.node.shared.config.max_connections_per_ip;
         {
-            let mut conns = ctx.shared.conns.lock();
+            let mut conns = ctx.node.shared.conns.lock();
             let n = conns.per_ip.entry(peer.ip()).or_insert(0);
             if limit > 0 && *n >= limit {
-                ctx.shared
+                ctx.node
+                    .shared
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
@@ -56,7 +71,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>, mut shutdown: watch
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             connection::run(stream, peer, ctx.clone(), shutdown).await;
-            let mut conns = ctx.shared.conns.lock();
+            let mut conns = ctx.node.shared.conns.lock();
             if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {

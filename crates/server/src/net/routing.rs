@@ -1,6 +1,6 @@
 //! Request routing: where this node's client proposals go now, and proposing along that route.
 //!
-//! One task per node ([`run`]) follows openraft's server metrics (leader and vote) and publishes a
+//! One task per node ([`run`]) follows the Raft leader (`RaftHandle::watch`) and publishes a
 //! [`Route`] on a watch channel that every connection follows: [`Target::Local`] while this node leads,
 //! [`Target::Forward`] with the ordered link to the leader once it is dialed, [`Target::Unreachable`]
 //! while no leader is known or it cannot be dialed (dialing is retried every 50 ms while the same
@@ -10,17 +10,18 @@
 //! learns of the new leader, not when the old one comes back.
 //!
 //! [`propose`] carries one proposal along a route: the local Raft, the link (the mechanics of forwarding
-//! are the peer protocol's: [`crate::peer::forward`]), or the reconfiguration path.
+//! are in [`super::forward`]), or the reconfiguration path (`crate::cluster::reconfig`).
 //!
 //! Left out: choosing among several links, resending writes whose fate is unknown.
 
-use crate::net::pipeline::Target;
-use crate::node::NodeCtx;
-use crate::peer::forward::{self, Proposal, WriteInFlight};
-use crate::peer::link::Link;
-use crate::peer::wire::{Hello, LinkKind};
-use crate::raft::types::WriteReply;
-use openraft::async_runtime::watch::WatchReceiver;
+use super::ctx::{ClientCtx, Route};
+use super::forward::{self, Proposal, WriteInFlight};
+use super::pipeline::Target;
+use crate::cluster::ctx::NodeCtx;
+use crate::error::Error;
+use crate::reply::WriteReply;
+use crate::transport::link::Link;
+use crate::transport::wire::{Hello, LinkKind};
 use roster_proto::Request;
 use roster_state::{Txn, TxnOp};
 use std::sync::Arc;
@@ -34,43 +35,16 @@ const REDIAL: Duration = Duration::from_millis(50);
 /// How often an open link is checked for having broken.
 const LINK_CHECK: Duration = Duration::from_millis(25);
 
-/// Where proposals go now.
-#[derive(Clone)]
-pub struct Route {
-    /// The target, as the pipelines see it.
-    pub target: Target,
-    /// The leader, when one is known.
-    pub leader: Option<u64>,
-    /// The link, when the target is [`Target::Forward`].
-    pub link: Option<Link>,
-}
-
-impl Route {
-    /// No route.
-    pub fn unreachable(leader: Option<u64>) -> Route {
-        Route {
-            target: Target::Unreachable,
-            leader,
-            link: None,
-        }
-    }
-}
-
-/// The routing channel: the task's sender and the receiver connections clone.
-pub fn channel() -> (watch::Sender<Route>, watch::Receiver<Route>) {
-    watch::channel(Route::unreachable(None))
-}
-
 /// Follows the leader and keeps the route current until `shutdown`.
 pub async fn run(ctx: Arc<NodeCtx>, tx: watch::Sender<Route>, mut shutdown: watch::Receiver<bool>) {
     let me = ctx.identity.node_id;
-    let mut metrics = ctx.raft.server_metrics();
+    let mut metrics = ctx.raft.watch();
     let mut generation = 0u64;
     // The last link dialed, kept across a moment without a known leader: if the same leader wins the
     // election again, writes in flight on it stay on their route.
     let mut kept: Option<(Link, u64)> = None;
     loop {
-        let leader = metrics.borrow_watched().current_leader;
+        let leader = metrics.leader();
         let current = tx.borrow().clone();
         let next = match leader {
             Some(l) if l == me => Some(Route {
@@ -145,11 +119,10 @@ pub async fn run(ctx: Arc<NodeCtx>, tx: watch::Sender<Route>, mut shutdown: watc
 async fn dial(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
     let addr = ctx
         .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
+        .status()
+        .nodes
+        .get(&leader)
+        .cloned()
         .ok_or_else(|| format!("leader {leader} is not in the membership this node knows"))?;
     let hello = Hello {
         cluster_id: Some(ctx.identity.cluster_id.clone()),
@@ -166,13 +139,9 @@ async fn dial(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
 /// pending result, which resolves once this node applied it.
 ///
 /// A client's `reconfig` arrives as a write (`TxnOp::Request` with `Request::Reconfig`) and is carried
-/// out by [`crate::peer::reconfig`] rather than proposed: it changes the Raft membership, and its answer
+/// out by [`crate::cluster::reconfig`] rather than proposed: it changes the Raft membership, and its answer
 /// comes once `/zookeeper/config` shows the change.
-pub async fn propose(
-    ctx: &Arc<NodeCtx>,
-    route: &Route,
-    p: Proposal,
-) -> Result<WriteInFlight, String> {
+pub async fn propose(ctx: &ClientCtx, route: &Route, p: Proposal) -> Result<WriteInFlight, Error> {
     if let Proposal::Txn(Txn {
         op: TxnOp::Request {
             request: Request::Reconfig(r),
@@ -181,33 +150,33 @@ pub async fn propose(
         ..
     }) = &p
     {
-        return Ok(crate::peer::reconfig::pending(
-            ctx.clone(),
+        return Ok(crate::cluster::reconfig::pending(
+            ctx.node.clone(),
             r.clone(),
             auth.clone(),
         ));
     }
     match (&route.target, &route.link, route.leader) {
-        (Target::Local, _, _) => forward::propose_local(ctx.raft.clone(), p).await,
+        (Target::Local, _, _) => forward::propose_local(ctx.node.raft.clone(), p).await,
         (Target::Forward { .. }, Some(link), Some(leader)) => {
-            forward::send_to_leader(ctx.raft.clone(), link.clone(), leader, p)
+            forward::send_to_leader(ctx.node.raft.clone(), link.clone(), leader, p)
         }
-        _ => Err("no reachable leader".to_string()),
+        _ => Err(Error::NoLeader("no leader this node can reach".into())),
     }
 }
 
 /// Proposes one write outside a pipeline (session creation in the handshake): waits up to `hold` for
 /// a route, then for the result.
 pub async fn propose_and_wait(
-    ctx: &Arc<NodeCtx>,
+    ctx: &ClientCtx,
     p: Proposal,
     hold: Duration,
-) -> Result<WriteReply, String> {
+) -> Result<WriteReply, Error> {
     let mut routes = ctx.routes.clone();
     let route = tokio::time::timeout(hold, routes.wait_for(|r| r.target != Target::Unreachable))
         .await
-        .map_err(|_| format!("no reachable leader within {} ms", hold.as_millis()))?
-        .map_err(|_| "node shutting down".to_string())?
+        .map_err(|_| Error::NoLeader(format!("none within {} ms", hold.as_millis())))?
+        .map_err(|_| Error::ShuttingDown)?
         .clone();
     propose(ctx, &route, p).await?.await
 }

@@ -1,4 +1,5 @@
-//! The outbound Raft network ([`RaftNetworkV2`]) over the peer protocol ([`crate::peer`]).
+//! The outbound Raft network ([`RaftNetworkV2`]) over the peer transport ([`crate::transport`]):
+//! Raft messages ([`super::rpc`]) travel as the transport's opaque blobs.
 //!
 //! The factory hands openraft three kinds of clients per target, each with its own TCP connection:
 //! replication (`new_client`), heartbeats (`new_heartbeat_client`) and snapshots (`new_snapshot_client`),
@@ -24,10 +25,11 @@
 //!
 //! Left out: `transfer_leader`.
 
+use super::rpc::{self, RaftRequest, RaftResponse};
 use super::types::TypeConfig;
-use crate::peer::link::{Link, LinkError};
-use crate::peer::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use crate::shared::Shared;
+use crate::transport::link::{Link, LinkError};
+use crate::transport::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -243,7 +245,8 @@ impl PeerClient {
         }
     }
 
-    async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+    async fn call(&mut self, req: RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
+        let req = PeerRequest::Raft(rpc::encode(&req).map_err(CallError::Remote)?);
         let started = tokio::time::Instant::now();
         let link = self.link(ttl).await?;
         let left = ttl
@@ -254,9 +257,13 @@ impl PeerClient {
                 self.timeouts = 0;
                 Err(CallError::Remote(e.to_string()))
             }
-            Ok(r) => {
+            Ok(PeerResponse::Raft(blob)) => {
                 self.timeouts = 0;
-                Ok(r)
+                rpc::decode(&blob).map_err(CallError::Remote)
+            }
+            Ok(other) => {
+                self.timeouts = 0;
+                Err(CallError::Remote(format!("unexpected answer {other:?}")))
             }
             Err(LinkError::Timeout(_)) => {
                 self.timeouts += 1;
@@ -303,7 +310,7 @@ impl PeerClient {
         }
     }
 
-    fn unexpected<T>(&self, r: PeerResponse) -> Result<T, CallError> {
+    fn unexpected<T>(&self, r: RaftResponse) -> Result<T, CallError> {
         Err(CallError::Remote(format!("unexpected answer {r:?}")))
     }
 }
@@ -340,7 +347,10 @@ where
         option: &RPCOption,
     ) -> Option<StreamItem> {
         let ttl = append_ttl(&req, option);
-        match self.link.send_with_id(PeerRequest::StreamAppend(req)) {
+        let sent = rpc::encode(&RaftRequest::StreamAppend(req))
+            .map_err(LinkError::Closed)
+            .and_then(|blob| self.link.send_with_id(PeerRequest::Raft(blob)));
+        match sent {
             Ok((id, rx)) => {
                 self.inflight.push_back(InFlight {
                     id,
@@ -423,13 +433,17 @@ where
     ) -> StreamItem {
         let c = &mut *self.client;
         let e = match answer {
-            Ok(Ok(PeerResponse::StreamAppend(Ok(r)))) => {
-                c.timeouts = 0;
-                return Ok(r);
-            }
-            Ok(Ok(PeerResponse::StreamAppend(Err(fatal)))) => {
-                CallError::Remote(format!("its raft stopped: {fatal}"))
-            }
+            Ok(Ok(PeerResponse::Raft(blob))) => match rpc::decode(&blob) {
+                Ok(RaftResponse::StreamAppend(Ok(r))) => {
+                    c.timeouts = 0;
+                    return Ok(r);
+                }
+                Ok(RaftResponse::StreamAppend(Err(fatal))) => {
+                    CallError::Remote(format!("its raft stopped: {fatal}"))
+                }
+                Ok(other) => CallError::Remote(format!("unexpected answer {other:?}")),
+                Err(e) => CallError::Remote(e),
+            },
             Ok(Ok(PeerResponse::Err(e))) => CallError::Remote(e.to_string()),
             Ok(Ok(other)) => CallError::Remote(format!("unexpected answer {other:?}")),
             Ok(Err(_)) => {
@@ -506,8 +520,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = append_ttl(&rpc, &option);
-        let r = match self.call(PeerRequest::AppendEntries(rpc), ttl).await {
-            Ok(PeerResponse::AppendEntries(r)) => Ok(r),
+        let r = match self.call(RaftRequest::AppendEntries(rpc), ttl).await {
+            Ok(RaftResponse::AppendEntries(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
             Err(e) => Err(e),
         };
@@ -519,8 +533,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let r = match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(r)) => Ok(r),
+        let r = match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftResponse::Vote(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
             Err(e) => Err(e),
         };
@@ -533,10 +547,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let r = match self
-            .call(PeerRequest::PreVote(rpc), option.hard_ttl())
+            .call(RaftRequest::PreVote(rpc), option.hard_ttl())
             .await
         {
-            Ok(PeerResponse::Vote(r)) => Ok(r),
+            Ok(RaftResponse::Vote(r)) => Ok(r),
             Ok(other) => self.unexpected(other),
             Err(e) => Err(e),
         };
@@ -561,7 +575,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let len = data.len();
         // Begin, the chunks (built one at a time), then End; each answered before the next is sent.
         let steps = 2 + len.div_ceil(chunk);
-        let mut begin = Some(PeerRequest::SnapshotBegin {
+        let mut begin = Some(RaftRequest::SnapshotBegin {
             vote,
             meta: snapshot.meta,
             len: len as u64,
@@ -571,10 +585,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let req = if i == 0 {
                 begin.take().expect("first step")
             } else if last {
-                PeerRequest::SnapshotEnd
+                RaftRequest::SnapshotEnd
             } else {
                 let offset = (i - 1) * chunk;
-                PeerRequest::SnapshotChunk {
+                RaftRequest::SnapshotChunk {
                     offset: offset as u64,
                     data: data[offset..(offset + chunk).min(len)].to_vec(),
                 }
@@ -590,8 +604,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 r = self.call(req, ttl) => r,
             };
             match r {
-                Ok(PeerResponse::Ack) if !last => {}
-                Ok(PeerResponse::Snapshot(resp)) if last => return Ok(resp),
+                Ok(RaftResponse::Ack) if !last => {}
+                Ok(RaftResponse::Snapshot(resp)) if last => return Ok(resp),
                 Ok(other) => {
                     return Err(self
                         .stream_error(CallError::Remote(format!("unexpected answer {other:?}"))))

@@ -1,6 +1,8 @@
 //! openraft type configuration: what a log entry carries ([`Command`], a `roster_state::Txn`) and what
-//! applying one answers ([`WriteReply`]). Type aliases keep openraft's generics out of signatures.
+//! applying one answers ([`WriteReply`], defined below the Raft layer in `crate::reply`). Type aliases
+//! keep openraft's generics out of signatures.
 
+pub use crate::reply::{Outcome, StateView, WriteReply};
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -20,55 +22,6 @@ impl fmt::Display for Command {
     }
 }
 
-/// What applying one entry answers to the proposer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WriteReply {
-    /// The entry's zxid (its log index).
-    pub zxid: i64,
-    /// The outcome.
-    pub outcome: Outcome,
-    /// The state right after this entry, for the proposer's reads queued behind it (node-local,
-    /// never serialized; set only for sessions that pipeline reads behind writes).
-    #[serde(skip)]
-    pub view: StateView,
-}
-
-impl WriteReply {
-    /// A reply without a state view.
-    pub fn new(zxid: i64, outcome: Outcome) -> WriteReply {
-        WriteReply {
-            zxid,
-            outcome,
-            view: StateView::default(),
-        }
-    }
-}
-
-/// An O(1) copy of the replicated state as of one applied entry (see [`WriteReply::view`]).
-#[derive(Clone, Default)]
-pub struct StateView(pub Option<roster_state::State>);
-
-impl std::fmt::Debug for StateView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "StateView(..)"
-        } else {
-            "StateView(None)"
-        })
-    }
-}
-
-impl PartialEq for StateView {
-    /// Views are a node-local cache: two replies are equal whatever views they carry.
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// The outcome of one applied transaction: the state machine's result, defined once in
-/// `roster_state` (same variants and wire encoding as the enum that used to be here).
-pub use roster_state::TxnResult as Outcome;
-
 openraft::declare_raft_types!(
     /// Roster's openraft type configuration.
     pub TypeConfig:
@@ -79,8 +32,6 @@ openraft::declare_raft_types!(
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
-/// The Raft handle.
-pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
 /// A log id.
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 /// Stored membership.

@@ -8,20 +8,18 @@
 //! cluster id, wrong expected node id). After it, the dialer sends `Request`s tagged with an id and the
 //! listener answers `Response`s with the same id, in any order (request ids multiplex one connection).
 //!
+//! Version 2 carries Raft RPCs as opaque [`Blob`]s encoded by the Raft layer, so that this layer
+//! does not depend on openraft's types; version 1 (Raft messages inline) is refused.
+//!
 //! Left out: compression, authentication and encryption of peer traffic (run it on a private network).
 
-use crate::raft::types::{SnapshotMeta, TypeConfig, WriteReply};
-use openraft::alias::VoteOf;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
-};
+use crate::reply::WriteReply;
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The frame format version this build speaks.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Largest peer frame accepted, bytes (snapshot chunks and append batches stay far below it).
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -90,30 +88,10 @@ pub struct StatusInfo {
 /// A request from the dialer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// Raft log replication or heartbeat.
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    /// Raft vote.
-    Vote(VoteRequest<TypeConfig>),
-    /// Raft pre-vote.
-    PreVote(VoteRequest<TypeConfig>),
-    /// Starts a snapshot transfer on this connection.
-    SnapshotBegin {
-        /// The leader's vote.
-        vote: VoteOf<TypeConfig>,
-        /// The snapshot's metadata.
-        meta: SnapshotMeta,
-        /// Its length, bytes.
-        len: u64,
-    },
-    /// A piece of the snapshot being transferred.
-    SnapshotChunk {
-        /// Where it goes.
-        offset: u64,
-        /// The bytes.
-        data: Vec<u8>,
-    },
-    /// The transfer is complete: install it.
-    SnapshotEnd,
+    /// A Raft RPC (replication, heartbeat, vote, snapshot piece), encoded by the Raft layer
+    /// (`crate::raft::rpc`); the transport does not look inside. The Raft requests of one connection
+    /// are handed to the Raft layer in arrival order.
+    Raft(Blob),
     /// A client write forwarded by a follower; proposed in arrival order.
     Write(Txn),
     /// A read barrier for `sync`: answer the leader's read index.
@@ -138,18 +116,77 @@ pub enum PeerRequest {
     Leave,
     /// This node's view of the cluster.
     Status,
-    /// A client's `reconfig`, as the leader carries it out (see `peer::reconfig`): joins and role
-    /// changes, then removals. Appended last: the other variants keep their encoding.
+    /// A client's `reconfig`, as the leader carries it out (see `cluster::reconfig`): joins and role
+    /// changes, then removals.
     Reconfig {
         /// Servers to add (or whose role changes).
-        joining: Vec<super::reconfig::Joiner>,
+        joining: Vec<Joiner>,
         /// Node ids to remove.
         leaving: Vec<u64>,
     },
-    /// One request of a pipelined AppendEntries stream: the listener feeds the requests of one
-    /// connection, in arrival order, to `Raft::stream_append` and answers each with
-    /// [`PeerResponse::StreamAppend`] in the same order. Appended last (see `Reconfig`).
-    StreamAppend(AppendEntriesRequest<TypeConfig>),
+}
+
+impl PeerRequest {
+    /// Whether a connection that named no cluster id may send this (a joining node asking for the
+    /// cluster id, or the `roster cluster` tool).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            PeerRequest::ClusterInfo
+                | PeerRequest::Join { .. }
+                | PeerRequest::Remove { .. }
+                | PeerRequest::Leave
+                | PeerRequest::Status
+                | PeerRequest::Reconfig { .. }
+        )
+    }
+}
+
+/// One joining server of a `reconfig`, as the leader applies it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Joiner {
+    /// Node id.
+    pub id: u64,
+    /// Peer address.
+    pub peer_addr: String,
+    /// Participant (voter) or observer (learner).
+    pub voter: bool,
+}
+
+/// Bytes the transport carries without looking inside (a Raft RPC encoded by the Raft layer).
+/// Encoded as one byte string, not a sequence of numbers.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        struct BlobVisitor;
+        impl<'de> serde::de::Visitor<'de> for BlobVisitor {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(BlobVisitor)
+    }
 }
 
 /// Why a request failed.
@@ -177,12 +214,8 @@ impl std::fmt::Display for PeerError {
 /// An answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    /// To `AppendEntries`.
-    AppendEntries(AppendEntriesResponse<TypeConfig>),
-    /// To `Vote` and `PreVote`.
-    Vote(VoteResponse<TypeConfig>),
-    /// To `SnapshotEnd`.
-    Snapshot(SnapshotResponse<TypeConfig>),
+    /// To `Raft`: the Raft layer's answer, encoded by it.
+    Raft(Blob),
     /// To requests with nothing to say.
     Ack,
     /// To `Write`: the applied result.
@@ -205,9 +238,6 @@ pub enum PeerResponse {
     Status(StatusInfo),
     /// A failure.
     Err(PeerError),
-    /// To `StreamAppend`: the follower's result for that request (the log id it flushed, or why the
-    /// stream stops), or the reason its Raft stopped. Appended last.
-    StreamAppend(Result<StreamAppendResult<TypeConfig>, String>),
 }
 
 /// Everything that travels on a peer connection.

@@ -7,7 +7,7 @@
 //! Left out: `crst`, `srst`, `gtmk`, `stmk` and `hash` answer as ZooKeeper does for a standalone server
 //! with nothing to report, or reset counters.
 
-use crate::node::NodeCtx;
+use crate::cluster::ctx::NodeCtx;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -141,9 +141,9 @@ fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
 }
 
 /// `standalone` for a one-node cluster, else this node's role (`leader`, `follower`, `observer`);
-/// `None` while it serves no client (no working leader, see `peer::zk_mode`).
+/// `None` while it serves no client (no working leader, see `cluster::status::zk_mode`).
 fn mode(ctx: &NodeCtx) -> Option<&'static str> {
-    crate::peer::zk_mode(ctx)
+    crate::cluster::status::zk_mode(ctx)
 }
 
 /// `mntr`'s `zk_server_state`: the mode, or `looking` (ZooKeeper's state for a server without a
@@ -212,10 +212,7 @@ fn mntr(ctx: &NodeCtx) -> String {
         .unwrap_or(0);
     let max_fds = max_open_files();
     let wal = ctx.wal.get();
-    let raft = {
-        use openraft::async_runtime::watch::WatchReceiver;
-        ctx.raft.metrics().borrow_watched().clone()
-    };
+    let raft = ctx.raft.status();
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", format!("{ZK_VERSION}, built on {BUILT_ON}")),
         ("zk_server_state", server_state(ctx).to_string()),
@@ -275,8 +272,8 @@ fn mntr(ctx: &NodeCtx) -> String {
         ("zk_roster_wal_bytes_written", wal.bytes_written.to_string()),
         // Raft: term, openraft's own state (a leader without a quorum is still `Leader` here),
         // whether clients are served, and the dials to peers (refused dials to a dead peer are paced).
-        ("zk_roster_raft_term", raft.current_term.to_string()),
-        ("zk_roster_raft_state", format!("{:?}", raft.state)),
+        ("zk_roster_raft_term", raft.term.to_string()),
+        ("zk_roster_raft_state", format!("{:?}", raft.role)),
         (
             "zk_roster_serving",
             u8::from(ctx.cluster.is_serving()).to_string(),

@@ -14,14 +14,14 @@
 //! raise its term past Pre-Vote, deposing the healthy leader when it returns.
 //!
 //! Who campaigns: the surviving voters in ascending node id order; the first at once, each next one
-//! [`STAGGER_MS`] later and only if by then it has still not voted for anyone newer (a candidate's vote
+//! [`STAGGER`] later and only if by then it has still not voted for anyone newer (a candidate's vote
 //! request changes its vote). One candidate at a time avoids a split vote at the same term. A learner
 //! never campaigns. A survivor that refuses the candidate because its own log is longer (the dead
 //! leader had replicated more to it) campaigns at once instead, one term above the candidate's (which
 //! then grants it): otherwise neither could win before the election timers.
 //!
 //! How: a transfer-leader request from the dead leader's vote to this node, synthesized locally
-//! (`Raft::handle_transfer_leader`). openraft then starts an election whose vote requests carry
+//! (`RaftHandle::transfer_to_me`, openraft's `handle_transfer_leader`). openraft then starts an election whose vote requests carry
 //! `leadership_transfer`, which voters grant although their leader lease has not expired (Raft
 //! dissertation §4.2.3). Everything else about voting is unchanged: a voter still refuses a candidate
 //! whose log is behind its own or whose term is not newer than its vote, so at most one leader per term
@@ -37,31 +37,15 @@
 //! Left out: probing across hosts where a dead machine drops packets instead of refusing (then the probe
 //! times out and the timers apply).
 
-use crate::node::NodeCtx;
-use crate::raft::types::TypeConfig;
-use openraft::alias::VoteOf;
-use openraft::async_runtime::watch::WatchReceiver;
-use openraft::raft::{TransferLeaderRequest, VoteRequest, VoteResponse};
-use openraft::ServerState;
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::ctx::NodeCtx;
+use crate::raft::handle::{Role, Vote};
+use crate::raft::rpc::VoteSeen;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Per-node fast-failover state (in `Cluster`).
-#[derive(Default)]
-pub struct Failover {
-    /// The last term whose leader was found gone, held while checking (one check at a time).
-    checked: tokio::sync::Mutex<u64>,
-    /// The same, readable without waiting for a check in progress.
-    gone: AtomicU64,
-    /// The highest term of a fast-failover candidate this node refused because its log is behind ours.
-    outbid: AtomicU64,
-    /// The last term this node campaigned from.
-    campaigned: AtomicU64,
-}
-
 /// How long the next surviving voter waits for the previous one's campaign to reach it.
-pub const STAGGER_MS: u64 = 150;
+pub const STAGGER: Duration = Duration::from_millis(150);
 /// How long an outbidding survivor waits for its own first campaign to start.
 const OUTBID_WAIT: Duration = Duration::from_millis(500);
 /// How long one probe of the leader's peer port may take.
@@ -96,34 +80,25 @@ pub async fn probe(addr: &str) -> Probe {
 /// and, if so, campaigns (see the module documentation).
 pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
     let me = ctx.identity.node_id;
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    if from == me
-        || m.current_leader != Some(from)
-        || m.state != ServerState::Follower
-        || !m.vote.is_committed()
-    {
+    let m = ctx.raft.status();
+    if from == me || m.leader != Some(from) || m.role != Role::Follower || !m.vote.is_committed() {
         return;
     }
-    let Some(addr) = m.membership_config.get_node(&from).map(|n| n.addr.clone()) else {
+    let Some(addr) = m.nodes.get(&from).cloned() else {
         return;
     };
-    let voters: Vec<u64> = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|id| *id != from)
-        .collect();
+    let voters: Vec<u64> = m.voters.iter().copied().filter(|id| *id != from).collect();
     let all_voters = voters.len() + 1;
     let others: Vec<String> = voters
         .iter()
         .filter(|id| **id != me)
-        .filter_map(|id| m.membership_config.get_node(id).map(|n| n.addr.clone()))
+        .filter_map(|id| m.nodes.get(id).cloned())
         .collect();
     let Some(rank) = voters.iter().position(|id| *id == me) else {
         return; // a learner
     };
     let vote = m.vote;
-    let term = m.current_term;
+    let term = m.term;
     let ctx = ctx.clone();
     tokio::spawn(async move {
         // Every connection of the dead leader ends at once: one check per term is enough.
@@ -165,9 +140,9 @@ pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
         tracing::info!(leader = from, %addr, term, "the leader's process is gone (its peer port refuses connections)");
         // A survivor with a longer log than a candidate already refused it: it goes at once.
         if rank > 0 && ctx.cluster.failover.outbid.load(Ordering::Acquire) <= term {
-            tokio::time::sleep(Duration::from_millis(STAGGER_MS * rank as u64)).await;
+            tokio::time::sleep(STAGGER * rank as u32).await;
         }
-        campaign(&ctx, vote, rank).await;
+        campaign(&ctx, &vote, rank).await;
     });
 }
 
@@ -175,42 +150,34 @@ pub fn link_lost(ctx: &Arc<NodeCtx>, from: u64) {
 /// leadership-transfer election) because its own log is longer, while its vote is still that of a
 /// leader found gone, it campaigns itself at once, outbidding that candidate's term: the candidate
 /// cannot win without it, and waiting would leave both to the election timers.
-pub fn vote_answered(
-    ctx: &Arc<NodeCtx>,
-    req: &VoteRequest<TypeConfig>,
-    resp: &VoteResponse<TypeConfig>,
-) {
-    if !req.leadership_transfer || resp.vote_granted || resp.last_log_id <= req.last_log_id {
+pub fn vote_answered(ctx: &Arc<NodeCtx>, seen: VoteSeen) {
+    if !seen.transfer || seen.granted || !seen.our_log_longer {
         return;
     }
-    let term = req.vote.leader_id.term;
+    let term = seen.term;
     ctx.cluster
         .failover
         .outbid
         .fetch_max(term, Ordering::AcqRel);
-    let m = ctx.raft.metrics().borrow_watched().clone();
+    let m = ctx.raft.status();
     let gone = ctx.cluster.failover.gone.load(Ordering::Acquire);
-    if m.state != ServerState::Follower
-        || !m.vote.is_committed()
-        || gone != m.current_term
-        || term <= gone
-    {
+    if m.role != Role::Follower || !m.vote.is_committed() || gone != m.term || term <= gone {
         // Not (yet) known to be leaderless: `link_lost` sees `outbid` once it is.
         return;
     }
     let ctx = ctx.clone();
     let vote = m.vote;
-    tokio::spawn(async move { campaign(&ctx, vote, 0).await });
+    tokio::spawn(async move { campaign(&ctx, &vote, 0).await });
 }
 
 /// Campaigns in place of the leader of `vote` (the vote this node held when the leader was found
 /// gone), once per term; if a candidate with a shorter log took the next term already, it campaigns
 /// once more, one term higher.
-async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
+async fn campaign(ctx: &Arc<NodeCtx>, vote: &Vote, rank: usize) {
     let me = ctx.identity.node_id;
-    let term = vote.leader_id.term;
-    let now = ctx.raft.metrics().borrow_watched().clone();
-    if now.vote != vote || now.state != ServerState::Follower {
+    let term = vote.term();
+    let now = ctx.raft.status();
+    if now.vote != *vote || now.role != Role::Follower {
         tracing::info!(
             vote = %now.vote,
             "another survivor is already campaigning; not campaigning"
@@ -227,11 +194,11 @@ async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
         return;
     }
     tracing::info!(
-        leader = ?now.current_leader,
+        leader = ?now.leader,
         rank,
         "fast failover: campaigning at once in place of the dead leader"
     );
-    if !transfer_to_me(ctx, vote, me).await {
+    if !transfer_to_me(ctx, vote).await {
         return;
     }
     if ctx.cluster.failover.outbid.load(Ordering::Acquire) <= term {
@@ -239,36 +206,22 @@ async fn campaign(ctx: &Arc<NodeCtx>, vote: VoteOf<TypeConfig>, rank: usize) {
     }
     // A candidate of term + 1 exists whose log is behind ours: it refuses our term + 1 (it voted for
     // itself), so go one term higher once our own term + 1 campaign has started.
-    let mine = ctx
-        .raft
-        .wait(Some(OUTBID_WAIT))
-        .metrics(|m| m.vote != vote, "own campaign started")
-        .await;
-    if let Ok(m) = mine {
-        if m.vote.leader_id.voted_for == me && !m.vote.is_committed() && m.current_leader.is_none()
-        {
+    if let Some(m) = ctx.raft.wait_vote_change(vote, OUTBID_WAIT).await {
+        if m.vote.voted_for() == me && !m.vote.is_committed() && m.leader.is_none() {
             tracing::info!(
-                term = m.current_term,
+                term = m.term,
                 "fast failover: outbidding a candidate whose log is behind"
             );
-            transfer_to_me(ctx, m.vote, me).await;
+            transfer_to_me(ctx, &m.vote).await;
         }
     }
 }
 
 /// A leadership transfer from `from` (the vote this node holds) to this node, synthesized locally:
 /// openraft elects this node with vote requests voters grant despite their leader lease.
-async fn transfer_to_me(ctx: &Arc<NodeCtx>, from: VoteOf<TypeConfig>, me: u64) -> bool {
-    match ctx
-        .raft
-        .handle_transfer_leader(TransferLeaderRequest::new(from, me, None))
-        .await
-    {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "fast failover not started");
-            false
-        }
+async fn transfer_to_me(ctx: &Arc<NodeCtx>, from: &Vote) -> bool {
+    match ctx.raft.transfer_to_me(from).await {
+        Ok(started) => started,
         Err(e) => {
             tracing::warn!(error = %e, "fast failover: raft stopped");
             false

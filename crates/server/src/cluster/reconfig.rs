@@ -46,12 +46,12 @@
 //! Unlike ZooKeeper, a single node accepts `reconfig` (it is a one-voter Raft group, not a standalone
 //! server), and `reconfig` is always enabled (ZooKeeper's `reconfigEnabled`).
 
-use super::wire::{PeerError, PeerRequest, PeerResponse};
-use crate::node::NodeCtx;
-use crate::raft::types::{Command, Outcome, WriteReply};
+use super::ctx::NodeCtx;
+use crate::raft::handle::MembershipChange;
+use crate::reply::{Outcome, WriteInFlight, WriteReply};
 use crate::shared::now_ms;
-use openraft::async_runtime::watch::WatchReceiver;
-use openraft::ChangeMembers;
+pub use crate::transport::wire::Joiner;
+use crate::transport::wire::{PeerError, PeerRequest, PeerResponse};
 use roster_proto::{perms, ErrorCode, GetDataResponse, Id, ReconfigRequest, Response, Stat};
 use roster_state::{Txn, TxnOp};
 use serde::{Deserialize, Serialize};
@@ -188,17 +188,6 @@ pub fn parse_config(text: &str) -> (Vec<ServerSpec>, u64) {
     (servers, version)
 }
 
-/// One joining server as the leader applies it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Joiner {
-    /// Node id.
-    pub id: u64,
-    /// Peer address.
-    pub peer_addr: String,
-    /// Participant (voter) or observer (learner).
-    pub voter: bool,
-}
-
 /// The outcome of a forwarded reconfig: 0, or a ZooKeeper error code, with a message.
 pub type ChangeResult = Result<(), (ErrorCode, String)>;
 
@@ -243,15 +232,10 @@ pub async fn apply_changes(
     leaving: Vec<u64>,
 ) -> ChangeResult {
     if !ctx.raft.is_leader() {
-        let m = ctx.raft.metrics().borrow_watched().clone();
-        let Some(leader) = m.current_leader else {
+        let Some((leader, addr)) = ctx.raft.leader_addr() else {
             return Err(refused(ErrorCode::NewConfigNoQuorum, "no leader"));
         };
-        let Some(addr) = m
-            .membership_config
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
-        else {
+        let Some(addr) = addr else {
             return Err(refused(
                 ErrorCode::NewConfigNoQuorum,
                 format!("leader {leader} unknown"),
@@ -283,14 +267,9 @@ pub async fn apply_changes(
         };
     }
     for j in joining {
-        let m = ctx
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        let member = m.get_node(&j.id).map(|n| n.addr.clone());
-        let is_voter = m.voter_ids().any(|v| v == j.id);
+        let m = ctx.raft.status();
+        let member = m.nodes.get(&j.id).cloned();
+        let is_voter = m.voters.contains(&j.id);
         match member {
             Some(addr) if addr != j.peer_addr => {
                 return Err(refused(
@@ -305,15 +284,15 @@ pub async fn apply_changes(
             Some(_) => {
                 let _g = ctx.cluster.membership_lock.lock().await;
                 let change = if j.voter {
-                    ChangeMembers::AddVoterIds(BTreeSet::from([j.id]))
+                    MembershipChange::AddVoters(BTreeSet::from([j.id]))
                 } else {
-                    if m.voter_ids().count() == 1 {
+                    if m.voters.len() == 1 {
                         return Err(refused(
                             ErrorCode::BadArguments,
                             "the new configuration must include at least 1 follower",
                         ));
                     }
-                    ChangeMembers::RemoveVoters(BTreeSet::from([j.id]))
+                    MembershipChange::DemoteVoters(BTreeSet::from([j.id]))
                 };
                 tracing::info!(
                     node = j.id,
@@ -391,13 +370,8 @@ pub async fn reconfig(
     let joining_s = req.joining_servers.trim();
     let leaving_s = req.leaving_servers.trim();
     let new_members_s = req.new_members.trim();
-    let m = ctx
-        .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .clone();
-    if m.membership().get_joint_config().len() > 1 {
+    let m = ctx.raft.status();
+    if m.changing {
         return Err(ErrorCode::ReconfigInProgress);
     }
     let (cur_text, _) = current_config(ctx);
@@ -405,8 +379,8 @@ pub async fn reconfig(
     if req.cur_config_id != -1 && req.cur_config_id as u64 != cur_version {
         return Err(ErrorCode::BadVersion);
     }
-    let voters: BTreeSet<u64> = m.voter_ids().collect();
-    let nodes: BTreeMap<u64, String> = m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+    let voters: BTreeSet<u64> = m.voters.clone();
+    let nodes: BTreeMap<u64, String> = m.nodes.clone();
     let (joining, leaving): (Vec<Joiner>, Vec<u64>) =
         if joining_s.is_empty() && leaving_s.is_empty() && !new_members_s.is_empty() {
             // Non-incremental: the whole new member set.
@@ -515,11 +489,7 @@ pub async fn reconfig(
 }
 
 /// The pending answer of a client's `reconfig`, as a connection awaits writes.
-pub fn pending(
-    ctx: Arc<NodeCtx>,
-    req: ReconfigRequest,
-    auth: Vec<Id>,
-) -> super::forward::WriteInFlight {
+pub fn pending(ctx: Arc<NodeCtx>, req: ReconfigRequest, auth: Vec<Id>) -> WriteInFlight {
     Box::pin(async move {
         let (zxid, outcome) = match reconfig(&ctx, &req, &auth).await {
             Ok((zxid, r)) => (zxid, Outcome::Response(Ok(r))),
@@ -533,33 +503,32 @@ pub fn pending(
 }
 
 /// A `reconfig` that reached the local-request path (it normally travels the write path, see
-/// [`crate::net::routing::propose`]): it cannot wait for a membership change there, so it is refused.
+/// `crate::net::routing::propose`): it cannot wait for a membership change there, so it is refused.
 pub fn local(_req: &ReconfigRequest) -> Result<Response, ErrorCode> {
     Err(ErrorCode::Unimplemented)
 }
 
 /// The config text the leader wants now, or `None` while a membership change is under way.
 fn desired(ctx: &NodeCtx, clients: &HashMap<u64, (String, String)>) -> Option<String> {
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    let mc = &m.membership_config;
-    if mc.membership().get_joint_config().len() > 1 {
+    let m = ctx.raft.status();
+    if m.changing {
         return None;
     }
-    let version = mc.log_id().as_ref().map(|l| l.index).unwrap_or(0);
+    let version = m.membership_index;
     // Only a committed (here: applied) membership is described.
-    if m.last_applied.as_ref().map(|l| l.index).unwrap_or(0) < version {
+    if m.applied < version {
         return None;
     }
-    let voters: BTreeSet<u64> = mc.voter_ids().collect();
-    let servers: Vec<ServerSpec> = mc
-        .nodes()
-        .map(|(id, n)| ServerSpec {
+    let servers: Vec<ServerSpec> = m
+        .nodes
+        .iter()
+        .map(|(id, addr)| ServerSpec {
             id: *id,
-            peer_addr: n.addr.clone(),
-            voter: voters.contains(id),
+            peer_addr: addr.clone(),
+            voter: m.voters.contains(id),
             client_addr: clients
                 .get(id)
-                .filter(|(peer, _)| *peer == n.addr)
+                .filter(|(peer, _)| peer == addr)
                 .map(|(_, c)| c.clone()),
         })
         .collect();
@@ -596,14 +565,7 @@ pub async fn config_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
                 clients.entry(s.id).or_insert((s.peer_addr, c));
             }
         }
-        let members: Vec<(u64, String)> = ctx
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .nodes()
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect();
+        let members: Vec<(u64, String)> = ctx.raft.status().nodes.into_iter().collect();
         let now = now_ms();
         for (id, addr) in &members {
             let known = clients.get(id).is_some_and(|(p, _)| p == addr);
@@ -645,7 +607,7 @@ pub async fn config_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
                 data: bytes::Bytes::from(want),
             },
         };
-        if let Err(e) = ctx.raft.write(Command(txn)).await {
+        if let Err(e) = ctx.raft.submit(txn).await {
             tracing::warn!(error = %e, "cannot propose the new /zookeeper/config");
         }
     }

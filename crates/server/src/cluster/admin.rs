@@ -4,8 +4,8 @@
 //! Each call opens one admin connection, sends one request and closes. Left out: retries (callers
 //! decide), authentication.
 
-use super::link::Link;
-use super::wire::{Hello, LinkKind, PeerRequest, PeerResponse, StatusInfo};
+use crate::transport::link::Link;
+use crate::transport::wire::{Hello, LinkKind, PeerRequest, PeerResponse, StatusInfo};
 use std::time::Duration;
 
 /// Sends one admin request to `addr` and waits at most `ttl` for the answer.

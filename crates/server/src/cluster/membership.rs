@@ -6,10 +6,9 @@
 //! One change at a time (openraft refuses overlapping ones): changes are serialized by a lock.
 //! Left out: automatic removal of dead voters, leader transfer before a leader removes itself.
 
-use super::wire::{PeerError, PeerRequest, PeerResponse};
-use crate::node::NodeCtx;
-use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers};
+use super::ctx::NodeCtx;
+use crate::raft::handle::MembershipChange;
+use crate::transport::wire::{PeerError, PeerRequest, PeerResponse};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +17,10 @@ use std::time::Duration;
 const CATCH_UP: Duration = Duration::from_secs(240);
 
 fn leader_addr(ctx: &NodeCtx) -> Result<(u64, String), PeerError> {
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    let Some(leader) = m.current_leader else {
-        return Err(PeerError::NotLeader(None));
-    };
-    match m.membership_config.get_node(&leader) {
-        Some(n) => Ok((leader, n.addr.clone())),
-        None => Err(PeerError::NotLeader(Some(leader))),
+    match ctx.raft.leader_addr() {
+        None => Err(PeerError::NotLeader(None)),
+        Some((leader, Some(addr))) => Ok((leader, addr)),
+        Some((leader, None)) => Err(PeerError::NotLeader(Some(leader))),
     }
 }
 
@@ -75,34 +71,26 @@ pub async fn add(
     want_voter: Option<bool>,
 ) -> PeerResponse {
     if !ctx.raft.is_leader() {
-        return PeerResponse::Err(PeerError::NotLeader(
-            ctx.raft.metrics().borrow_watched().current_leader,
-        ));
+        return PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader()));
     }
     if node_id == 0 {
         return PeerResponse::Err(PeerError::Refused("node id 0 is reserved".into()));
     }
     let _g = ctx.cluster.membership_lock.lock().await;
-    let m = ctx
-        .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .clone();
-    if let Some(n) = m.get_node(&node_id) {
-        if n.addr != peer_addr {
+    let m = ctx.raft.status();
+    if let Some(addr) = m.nodes.get(&node_id) {
+        if *addr != peer_addr {
             return PeerResponse::Err(PeerError::Refused(format!(
-                "node {node_id} is already a member at {}; a node keeps its identity, so this is another node with the same id",
-                n.addr
+                "node {node_id} is already a member at {addr}; a node keeps its identity, so this is another node with the same id"
             )));
         }
     }
-    let mut voter = m.voter_ids().any(|v| v == node_id);
+    let mut voter = m.voters.contains(&node_id);
     if !voter {
         tracing::info!(node = node_id, %peer_addr, "adding node as learner; waiting until it caught up");
         // Blocking: returns once the learner caught up. Bounded, or a node announcing an address the
         // leader cannot reach would hold the membership lock for good; it stays a learner and may retry.
-        match tokio::time::timeout(CATCH_UP, ctx.raft.add_learner(node_id, BasicNode::new(peer_addr.clone()), true)).await {
+        match tokio::time::timeout(CATCH_UP, ctx.raft.add_learner(node_id, peer_addr.clone())).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return raft_err(e),
             Err(_) => {
@@ -111,13 +99,7 @@ pub async fn add(
                 )))
             }
         }
-        let voters = ctx
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .voter_ids()
-            .count();
+        let voters = ctx.raft.status().voters.len();
         if want_voter.unwrap_or(voters < ctx.cluster.target_voters) {
             tracing::info!(
                 node = node_id,
@@ -127,7 +109,10 @@ pub async fn add(
             );
             if let Err(e) = ctx
                 .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                .change_membership(
+                    MembershipChange::AddVoters(BTreeSet::from([node_id])),
+                    false,
+                )
                 .await
             {
                 return raft_err(e);
@@ -141,13 +126,7 @@ pub async fn add(
             );
         }
     }
-    let committed = ctx
-        .raft
-        .metrics()
-        .borrow_watched()
-        .cluster_committed
-        .map(|l| l.index)
-        .unwrap_or(0);
+    let committed = ctx.raft.status().committed;
     PeerResponse::Joined { voter, committed }
 }
 
@@ -157,16 +136,11 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         return forward(ctx, PeerRequest::Remove { node_id }).await;
     }
     let _g = ctx.cluster.membership_lock.lock().await;
-    let m = ctx
-        .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .clone();
-    if m.get_node(&node_id).is_none() {
+    let m = ctx.raft.status();
+    if !m.nodes.contains_key(&node_id) {
         return PeerResponse::Ack;
     }
-    let voters: BTreeSet<u64> = m.voter_ids().collect();
+    let voters = m.voters.clone();
     let change = if voters.contains(&node_id) {
         if voters.len() == 1 {
             return PeerResponse::Err(PeerError::Refused("cannot remove the last voter".into()));
@@ -176,19 +150,14 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         // the first, and openraft refuses (panics on) a second change proposed meanwhile.
         let mut next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
         let short = ctx.cluster.target_voters.saturating_sub(next.len());
-        let promote: Vec<u64> = m
-            .membership()
-            .learner_ids()
-            .filter(|l| *l != node_id)
-            .take(short)
-            .collect();
+        let promote: Vec<u64> = m.learners().filter(|l| *l != node_id).take(short).collect();
         if !promote.is_empty() {
             tracing::info!(nodes = ?promote, "promoting learners to keep the target voters");
         }
         next.extend(promote);
-        ChangeMembers::ReplaceAllVoters(next)
+        MembershipChange::ReplaceVoters(next)
     } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        MembershipChange::RemoveNodes(BTreeSet::from([node_id]))
     };
     tracing::info!(node = node_id, "removing node from the cluster");
     if let Err(e) = ctx.raft.change_membership(change, false).await {

@@ -1,0 +1,136 @@
+//! Answers what other nodes and tools ask on the peer port, once the transport accepted the connection
+//! (`crate::transport::server`): Raft RPCs go to the Raft layer's receiving end (`raft::rpc::Inbound`)
+//! in arrival order; forwarded writes and read barriers are proposed in arrival order (the follower's
+//! order); session touches, status, joins, removals and reconfigs are answered concurrently.
+//!
+//! When a Raft or heartbeat connection from the current leader ends, [`super::failover`] checks whether
+//! the leader's process is gone.
+//!
+//! Left out: framing and hello checks (the transport's), what a Raft RPC does (the Raft layer's).
+
+use super::ctx::NodeCtx;
+use crate::error::Error;
+use crate::raft::rpc::{Inbound, OnVote, VoteSeen};
+use crate::shared::now_ms;
+use crate::transport::server::{Ended, PeerConn, Responder};
+use crate::transport::wire::{LinkKind, PeerError, PeerRequest, PeerResponse};
+use std::sync::Arc;
+
+/// Serves one accepted peer connection until it ends.
+pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
+    let hello = conn.hello.clone();
+    let out = conn.responder();
+    let on_vote: OnVote = {
+        let ctx = ctx.clone();
+        Arc::new(move |seen: VoteSeen| super::failover::vote_answered(&ctx, seen))
+    };
+    let mut raft = Inbound::new(
+        ctx.raft.clone(),
+        ctx.shared.clone(),
+        on_vote,
+        out.clone(),
+        hello.from,
+    );
+    let ended = loop {
+        let (id, body) = match conn.next().await {
+            Ok(r) => r,
+            Err(e) => break e,
+        };
+        match body {
+            // Ordered by the Raft layer (stream appends, snapshot pieces).
+            PeerRequest::Raft(blob) => raft.handle(id, &blob).await,
+            // Ordered: proposed here, in arrival order; the answer comes when applied.
+            PeerRequest::Write(mut txn) => {
+                // Time is the leader's: ctime/mtime and session times never depend on which node the
+                // client happened to use.
+                txn.time = now_ms();
+                if !ctx.raft.is_leader() {
+                    out.send(
+                        id,
+                        PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader())),
+                    );
+                    continue;
+                }
+                match ctx.raft.propose(txn).await {
+                    Ok(result) => {
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            out.send(
+                                id,
+                                match result.await {
+                                    Ok(r) => PeerResponse::Written(r),
+                                    Err(e) => PeerResponse::Err(peer_error(e)),
+                                },
+                            )
+                        });
+                    }
+                    Err(e) => out.send(id, PeerResponse::Err(peer_error(e))),
+                }
+            }
+            other => {
+                let ctx = ctx.clone();
+                let out: Responder = out.clone();
+                tokio::spawn(async move { out.send(id, handle(&ctx, other).await) });
+            }
+        }
+    };
+    // The dialer went away (EOF, reset or garbage). If it was our leader's replication or heartbeat
+    // connection, check whether its process is gone (`failover`).
+    if matches!(hello.kind, LinkKind::Raft | LinkKind::Heartbeat) && !conn.admin_only() {
+        super::failover::link_lost(&ctx, hello.from);
+    }
+    if let Ended::Broken(e) = ended {
+        tracing::debug!(from = hello.from, error = %e, "peer connection ended");
+    }
+    raft.close();
+    drop(out);
+    conn.close().await;
+}
+
+/// A failed request as the peer protocol answers it.
+fn peer_error(e: Error) -> PeerError {
+    match e {
+        Error::NotLeader(l) => PeerError::NotLeader(l),
+        e => PeerError::Raft(e.to_string()),
+    }
+}
+
+async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
+    match req {
+        PeerRequest::ReadIndex => match ctx.raft.read_index().await {
+            Ok(index) => PeerResponse::ReadIndex(index),
+            Err(e) => PeerResponse::Err(peer_error(e)),
+        },
+        PeerRequest::Touch(list) => {
+            if ctx.raft.is_leader() {
+                let live: Vec<(i64, i32)> = {
+                    let db = ctx.shared.db.lock();
+                    list.into_iter()
+                        .filter(|(id, _)| db.state.session(*id).is_some())
+                        .collect()
+                };
+                for (id, timeout) in live {
+                    ctx.shared.touch(id, timeout);
+                }
+                PeerResponse::Ack
+            } else {
+                PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader()))
+            }
+        }
+        PeerRequest::ClusterInfo => PeerResponse::ClusterInfo {
+            cluster_id: ctx.identity.cluster_id.clone(),
+        },
+        PeerRequest::Status => PeerResponse::Status(super::status::status(ctx)),
+        PeerRequest::Join { node_id, peer_addr } => {
+            super::membership::join(ctx, node_id, peer_addr).await
+        }
+        PeerRequest::Remove { node_id } => super::membership::remove(ctx, node_id).await,
+        PeerRequest::Leave => super::membership::remove(ctx, ctx.identity.node_id).await,
+        PeerRequest::Reconfig { joining, leaving } => {
+            super::reconfig::handle_peer(ctx, joining, leaving).await
+        }
+        PeerRequest::Raft(_) | PeerRequest::Write(_) => {
+            PeerResponse::Err(PeerError::Refused("handled in order".into()))
+        }
+    }
+}

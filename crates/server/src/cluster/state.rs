@@ -1,0 +1,61 @@
+//! A node's cluster-facing state: its addresses, the target number of voters, whether it serves
+//! clients, and the fast-failover bookkeeping. Plain data; the tasks that change it are in the other
+//! files of this module.
+//!
+//! Left out: the Raft state (`crate::raft::handle::Status`).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+/// A node's cluster-facing state.
+pub struct Cluster {
+    /// The peer address this node announces (in the Raft membership).
+    pub peer_addr: String,
+    /// The client address, known once the client port is bound.
+    pub client_addr: parking_lot::Mutex<String>,
+    /// Voters the leader aims for when nodes join.
+    pub target_voters: usize,
+    /// Whether client connections are accepted (false while the node has had no leader for too long).
+    pub serving: AtomicBool,
+    /// Whether the state committed before the last stop has been applied (until then, no clients).
+    pub recovered: AtomicBool,
+    /// The latest evidence of a working leader this node saw (`cluster::status::leaderless_ms`), ms since the epoch.
+    pub last_evidence: AtomicI64,
+    /// Serializes membership changes on the leader.
+    pub membership_lock: tokio::sync::Mutex<()>,
+    /// Fast-failover state (see `cluster::failover`).
+    pub failover: Failover,
+}
+
+impl Cluster {
+    /// The state of a node announcing `peer_addr`.
+    pub fn new(peer_addr: String, target_voters: usize, serving: bool) -> Cluster {
+        Cluster {
+            peer_addr,
+            client_addr: parking_lot::Mutex::new(String::new()),
+            target_voters,
+            serving: AtomicBool::new(serving),
+            recovered: AtomicBool::new(false),
+            last_evidence: AtomicI64::new(0),
+            membership_lock: tokio::sync::Mutex::new(()),
+            failover: Failover::default(),
+        }
+    }
+
+    /// Whether the node serves clients now.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+}
+
+/// Per-node fast-failover state (in `Cluster`).
+#[derive(Default)]
+pub struct Failover {
+    /// The last term whose leader was found gone, held while checking (one check at a time).
+    pub(crate) checked: tokio::sync::Mutex<u64>,
+    /// The same, readable without waiting for a check in progress.
+    pub(crate) gone: AtomicU64,
+    /// The highest term of a fast-failover candidate this node refused because its log is behind ours.
+    pub(crate) outbid: AtomicU64,
+    /// The last term this node campaigned from.
+    pub(crate) campaigned: AtomicU64,
+}

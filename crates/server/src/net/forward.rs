@@ -1,0 +1,155 @@
+//! The write path of client requests: writes (including session creation and close) and `sync`
+//! barriers proposed to the local Raft or sent to the leader, and session touches of a follower's
+//! connections sent to the leader in batches. Which way a proposal goes is decided by
+//! [`super::routing`]; in which order, by [`super::pipeline`].
+//!
+//! On the leader a write is proposed to the local Raft. On a follower it is sent over one ordered link
+//! to the leader (frames leave in call order and the leader proposes them in arrival order), and the
+//! answer is handed to the client only once this node's state machine has applied the write's zxid,
+//! so watch events still precede the reply and a read after the write sees it. The leader stamps its
+//! own clock into forwarded transactions (`Txn::time`), as into its own clients'.
+//!
+//! `sync` is a read barrier: the leader's read index (`RaftHandle::read_index`, which confirms
+//! leadership with a quorum), then wait until this node applied up to it.
+//!
+//! Left out: resending a write that was in flight when the leader changed (its fate is unknown; the
+//! connection is closed), read-only mode.
+
+use super::ctx::ClientCtx;
+use crate::error::Error;
+use crate::raft::handle::RaftHandle;
+pub use crate::reply::WriteInFlight;
+use crate::reply::{Outcome, WriteReply};
+use crate::transport::link::{self, Link};
+use crate::transport::wire::{PeerError, PeerRequest, PeerResponse};
+use roster_proto::{Response, SyncResponse};
+use roster_state::Txn;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a connection asks the cluster to do.
+pub enum Proposal {
+    /// A replicated write.
+    Txn(Txn),
+    /// A `sync` of this path: a read barrier.
+    Sync(String),
+}
+
+/// How long a write may wait for its result.
+const WRITE_TTL: Duration = Duration::from_secs(60);
+
+fn sync_reply(index: u64, path: String) -> WriteReply {
+    WriteReply::new(
+        index as i64,
+        Outcome::Response(Ok(Response::Sync(SyncResponse { path }))),
+    )
+}
+
+/// Proposes on this node, the leader.
+pub async fn propose_local(raft: RaftHandle, p: Proposal) -> Result<WriteInFlight, Error> {
+    match p {
+        Proposal::Txn(txn) => Ok(Box::pin(raft.propose(txn).await?)),
+        Proposal::Sync(path) => Ok(Box::pin(async move {
+            let index = raft.read_index().await?;
+            raft.wait_applied(index, WRITE_TTL).await?;
+            Ok(sync_reply(index, path))
+        })),
+    }
+}
+
+/// Sends a proposal over the ordered link to the leader.
+pub fn send_to_leader(
+    raft: RaftHandle,
+    link: Link,
+    leader: u64,
+    p: Proposal,
+) -> Result<WriteInFlight, Error> {
+    let (req, path) = match p {
+        Proposal::Txn(txn) => (PeerRequest::Write(txn), None),
+        Proposal::Sync(path) => (PeerRequest::ReadIndex, Some(path)),
+    };
+    let rx = link.send(req).map_err(|e| Error::Peer(e.to_string()))?;
+    Ok(Box::pin(async move {
+        let addr = format!("leader {leader}");
+        match link::wait(rx, WRITE_TTL, &addr)
+            .await
+            .map_err(|e| Error::Peer(e.to_string()))?
+        {
+            PeerResponse::Written(reply) => {
+                raft.wait_applied(reply.zxid.max(0) as u64, WRITE_TTL)
+                    .await?;
+                Ok(reply)
+            }
+            PeerResponse::ReadIndex(index) => {
+                raft.wait_applied(index, WRITE_TTL).await?;
+                Ok(sync_reply(index, path.unwrap_or_default()))
+            }
+            PeerResponse::Err(PeerError::NotLeader(l)) => Err(Error::NotLeader(l)),
+            PeerResponse::Err(e) => Err(Error::Peer(format!("{addr}: {e}"))),
+            other => Err(Error::Peer(format!("{addr}: unexpected answer {other:?}"))),
+        }
+    }))
+}
+
+/// On a follower, sends the leader the sessions its connections touched, every third of the smallest
+/// session timeout.
+pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(
+        (ctx.node.shared.config.min_session_timeout_ms as u64 / 3).clamp(50, 2_000),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: HashMap<i64, i64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(leader) = ctx.node.raft.leader() else {
+            continue;
+        };
+        if leader == ctx.node.identity.node_id {
+            sent.clear();
+            continue;
+        }
+        let batch: Vec<(i64, i32)> = {
+            let conns = ctx.node.shared.conns.lock();
+            let tracker = ctx.node.shared.tracker.lock();
+            let mut batch = Vec::new();
+            let mut seen = HashMap::new();
+            for (session, conn) in &conns.by_session {
+                let Some(info) = conns.by_id.get(conn) else {
+                    continue;
+                };
+                let deadline = tracker.deadline(*session).unwrap_or(0);
+                if sent.get(session).is_none_or(|d| deadline > *d) {
+                    batch.push((*session, info.timeout_ms));
+                }
+                seen.insert(*session, deadline);
+            }
+            sent = seen;
+            batch
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let link = ctx.routes.borrow().link.clone();
+        match link.filter(|l| l.remote_node() == leader) {
+            Some(link) => {
+                if let Err(e) = link.call(PeerRequest::Touch(batch), every).await {
+                    tracing::debug!(error = %e, "session touches not delivered");
+                    sent.clear();
+                }
+            }
+            None => {
+                tracing::debug!(
+                    leader,
+                    "session touches not delivered: no link to the leader yet"
+                );
+                sent.clear();
+            }
+        }
+    }
+}

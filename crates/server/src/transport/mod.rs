@@ -1,0 +1,17 @@
+//! The peer transport: how Roster nodes exchange messages on the peer port (`--peer-addr`), with no
+//! knowledge of what the messages mean.
+//!
+//! - [`wire`]: frames (length, format version, postcard) and the messages. Raft RPCs travel as opaque
+//!   [`wire::Blob`]s that the Raft layer encodes, so nothing here names openraft.
+//! - [`link`]: the dialing side, one TCP connection multiplexed by request id.
+//! - [`server`]: the listening side, hello checks, then a [`server::PeerConn`] per connection for the
+//!   layer above.
+//!
+//! Used by the Raft network (`crate::raft::network`) and by cluster management (`crate::cluster`),
+//! never the other way round.
+//!
+//! Left out: TLS and authentication of peers, compression.
+
+pub mod link;
+pub mod server;
+pub mod wire;
