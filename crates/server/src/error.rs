@@ -32,6 +32,9 @@ pub enum Error {
     /// Not done within its deadline.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Another node refused the request, with its reason.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The link to another node failed, or it answered with an error.
     #[error("peer: {0}")]
     Peer(String),

@@ -412,7 +412,7 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
                 tracing::info!(%seed, error = %e, "join not done yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(StartError::Join(e)),
+            Err(e) => return Err(StartError::Join(e.to_string())),
         }
     };
     tracing::info!(node = id.node_id, voter, committed, "joined the cluster");

@@ -4,7 +4,9 @@
 //! Each call opens one admin connection, sends one request and closes. Left out: retries (callers
 //! decide), authentication.
 
+use crate::error::Error;
 use crate::transport::link::Link;
+use crate::transport::wire::PeerError;
 use crate::transport::wire::{Hello, LinkKind, PeerRequest, PeerResponse, StatusInfo};
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ pub async fn call(
     from: u64,
     req: PeerRequest,
     ttl: Duration,
-) -> Result<PeerResponse, String> {
+) -> Result<PeerResponse, Error> {
     let hello = Hello {
         cluster_id,
         from,
@@ -24,19 +26,21 @@ pub async fn call(
     };
     let link = Link::connect(addr, hello, Duration::from_secs(5))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Peer(format!("{addr}: {e}")))?;
     match link
         .call(req, ttl)
         .await
-        .map_err(|e| format!("{addr}: {e}"))?
+        .map_err(|e| Error::Peer(format!("{addr}: {e}")))?
     {
-        PeerResponse::Err(e) => Err(format!("{addr}: {e}")),
+        PeerResponse::Err(PeerError::NotLeader(l)) => Err(Error::NotLeader(l)),
+        PeerResponse::Err(PeerError::Refused(m)) => Err(Error::Refused(format!("{addr}: {m}"))),
+        PeerResponse::Err(e) => Err(Error::Peer(format!("{addr}: {e}"))),
         r => Ok(r),
     }
 }
 
 /// The cluster id of the node at `addr`.
-pub async fn cluster_id(addr: &str) -> Result<String, String> {
+pub async fn cluster_id(addr: &str) -> Result<String, Error> {
     match call(
         addr,
         None,
@@ -47,7 +51,7 @@ pub async fn cluster_id(addr: &str) -> Result<String, String> {
     .await?
     {
         PeerResponse::ClusterInfo { cluster_id } => Ok(cluster_id),
-        other => Err(format!("{addr}: unexpected answer {other:?}")),
+        other => Err(unexpected(addr, other)),
     }
 }
 
@@ -58,7 +62,7 @@ pub async fn join(
     cluster_id: &str,
     node_id: u64,
     peer_addr: &str,
-) -> Result<(bool, u64), String> {
+) -> Result<(bool, u64), Error> {
     let req = PeerRequest::Join {
         node_id,
         peer_addr: peer_addr.to_string(),
@@ -73,20 +77,20 @@ pub async fn join(
     .await?
     {
         PeerResponse::Joined { voter, committed } => Ok((voter, committed)),
-        other => Err(format!("{addr}: unexpected answer {other:?}")),
+        other => Err(unexpected(addr, other)),
     }
 }
 
 /// The status as the node at `addr` sees it.
-pub async fn status(addr: &str) -> Result<StatusInfo, String> {
+pub async fn status(addr: &str) -> Result<StatusInfo, Error> {
     match call(addr, None, 0, PeerRequest::Status, Duration::from_secs(5)).await? {
         PeerResponse::Status(s) => Ok(s),
-        other => Err(format!("{addr}: unexpected answer {other:?}")),
+        other => Err(unexpected(addr, other)),
     }
 }
 
 /// Asks the cluster (through the node at `addr`) to remove node `node_id`.
-pub async fn remove(addr: &str, node_id: u64) -> Result<(), String> {
+pub async fn remove(addr: &str, node_id: u64) -> Result<(), Error> {
     match call(
         addr,
         None,
@@ -97,14 +101,18 @@ pub async fn remove(addr: &str, node_id: u64) -> Result<(), String> {
     .await?
     {
         PeerResponse::Ack => Ok(()),
-        other => Err(format!("{addr}: unexpected answer {other:?}")),
+        other => Err(unexpected(addr, other)),
     }
 }
 
 /// Asks the node at `addr` to leave the cluster.
-pub async fn leave(addr: &str) -> Result<(), String> {
+pub async fn leave(addr: &str) -> Result<(), Error> {
     match call(addr, None, 0, PeerRequest::Leave, Duration::from_secs(120)).await? {
         PeerResponse::Ack => Ok(()),
-        other => Err(format!("{addr}: unexpected answer {other:?}")),
+        other => Err(unexpected(addr, other)),
     }
+}
+
+fn unexpected(addr: &str, answer: PeerResponse) -> Error {
+    Error::Peer(format!("{addr}: unexpected answer {answer:?}"))
 }

@@ -263,7 +263,7 @@ pub async fn apply_changes(
                 ErrorCode::NewConfigNoQuorum,
                 format!("unexpected answer {other:?}"),
             )),
-            Err(e) => Err(decode_err(&e)),
+            Err(e) => Err(decode_err(&e.to_string())),
         };
     }
     for j in joining {
