@@ -644,10 +644,20 @@ async fn proxy_conn(
 /// Three voters whose peer traffic goes through `net`, formed, with the proxy told each node's id;
 /// returns them and the leader's id.
 pub fn three_behind(net: &FaultNet) -> (Roster, Roster, Roster, u64) {
-    let a = Roster::start_behind(net, &[]);
+    three_behind_with(net, &[])
+}
+
+/// [`three_behind`], every node started with the `extra` flags.
+pub fn three_behind_with(net: &FaultNet, extra: &[&str]) -> (Roster, Roster, Roster, u64) {
+    let a = Roster::start_behind(net, extra);
     let seed = a.peer.to_string();
-    let b = Roster::start_behind(net, &["--join", &seed]);
-    let c = Roster::start_behind(net, &["--join", &seed]);
+    let joined: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["--join", seed.as_str()])
+        .collect();
+    let b = Roster::start_behind(net, &joined);
+    let c = Roster::start_behind(net, &joined);
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     for n in [&a, &b, &c] {
         net.set_id(n.peer, node_id(n));
