@@ -31,11 +31,11 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+use roster_client::recipes::discovery::Registration;
 use roster_client::recipes::discovery::{ServiceDiscovery, ServiceInstance, Strategy};
 use roster_client::recipes::election::{self, Candidate, LeaderElection};
 use roster_client::recipes::lock::{LockGuard, Mutex};
 use roster_client::recipes::membership::{Group, MemberInfo, Membership};
-use roster_client::recipes::discovery::Registration;
 use roster_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
