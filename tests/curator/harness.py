@@ -80,7 +80,8 @@ def java_classes() -> Path:
     javac = shutil.which("javac")
     if javac is None:
         raise HarnessError("javac not found: apt-get install -y default-jdk-headless")
-    tmp = Path(tempfile.mkdtemp(prefix="classes-", dir=cache if cache.exists() else None))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="classes-", dir=cache))  # same file system: the rename is atomic
     r = subprocess.run(
         [javac, "-nowarn", "-encoding", "UTF-8", "-d", str(tmp), "-cp", jar_classpath(), *map(str, sources)],
         capture_output=True,
@@ -89,8 +90,7 @@ def java_classes() -> Path:
     )
     if r.returncode != 0:
         raise HarnessError(f"javac failed:\n{r.stdout}\n{r.stderr}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
+    if out.exists():  # compiled meanwhile by another run
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(out)

@@ -96,7 +96,8 @@ def test_curator_rides_through_leader_kill9(target, peers):
     cluster.wait_healthy()
     assert cluster.modes().count("leader") == 1
     # a fresh Rust client elsewhere sees the same: the ephemeral and the latch leader survived
-    rust = peers.rust("rust-observer", hosts=target.hostport.replace(f"{harness.HOST}:{cluster.client_ports[leader]},", ""))
+    survivors = ",".join(f"{harness.HOST}:{cluster.client_ports[i]}" for i in order[1:])
+    rust = peers.rust("rust-observer", hosts=survivors)
     ps = rust.cmd(f"participants {path}/latch")["participants"]
     assert [p["id"] for p in ps] == ["java-1"] and ps[0]["session"] == session, ps
     assert java.cmd("leadership")["leader"], "the latch lost leadership over the failover"
