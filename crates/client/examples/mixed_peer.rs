@@ -24,6 +24,8 @@
 //! session                     {"session": id as hex}
 //! ```
 //!
+//! Reads of what other clients wrote (`participants`, `instances`, `resolve`, `members`) `sync` first.
+//!
 //! Usage: `mixed_peer HOSTS [SESSION_TIMEOUT_MS]`; it prints `{"ok":true,"session":..}` once connected
 //! and exits at end of input. Left out: anything the mixed-fleet tests do not need (several locks or
 //! elections at once, renewing sessions: a peer whose session expires stays expired).
@@ -61,6 +63,15 @@ fn millis(words: &[&str], i: usize) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a number of milliseconds"))
 }
 
+/// Brings this client's server up to date with the leader before a read of what other clients wrote
+/// (a server may lag behind the leader: ZooKeeper's reads are only sequentially consistent per client).
+async fn sync(client: &Client, path: &str) -> Result<(), String> {
+    match client.sync(path).await {
+        Ok(()) | Err(roster_client::Error::Code(roster_client::ErrorCode::NoNode)) => Ok(()),
+        Err(e) => Err(format!("sync {path}: {e}")),
+    }
+}
+
 async fn run(client: &Client, peer: &mut Peer, words: &[&str]) -> Result<Value, String> {
     let err = |e: roster_client::Error| e.to_string();
     match words[0] {
@@ -90,6 +101,7 @@ async fn run(client: &Client, peer: &mut Peer, words: &[&str]) -> Result<Value, 
         }
         "participants" => {
             let path = arg(words, 1, "path")?;
+            sync(client, path).await?;
             let ps = election::participants(client, path).await.map_err(err)?;
             let list: Vec<Value> = ps
                 .iter()
@@ -157,6 +169,7 @@ async fn run(client: &Client, peer: &mut Peer, words: &[&str]) -> Result<Value, 
         "instances" => {
             let base = arg(words, 1, "base")?;
             let name = arg(words, 2, "name")?;
+            sync(client, base).await?;
             let mut list = ServiceDiscovery::new(client, base)
                 .instances(name)
                 .await
@@ -167,6 +180,7 @@ async fn run(client: &Client, peer: &mut Peer, words: &[&str]) -> Result<Value, 
         "resolve" => {
             let base = arg(words, 1, "base")?;
             let uri = arg(words, 2, "uri")?;
+            sync(client, base).await?;
             let r = ServiceDiscovery::new(client, base)
                 .resolve(uri)
                 .await
@@ -210,6 +224,7 @@ async fn run(client: &Client, peer: &mut Peer, words: &[&str]) -> Result<Value, 
         }
         "members" => {
             let group = arg(words, 1, "group")?;
+            sync(client, group).await?;
             let view = Group::new(client, group).members().await.map_err(err)?;
             let mut data = serde_json::Map::new();
             for m in &view.members {

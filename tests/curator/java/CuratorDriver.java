@@ -28,6 +28,7 @@
 //   group_members MS IDS                  wait at most MS until the GroupMember sees exactly IDS (a,b,c)
 //   group_leave                           close the GroupMember
 //
+// Reads of what other clients wrote (stat, leadership, instances) sync first.
 // Left out: several latches, locks or registrations at once (one of each per driver).
 
 import java.io.*;
@@ -42,6 +43,7 @@ import org.apache.curator.framework.recipes.locks.*;
 import org.apache.curator.framework.recipes.nodes.GroupMember;
 import org.apache.curator.framework.state.ConnectionState;
 import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.apache.curator.utils.ZKPaths;
 import org.apache.curator.x.discovery.*;
 import org.apache.curator.x.discovery.details.JsonInstanceSerializer;
 import org.apache.curator.x.discovery.strategies.RoundRobinStrategy;
@@ -103,6 +105,14 @@ public class CuratorDriver {
         return w[i];
     }
 
+    /** Brings this client's server up to date with the leader before reading what other clients wrote
+     *  (reads are only sequentially consistent per client; a follower may lag). */
+    static void sync(String path) throws Exception {
+        CountDownLatch done = new CountDownLatch(1);
+        client.getZookeeperClient().getZooKeeper().sync(path, (rc, p, ctx) -> done.countDown(), null);
+        if (!done.await(15, TimeUnit.SECONDS)) throw new IllegalStateException("sync " + path + " got no answer within 15 s");
+    }
+
     static ServiceDiscovery<Map> discovery(String base) throws Exception {
         ServiceDiscovery<Map> sd = ServiceDiscoveryBuilder.builder(Map.class).client(client).basePath(base)
             .serializer(new JsonInstanceSerializer<>(Map.class)).build();
@@ -138,6 +148,7 @@ public class CuratorDriver {
                 break;
             }
             case "stat": {
+                sync(need(w, 1, "path"));
                 Stat st = client.checkExists().forPath(need(w, 1, "path"));
                 r.put("exists", st != null);
                 r.put("owner", st == null ? null : hex(st.getEphemeralOwner()));
@@ -166,6 +177,7 @@ public class CuratorDriver {
             case "leadership":
             case "wait_leader": {
                 if (latch == null) throw new IllegalStateException("no latch: start one with 'latch PATH ID'");
+                sync(latch.getOurPath() == null ? "/" : ZKPaths.getPathAndNode(latch.getOurPath()).getPath());
                 boolean leads = w[0].equals("wait_leader")
                     ? latch.await(Long.parseLong(need(w, 1, "ms")), TimeUnit.MILLISECONDS)
                     : latch.hasLeadership();
@@ -222,6 +234,7 @@ public class CuratorDriver {
                 break;
             }
             case "instances": {
+                sync(need(w, 1, "base"));
                 ServiceDiscovery<Map> sd = discovery(need(w, 1, "base"));
                 List<Map<String, Object>> out = new ArrayList<>();
                 for (ServiceInstance<Map> i : sd.queryForInstances(need(w, 2, "name"))) out.add(instanceJson(i));
