@@ -160,6 +160,11 @@ struct ServeArgs {
     /// Log entries kept behind the latest snapshot [default: 1000].
     #[arg(long, env = "ROSTER_SNAPSHOT_LOG_KEEP")]
     snapshot_log_keep: Option<u64>,
+    /// Admin HTTP port: Prometheus metrics at /metrics, the JSON API at /api/v1, the live web view at
+    /// /, health at /healthz and /readyz; `off` to disable. A port already taken is reported and
+    /// skipped [default: 127.0.0.1:8080].
+    #[arg(long, env = "ROSTER_ADMIN_ADDR")]
+    admin_addr: Option<String>,
 }
 
 impl ServeArgs {
@@ -189,7 +194,8 @@ impl ServeArgs {
             log_format,
             peer_addr,
             target_voters,
-            snapshot_log_keep
+            snapshot_log_keep,
+            admin_addr
         );
         if self.join.is_some() {
             c.join = self.join;

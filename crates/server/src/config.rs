@@ -70,6 +70,9 @@ pub struct Config {
     /// How many voters the leader aims for: a joining node becomes a voter while the cluster has fewer,
     /// and a learner (observer) otherwise.
     pub target_voters: usize,
+    /// Address of the admin HTTP port (metrics, JSON API, event stream, web view; ZooKeeper's
+    /// AdminServer port), or `off`. If the port is taken the node runs without it and says so.
+    pub admin_addr: String,
 }
 
 impl Default for Config {
@@ -94,6 +97,7 @@ impl Default for Config {
             peer_addr: "127.0.0.1:2888".parse().expect("valid default address"),
             join: None,
             target_voters: 3,
+            admin_addr: "127.0.0.1:8080".to_string(),
             snapshot_log_keep: 1_000,
         }
     }
@@ -145,6 +149,7 @@ impl Config {
 
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.admin_socket()?;
         if self.min_session_timeout_ms <= 0
             || self.min_session_timeout_ms > self.max_session_timeout_ms
         {
@@ -216,6 +221,17 @@ impl Config {
             .split(',')
             .map(str::trim)
             .any(|w| w == "*" || w == word)
+    }
+
+    /// The admin HTTP address, or `None` when it is `off` (or empty).
+    pub fn admin_socket(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.admin_addr.trim() {
+            "" | "off" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                setting: "admin-addr",
+                message: format!("{a:?} is not HOST:PORT (an IP address and a port) or off"),
+            }),
+        }
     }
 
     /// How often the leader checks for expired sessions and TTL nodes ([`Config::session_tick_ms`]).

@@ -17,7 +17,8 @@
 //! 4. [`cluster`]: membership (join, leave, remove, `reconfig`), fast failover, the node's view of its
 //!    leader, the peer-port service; [`cluster::ctx::NodeCtx`] is what the node's tasks share.
 //! 5. [`net`]: the client side: the client port, the request pipeline, routing, the write path, the
-//!    four-letter words.
+//!    four-letter words. [`admin`], beside it: the admin HTTP port (health, metrics, JSON API, web
+//!    view).
 //! 6. [`node`]: wires the layers together and runs the node's own tasks.
 
 //! # Data flow
@@ -31,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -62,6 +62,8 @@ pub struct Node {
     pub client_addr: SocketAddr,
     /// The bound peer address, if the peer port could be bound.
     pub peer_addr: Option<SocketAddr>,
+    /// The bound admin HTTP address, if the admin port is on and could be bound.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -359,12 +361,34 @@ impl Node {
             ctx.clone(),
             rx.clone(),
         )));
-        tasks.push(tokio::spawn(net::forward::touch_loop(client.clone(), rx)));
+        tasks.push(tokio::spawn(net::forward::touch_loop(
+            client.clone(),
+            rx.clone(),
+        )));
+        let admin_addr = match config.admin_socket()? {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let bound = l.local_addr().ok();
+                    let admin = Arc::new(crate::admin::AdminCtx { node: ctx.clone() });
+                    tasks.push(tokio::spawn(crate::admin::serve(l, admin, rx)));
+                    bound
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "admin HTTP port unavailable: running without it (set --admin-addr to another port, or off)");
+                    None
+                }
+            },
+        };
+        if let Some(a) = admin_addr {
+            tracing::info!("admin HTTP port: http://{a}/ (metrics at /metrics, API at /api/v1)");
+        }
         tracing::info!(%client_addr, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
         Ok(Node {
             ctx,
             client,
             client_addr,
+            admin_addr,
             peer_addr,
             shutdown,
             tasks,
