@@ -8,7 +8,8 @@
 //! its own, and that no two files import each other); `docs/architecture.md` is the tour.
 //!
 //! 1. Bottom, shared by all: [`config`] (every setting), [`error`] (why a replicated request failed,
-//!    and what the client is told), [`reply`] (what an applied write answers), [`shared`] (the tree,
+//!    and what the client is told), [`events`] (the journal of membership, leadership and session
+//!    events, each logged once with its cause), [`reply`] (what an applied write answers), [`shared`] (the tree,
 //!    watches, connections and counters every task reaches, and their lock order), [`storage`] (the
 //!    write-ahead log, metadata and snapshot files on disk).
 //! 2. [`transport`]: the peer port's frames, links and listener; knows nothing of Raft.
@@ -36,6 +37,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod net;
 pub mod node;
 pub mod raft;

@@ -173,6 +173,8 @@ pub struct Shared {
     /// Sessions (with a count of their connections) whose writes carry a state view for reads they
     /// pipeline behind them. Locked alone or after `db`.
     pub view_sessions: Mutex<HashMap<i64, usize>>,
+    /// The journal of membership, leadership, session and serving events (logged with their causes).
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -193,6 +195,7 @@ impl Shared {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             view_sessions: Mutex::new(HashMap::new()),
+            events: crate::events::Events::new(),
         }
     }
 
