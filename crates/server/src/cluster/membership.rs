@@ -88,6 +88,8 @@ pub async fn add(
     let mut voter = m.voters.contains(&node_id);
     if !voter {
         tracing::info!(node = node_id, %peer_addr, "adding node as learner; waiting until it caught up");
+        ctx.cluster
+            .note_change(format!("join request from node {node_id} at {peer_addr}"));
         // Blocking: returns once the learner caught up. Bounded, or a node announcing an address the
         // leader cannot reach would hold the membership lock for good; it stays a learner and may retry.
         match tokio::time::timeout(CATCH_UP, ctx.raft.add_learner(node_id, peer_addr.clone())).await {
@@ -107,6 +109,10 @@ pub async fn add(
                 target = ctx.cluster.target_voters,
                 "promoting node to voter"
             );
+            ctx.cluster.note_change(format!(
+                "node {node_id} caught up and the cluster has {voters} of {} target voters",
+                ctx.cluster.target_voters
+            ));
             if let Err(e) = ctx
                 .raft
                 .change_membership(
@@ -160,6 +166,8 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         MembershipChange::RemoveNodes(BTreeSet::from([node_id]))
     };
     tracing::info!(node = node_id, "removing node from the cluster");
+    ctx.cluster
+        .note_change(format!("remove request for node {node_id}"));
     if let Err(e) = ctx.raft.change_membership(change, false).await {
         return raft_err(e);
     }

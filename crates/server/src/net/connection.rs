@@ -167,6 +167,13 @@ pub async fn run(
             }
         }
     }
+    if conn.session_id != 0 {
+        ctx.node
+            .shared
+            .last_seen_on
+            .lock()
+            .insert(conn.session_id, ctx.node.identity.node_id);
+    }
     let mut conns = ctx.node.shared.conns.lock();
     conns.by_id.remove(&id);
     if conns.by_session.get(&conn.session_id) == Some(&id) {
