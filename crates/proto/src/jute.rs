@@ -7,7 +7,7 @@
 //! left before anything is allocated, so a hostile length prefix cannot make us allocate gigabytes.
 //!
 //! Left out: jute maps, floats and doubles (the client protocol uses none of them). Null strings, buffers
-//! and vectors decode as empty values; Roster stores no null data (see docs/compatibility.md).
+//! and vectors decode as empty values, except node data, an `Option<Bytes>` whose `None` is null.
 
 use bytes::{BufMut, Bytes};
 
@@ -137,6 +137,22 @@ impl Jute for Bytes {
             None => Ok(Bytes::new()),
             Some(n) => Ok(Bytes::copy_from_slice(take(buf, n, "buffer")?)),
         }
+    }
+}
+
+/// Node data: `None` is the null buffer (length -1), which ZooKeeper keeps apart from an empty one.
+impl Jute for Option<Bytes> {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        match self {
+            Some(b) => b.encode(out),
+            None => out.put_i32(-1),
+        }
+    }
+    fn decode(buf: &mut &[u8]) -> Result<Self, DecodeError> {
+        Ok(read_len(buf, "buffer length")?
+            .map(|n| take(buf, n, "buffer"))
+            .transpose()?
+            .map(Bytes::copy_from_slice))
     }
 }
 
