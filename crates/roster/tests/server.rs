@@ -51,7 +51,7 @@ fn basic_operations_and_stat_bookkeeping() {
     // Ephemeral owner is the session.
     let e = c.call(Request::Create2(CreateRequest {
         path: "/a/e".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: Acl::open_unsafe(),
         flags: CreateMode::Ephemeral.code(),
     }));
@@ -119,7 +119,7 @@ fn pipelined_requests_are_answered_in_order_and_reads_see_earlier_writes() {
         sent.push((
             c.send(&Request::Create(CreateRequest {
                 path: path.clone(),
-                data: Bytes::from(format!("{i}")),
+                data: Some(Bytes::from(format!("{i}"))),
                 acl: Acl::open_unsafe(),
                 flags: 0,
             })),
@@ -247,7 +247,7 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
                 let data = format!("{t}:{n}").into_bytes();
                 let xid = c.send(&Request::Create(CreateRequest {
                     path: path.clone(),
-                    data: Bytes::from(data.clone()),
+                    data: Some(Bytes::from(data.clone())),
                     acl: Acl::open_unsafe(),
                     flags: 0,
                 }));
@@ -378,14 +378,14 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     }
     let r = c.call(Request::Create(CreateRequest {
         path: "/acl".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: vec![],
         flags: 0,
     }));
     assert_eq!(r.err, ErrorCode::InvalidAcl.code());
     let r = c.call(Request::Create(CreateRequest {
         path: "/acl".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: vec![Acl {
             perms: 31,
             id: Id::new("nosuchscheme", "x"),
@@ -539,7 +539,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     for i in 1..=200 {
         let set = SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from(format!("{i}")),
+            data: Some(Bytes::from(format!("{i}"))),
             version: -1,
         };
         sent.push((c.send(&Request::SetData(set)), OpCode::SetData, i));
@@ -572,7 +572,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     for round in 0..50 {
         let w1 = c.send(&Request::SetData(SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from("a"),
+            data: Some(Bytes::from("a")),
             version: -1,
         }));
         let r1 = c.send(&Request::GetData(GetDataRequest {
@@ -581,7 +581,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
         }));
         let w2 = c.send(&Request::SetData(SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from("b"),
+            data: Some(Bytes::from("b")),
             version: -1,
         }));
         assert_eq!(c.recv(OpCode::SetData).unwrap().xid, w1);
@@ -621,7 +621,7 @@ fn linearizable_reads_setting_puts_every_read_behind_a_barrier() {
     for i in 0..50 {
         let set = SetDataRequest {
             path: "/lin".into(),
-            data: Bytes::from(format!("p{i}")),
+            data: Some(Bytes::from(format!("p{i}"))),
             version: -1,
         };
         sent.push((a.send(&Request::SetData(set)), OpCode::SetData, i));
