@@ -164,10 +164,14 @@ impl<T: Jute> Jute for Vec<T> {
         }
     }
     fn decode(buf: &mut &[u8]) -> Result<Self, DecodeError> {
-        // Every element takes at least one byte, so a count past the bytes left is malformed.
-        match read_len(buf, "vector length")? {
-            None => Ok(Vec::new()),
-            Some(n) => {
+        // A negative count is an empty vector, as in ZooKeeper's generated readers (`BinaryIndex`
+        // is done at once when its count is not positive). Every element takes at least one byte,
+        // so a count past the bytes left is malformed.
+        let n = i32::decode(buf)?;
+        match usize::try_from(n) {
+            Err(_) => Ok(Vec::new()),
+            Ok(n) if n > buf.len() => Err(DecodeError::Malformed("vector length")),
+            Ok(n) => {
                 let mut v = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
                     v.push(T::decode(buf)?);
