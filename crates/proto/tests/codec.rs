@@ -650,7 +650,10 @@ fn null_data_is_length_minus_one_and_stays_apart_from_empty() {
         stat: stat(1),
     };
     assert_eq!(&jute::to_vec(&empty)[..4], &[0, 0, 0, 0]);
-    assert_eq!(decode_exact::<GetDataResponse>(&jute::to_vec(&empty)).unwrap(), empty);
+    assert_eq!(
+        decode_exact::<GetDataResponse>(&jute::to_vec(&empty)).unwrap(),
+        empty
+    );
     // A create and a setData with a null buffer decode as null.
     let create = [
         &[0, 0, 0, 2, b'/', b'n'][..],
@@ -675,6 +678,11 @@ fn null_data_is_length_minus_one_and_stays_apart_from_empty() {
     assert_eq!(&out[9..13], &[0xff; 4]);
     assert_eq!(Response::decode(OpCode::MultiRead, &out).unwrap(), multi);
     // Other negative lengths stay malformed.
-    let bad = [&[0, 0, 0, 2, b'/', b'n'][..], &[0xff, 0xff, 0xff, 0xfe], &[0, 0, 0, 3]].concat();
+    let bad = [
+        &[0, 0, 0, 2, b'/', b'n'][..],
+        &[0xff, 0xff, 0xff, 0xfe],
+        &[0, 0, 0, 3],
+    ]
+    .concat();
     assert!(Request::decode(OpCode::SetData, &bad).is_err());
 }

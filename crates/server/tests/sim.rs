@@ -726,7 +726,11 @@ async fn run(seed: u64) -> Vec<String> {
             let n = state
                 .node(path)
                 .unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
-            assert_eq!(n.data_bytes(), &data[..], "node {id}: {path} has other data");
+            assert_eq!(
+                n.data_bytes(),
+                &data[..],
+                "node {id}: {path} has other data"
+            );
         }
     }
     let snaps: BTreeMap<u64, Vec<u8>> = snaps

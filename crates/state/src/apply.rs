@@ -585,7 +585,13 @@ impl State {
         let parent_path = parent_path.to_string();
         path::split(&final_path).ok_or(ErrorCode::BadArguments)?;
         let acl_id = self.tree.acls.acquire(&acl);
-        let node = Node::new(node_data(data.as_deref()), acl_id, ctx.zxid, ctx.time, owner);
+        let node = Node::new(
+            node_data(data.as_deref()),
+            acl_id,
+            ctx.zxid,
+            ctx.time,
+            owner,
+        );
         let stat = node.stat();
         self.tree
             .insert_node(&final_path, &parent_path, node, ctx.zxid);
@@ -633,7 +639,13 @@ impl State {
         let new_version = check_and_inc_version(node.version, version)?;
         let stat = self
             .tree
-            .set_data(path, node_data(data.as_deref()), new_version, ctx.zxid, ctx.time)
+            .set_data(
+                path,
+                node_data(data.as_deref()),
+                new_version,
+                ctx.zxid,
+                ctx.time,
+            )
             .ok_or(ErrorCode::NoNode)?;
         ctx.changes.push(Change::DataChanged(path.to_string()));
         Ok(OpOut::SetData(stat))
@@ -836,7 +848,10 @@ mod tests {
         s.apply(9, &txn(b"version=9"));
         let st = s.stat("/zookeeper/config").unwrap();
         assert_eq!((st.version, st.mzxid), (2, 9));
-        assert_eq!(s.node("/zookeeper/config").unwrap().data_bytes(), b"version=9");
+        assert_eq!(
+            s.node("/zookeeper/config").unwrap().data_bytes(),
+            b"version=9"
+        );
         // The ACL stays read-only for clients.
         assert_eq!(
             s.acl("/zookeeper/config").unwrap(),

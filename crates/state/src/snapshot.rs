@@ -461,7 +461,10 @@ mod tests {
         // Written again, it is a version 2 snapshot of the same state.
         let v2 = s.to_snapshot();
         assert_eq!(&v2[4..8], &SNAPSHOT_VERSION.to_be_bytes());
-        assert_eq!(State::from_snapshot(&v2).unwrap().tree().nodes, s.tree.nodes);
+        assert_eq!(
+            State::from_snapshot(&v2).unwrap().tree().nodes,
+            s.tree.nodes
+        );
     }
 
     #[test]
@@ -472,7 +475,10 @@ mod tests {
         assert_eq!(back.node("/a").unwrap().data, None);
         assert_eq!(back.node("/e").unwrap().data.as_deref(), Some(&b""[..]));
         assert_eq!(back.stat("/a").unwrap().data_length, 0);
-        assert_ne!(s.to_snapshot(), State::from_snapshot(&unhex(V1)).unwrap().to_snapshot());
+        assert_ne!(
+            s.to_snapshot(),
+            State::from_snapshot(&unhex(V1)).unwrap().to_snapshot()
+        );
     }
 
     #[test]

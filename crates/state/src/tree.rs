@@ -122,7 +122,13 @@ pub struct Node {
 
 impl Node {
     /// A new childless node.
-    pub fn new(data: Option<Box<[u8]>>, acl: AclId, zxid: i64, time: i64, ephemeral_owner: i64) -> Node {
+    pub fn new(
+        data: Option<Box<[u8]>>,
+        acl: AclId,
+        zxid: i64,
+        time: i64,
+        ephemeral_owner: i64,
+    ) -> Node {
         Node {
             data,
             acl,
@@ -230,8 +236,20 @@ impl DataTree {
         let zk_open = t.acls.acquire(&Acl::open_unsafe());
         let mut zk = Node::new(Some(Box::default()), zk_open, 0, 0, 0);
         zk.num_children = 2;
-        let quota = Node::new(Some(Box::default()), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
-        let mut config = Node::new(Some(Box::default()), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
+        let quota = Node::new(
+            Some(Box::default()),
+            t.acls.acquire(&Acl::open_unsafe()),
+            0,
+            0,
+            0,
+        );
+        let mut config = Node::new(
+            Some(Box::default()),
+            t.acls.acquire(&Acl::read_unsafe()),
+            0,
+            0,
+            0,
+        );
         config.aversion = -1;
         for (p, n) in [
             ("/", root),
@@ -417,7 +435,12 @@ mod tests {
     fn add(t: &mut DataTree, path: &str) {
         let (parent, _) = crate::path::split(path).unwrap();
         let acl = t.acls.acquire(&Acl::open_unsafe());
-        t.insert_node(path, parent, Node::new(Some(Box::default()), acl, 1, 0, 0), 1);
+        t.insert_node(
+            path,
+            parent,
+            Node::new(Some(Box::default()), acl, 1, 0, 0),
+            1,
+        );
     }
 
     #[test]

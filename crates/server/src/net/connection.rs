@@ -575,7 +575,9 @@ impl Conn {
             // connection when they do not decode.
             Err(e) if matches!(op, OpCode::Auth | OpCode::Sasl) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ConnError::Closed(format!("{op:?} packet does not decode: {e}")));
+                return Err(ConnError::Closed(format!(
+                    "{op:?} packet does not decode: {e}"
+                )));
             }
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
