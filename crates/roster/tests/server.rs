@@ -365,6 +365,45 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
         ErrorCode::MarshallingError.code()
     );
     assert_eq!(c.exists("/", false).err, OK);
+    // As ZooKeeper 3.8: bytes after a record are ignored (the request is answered as without them),
+    // opcodes 0 and -1 (reply-only) are Unimplemented and close, and an auth packet that does not
+    // decode closes the connection without a reply.
+    let request = |op: i32, body: &[u8]| {
+        let mut frame = bytes::BytesMut::new();
+        write_frame(&mut frame, |b| {
+            RequestHeader {
+                xid: 7,
+                op_type: op,
+            }
+            .encode(b);
+            b.extend_from_slice(body);
+        });
+        frame
+    };
+    let mut body = Vec::new();
+    GetDataRequest {
+        path: "/".into(),
+        watch: false,
+    }
+    .encode(&mut body);
+    body.extend_from_slice(&[1, 2, 3]);
+    c.send_bytes(&request(OpCode::GetData.code(), &body))
+        .unwrap();
+    assert_eq!(c.recv(OpCode::GetData).unwrap().err, OK);
+    for op in [0, -1] {
+        let mut c = Raw::connect(srv.addr, 10_000);
+        c.send_bytes(&request(op, &[9; 8])).unwrap();
+        let r = c.recv(OpCode::Ping).unwrap();
+        assert_eq!(r.err, ErrorCode::Unimplemented.code(), "opcode {op}");
+        assert!(c.recv(OpCode::Ping).is_err(), "opcode {op} must close");
+    }
+    let mut a = Raw::connect(srv.addr, 10_000);
+    a.send_bytes(&request(OpCode::Auth.code(), &[0, 0, 0, 0, 0x7f, 0, 0, 0]))
+        .unwrap();
+    assert!(
+        a.recv(OpCode::Auth).is_err(),
+        "a garbage auth packet closes"
+    );
     // Invalid paths and ACLs. ZooKeeper looks up the parent before validating the whole path, so a
     // missing parent answers NoNode; these all have an existing parent.
     assert_eq!(c.create("/a", b"", 0).err, OK);
