@@ -808,7 +808,7 @@ mod tests {
             [(1, 4), (2, 4)]
         );
         let body = Response::GetData(GetDataResponse {
-            data: Bytes::from_static(b"x"),
+            data: Some(Bytes::from_static(b"x")),
             stat: Stat::default(),
         });
         s.on_frame(&reply(1, 9, 0, Some(body.clone())), t0);
@@ -844,7 +844,7 @@ mod tests {
         };
         s.submit(get_data("/a"), effect, tx, t0);
         let body = Response::GetData(GetDataResponse {
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             stat: Stat::default(),
         });
         s.on_frame(&reply(1, 3, 0, Some(body)), t0);

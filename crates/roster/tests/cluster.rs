@@ -166,7 +166,7 @@ fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
                     let data = format!("{t}:{k}").into_bytes();
                     let req = Request::Create(CreateRequest {
                         path: path.clone(),
-                        data: Bytes::from(data.clone()),
+                        data: Some(Bytes::from(data.clone())),
                         acl: Acl::open_unsafe(),
                         flags: 0,
                     });
@@ -485,7 +485,7 @@ fn on_a_follower_pipelined_requests_keep_their_order_and_watch_events_precede_re
         let p = format!("/p/n{i:02}");
         let xid = cl.send(&Request::Create(CreateRequest {
             path: p.clone(),
-            data: Bytes::from(p.clone().into_bytes()),
+            data: Some(Bytes::from(p.clone().into_bytes())),
             acl: Acl::open_unsafe(),
             flags: 0,
         }));
