@@ -3,10 +3,12 @@
 //! client port → session ticker, cluster monitor, touch forwarder.
 //!
 //! Identity: a pristine data directory without `--join` gets a new cluster identity (node id 1) and
-//! initializes a one-voter Raft group. With `--join SEED` it asks the seed for the cluster id, persists
-//! `ClusterIdentity { cluster_id, node_id }` with a fresh random node id, starts Raft uninitialized and
+//! initializes a one-voter Raft group. With `--join SEED` it asks the seed for the cluster id, asks it for a node
+//! id, persists `ClusterIdentity { cluster_id, node_id }`, starts Raft uninitialized and
 //! asks the seed to add it (the leader adds it as a learner, then as a voter while voters are short of
-//! `--target-voters`). A node with an identity never initializes or joins again (openraft #898); the one
+//! `--target-voters`). Node ids are small: 1 for the node that bootstrapped the cluster, and for a
+//! joiner the smallest id free in the cluster, given by the leader (data directories of older versions
+//! keep their random 64-bit ids). A node with an identity never initializes or joins again (openraft #898); the one
 //! exception is a joiner whose join never completed (no membership received yet), which asks again with
 //! the same identity.
 //!
@@ -114,12 +116,21 @@ pub enum StartError {
 
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
-/// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
-fn random_node_id() -> u64 {
+/// Asks the cluster (through `seed`) for this joining node's id, retrying while it has no leader.
+async fn allocate_id(seed: &str, cluster_id: &str) -> Result<u64, StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let id: u64 = rand::random();
-        if id > 1 {
-            return id;
+        match admin::allocate_id(seed, cluster_id).await {
+            Ok(id) => return Ok(id),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%seed, error = %e, "no node id yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(StartError::Join(format!(
+                    "asking {seed} for a node id: {e}"
+                )))
+            }
         }
     }
 }
@@ -161,9 +172,10 @@ impl Node {
                     None => ClusterIdentity::new_random(NODE_ID),
                     Some(seed) => {
                         let cluster_id = discover_cluster(seed).await?;
+                        let node_id = allocate_id(seed, &cluster_id).await?;
                         ClusterIdentity {
                             cluster_id,
-                            node_id: random_node_id(),
+                            node_id,
                         }
                     }
                 };

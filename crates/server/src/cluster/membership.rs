@@ -53,6 +53,37 @@ fn raft_err(e: impl std::fmt::Display) -> PeerResponse {
     PeerResponse::Err(PeerError::Raft(e.to_string()))
 }
 
+/// How long an id given to a joining node stays reserved for it.
+const ID_RESERVED_MS: i64 = 10 * 60 * 1000;
+
+/// Gives a joining node its id: on the leader, one above the highest small id (below 2^32) of the
+/// members and of the ids given in the last [`ID_RESERVED_MS`], and at least 2 (1 is the node that
+/// bootstrapped the cluster; random 64-bit ids of older data directories are ignored); elsewhere, asks
+/// the leader. Ids are not reused while a higher one is a member, so a removed node coming back with
+/// its old data cannot meet a newcomer with its id, unless it held the highest id.
+pub async fn allocate_id(ctx: &Arc<NodeCtx>) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return forward(ctx, PeerRequest::AllocateId).await;
+    }
+    let members = ctx.raft.status().nodes;
+    let now = crate::shared::now_ms();
+    let mut given = ctx.cluster.given_ids.lock();
+    given.retain(|_, at| now - *at < ID_RESERVED_MS);
+    let small = |id: &u64| *id < 1 << 32;
+    let id = members
+        .keys()
+        .chain(given.keys())
+        .copied()
+        .filter(small)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+        + 1;
+    given.insert(id, now);
+    tracing::info!(node = id, "node id given to a joining node");
+    PeerResponse::Allocated(id)
+}
+
 /// Adds a node (see the module doc).
 pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerResponse {
     if !ctx.raft.is_leader() {

@@ -9,7 +9,7 @@
 //! version=<hex>
 //! ```
 //!
-//! - `<id>` is the Raft node id (1 for a cluster's first node, random 64-bit ids for joiners), printed
+//! - `<id>` is the Raft node id (1 for a cluster's first node, then the smallest free id for each joiner), printed
 //!   unsigned.
 //! - The peer address is the one the node announces in the membership; Roster has no election port, so
 //!   the third field is always `0`.

@@ -138,6 +138,7 @@ async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
         }
         PeerRequest::Remove { node_id } => super::membership::remove(ctx, node_id).await,
         PeerRequest::Leave => super::membership::remove(ctx, ctx.identity.node_id).await,
+        PeerRequest::AllocateId => super::membership::allocate_id(ctx).await,
         PeerRequest::Reconfig { joining, leaving } => {
             super::reconfig::handle_peer(ctx, joining, leaving).await
         }

@@ -25,6 +25,9 @@ pub struct Cluster {
     /// Why the leader is changing the membership now ("join request from node 4 at ..."), for the
     /// membership events (`cluster::watch`); taken by the next change seen.
     pub change_reason: parking_lot::Mutex<Option<String>>,
+    /// Node ids the leader gave to joining nodes recently (id → when, ms since the epoch), so that two
+    /// nodes joining at once do not get the same one.
+    pub given_ids: parking_lot::Mutex<std::collections::BTreeMap<u64, i64>>,
     /// Fast-failover state (see `cluster::failover`).
     pub failover: Failover,
 }
@@ -41,6 +44,7 @@ impl Cluster {
             last_evidence: AtomicI64::new(0),
             membership_lock: tokio::sync::Mutex::new(()),
             change_reason: parking_lot::Mutex::new(None),
+            given_ids: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             failover: Failover::default(),
         }
     }
