@@ -801,3 +801,20 @@ fn leave_on_shutdown_takes_a_gracefully_stopped_node_out_of_the_cluster() {
     assert_eq!(cl.create("/after-leave", b"", 0).err, 0);
     drop(c);
 }
+
+#[test]
+fn joining_nodes_get_the_next_small_ids_and_keep_them_across_restarts() {
+    let _serial = serial();
+    let (a, mut b, c) = three();
+    let mut ids: Vec<u64> = [&a, &b, &c].iter().map(|n| node_id(n)).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3], "ids a person can read and type");
+    let before = node_id(&b);
+    b.restart();
+    wait_formed(&[&a, &b, &c], 3, 0);
+    assert_eq!(node_id(&b), before, "a restarted node keeps its id");
+    let status = peer_status(a.peer).unwrap();
+    let mut members: Vec<u64> = status.members.iter().map(|m| m.node_id).collect();
+    members.sort_unstable();
+    assert_eq!(members, vec![1, 2, 3]);
+}
