@@ -365,6 +365,12 @@ impl Node {
             client.clone(),
             rx.clone(),
         )));
+        // Metrics: elections (ends when Raft stops) and the log's fsyncs.
+        tokio::spawn(crate::raft::handle::record_elections(
+            ctx.raft.clone(),
+            ctx.shared.clone(),
+        ));
+        ctx.wal.observe(ctx.shared.metrics.wal());
         let admin_addr = match config.admin_socket()? {
             None => None,
             Some(addr) => match TcpListener::bind(addr).await {
@@ -530,6 +536,7 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 .stats
                 .sessions_expired
                 .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.session_expired();
             tracing::info!(
                 session = format_args!("{session_id:#x}"),
                 "session expired: proposing close"

@@ -175,11 +175,14 @@ pub struct Shared {
     pub view_sessions: Mutex<HashMap<i64, usize>>,
     /// The journal of membership, leadership, session and serving events (logged with their causes).
     pub events: crate::events::Events,
+    /// Prometheus metrics (recorded by every layer, rendered by the admin port's `/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
     /// A fresh shared state around a recovered (or empty) `State`.
     pub fn new(config: Config, state: State) -> Shared {
+        let metrics = crate::metrics::Metrics::new(config.metrics);
         let stats = Stats::default();
         stats.latency_min_us.store(u64::MAX, Ordering::Relaxed);
         Shared {
@@ -196,6 +199,7 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             view_sessions: Mutex::new(HashMap::new()),
             events: crate::events::Events::new(),
+            metrics,
         }
     }
 
