@@ -191,7 +191,9 @@ fn seconds_histogram() -> Histogram {
 }
 
 fn count_histogram() -> Histogram {
-    Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0])
+    Histogram::new([
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ])
 }
 
 fn bytes_histogram() -> Histogram {
@@ -382,7 +384,13 @@ fn counter(r: &mut Registry, name: &str, help: &str) -> Counter {
     c
 }
 
-fn histogram(r: &mut Registry, name: &str, help: &str, unit: Option<Unit>, h: Histogram) -> Histogram {
+fn histogram(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    h: Histogram,
+) -> Histogram {
     match unit {
         Some(u) => r.register_with_unit(name, help, u, h.clone()),
         None => r.register(name, help, h.clone()),
@@ -405,8 +413,20 @@ impl Metrics {
             .iter()
             .map(|op| requests_family.get_or_create(&OpLabel { op }).clone())
             .collect();
-        let readlatency = histogram(&mut r, "readlatency", "Read request latency, ms (ZooKeeper)", None, ms_histogram());
-        let updatelatency = histogram(&mut r, "updatelatency", "Write request latency, ms (ZooKeeper)", None, ms_histogram());
+        let readlatency = histogram(
+            &mut r,
+            "readlatency",
+            "Read request latency, ms (ZooKeeper)",
+            None,
+            ms_histogram(),
+        );
+        let updatelatency = histogram(
+            &mut r,
+            "updatelatency",
+            "Write request latency, ms (ZooKeeper)",
+            None,
+            ms_histogram(),
+        );
         let rej: Family<ReasonLabel, Counter> = Family::default();
         r.register(
             "roster_connections_rejected",
@@ -418,70 +438,222 @@ impl Metrics {
             .map(|reason| rej.get_or_create(&ReasonLabel { reason: *reason }).clone())
             .collect();
         let bytes_in = Counter::default();
-        r.register_with_unit("roster_client_received", "Bytes received from clients", Unit::Bytes, bytes_in.clone());
+        r.register_with_unit(
+            "roster_client_received",
+            "Bytes received from clients",
+            Unit::Bytes,
+            bytes_in.clone(),
+        );
         let bytes_out = Counter::default();
-        r.register_with_unit("roster_client_sent", "Bytes sent to clients", Unit::Bytes, bytes_out.clone());
-        let sessions_created = counter(&mut r, "roster_sessions_created", "Sessions created through this node");
-        let sessions_closed = counter(&mut r, "roster_sessions_closed", "Sessions closed by their client through this node");
-        let sessions_expired = counter(&mut r, "roster_sessions_expired", "Sessions expired by this node while it led");
+        r.register_with_unit(
+            "roster_client_sent",
+            "Bytes sent to clients",
+            Unit::Bytes,
+            bytes_out.clone(),
+        );
+        let sessions_created = counter(
+            &mut r,
+            "roster_sessions_created",
+            "Sessions created through this node",
+        );
+        let sessions_closed = counter(
+            &mut r,
+            "roster_sessions_closed",
+            "Sessions closed by their client through this node",
+        );
+        let sessions_expired = counter(
+            &mut r,
+            "roster_sessions_expired",
+            "Sessions expired by this node while it led",
+        );
         let elections: Family<CauseLabel, Counter> = Family::default();
-        r.register("roster_raft_elections", "Elections this node started, by cause", elections.clone());
+        r.register(
+            "roster_raft_elections",
+            "Elections this node started, by cause",
+            elections.clone(),
+        );
         for cause in [ElectionCause::timeout, ElectionCause::leader_gone] {
             let _ = elections.get_or_create(&CauseLabel { cause });
         }
-        let leader_changes = counter(&mut r, "roster_raft_leader_changes", "Times this node saw a new leader");
-        let election_time = histogram(&mut r, "election_time", "Time without a known leader until one was elected, ms (ZooKeeper)", None, ms_histogram());
-        let snapshot_build = histogram(&mut r, "roster_snapshot_build_duration", "Snapshot builds", Some(Unit::Seconds), seconds_histogram());
-        let snapshottime = histogram(&mut r, "snapshottime", "Snapshot build time, ms (ZooKeeper)", None, ms_histogram());
-        let snapshot_build_bytes = histogram(&mut r, "roster_snapshot_build_size", "Size of built snapshots", Some(Unit::Bytes), bytes_histogram());
-        let snapshot_install = histogram(&mut r, "roster_snapshot_install_duration", "Snapshots installed from the leader", Some(Unit::Seconds), seconds_histogram());
-        let snapshot_install_bytes = histogram(&mut r, "roster_snapshot_install_size", "Size of installed snapshots", Some(Unit::Bytes), bytes_histogram());
+        let leader_changes = counter(
+            &mut r,
+            "roster_raft_leader_changes",
+            "Times this node saw a new leader",
+        );
+        let election_time = histogram(
+            &mut r,
+            "election_time",
+            "Time without a known leader until one was elected, ms (ZooKeeper)",
+            None,
+            ms_histogram(),
+        );
+        let snapshot_build = histogram(
+            &mut r,
+            "roster_snapshot_build_duration",
+            "Snapshot builds",
+            Some(Unit::Seconds),
+            seconds_histogram(),
+        );
+        let snapshottime = histogram(
+            &mut r,
+            "snapshottime",
+            "Snapshot build time, ms (ZooKeeper)",
+            None,
+            ms_histogram(),
+        );
+        let snapshot_build_bytes = histogram(
+            &mut r,
+            "roster_snapshot_build_size",
+            "Size of built snapshots",
+            Some(Unit::Bytes),
+            bytes_histogram(),
+        );
+        let snapshot_install = histogram(
+            &mut r,
+            "roster_snapshot_install_duration",
+            "Snapshots installed from the leader",
+            Some(Unit::Seconds),
+            seconds_histogram(),
+        );
+        let snapshot_install_bytes = histogram(
+            &mut r,
+            "roster_snapshot_install_size",
+            "Size of installed snapshots",
+            Some(Unit::Bytes),
+            bytes_histogram(),
+        );
         let wal = WalMetrics {
             enabled,
-            fsynctime: histogram(&mut r, "fsynctime", "Write-ahead log fdatasync time, ms (ZooKeeper)", None, ms_histogram()),
-            batch: histogram(&mut r, "sync_processor_batch_size", "Log records made durable per fdatasync (group commit batch size, ZooKeeper)", None, count_histogram()),
+            fsynctime: histogram(
+                &mut r,
+                "fsynctime",
+                "Write-ahead log fdatasync time, ms (ZooKeeper)",
+                None,
+                ms_histogram(),
+            ),
+            batch: histogram(
+                &mut r,
+                "sync_processor_batch_size",
+                "Log records made durable per fdatasync (group commit batch size, ZooKeeper)",
+                None,
+                count_histogram(),
+            ),
         };
         let g = &mut r;
         let watches: Family<KindLabel, Gauge> = Family::default();
-        g.register("roster_watches", "Watch registrations by kind", watches.clone());
+        g.register(
+            "roster_watches",
+            "Watch registrations by kind",
+            watches.clone(),
+        );
         let role: Family<RoleLabel, Gauge> = Family::default();
-        g.register("roster_raft_role", "1 for this node's Raft role", role.clone());
+        g.register(
+            "roster_raft_role",
+            "1 for this node's Raft role",
+            role.clone(),
+        );
         let lag_entries: Family<FollowerLabel, Gauge> = Family::default();
-        g.register("roster_raft_follower_lag_entries", "As leader: log entries each follower lacks", lag_entries.clone());
-        let lag_seconds: Family<FollowerLabel, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-        g.register_with_unit("roster_raft_follower_last_ack_age", "As leader: time since each follower last acknowledged", Unit::Seconds, lag_seconds.clone());
+        g.register(
+            "roster_raft_follower_lag_entries",
+            "As leader: log entries each follower lacks",
+            lag_entries.clone(),
+        );
+        let lag_seconds: Family<FollowerLabel, Gauge<f64, std::sync::atomic::AtomicU64>> =
+            Family::default();
+        g.register_with_unit(
+            "roster_raft_follower_last_ack_age",
+            "As leader: time since each follower last acknowledged",
+            Unit::Seconds,
+            lag_seconds.clone(),
+        );
         let gauges = Gauges {
             znode_count: gauge(g, "znode_count", "Znodes (ZooKeeper)"),
             watch_count: gauge(g, "watch_count", "Watch registrations (ZooKeeper)"),
             ephemerals_count: gauge(g, "ephemerals_count", "Ephemeral znodes (ZooKeeper)"),
-            approximate_data_size: gauge(g, "approximate_data_size", "Bytes of znode paths and data (ZooKeeper)"),
-            num_alive_connections: gauge(g, "num_alive_connections", "Open client connections (ZooKeeper)"),
-            outstanding_requests: gauge(g, "outstanding_requests", "Client requests in flight (ZooKeeper)"),
-            packets_received: gauge(g, "packets_received", "Packets received from clients (ZooKeeper)"),
+            approximate_data_size: gauge(
+                g,
+                "approximate_data_size",
+                "Bytes of znode paths and data (ZooKeeper)",
+            ),
+            num_alive_connections: gauge(
+                g,
+                "num_alive_connections",
+                "Open client connections (ZooKeeper)",
+            ),
+            outstanding_requests: gauge(
+                g,
+                "outstanding_requests",
+                "Client requests in flight (ZooKeeper)",
+            ),
+            packets_received: gauge(
+                g,
+                "packets_received",
+                "Packets received from clients (ZooKeeper)",
+            ),
             packets_sent: gauge(g, "packets_sent", "Packets sent to clients (ZooKeeper)"),
             global_sessions: gauge(g, "global_sessions", "Open sessions (ZooKeeper)"),
             uptime: gauge(g, "uptime", "Ms since the node started (ZooKeeper)"),
-            open_file_descriptor_count: gauge(g, "open_file_descriptor_count", "Open file descriptors (ZooKeeper)"),
-            max_file_descriptor_count: gauge(g, "max_file_descriptor_count", "File descriptor limit (ZooKeeper)"),
-            connection_rejected: gauge(g, "connection_rejected", "Connections refused by a limit (ZooKeeper)"),
-            bytes_received_count: gauge(g, "bytes_received_count", "Bytes received from clients (ZooKeeper)"),
-            leader_uptime: gauge(g, "leader_uptime", "Ms since this node became leader, 0 unless it leads (ZooKeeper)"),
+            open_file_descriptor_count: gauge(
+                g,
+                "open_file_descriptor_count",
+                "Open file descriptors (ZooKeeper)",
+            ),
+            max_file_descriptor_count: gauge(
+                g,
+                "max_file_descriptor_count",
+                "File descriptor limit (ZooKeeper)",
+            ),
+            connection_rejected: gauge(
+                g,
+                "connection_rejected",
+                "Connections refused by a limit (ZooKeeper)",
+            ),
+            bytes_received_count: gauge(
+                g,
+                "bytes_received_count",
+                "Bytes received from clients (ZooKeeper)",
+            ),
+            leader_uptime: gauge(
+                g,
+                "leader_uptime",
+                "Ms since this node became leader, 0 unless it leads (ZooKeeper)",
+            ),
             quorum_size: gauge(g, "quorum_size", "Voters (ZooKeeper)"),
-            synced_followers: gauge(g, "synced_followers", "As leader: voters other than itself (ZooKeeper)"),
+            synced_followers: gauge(
+                g,
+                "synced_followers",
+                "As leader: voters other than itself (ZooKeeper)",
+            ),
             learners: gauge(g, "learners", "Non-voting members (ZooKeeper's observers)"),
             watches,
-            rss: gauge(g, "roster_resident_memory_bytes", "Resident memory of the process, bytes"),
+            rss: gauge(
+                g,
+                "roster_resident_memory_bytes",
+                "Resident memory of the process, bytes",
+            ),
             serving: gauge(g, "roster_serving", "1 while the node serves clients"),
             term: gauge(g, "roster_raft_term", "Raft term"),
             role,
-            leader: gauge(g, "roster_raft_leader", "The leader's node id, 0 when none is known"),
+            leader: gauge(
+                g,
+                "roster_raft_leader",
+                "The leader's node id, 0 when none is known",
+            ),
             last_log: gauge(g, "roster_raft_last_log_index", "Last log index"),
             committed: gauge(g, "roster_raft_commit_index", "Commit index"),
             applied: gauge(g, "roster_raft_applied_index", "Applied index"),
-            snapshot_index: gauge(g, "roster_raft_snapshot_index", "Index of the last snapshot"),
+            snapshot_index: gauge(
+                g,
+                "roster_raft_snapshot_index",
+                "Index of the last snapshot",
+            ),
             lag_entries,
             lag_seconds,
-            wal_bytes: gauge(g, "roster_wal_written_bytes", "Bytes written to the write-ahead log since start"),
+            wal_bytes: gauge(
+                g,
+                "roster_wal_written_bytes",
+                "Bytes written to the write-ahead log since start",
+            ),
         };
         Metrics {
             enabled,
@@ -522,7 +694,10 @@ impl Metrics {
 
     /// Ms since this node became leader; 0 unless it leads.
     pub fn leader_uptime_ms(&self) -> u64 {
-        match self.leader_since_ms.load(std::sync::atomic::Ordering::Relaxed) {
+        match self
+            .leader_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             0 => 0,
             since => (now_ms() - since).max(0) as u64,
         }

@@ -237,7 +237,10 @@ fn body(cmd: &str, node: &NodeCtx) -> Value {
             let s = node.raft.status();
             let mut m = Map::new();
             for v in &s.voters {
-                m.insert(v.to_string(), json!(s.nodes.get(v).cloned().unwrap_or_default()));
+                m.insert(
+                    v.to_string(),
+                    json!(s.nodes.get(v).cloned().unwrap_or_default()),
+                );
             }
             json!({"current_config": m})
         }
@@ -287,7 +290,10 @@ fn connections(node: &NodeCtx, detailed: bool) -> Vec<Value> {
                     ("last_latency", json!(0)),
                     ("min_latency", json!(0)),
                     ("avg_latency", json!(avg)),
-                    ("max_latency", json!(st.latency_max_ms.load(Ordering::Relaxed))),
+                    (
+                        "max_latency",
+                        json!(st.latency_max_ms.load(Ordering::Relaxed)),
+                    ),
                 ] {
                     o.insert(k.into(), v);
                 }
@@ -309,7 +315,8 @@ fn server_stats(node: &NodeCtx, with_connections: bool) -> Value {
         )
     };
     let (log, snap) = fourlw::dir_sizes(node);
-    let client_response = json!({"last_buffer_size": -1, "max_buffer_size": -1, "min_buffer_size": -1});
+    let client_response =
+        json!({"last_buffer_size": -1, "max_buffer_size": -1, "min_buffer_size": -1});
     let mut v = json!({
         "version": format!("{}, built on {}", fourlw::ZK_VERSION, fourlw::BUILT_ON),
         "read_only": false,

@@ -360,7 +360,11 @@ impl Conn {
                     let at = view.as_ref().map(|(_, z)| *z);
                     let (result, later) = self.execute_local(&read, view.as_ref().map(|(v, _)| v));
                     self.reply_now(meta.xid, result, meta.started, at);
-                    self.ctx.node.shared.metrics.request(meta.slot, meta.started);
+                    self.ctx
+                        .node
+                        .shared
+                        .metrics
+                        .request(meta.slot, meta.started);
                     self.push_events(later);
                 }
                 Action::Reply { meta, zxid, reply } => {

@@ -533,7 +533,10 @@ pub async fn record_elections(raft: RaftHandle, shared: Arc<crate::shared::Share
     metrics.set_leader(first.role == Role::Leader);
     while watch.changed().await.is_ok() {
         let s = raft.status();
-        if s.term > term && s.vote.voted_for() == s.id && matches!(s.role, Role::Candidate | Role::Leader) {
+        if s.term > term
+            && s.vote.voted_for() == s.id
+            && matches!(s.role, Role::Candidate | Role::Leader)
+        {
             let t = raft.transfers_started();
             metrics.election(if t != transfers {
                 crate::metrics::ElectionCause::leader_gone

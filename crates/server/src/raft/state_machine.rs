@@ -224,7 +224,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.db.lock().state = state;
         if !already_stored {
             // Received from the leader (not the one read back at start-up).
-            self.shared.metrics.snapshot_installed(started.elapsed(), size);
+            self.shared
+                .metrics
+                .snapshot_installed(started.elapsed(), size);
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
