@@ -65,7 +65,7 @@ pub fn sample(node: &NodeCtx) -> Sample {
         s.znode_count = db.state.node_count() as u64 + 1;
         s.watches = db.watches.count_by_kind().map(|n| n as u64);
         s.ephemerals_count = db.state.ephemeral_count() as u64;
-        s.approximate_data_size = db.state.approximate_data_size() as u64;
+        s.approximate_data_size = db.state.approximate_data_size();
         s.global_sessions = db.state.sessions().count() as u64;
     }
     s.num_alive_connections = shared.conns.lock().by_id.len() as u64;
