@@ -374,3 +374,44 @@ fn cluster_metrics_agree_on_one_leader() {
             .any(|k| k.starts_with("roster_raft_follower_lag_entries{")));
     }
 }
+
+#[test]
+fn the_dashboard_names_only_metrics_a_node_exports() {
+    let r = Roster::start(&[]);
+    let m = scrape(r.admin);
+    let names: std::collections::BTreeSet<&str> =
+        m.keys().map(|k| k.split('{').next().unwrap()).collect();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana/roster.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            // A metric name is an identifier followed by `{` (every query selects `instance`).
+            for (i, _) in expr.match_indices('{') {
+                let name: String = expr[..i]
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                if name.is_empty() || name == "by" {
+                    continue;
+                }
+                assert!(
+                    names.contains(name.as_str()),
+                    "dashboard panel {} queries {name}, which no node exports",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 25,
+        "only {checked} metric names found in the dashboard"
+    );
+}
