@@ -165,6 +165,10 @@ struct ServeArgs {
     /// skipped [default: 127.0.0.1:8080].
     #[arg(long, env = "ROSTER_ADMIN_ADDR")]
     admin_addr: Option<String>,
+    /// Record Prometheus metrics (served at the admin port's /metrics); `false` records nothing
+    /// [default: true].
+    #[arg(long, env = "ROSTER_METRICS")]
+    metrics: Option<bool>,
 }
 
 impl ServeArgs {
@@ -195,7 +199,8 @@ impl ServeArgs {
             peer_addr,
             target_voters,
             snapshot_log_keep,
-            admin_addr
+            admin_addr,
+            metrics
         );
         if self.join.is_some() {
             c.join = self.join;

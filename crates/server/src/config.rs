@@ -73,6 +73,9 @@ pub struct Config {
     /// Address of the admin HTTP port (metrics, JSON API, event stream, web view; ZooKeeper's
     /// AdminServer port), or `off`. If the port is taken the node runs without it and says so.
     pub admin_addr: String,
+    /// Record Prometheus metrics and serve them at the admin port's `/metrics`. `false` records
+    /// nothing at all (the cost measured in BENCHMARKS.md is the difference).
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             join: None,
             target_voters: 3,
             admin_addr: "127.0.0.1:8080".to_string(),
+            metrics: true,
             snapshot_log_keep: 1_000,
         }
     }

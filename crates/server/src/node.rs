@@ -380,6 +380,12 @@ impl Node {
             client.clone(),
             rx.clone(),
         )));
+        // Metrics: elections (ends when Raft stops) and the log's fsyncs.
+        tokio::spawn(crate::raft::handle::record_elections(
+            ctx.raft.clone(),
+            ctx.shared.clone(),
+        ));
+        ctx.wal.observe(ctx.shared.metrics.wal());
         let admin_addr = match config.admin_socket()? {
             None => None,
             Some(addr) => match TcpListener::bind(addr).await {
@@ -599,6 +605,7 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 .stats
                 .sessions_expired
                 .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.session_expired();
             publish_expiry(&ctx, session_id, deadline, now);
             let txn = Txn {
                 session_id,

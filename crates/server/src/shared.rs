@@ -180,11 +180,14 @@ pub struct Shared {
     /// the follower whose touch batch carried it, or this node when its connection here closed. For
     /// the cause of an expiry ("last connected to node 2"). Pruned by the session ticker.
     pub last_seen_on: Mutex<HashMap<i64, u64>>,
+    /// Prometheus metrics (recorded by every layer, rendered by the admin port's `/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
     /// A fresh shared state around a recovered (or empty) `State`.
     pub fn new(config: Config, state: State) -> Shared {
+        let metrics = crate::metrics::Metrics::new(config.metrics);
         let stats = Stats::default();
         stats.latency_min_us.store(u64::MAX, Ordering::Relaxed);
         Shared {
@@ -202,6 +205,7 @@ impl Shared {
             view_sessions: Mutex::new(HashMap::new()),
             events: crate::events::Events::new(),
             last_seen_on: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 

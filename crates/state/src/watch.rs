@@ -446,6 +446,26 @@ impl WatchTable {
             .collect()
     }
 
+    /// Registrations by kind, for metrics: (data and exist one-shot, child one-shot, persistent,
+    /// persistent-recursive). A persistent watch counts once although both managers hold it.
+    pub fn count_by_kind(&self) -> [usize; 4] {
+        let mut out = [0; 4];
+        for (m, child) in [(&self.data, false), (&self.child, true)] {
+            for modes in m.by_path.values().flat_map(BTreeMap::values) {
+                if modes & STANDARD != 0 {
+                    out[usize::from(child)] += 1;
+                }
+                if !child && modes & PERSISTENT != 0 {
+                    out[2] += 1;
+                }
+                if modes & RECURSIVE != 0 {
+                    out[3] += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// (connections, paths, watches) of data and exist watches, for `wchs`.
     pub fn summary(&self) -> (usize, usize, usize) {
         (

@@ -3,13 +3,17 @@
 //!
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (it serves clients: it has a working
 //!   leader and has recovered).
+//! - [`metrics`]: `/metrics`, Prometheus text format.
+//! - [`commands`]: `/commands/*`, ZooKeeper's AdminServer commands with its JSON shapes.
 //!
 //! Every route reads the node through [`AdminCtx`]; none of them changes the replicated state
 //! except the authenticated actions.
 //!
 //! Left out: TLS on this port (bind it to loopback or a private network).
 
+pub mod commands;
 pub mod health;
+pub mod metrics;
 
 use crate::cluster::ctx::NodeCtx;
 use axum::Router;
@@ -25,7 +29,11 @@ pub struct AdminCtx {
 
 /// Every route of the admin port.
 pub fn router(ctx: Arc<AdminCtx>) -> Router {
-    Router::new().merge(health::routes()).with_state(ctx)
+    Router::new()
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .merge(commands::routes())
+        .with_state(ctx)
 }
 
 /// Serves the admin port until `shutdown` turns true.

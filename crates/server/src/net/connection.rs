@@ -28,6 +28,7 @@ use super::fourlw;
 use super::pipeline::{self, Action, Done, Pipeline, PropKind, Target};
 use super::routing;
 use crate::error::{ClientAnswer, Error};
+use crate::metrics::Rejection;
 use crate::reply::{Outcome, WriteReply};
 use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
@@ -73,6 +74,8 @@ struct ConnTypes;
 struct Meta {
     xid: i32,
     started: Instant,
+    /// The opcode's metrics slot (`metrics::op_slot`).
+    slot: usize,
 }
 
 impl pipeline::Types for ConnTypes {
@@ -264,6 +267,7 @@ impl Conn {
                 self.carry_out(&mut writes).await;
             }
             if !self.out.is_empty() {
+                self.ctx.node.shared.metrics.bytes_out(self.out.len());
                 wr.write_all(&self.out).await?;
                 self.out.clear();
             }
@@ -364,9 +368,19 @@ impl Conn {
                     let at = view.as_ref().map(|(_, z)| *z);
                     let (result, later) = self.execute_local(&read, view.as_ref().map(|(v, _)| v));
                     self.reply_now(meta.xid, result, meta.started, at);
+                    self.ctx
+                        .node
+                        .shared
+                        .metrics
+                        .request(meta.slot, meta.started);
                     self.push_events(later);
                 }
                 Action::Reply { meta, zxid, reply } => {
+                    let metrics = &self.ctx.node.shared.metrics;
+                    metrics.request(meta.slot, meta.started);
+                    if matches!(reply, Outcome::Closed) {
+                        metrics.session_closed();
+                    }
                     let (err, body) = match reply {
                         Outcome::Response(Ok(r)) => (0, Some(r)),
                         Outcome::Response(Err(code)) => (code.code(), None),
@@ -433,10 +447,12 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.rejected(Rejection::bad_handshake);
                 return Err(ConnError::Closed(format!("handshake does not decode: {e}")));
             }
         };
         if !self.ctx.node.cluster.is_serving() {
+            shared.metrics.rejected(Rejection::no_leader);
             return Err(ConnError::Closed(
                 "refusing session: this server has no leader; client must try another server"
                     .to_string(),
@@ -444,6 +460,7 @@ impl Conn {
         }
         let last_zxid = shared.db.lock().state.last_zxid();
         if req.last_zxid_seen > last_zxid {
+            shared.metrics.rejected(Rejection::zxid_ahead);
             return Err(ConnError::Closed(format!(
                 "refusing session: client has seen zxid {:#x}, this server's last zxid is {:#x}; client must try another server",
                 req.last_zxid_seen, last_zxid
@@ -476,6 +493,7 @@ impl Conn {
                     reply.outcome
                 )));
             };
+            shared.metrics.session_created();
             self.attach(session_id, timeout_ms);
             tracing::info!(conn = self.id, peer = %self.peer, session = format_args!("{session_id:#x}"), timeout_ms, "session created");
             self.write_connect(&ConnectResponse {
@@ -496,6 +514,7 @@ impl Conn {
                 && !shared.closing.lock().contains(&req.session_id)
         };
         if !valid {
+            shared.metrics.rejected(Rejection::session_expired);
             tracing::info!(
                 conn = self.id, peer = %self.peer, session = format_args!("{:#x}", req.session_id),
                 "session resume refused: session expired or password wrong"
@@ -552,6 +571,7 @@ impl Conn {
             .stats
             .packets_received
             .fetch_add(1, Ordering::Relaxed);
+        shared.metrics.bytes_in(body.len() + 4);
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         shared.touch(self.session_id, self.timeout_ms);
         let started = Instant::now();
@@ -578,6 +598,7 @@ impl Conn {
                 let meta = Meta {
                     xid: header.xid,
                     started,
+                    slot: crate::metrics::op_slot(None),
                 };
                 self.read(meta, Err(ErrorCode::Unimplemented), true);
                 return Ok(());
@@ -586,6 +607,7 @@ impl Conn {
         let meta = Meta {
             xid: header.xid,
             started,
+            slot: crate::metrics::op_slot(Some(op)),
         };
         let req = match Request::decode(op, buf) {
             Ok(r) => r,

@@ -84,11 +84,12 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
 
 /// ZooKeeper's node count includes the root twice (it is also stored under the key ""); tools
 /// compare against that number, so Roster reports it the same way.
-fn znode_count(nodes: usize) -> usize {
+pub fn znode_count(nodes: usize) -> usize {
     nodes + 1
 }
 
-fn session_of_conns(ctx: &NodeCtx) -> std::collections::HashMap<u64, i64> {
+/// Connection id → its session id (0 before the handshake).
+pub fn session_of_conns(ctx: &NodeCtx) -> std::collections::HashMap<u64, i64> {
     let conns = ctx.shared.conns.lock();
     conns
         .by_id
@@ -97,7 +98,8 @@ fn session_of_conns(ctx: &NodeCtx) -> std::collections::HashMap<u64, i64> {
         .collect()
 }
 
-fn latency(ctx: &NodeCtx) -> (u64, f64, u64) {
+/// Request latency (min, avg, max), ms.
+pub fn latency(ctx: &NodeCtx) -> (u64, f64, u64) {
     let st = &ctx.shared.stats;
     let n = st.requests.load(Ordering::Relaxed);
     let min = st.latency_min_us.load(Ordering::Relaxed);
@@ -148,7 +150,7 @@ fn mode(ctx: &NodeCtx) -> Option<&'static str> {
 
 /// `mntr`'s `zk_server_state`: the mode, or `looking` (ZooKeeper's state for a server without a
 /// leader, which serves nothing) while the node serves no client.
-fn server_state(ctx: &NodeCtx) -> &'static str {
+pub fn server_state(ctx: &NodeCtx) -> &'static str {
     mode(ctx).unwrap_or("looking")
 }
 
@@ -191,7 +193,8 @@ fn clients(ctx: &NodeCtx, detailed: bool) -> String {
     s
 }
 
-fn mntr(ctx: &NodeCtx) -> String {
+/// `mntr`'s answer: `zk_KEY\tVALUE` lines.
+pub fn mntr(ctx: &NodeCtx) -> String {
     let shared = &ctx.shared;
     let st = &shared.stats;
     let (min, avg, max) = latency(ctx);
@@ -312,7 +315,8 @@ fn conf(ctx: &NodeCtx) -> String {
     )
 }
 
-fn envi(ctx: &NodeCtx) -> String {
+/// `envi`'s answer: `Environment:` then `key=value` lines.
+pub fn envi(ctx: &NodeCtx) -> String {
     let _ = ctx;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -365,7 +369,8 @@ fn dump(ctx: &NodeCtx) -> String {
     s
 }
 
-fn dir_sizes(ctx: &NodeCtx) -> (u64, u64) {
+/// Bytes under the log and the snapshot directories.
+pub fn dir_sizes(ctx: &NodeCtx) -> (u64, u64) {
     fn size(p: &std::path::Path) -> u64 {
         std::fs::read_dir(p)
             .map(|d| {

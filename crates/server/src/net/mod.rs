@@ -57,6 +57,10 @@ pub async fn serve(
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
+                ctx.node
+                    .shared
+                    .metrics
+                    .rejected(crate::metrics::Rejection::per_ip_limit);
                 tracing::warn!(
                     %peer,
                     limit,

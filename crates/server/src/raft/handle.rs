@@ -22,7 +22,7 @@ use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use roster_state::Txn;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,6 +209,30 @@ impl StatusWatch {
 pub struct RaftHandle {
     raft: Raft,
     last_leader_contact: Arc<AtomicI64>,
+    /// Leadership transfers to this node started (fast failover), for the elections' causes.
+    transfers: Arc<AtomicU64>,
+}
+
+/// One follower's replication, as the leader sees it.
+#[derive(Debug, Clone)]
+pub struct FollowerProgress {
+    /// Its node id.
+    pub id: u64,
+    /// The last log index known replicated to it (0: none).
+    pub matched: u64,
+    /// Time since it last acknowledged a heartbeat or an append (`None`: never).
+    pub last_ack: Option<Duration>,
+}
+
+/// This node's log and, as leader, its followers' replication.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The last log index (0: none).
+    pub last_log: u64,
+    /// The last snapshot's index (0: none).
+    pub snapshot: u64,
+    /// As leader: every other member's replication; empty otherwise.
+    pub followers: Vec<FollowerProgress>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> Error {
@@ -221,7 +245,42 @@ impl RaftHandle {
         RaftHandle {
             raft,
             last_leader_contact: Arc::new(AtomicI64::new(0)),
+            transfers: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The log's progress and, as leader, each follower's replication (for metrics).
+    pub fn progress(&self) -> Progress {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let heartbeat = m.heartbeat.as_ref();
+        let followers = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .map(|(id, matched)| FollowerProgress {
+                        id: *id,
+                        matched: matched.as_ref().map(|l| l.index).unwrap_or(0),
+                        last_ack: heartbeat
+                            .and_then(|h| h.get(id))
+                            .and_then(|t| t.as_ref())
+                            .map(|t| openraft::Instant::elapsed(&**t)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Progress {
+            last_log: m.last_log_index.unwrap_or(0),
+            snapshot: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+            followers,
+        }
+    }
+
+    /// Leadership transfers to this node started so far (see [`RaftHandle::transfer_to_me`]).
+    pub fn transfers_started(&self) -> u64 {
+        self.transfers.load(Ordering::Relaxed)
     }
 
     /// openraft's handle, for the RPC server of this layer.
@@ -404,7 +463,10 @@ impl RaftHandle {
             .handle_transfer_leader(openraft::raft::TransferLeaderRequest::new(from.0, me, None))
             .await
         {
-            Ok(Ok(())) => Ok(true),
+            Ok(Ok(())) => {
+                self.transfers.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "leadership transfer not started");
                 Ok(false)
@@ -474,5 +536,48 @@ impl RaftHandle {
             .await
             .map(|_| ())
             .map_err(raft_err)
+    }
+}
+
+/// Counts this node's elections (with their cause), the time without a leader until one is elected,
+/// and when this node became leader, into the node's metrics; runs until Raft stops.
+pub async fn record_elections(raft: RaftHandle, shared: Arc<crate::shared::Shared>) {
+    let metrics = &shared.metrics;
+    if !metrics.enabled() {
+        return;
+    }
+    let mut watch = raft.watch();
+    let first = raft.status();
+    let mut term = first.term;
+    let mut leader = first.leader;
+    let mut leaderless_since = leader.is_none().then(std::time::Instant::now);
+    let mut transfers = raft.transfers_started();
+    metrics.set_leader(first.role == Role::Leader);
+    while watch.changed().await.is_ok() {
+        let s = raft.status();
+        if s.term > term
+            && s.vote.voted_for() == s.id
+            && matches!(s.role, Role::Candidate | Role::Leader)
+        {
+            let t = raft.transfers_started();
+            metrics.election(if t != transfers {
+                crate::metrics::ElectionCause::leader_gone
+            } else {
+                crate::metrics::ElectionCause::timeout
+            });
+            transfers = t;
+        }
+        term = s.term;
+        match (s.leader, leaderless_since) {
+            (None, None) => leaderless_since = Some(std::time::Instant::now()),
+            (Some(_), Some(since)) => {
+                metrics.leader_elected(since.elapsed());
+                leaderless_since = None;
+            }
+            (Some(l), None) if Some(l) != leader => metrics.leader_elected(Duration::ZERO),
+            _ => {}
+        }
+        leader = s.leader;
+        metrics.set_leader(s.role == Role::Leader);
     }
 }

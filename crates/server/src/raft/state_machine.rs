@@ -95,6 +95,8 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
+    /// For the snapshot metrics.
+    shared: Arc<Shared>,
 }
 
 /// (term, index) of a snapshot's last log id, for its file name.
@@ -130,6 +132,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(to_io)??;
+        self.shared
+            .metrics
+            .snapshot_built(started.elapsed(), body.len());
         tracing::info!(
             term,
             index,
@@ -188,6 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             snapshots: self.snapshots.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -197,6 +203,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let (term, index) = position(&meta.last_log_id);
+        let started = std::time::Instant::now();
+        let size = snapshot.len();
         let state = State::from_snapshot(&snapshot).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -214,6 +222,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(io::Error::from)?;
         }
         self.shared.db.lock().state = state;
+        if !already_stored {
+            // Received from the leader (not the one read back at start-up).
+            self.shared
+                .metrics
+                .snapshot_installed(started.elapsed(), size);
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

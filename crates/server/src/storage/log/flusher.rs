@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
@@ -343,8 +344,14 @@ impl Flusher {
                 .last()
                 .map(|s| s.path.clone())
                 .unwrap_or_default();
+            let started = std::time::Instant::now();
             self.active_file()?.sync_data().at(&path)?;
             bump(&self.stats.fsyncs, 1);
+            if let Some(m) = self.stats.metrics.get() {
+                let written = self.stats.records_written.load(Ordering::Relaxed);
+                let before = self.stats.records_synced.swap(written, Ordering::Relaxed);
+                m.fsync(started.elapsed(), written.saturating_sub(before));
+            }
             self.dirty = false;
         }
         Ok(())

@@ -175,6 +175,12 @@ pub struct WalStats {
 pub struct WalStatsHandle(Arc<Counters>);
 
 impl WalStatsHandle {
+    /// Records fsync latencies and group-commit batch sizes into `m` from now on (the first call
+    /// wins).
+    pub fn observe(&self, m: crate::metrics::WalMetrics) {
+        let _ = self.0.metrics.set(m);
+    }
+
     /// The counters now.
     pub fn get(&self) -> WalStats {
         let c = &self.0;
@@ -195,6 +201,10 @@ struct Counters {
     batches: AtomicU64,
     records_written: AtomicU64,
     bytes_written: AtomicU64,
+    /// `records_written` at the last segment fdatasync (for the group-commit batch size).
+    records_synced: AtomicU64,
+    /// Where the flusher records fsync latencies and batch sizes, once the node has set it.
+    metrics: std::sync::OnceLock<crate::metrics::WalMetrics>,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
