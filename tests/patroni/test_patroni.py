@@ -1,0 +1,273 @@
+"""Patroni keeps a PostgreSQL primary and replica highly available with a 3-node Roster as its DCS.
+
+Debian's Patroni (its ZooKeeper DCS is kazoo) and PostgreSQL 15, two Patroni nodes (pg1, pg2) and three
+Roster nodes, each Roster node in its own network namespace (net.py) so one can be partitioned. The
+tests run in order on one cluster, each first waiting for one primary and one streaming replica:
+
+1. bootstrap: pg1 or pg2 is primary, the other streams from it, a row written on the primary is read on
+   the replica;
+2. kill -9 of the Roster Raft leader (then its restart): no PostgreSQL failover at all;
+3. partition of the Roster node the primary's Patroni is connected to (Raft traffic cut, 15 s, longer
+   than the 10 s session timeout), then heal: no failover;
+4. ``patronictl switchover --force``: the replica becomes primary, the old primary follows it;
+5. kill -9 of the primary's whole node (Patroni and PostgreSQL): the replica is promoted within
+   ttl + loop_wait (+ retry_timeout of slack), keeps the writes, and the old primary, restarted, rejoins
+   as its replica (pg_rewind).
+
+"No failover" means, sampled every 0.5 s through the fault: the same node answers 200 on ``/primary``,
+PostgreSQL there is not in recovery and accepts a write each time; afterwards both postmasters have
+their old start time (no restart, no demotion), the timeline is unchanged
+(``pg_control_checkpoint()`` and Patroni's) and Patroni's history has no new entry.
+
+Needs root (namespaces, iptables, running PostgreSQL as ``postgres``), Debian's ``patroni``,
+``python3-kazoo`` and ``postgresql`` (scripts/test installs them). Binary: ``$ROSTER_BIN`` (default
+target/debug/roster). Logs and data stay in ``$PATRONI_CI_OUT`` (default target/patroni-ci). Without
+what it needs the suite FAILS saying what to do; it does not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness as h  # noqa: E402
+import net  # noqa: E402
+
+REPO = HERE.parents[1]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+ROSTER_BIN = Path(os.environ.get("ROSTER_BIN", TARGET / "debug" / "roster")).resolve()
+OUT = Path(os.environ.get("PATRONI_CI_OUT", TARGET / "patroni-ci")).resolve()
+OBSERVE_S = 15.0  # longer than the 10 s session timeout: an expired session would show as a failover
+PROMOTE_BOUND_S = h.TTL + h.LOOP_WAIT + h.RETRY_TIMEOUT
+
+
+class HA:
+    def __init__(self, roster: h.RosterCluster, nodes: dict[str, h.PatroniNode]):
+        self.roster = roster
+        self.nodes = nodes
+
+    def state(self) -> tuple[h.PatroniNode, h.PatroniNode] | None:
+        """(primary, replica) when one node is primary and the other a running replica streaming
+        from it, else None."""
+        prim = [n for n in self.nodes.values() if n.is_primary()]
+        if len(prim) != 1:
+            return None
+        p = prim[0]
+        r = next(n for n in self.nodes.values() if n is not p)
+        if not r.is_streaming_replica():
+            return None
+        streaming = h.psql(p.pg_port, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+        return (p, r) if streaming == "1" else None
+
+    def healthy(self, timeout: float = 60) -> tuple[h.PatroniNode, h.PatroniNode]:
+        return h.wait_for("one primary and one streaming replica", self.state, timeout, 0.5)
+
+    def evidence(self) -> str:
+        """What to look at when a test fails."""
+        lines = [f"run directory: {OUT} (pg1.log, pg2.log, roster1..3.log, node data)"]
+        for n in self.nodes.values():
+            try:
+                lines.append(f"{n.name}: {n.api('/patroni')}")
+            except Exception as e:  # noqa: BLE001
+                lines.append(f"{n.name}: REST API unreachable: {e}")
+        p = h.patronictl(self.nodes["pg1"].config, "list")
+        lines.append(p.stdout + p.stderr)
+        return "\n".join(lines)
+
+
+def snapshot(ha: HA, primary: h.PatroniNode, replica: h.PatroniNode) -> dict:
+    return {
+        "primary": primary.name,
+        "timeline": int(h.psql(primary.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()")),
+        "patroni_timeline": primary.api("/patroni")[1].get("timeline"),
+        "primary_started": h.psql(primary.pg_port, "SELECT pg_postmaster_start_time()"),
+        "replica_started": h.psql(replica.pg_port, "SELECT pg_postmaster_start_time()"),
+        "history": h.patronictl(primary.config, "history", "-f", "json").stdout.strip(),
+    }
+
+
+def observe_no_failover(ha: HA, primary: h.PatroniNode, seconds: float, tag: str) -> int:
+    """Samples every 0.5 s for ``seconds``: ``primary`` stays primary (REST and PostgreSQL) and takes a
+    write each time. Returns the number of writes."""
+    writes = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        code, body = primary.api("/patroni")
+        assert primary.is_primary(), f"{tag}: {primary.name} stopped being primary: {code} {body}\n{ha.evidence()}"
+        assert h.psql(primary.pg_port, "SELECT pg_is_in_recovery()") == "f", f"{tag}: {primary.name} in recovery"
+        h.psql(primary.pg_port, f"INSERT INTO ha_probe(tag) VALUES ('{tag}')")
+        writes += 1
+        time.sleep(0.5)
+    return writes
+
+
+def assert_same(before: dict, after: dict, ha: HA, tag: str) -> None:
+    for k in before:
+        assert before[k] == after[k], (f"{tag}: {k} changed from {before[k]!r} to {after[k]!r}: "
+                                       f"PostgreSQL failed over or restarted\n{ha.evidence()}")
+
+
+def roster_node_of(node: h.PatroniNode, roster: h.RosterCluster) -> int | None:
+    """The Roster node Patroni ``node`` is connected to (its established TCP connection to a client
+    port, from ``ss`` in the hub namespace)."""
+    p = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :2181 )"], capture_output=True,
+                       text=True, timeout=10)
+    for line in p.stdout.splitlines():
+        if f"pid={node.proc.pid}," in line:
+            peer = line.split()[3]
+            return roster.index_of(peer)
+    return None
+
+
+@pytest.fixture(scope="module")
+def ha():
+    try:
+        net.preflight()
+    except net.NetError as e:
+        pytest.fail(f"the Patroni suite cannot run here: {e}", pytrace=False)
+    missing = [f"{what} (apt-get install -y {pkg})" for what, pkg in (
+        (h.PATRONI, "patroni"), (h.PATRONICTL, "patroni"), (str(h.PG_BIN / "postgres"), "postgresql"),
+        (str(h.PG_BIN / "pg_rewind"), "postgresql"), ("/usr/lib/python3/dist-packages/kazoo", "python3-kazoo"),
+        ("/usr/bin/ss", "iproute2")) if not Path(what).exists()]
+    if not ROSTER_BIN.exists():
+        missing.append(f"{ROSTER_BIN} (cargo build -p roster, or set ROSTER_BIN)")
+    if missing:
+        pytest.fail("the Patroni suite needs: " + ", ".join(missing) + " (scripts/test installs them)",
+                    pytrace=False)
+    with net.Lock():
+        if OUT.exists():
+            shutil.rmtree(OUT)
+        OUT.mkdir(parents=True)
+        os.chmod(OUT, 0o755)
+        net.create()
+        roster = h.RosterCluster(ROSTER_BIN, OUT)
+        nodes = {name: h.PatroniNode(name, pg, api, OUT, roster.hosts())
+                 for name, pg, api in (("pg1", 5432, 8008), ("pg2", 5433, 8009))}
+        try:
+            with net.Hub():
+                roster.start_all()
+                for n in nodes.values():
+                    n.write_config()
+                nodes["pg1"].start()  # first, so it bootstraps the cluster; pg2 then clones it
+                h.wait_for("pg1 bootstrapped as primary", nodes["pg1"].is_primary, 90, 0.5)
+                nodes["pg2"].start()
+                ha = HA(roster, nodes)
+                ha.healthy(90)
+                yield ha
+                for n in nodes.values():
+                    n.stop()
+                roster.stop_all()
+        finally:
+            for n in nodes.values():
+                try:
+                    n.kill9_node()
+                except Exception:  # noqa: BLE001 - best effort; cleanup kills what is left
+                    pass
+            roster.stop_all()
+            net.cleanup()
+
+
+def test_bootstrap_streams_from_primary(ha):
+    primary, replica = ha.healthy()
+    h.psql(primary.pg_port, "CREATE TABLE IF NOT EXISTS ha_probe (id bigserial PRIMARY KEY, tag text, "
+                            "at timestamptz DEFAULT now())")
+    h.psql(primary.pg_port, "INSERT INTO ha_probe(tag) VALUES ('bootstrap')")
+    h.wait_for("the bootstrap row on the replica", lambda: h.psql(
+        replica.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'bootstrap'") == "1", 20)
+    assert h.psql(replica.pg_port, "SELECT pg_is_in_recovery()") == "t"
+    # the DCS really is Roster: Patroni's keys are there
+    p = subprocess.run([str(ROSTER_BIN), "ls", "-s", ",".join(ha.roster.hosts()), f"/service/{h.SCOPE}"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    for key in ("leader", "members", "config", "initialize"):
+        assert re.search(rf"\b{key}\b", p.stdout), f"/service/{h.SCOPE} has no {key}: {p.stdout}"
+
+
+def test_roster_leader_kill9_causes_no_failover(ha):
+    primary, replica = ha.healthy()
+    before = snapshot(ha, primary, replica)
+    leader = ha.roster.leader()
+    print(f"Roster leader: node {leader}; {primary.name}'s Patroni is on Roster node "
+          f"{roster_node_of(primary, ha.roster)}, {replica.name}'s on {roster_node_of(replica, ha.roster)}")
+    ha.roster.kill9(leader)
+    writes = observe_no_failover(ha, primary, OBSERVE_S, "roster-leader-kill")
+    new_leader = ha.roster.leader()
+    assert new_leader != leader
+    ha.roster.start(leader)
+    h.wait_for(f"Roster node {leader} back", lambda: ha.roster.voters_serving(new_leader) == 3, 30)
+    writes += observe_no_failover(ha, primary, 3, "roster-leader-back")
+    assert ha.healthy(30) == (primary, replica)
+    assert_same(before, snapshot(ha, primary, replica), ha, "Roster leader kill -9")
+    print(f"no failover: {writes} writes on {primary.name} through the Roster leader kill and restart")
+
+
+def test_roster_partition_causes_no_failover(ha):
+    primary, replica = ha.healthy()
+    before = snapshot(ha, primary, replica)
+    target = roster_node_of(primary, ha.roster) or ha.roster.leader()
+    print(f"partitioning Roster node {target} (the one {primary.name}'s Patroni is connected to; "
+          f"leader is {ha.roster.leader()})")
+    net.isolate(target)
+    try:
+        writes = observe_no_failover(ha, primary, OBSERVE_S, "roster-partition")
+        moved = roster_node_of(primary, ha.roster)
+        assert moved != target, f"{primary.name}'s Patroni still talks to the cut-off Roster node {target}"
+    finally:
+        net.heal()
+    h.wait_for("all 3 Roster nodes serving again", lambda: ha.roster.voters_serving(ha.roster.leader()) == 3, 30)
+    writes += observe_no_failover(ha, primary, 3, "roster-healed")
+    assert ha.healthy(30) == (primary, replica)
+    assert_same(before, snapshot(ha, primary, replica), ha, "partition of one Roster node")
+    print(f"no failover: {writes} writes on {primary.name} through the partition and heal")
+
+
+def test_switchover(ha):
+    primary, replica = ha.healthy()
+    tl = int(h.psql(primary.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    p = h.patronictl(primary.config, "switchover", "--leader", primary.name, "--candidate", replica.name,
+                     "--force")
+    assert p.returncode == 0, f"patronictl switchover: {p.stdout}{p.stderr}\n{ha.evidence()}"
+    new_primary, new_replica = ha.healthy(60)
+    assert (new_primary, new_replica) == (replica, primary), ha.evidence()
+    h.wait_for("the new timeline in the checkpoint", lambda: int(h.psql(
+        new_primary.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()")) == tl + 1, 30)
+    h.psql(new_primary.pg_port, "INSERT INTO ha_probe(tag) VALUES ('after-switchover')")
+    h.wait_for("the post-switchover row on the old primary", lambda: h.psql(
+        new_replica.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'after-switchover'") == "1", 20)
+
+
+def test_primary_node_kill9_promotes_replica_and_old_primary_rejoins(ha):
+    primary, replica = ha.healthy()
+    tl = int(h.psql(primary.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    h.psql(primary.pg_port, "INSERT INTO ha_probe(tag) VALUES ('before-node-kill')")
+    h.wait_for("the row on the replica", lambda: h.psql(
+        replica.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'before-node-kill'") == "1", 20)
+    t0 = time.monotonic()
+    killed = primary.kill9_node()
+    print(f"kill -9 of {primary.name}: pids {killed}")
+    h.wait_for(f"{replica.name} promoted", replica.is_primary, PROMOTE_BOUND_S + 5, 0.2)
+    took = time.monotonic() - t0
+    print(f"{replica.name} promoted {took:.1f} s after the kill (ttl {h.TTL}, loop_wait {h.LOOP_WAIT})")
+    assert took <= PROMOTE_BOUND_S, f"promotion took {took:.1f} s > ttl+loop_wait+retry_timeout"
+    assert h.psql(replica.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'before-node-kill'") == "1"
+    h.psql(replica.pg_port, "INSERT INTO ha_probe(tag) VALUES ('after-promotion')")
+    primary.start()
+    new_primary, new_replica = ha.healthy(90)
+    assert (new_primary, new_replica) == (replica, primary), ha.evidence()
+    h.wait_for("the post-promotion row on the rejoined node", lambda: h.psql(
+        primary.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'after-promotion'") == "1", 30)
+    h.wait_for("a newer timeline", lambda: int(h.psql(
+        replica.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()")) > tl, 30)
+    hist = json.loads(h.patronictl(replica.config, "history", "-f", "json").stdout or "[]")
+    print(f"history: {hist}")
