@@ -25,7 +25,18 @@ from pathlib import Path
 
 import net
 
-PG_BIN = Path(os.environ.get("PATRONI_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """$PATRONI_PG_BIN, else the newest /usr/lib/postgresql/N/bin (Debian 12: 15)."""
+    if os.environ.get("PATRONI_PG_BIN"):
+        return Path(os.environ["PATRONI_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3])
+                   if p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 PATRONI = os.environ.get("PATRONI_BIN", "/usr/bin/patroni")
 PATRONICTL = os.environ.get("PATRONICTL_BIN", "/usr/bin/patronictl")
 SUPERUSER_PASSWORD = "test-superuser-pw"
@@ -104,7 +115,7 @@ class RosterCluster:
 
     def voters_serving(self, i: int) -> int:
         st = self.status(i)
-        return sum(1 for m in st["members"] if m.get("serving"))
+        return sum(1 for m in st["members"] if m and m.get("serving"))
 
     def leader(self) -> int:
         """Index (1..3) of the serving Raft leader, asked of every node that answers."""
@@ -115,8 +126,8 @@ class RosterCluster:
                 st = self.status(i)
             except Exception:  # noqa: BLE001 - try the next node
                 continue
-            for m in st["members"]:
-                if m.get("state") == "Leader" and m.get("serving"):
+            for m in st["members"]:  # an unreachable member is null
+                if m and m.get("state") == "Leader" and m.get("serving"):
                     return self.index_of(m["client_addr"])
         raise RuntimeError("no serving Roster leader")
 
@@ -147,14 +158,17 @@ def pg_user() -> pwd.struct_passwd:
 
 
 class PatroniNode:
-    def __init__(self, name: str, pg_port: int, api_port: int, root: Path, roster_hosts: list[str]):
+    def __init__(self, name: str, pg_port: int, api_port: int, pg_root: Path, log_dir: Path,
+                 roster_hosts: list[str]):
+        """``pg_root`` holds the node's config, data and socket directories and must be reachable by
+        the postgres user (every parent directory searchable); the log goes to ``log_dir``."""
         self.name = name
         self.pg_port = pg_port
         self.api_port = api_port
-        self.dir = root / name
+        self.dir = pg_root / name
         self.data_dir = self.dir / "data"
         self.config = self.dir / "patroni.yml"
-        self.log = root / f"{name}.log"
+        self.log = log_dir / f"{name}.log"
         self.hosts = roster_hosts
         self.proc: subprocess.Popen | None = None
 

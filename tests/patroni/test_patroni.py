@@ -6,7 +6,8 @@ tests run in order on one cluster, each first waiting for one primary and one st
 
 1. bootstrap: pg1 or pg2 is primary, the other streams from it, a row written on the primary is read on
    the replica;
-2. kill -9 of the Roster Raft leader (then its restart): no PostgreSQL failover at all;
+2. kill -9 of the Roster Raft leader (then its restart), and of the Roster node the primary's Patroni
+   is connected to if that was another one: no PostgreSQL failover at all;
 3. partition of the Roster node the primary's Patroni is connected to (Raft traffic cut, 15 s, longer
    than the 10 s session timeout), then heal: no failover;
 4. ``patronictl switchover --force``: the replica becomes primary, the old primary follows it;
@@ -17,11 +18,13 @@ tests run in order on one cluster, each first waiting for one primary and one st
 "No failover" means, sampled every 0.5 s through the fault: the same node answers 200 on ``/primary``,
 PostgreSQL there is not in recovery and accepts a write each time; afterwards both postmasters have
 their old start time (no restart, no demotion), the timeline is unchanged
-(``pg_control_checkpoint()`` and Patroni's) and Patroni's history has no new entry.
+(``pg_control_checkpoint()`` and Patroni's), Patroni's history has no new entry, and the leader key and
+both member keys in Roster are still owned by the same ZooKeeper sessions (no session was lost).
 
 Needs root (namespaces, iptables, running PostgreSQL as ``postgres``), Debian's ``patroni``,
 ``python3-kazoo`` and ``postgresql`` (scripts/test installs them). Binary: ``$ROSTER_BIN`` (default
-target/debug/roster). Logs and data stay in ``$PATRONI_CI_OUT`` (default target/patroni-ci). Without
+target/debug/roster). Logs and Roster data stay in ``$PATRONI_CI_OUT`` (default target/patroni-ci);
+PostgreSQL's directories live in ``$PATRONI_PG_DIR`` (default /tmp/roster-patroni) during the run. Without
 what it needs the suite FAILS saying what to do; it does not skip.
 """
 
@@ -48,6 +51,9 @@ REPO = HERE.parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 ROSTER_BIN = Path(os.environ.get("ROSTER_BIN", TARGET / "debug" / "roster")).resolve()
 OUT = Path(os.environ.get("PATRONI_CI_OUT", TARGET / "patroni-ci")).resolve()
+# PostgreSQL's directories: under /tmp, since the postgres user may not be able to reach into the
+# checkout (a clone under /root). Emptied at the start of a run and removed at its end.
+PG_ROOT = Path(os.environ.get("PATRONI_PG_DIR", "/tmp/roster-patroni")).resolve()
 OBSERVE_S = 15.0  # longer than the 10 s session timeout: an expired session would show as a failover
 PROMOTE_BOUND_S = h.TTL + h.LOOP_WAIT + h.RETRY_TIMEOUT
 
@@ -75,7 +81,7 @@ class HA:
 
     def evidence(self) -> str:
         """What to look at when a test fails."""
-        lines = [f"run directory: {OUT} (pg1.log, pg2.log, roster1..3.log, node data)"]
+        lines = [f"run directory: {OUT} (pg1.log, pg2.log, roster1..3.log, Roster data)"]
         for n in self.nodes.values():
             try:
                 lines.append(f"{n.name}: {n.api('/patroni')}")
@@ -86,8 +92,21 @@ class HA:
         return "\n".join(lines)
 
 
+def znode_owner(ha: HA, path: str) -> int:
+    """ephemeralOwner of ``path`` in Roster: the ZooKeeper session of the Patroni that created it."""
+    p = subprocess.run([str(ROSTER_BIN), "get", "--stat", "--json", "-s", ",".join(ha.roster.hosts()), path],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, f"roster get {path}: {p.stderr}"
+    return json.loads(p.stdout)["stat"]["ephemeral_owner"]
+
+
 def snapshot(ha: HA, primary: h.PatroniNode, replica: h.PatroniNode) -> dict:
+    base = f"/service/{h.SCOPE}"
     return {
+        # the same ZooKeeper sessions hold the leader key and both member keys: no session was lost
+        "leader_session": znode_owner(ha, f"{base}/leader"),
+        "primary_member_session": znode_owner(ha, f"{base}/members/{primary.name}"),
+        "replica_member_session": znode_owner(ha, f"{base}/members/{replica.name}"),
         "primary": primary.name,
         "timeline": int(h.psql(primary.pg_port, "SELECT timeline_id FROM pg_control_checkpoint()")),
         "patroni_timeline": primary.api("/patroni")[1].get("timeline"),
@@ -146,13 +165,14 @@ def ha():
         pytest.fail("the Patroni suite needs: " + ", ".join(missing) + " (scripts/test installs them)",
                     pytrace=False)
     with net.Lock():
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        os.chmod(OUT, 0o755)
+        for d in (OUT, PG_ROOT):
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+            os.chmod(d, 0o755)
         net.create()
         roster = h.RosterCluster(ROSTER_BIN, OUT)
-        nodes = {name: h.PatroniNode(name, pg, api, OUT, roster.hosts())
+        nodes = {name: h.PatroniNode(name, pg, api, PG_ROOT, OUT, roster.hosts())
                  for name, pg, api in (("pg1", 5432, 8008), ("pg2", 5433, 8009))}
         try:
             with net.Hub():
@@ -176,6 +196,7 @@ def ha():
                     pass
             roster.stop_all()
             net.cleanup()
+            shutil.rmtree(PG_ROOT, ignore_errors=True)
 
 
 def test_bootstrap_streams_from_primary(ha):
@@ -194,22 +215,33 @@ def test_bootstrap_streams_from_primary(ha):
         assert re.search(rf"\b{key}\b", p.stdout), f"/service/{h.SCOPE} has no {key}: {p.stdout}"
 
 
+def kill_roster_node_and_observe(ha: HA, i: int, primary: h.PatroniNode, tag: str) -> int:
+    """kill -9 of Roster node ``i``, OBSERVE_S of no-failover checks, restart, 3 s more of them."""
+    ha.roster.kill9(i)
+    writes = observe_no_failover(ha, primary, OBSERVE_S, tag)
+    leader = ha.roster.leader()
+    assert leader != i
+    ha.roster.start(i)
+    h.wait_for(f"Roster node {i} back", lambda: ha.roster.voters_serving(leader) == 3, 30)
+    return writes + observe_no_failover(ha, primary, 3, f"{tag}-back")
+
+
 def test_roster_leader_kill9_causes_no_failover(ha):
+    """The Raft leader is killed; then, if the primary's Patroni was connected to another Roster node,
+    that node too (so Patroni itself loses its server and moves its session)."""
     primary, replica = ha.healthy()
     before = snapshot(ha, primary, replica)
     leader = ha.roster.leader()
-    print(f"Roster leader: node {leader}; {primary.name}'s Patroni is on Roster node "
-          f"{roster_node_of(primary, ha.roster)}, {replica.name}'s on {roster_node_of(replica, ha.roster)}")
-    ha.roster.kill9(leader)
-    writes = observe_no_failover(ha, primary, OBSERVE_S, "roster-leader-kill")
-    new_leader = ha.roster.leader()
-    assert new_leader != leader
-    ha.roster.start(leader)
-    h.wait_for(f"Roster node {leader} back", lambda: ha.roster.voters_serving(new_leader) == 3, 30)
-    writes += observe_no_failover(ha, primary, 3, "roster-leader-back")
+    on = roster_node_of(primary, ha.roster)
+    print(f"Roster leader: node {leader}; {primary.name}'s Patroni is on Roster node {on}, "
+          f"{replica.name}'s on {roster_node_of(replica, ha.roster)}")
+    writes = kill_roster_node_and_observe(ha, leader, primary, "roster-leader-kill")
+    if on is not None and on != leader:
+        print(f"and kill -9 of Roster node {on}, {primary.name}'s server (leader now: {ha.roster.leader()})")
+        writes += kill_roster_node_and_observe(ha, on, primary, "roster-primarys-node-kill")
     assert ha.healthy(30) == (primary, replica)
     assert_same(before, snapshot(ha, primary, replica), ha, "Roster leader kill -9")
-    print(f"no failover: {writes} writes on {primary.name} through the Roster leader kill and restart")
+    print(f"no failover: {writes} writes on {primary.name} through the Roster kills and restarts")
 
 
 def test_roster_partition_causes_no_failover(ha):
