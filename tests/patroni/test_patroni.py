@@ -292,6 +292,10 @@ def test_primary_node_kill9_promotes_replica_and_old_primary_rejoins(ha):
     took = time.monotonic() - t0
     print(f"{replica.name} promoted {took:.1f} s after the kill (ttl {h.TTL}, loop_wait {h.LOOP_WAIT})")
     assert took <= PROMOTE_BOUND_S, f"promotion took {took:.1f} s > ttl+loop_wait+retry_timeout"
+    # Patroni answers 200 on /primary once it holds the leader key and asked PostgreSQL to promote;
+    # PostgreSQL leaves recovery a moment later
+    h.wait_for(f"{replica.name} out of recovery", lambda: h.psql(
+        replica.pg_port, "SELECT pg_is_in_recovery()") == "f", 15)
     assert h.psql(replica.pg_port, "SELECT count(*) FROM ha_probe WHERE tag = 'before-node-kill'") == "1"
     h.psql(replica.pg_port, "INSERT INTO ha_probe(tag) VALUES ('after-promotion')")
     primary.start()
