@@ -210,10 +210,16 @@ class PatroniNode:
         return code == 200 and body.get("state") == "running"
 
     def postmaster_pid(self) -> int | None:
+        """The running postmaster of this node's data directory, or None. postmaster.pid outlives a
+        kill -9, so the pid is only trusted if that process's working directory is the data directory
+        (PostgreSQL chdirs there): a stale file never gets an unrelated process killed."""
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            if Path(os.readlink(f"/proc/{pid}/cwd")) == self.data_dir.resolve():
+                return pid
         except (OSError, ValueError, IndexError):
-            return None
+            pass
+        return None
 
     def kill9_node(self) -> list[int]:
         """kill -9 of the whole node: Patroni, the postmaster and every child of the postmaster
@@ -249,8 +255,7 @@ class PatroniNode:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill9_node()
-        pm = self.postmaster_pid()
-        if pm and Path(f"/proc/{pm}").exists():
+        if self.postmaster_pid():
             self.kill9_node()
 
 
