@@ -77,7 +77,10 @@ class HA:
         return (p, r) if streaming == "1" else None
 
     def healthy(self, timeout: float = 60) -> tuple[h.PatroniNode, h.PatroniNode]:
-        return h.wait_for("one primary and one streaming replica", self.state, timeout, 0.5)
+        try:
+            return h.wait_for("one primary and one streaming replica", self.state, timeout, 0.5)
+        except h.Timeout as e:
+            raise AssertionError(f"{e}\n{self.evidence()}") from None
 
     def evidence(self) -> str:
         """What to look at when a test fails."""
@@ -89,7 +92,33 @@ class HA:
                 lines.append(f"{n.name}: REST API unreachable: {e}")
         p = h.patronictl(self.nodes["pg1"].config, "list")
         lines.append(p.stdout + p.stderr)
+        lines.append(dcs_dump(self))
         return "\n".join(lines)
+
+
+def dcs_dump(ha: HA) -> str:
+    """Patroni's keys as each Roster node answers them on its own (reads are local to a node, so a
+    node that lags or missed a change shows here): path, ephemeral owner, mzxid, data."""
+    out = []
+    base = f"/service/{h.SCOPE}"
+    for i in net.NODE_NS:
+        srv = ha.roster.client_addr(i)
+        out.append(f"-- Roster node {i} ({srv})")
+        paths = [base + "/" + c for c in ("leader", "status", "failover", "history")]
+        p = subprocess.run([str(ROSTER_BIN), "ls", "-s", srv, f"{base}/members"], capture_output=True,
+                           text=True, timeout=20)
+        out.append(f"members: {p.stdout.split()} {p.stderr.strip()}")
+        paths += [f"{base}/members/{m}" for m in p.stdout.split()]
+        for path in paths:
+            p = subprocess.run([str(ROSTER_BIN), "get", "--stat", "--json", "-s", srv, path],
+                               capture_output=True, text=True, timeout=20)
+            if p.returncode != 0:
+                out.append(f"{path}: {p.stderr.strip()[:200]}")
+                continue
+            d = json.loads(p.stdout)
+            out.append(f"{path}: owner={d['stat']['ephemeral_owner']:#x} mzxid={d['stat']['mzxid']} "
+                       f"czxid={d['stat']['czxid']} data={d['data'][:300]}")
+    return "\n".join(out)
 
 
 def znode_owner(ha: HA, path: str) -> int:
