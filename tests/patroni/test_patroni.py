@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -118,7 +119,21 @@ def dcs_dump(ha: HA) -> str:
             d = json.loads(p.stdout)
             out.append(f"{path}: owner={d['stat']['ephemeral_owner']:#x} mzxid={d['stat']['mzxid']} "
                        f"czxid={d['stat']['czxid']} data={d['data'][:300]}")
+        for word in ("wchp", "cons"):  # the watches each session holds there, and the connections
+            out.append(f"{word}: {four_letter_word(net.node_ip(i), ha.roster.CLIENT_PORT, word)}")
     return "\n".join(out)
+
+
+def four_letter_word(host: str, port: int, word: str) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=3) as c:
+            c.sendall(word.encode())
+            buf = b""
+            while chunk := c.recv(65536):
+                buf += chunk
+        return buf.decode(errors="replace")
+    except OSError as e:
+        return f"({e})"
 
 
 def znode_owner(ha: HA, path: str) -> int:
