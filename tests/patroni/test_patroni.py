@@ -81,7 +81,22 @@ class HA:
         try:
             return h.wait_for("one primary and one streaming replica", self.state, timeout, 0.5)
         except h.Timeout as e:
-            raise AssertionError(f"{e}\n{self.evidence()}") from None
+            evidence = self.evidence()
+            # Diagnosis, not a retry (the test fails either way): GET /cluster makes each Patroni reload
+            # its cached view of the DCS. If the cluster then heals, the data in Roster was right and a
+            # Patroni had missed a change (a watch notification that never reached it).
+            for n in self.nodes.values():
+                try:
+                    n.api("/cluster")
+                except Exception:  # noqa: BLE001 - a node that is down answers nothing
+                    pass
+            try:
+                h.wait_for("healthy after GET /cluster", self.state, 15, 0.5)
+                after = "it became healthy within 15 s of a forced reload (GET /cluster): a Patroni's cached "
+                after += "view was stale, i.e. it missed a watch notification"
+            except h.Timeout:
+                after = "still unhealthy 15 s after a forced reload (GET /cluster)"
+            raise AssertionError(f"{e}\n{evidence}\nthen: {after}") from None
 
     def evidence(self) -> str:
         """What to look at when a test fails."""
@@ -119,7 +134,8 @@ def dcs_dump(ha: HA) -> str:
             d = json.loads(p.stdout)
             out.append(f"{path}: owner={d['stat']['ephemeral_owner']:#x} mzxid={d['stat']['mzxid']} "
                        f"czxid={d['stat']['czxid']} data={d['data'][:300]}")
-        for word in ("wchp", "cons"):  # the watches each session holds there, and the connections
+        # data watches by path (child watches are not listed, as in ZooKeeper), and the connections
+        for word in ("wchp", "cons"):
             out.append(f"{word}: {four_letter_word(net.node_ip(i), ha.roster.CLIENT_PORT, word)}")
     return "\n".join(out)
 
