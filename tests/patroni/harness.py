@@ -367,3 +367,65 @@ def patronictl(config: Path, *args: str, timeout: float = 60) -> subprocess.Comp
     env = {"PATH": "/usr/bin:/bin", "HOME": str(config.parent), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     return subprocess.run([PATRONICTL, "-c", str(config), *args], capture_output=True, text=True,
                           timeout=timeout, user=u.pw_uid, group=u.pw_gid, env=env, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- DCS recorder
+
+
+class DcsRecorder:
+    """Logs every change of Patroni's member and leader keys, as a ZooKeeper client sees them, to a file:
+    time, key, czxid/mzxid, owner and the fields that drive Patroni's decisions (role, state,
+    checkpoint_after_promote). A diagnosis aid: when a Patroni acts on a stale view, this shows what it
+    could have known. Uses the test venv's kazoo; its own session, so it changes nothing it observes."""
+
+    def __init__(self, hosts: list[str], base: str, out: Path):
+        from kazoo.client import KazooClient
+
+        self.zk = KazooClient(hosts=",".join(hosts), timeout=10)
+        self.base = base
+        self.f = open(out, "a", buffering=1)
+        self.watched: set[str] = set()
+
+    def start(self) -> None:
+        from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+        self.zk.start(timeout=15)
+        self.zk.ensure_path(f"{self.base}/members")
+        DataWatch(self.zk, f"{self.base}/leader", lambda d, s: self._log("leader", d, s))
+
+        def on_members(names):
+            for name in names:
+                if name not in self.watched:
+                    self.watched.add(name)
+                    DataWatch(self.zk, f"{self.base}/members/{name}", self._logger(f"members/{name}"))
+            self._write(f"members children: {sorted(names)}")
+
+        ChildrenWatch(self.zk, f"{self.base}/members", on_members)
+
+    def _logger(self, key: str):
+        # exactly two parameters: kazoo passes the event too to a callback that takes a third
+        return lambda data, stat: self._log(key, data, stat)
+
+    def _log(self, key: str, data, stat) -> None:
+        if stat is None:
+            self._write(f"{key}: gone")
+            return
+        summary = data.decode(errors="replace") if data else ""
+        try:
+            d = json.loads(summary)
+            summary = (f"role={d.get('role')} state={d.get('state')} "
+                       f"checkpoint_after_promote={d.get('checkpoint_after_promote', '-')} tl={d.get('timeline')}")
+        except ValueError:
+            pass
+        self._write(f"{key}: czxid={stat.czxid} mzxid={stat.mzxid} owner={stat.ephemeralOwner:#x} {summary}")
+
+    def _write(self, line: str) -> None:
+        t = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        self.f.write(f"{t} {line}\n")
+
+    def stop(self) -> None:
+        try:
+            self.zk.stop()
+            self.zk.close()
+        finally:
+            self.f.close()

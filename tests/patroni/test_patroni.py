@@ -100,7 +100,7 @@ class HA:
 
     def evidence(self) -> str:
         """What to look at when a test fails."""
-        lines = [f"run directory: {OUT} (pg1.log, pg2.log, roster1..3.log, Roster data)"]
+        lines = [f"run directory: {OUT} (pg1.log, pg2.log, roster1..3.log, dcs-events.log, Roster data)"]
         for n in self.nodes.values():
             try:
                 lines.append(f"{n.name}: {n.api('/patroni')}")
@@ -109,6 +109,9 @@ class HA:
         p = h.patronictl(self.nodes["pg1"].config, "list")
         lines.append(p.stdout + p.stderr)
         lines.append(dcs_dump(self))
+        events = (OUT / "dcs-events.log").read_text().splitlines()[-60:]
+        lines.append("-- last changes of Patroni's keys seen by a watching client (dcs-events.log):")
+        lines += events
         return "\n".join(lines)
 
 
@@ -239,12 +242,15 @@ def ha():
                 roster.start_all()
                 for n in nodes.values():
                     n.write_config()
+                recorder = h.DcsRecorder(roster.hosts(), f"/service/{h.SCOPE}", OUT / "dcs-events.log")
+                recorder.start()
                 nodes["pg1"].start()  # first, so it bootstraps the cluster; pg2 then clones it
                 h.wait_for("pg1 bootstrapped as primary", nodes["pg1"].is_primary, 90, 0.5)
                 nodes["pg2"].start()
                 ha = HA(roster, nodes)
                 ha.healthy(90)
                 yield ha
+                recorder.stop()
                 for n in nodes.values():
                     n.stop()
                 roster.stop_all()
