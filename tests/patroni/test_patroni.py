@@ -12,8 +12,8 @@ tests run in order on one cluster, each first waiting for one primary and one st
    than the 10 s session timeout), then heal: no failover;
 4. ``patronictl switchover --force``: the replica becomes primary, the old primary follows it;
 5. kill -9 of the primary's whole node (Patroni and PostgreSQL): the replica is promoted within
-   ttl + loop_wait (+ retry_timeout of slack), keeps the writes, and the old primary, restarted, rejoins
-   as its replica (pg_rewind).
+   ttl + loop_wait (+ retry_timeout of slack), keeps the writes, and the old primary, restarted once the
+   promotion has settled in the DCS (see the test), rejoins as its replica (pg_rewind).
 
 "No failover" means, sampled every 0.5 s through the fault: the same node answers 200 on ``/primary``,
 PostgreSQL there is not in recovery and accepts a write each time; afterwards both postmasters have
@@ -25,7 +25,11 @@ Needs root (namespaces, iptables, running PostgreSQL as ``postgres``), Debian's 
 ``python3-kazoo`` and ``postgresql`` (scripts/test installs them). Binary: ``$ROSTER_BIN`` (default
 target/debug/roster). Logs and Roster data stay in ``$PATRONI_CI_OUT`` (default target/patroni-ci);
 PostgreSQL's directories live in ``$PATRONI_PG_DIR`` (default /tmp/roster-patroni) during the run. Without
-what it needs the suite FAILS saying what to do; it does not skip.
+what it needs the suite FAILS saying what to do; it does not skip. A watching client records every
+change of Patroni's keys (dcs-events.log); a health timeout prints them with each Roster node's view.
+
+Left out: a Roster node cut off from its clients too, Patroni's failsafe mode, synchronous replication,
+more than two PostgreSQL nodes, a watchdog; performance (only Patroni's promotion bound is asserted).
 """
 
 from __future__ import annotations
