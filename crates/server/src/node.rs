@@ -569,7 +569,10 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if !ctx.raft.is_leader() {
+        // A leader that no quorum has acknowledged for LEADERLESS expires nothing: its closes could
+        // not commit, and the sessions it would expire may be alive on the majority's side. Once it
+        // leads with a quorum again, every session starts a fresh timeout, as under a new leader.
+        if !ctx.raft.is_leader() || !cluster::status::has_leader(&ctx) {
             if was_leader {
                 // Closes proposed while leading may never commit (a deposed leader's entries are
                 // truncated): forget them, or this node would refuse those sessions as expired.
