@@ -35,9 +35,11 @@
 //! Command::Client(cmd) => rt.block_on(cli::run(cmd, &cli.client)).unwrap_or_else(|e| { eprintln!("error: {e:#}"); ExitCode::from(2) }),
 //! ```
 
+mod http;
 mod output;
 mod recipes;
 mod status;
+mod top;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -173,8 +175,26 @@ pub enum ClientCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Show each server's role, version, zxid, connections and node count (srvr and mntr).
-    Status,
+    /// Show each server's role, version, zxid, connections and node count (srvr and mntr); with
+    /// --admin, the whole cluster as one Roster node's admin API sees it (roles, health, lag).
+    Status {
+        /// A Roster node's admin HTTP address (its --admin-addr, e.g. 127.0.0.1:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+    },
+    /// A live view of a Roster cluster from one node's admin API: members with role, health and lag,
+    /// sessions, request rate, recent events with their causes. Ctrl-C to stop.
+    Top {
+        /// The node's admin HTTP address (its --admin-addr).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+        admin: String,
+        /// How often to refresh (e.g. 500ms, 2s).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        every: Duration,
+        /// Stop after this many refreshes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// List the members of a group (roster-client membership recipe), consistent at one zxid.
     Members {
         /// The group's path.
@@ -222,8 +242,17 @@ pub enum ClientCommand {
 /// Runs one client subcommand; errors from the service become exit codes 1 and 2 with a message on
 /// standard error. An `Err` is a local failure (standard output closed, unreadable input).
 pub async fn run(cmd: ClientCommand, opts: &GlobalClientOpts) -> anyhow::Result<ExitCode> {
-    if let ClientCommand::Status = cmd {
-        return status::run(opts).await;
+    match &cmd {
+        ClientCommand::Status { admin: None } => return status::run(opts).await,
+        ClientCommand::Status { admin: Some(a) } => {
+            return top::status(a, opts.json, opts.timeout).await
+        }
+        ClientCommand::Top {
+            admin,
+            every,
+            count,
+        } => return top::top(admin, *every, *count, opts.timeout).await,
+        _ => {}
     }
     let options = ClientOptions {
         session_timeout: opts.timeout,
@@ -413,7 +442,9 @@ async fn execute(
             recursive,
             count,
         } => watch(c, &path, recursive, count, opts.json).await,
-        ClientCommand::Status => unreachable!("handled without a session"),
+        ClientCommand::Status { .. } | ClientCommand::Top { .. } => {
+            unreachable!("handled without a session")
+        }
         ClientCommand::Members {
             group,
             watch,

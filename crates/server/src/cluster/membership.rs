@@ -57,7 +57,7 @@ fn raft_err(e: impl std::fmt::Display) -> PeerResponse {
 const ID_RESERVED_MS: i64 = 10 * 60 * 1000;
 
 /// Gives a joining node its id: on the leader, one above the highest small id (below 2^32) of the
-/// members and of the ids given in the last [`ID_RESERVED_MS`], and at least 2 (1 is the node that
+/// members and of the ids given in the last `ID_RESERVED_MS` (10 minutes), and at least 2 (1 is the node that
 /// bootstrapped the cluster; random 64-bit ids of older data directories are ignored); elsewhere, asks
 /// the leader. Ids are not reused while a higher one is a member, so a removed node coming back with
 /// its old data cannot meet a newcomer with its id, unless it held the highest id.
