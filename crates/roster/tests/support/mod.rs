@@ -16,6 +16,8 @@ pub struct Roster {
     pub addr: SocketAddr,
     /// The peer port (`--peer-addr`), free-picked like the client port.
     pub peer: SocketAddr,
+    /// The admin HTTP port (`--admin-addr`), free-picked like the client port.
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
     /// Extra environment variables of the process (for example `ROSTER_PEER_LISTEN`).
@@ -38,10 +40,12 @@ impl Roster {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
         let mut r = Roster {
             addr,
             peer,
+            admin,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: vec![],
@@ -59,11 +63,13 @@ impl Roster {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let real: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer = net.proxy(real);
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
         let env = vec![("ROSTER_PEER_LISTEN".to_string(), real.to_string())];
         let mut r = Roster {
             addr,
             peer,
+            admin,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env,
@@ -88,6 +94,8 @@ impl Roster {
             .arg(self.dir.path().join("data"))
             .arg("--peer-addr")
             .arg(self.peer.to_string())
+            .arg("--admin-addr")
+            .arg(self.admin.to_string())
             .args(&self.extra)
             .env("ROSTER_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
