@@ -143,6 +143,23 @@ def page_nodes(driver):
     )
 
 
+def wait_page(driver, what, check, within=30.0):
+    """`wait` for a condition on the page; on a time-out, a screenshot and what the page showed."""
+    try:
+        return wait(what, check, within)
+    except AssertionError as e:
+        shot(driver, "FAILED-" + "".join(c if c.isalnum() else "-" for c in what)[:60] + ".png")
+        shown = driver.execute_script(
+            "return [document.getElementById('summary').textContent, "
+            "document.getElementById('live').dataset.state];")
+        logs = ""
+        try:
+            logs = "\n".join(str(l) for l in driver.get_log("browser"))
+        except Exception:  # noqa: BLE001 (not every driver keeps the console)
+            pass
+        raise AssertionError(f"{e}; page nodes {page_nodes(driver)}, summary/stream {shown}; console: {logs}") from None
+
+
 def shot(driver, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / name))
@@ -170,10 +187,10 @@ def test_page_shows_the_cluster_members_and_a_new_leader_live(cluster, browser):
 
         browser.get(page_node.url("/"))
         # Three nodes, the leader marked, all healthy.
-        wait("the page shows three healthy nodes and the leader", lambda: sorted(page_nodes(browser)) == sorted(
+        wait_page(browser, "the page shows three healthy nodes and the leader", lambda: sorted(page_nodes(browser)) == sorted(
             [str(i), "leader" if i == leader else "follower", "ok"] for i in ids))
-        wait("the stream is live", lambda: browser.find_element("id", "live").get_attribute("data-state") == "live")
-        wait("the group, election and service are shown", lambda: "worker-1" in browser.find_element(
+        wait_page(browser, "the stream is live", lambda: browser.find_element("id", "live").get_attribute("data-state") == "live")
+        wait_page(browser, "the group, election and service are shown", lambda: "worker-1" in browser.find_element(
             "id", "groups").text and "worker-1" in browser.find_element("id", "elections").text
             and "i1" in browser.find_element("id", "services").text)
         shot(browser, "01-cluster.png")
@@ -181,10 +198,10 @@ def test_page_shows_the_cluster_members_and_a_new_leader_live(cluster, browser):
 
         # A member joins, then leaves: the page follows.
         zk.create("/app/members/worker-2", b'{"id":"worker-2"}', ephemeral=True)
-        wait("worker-2 appears", lambda: "worker-2" in browser.find_element("id", "groups").text)
+        wait_page(browser, "worker-2 appears", lambda: "worker-2" in browser.find_element("id", "groups").text)
         shot(browser, "02-member-joined.png")
         zk.delete("/app/members/worker-2")
-        wait("worker-2 leaves", lambda: "worker-2" not in browser.find_element("id", "groups").text)
+        wait_page(browser, "worker-2 leaves", lambda: "worker-2" not in browser.find_element("id", "groups").text)
 
         # kill -9 the leader: it shows unreachable, another node leads, and the page never reloaded.
         ids[leader].kill9()
@@ -195,12 +212,12 @@ def test_page_shows_the_cluster_members_and_a_new_leader_live(cluster, browser):
             return (nodes.get(str(leader), ("", ""))[1] == "unreachable" and len(new) == 1
                     and new[0] != str(leader) and new[0])
 
-        new_leader = wait("the page shows the old leader gone and a new leader", moved, within=30)
+        new_leader = wait_page(browser, "the page shows the old leader gone and a new leader", moved)
         assert browser.execute_script("return window.__loadedOnce;") == "yes", "the page reloaded"
-        assert browser.find_element("id", "leader-id").text == f"node {new_leader}"
-        wait("the timeline shows the leader change with its cause", lambda: browser.execute_script(
-            "return Array.from(document.querySelectorAll('#timeline li[data-kind=leader_changed]'))"
-            f".some(li => li.textContent.includes('node {new_leader} leads'));"))
+        assert browser.find_element("id", "leader-id").get_attribute("data-leader") == new_leader
+        wait_page(browser, "the timeline shows the leader change with its cause", lambda: browser.execute_script(
+            f"return Array.from(document.querySelectorAll('#timeline li[data-leader=\"{new_leader}\"]'))"
+            ".some(li => li.querySelector('.cause') && li.querySelector('.cause').textContent.length > 0);"))
         shot(browser, "03-leader-killed.png")
     finally:
         zk.stop()

@@ -32,7 +32,10 @@ fn http(
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -74,7 +77,12 @@ fn wait_ready(r: &Roster) {
 }
 
 /// Polls `path` until `check` holds (at most `within`); the last answer.
-fn wait_json(addr: SocketAddr, path: &str, within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+fn wait_json(
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let v = ok(addr, path);
@@ -90,7 +98,7 @@ const EPHEMERAL: i32 = CreateMode::Ephemeral as i32;
 const EPHEMERAL_SEQUENTIAL: i32 = CreateMode::EphemeralSequential as i32;
 
 #[test]
-fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
+fn one_node_api_shows_cluster_znodes_sessions_and_recipes() {
     let r = Roster::start(&[]);
     wait_ready(&r);
 
@@ -107,7 +115,13 @@ fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
 
     // The layouts of the recipes: a group, an election with two candidates, a Curator service.
     let mut z = Raw::connect(r.addr, 10_000);
-    for p in ["/app", "/app/members", "/app/leader", "/services", "/services/api"] {
+    for p in [
+        "/app",
+        "/app/members",
+        "/app/leader",
+        "/services",
+        "/services/api",
+    ] {
         z.create(p, b"", 0);
     }
     let member = r#"{"id":"node-1","address":"10.0.0.1","port":2552,"tags":{"dc":"east"}}"#;
@@ -141,7 +155,10 @@ fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
     assert_eq!(elections[0]["leader"], "alice", "the lowest sequence leads");
     let cands = elections[0]["candidates"].as_array().unwrap();
     assert_eq!(cands.len(), 2);
-    assert_eq!((cands[0]["leader"].clone(), cands[1]["leader"].clone()), (Value::Bool(true), Value::Bool(false)));
+    assert_eq!(
+        (cands[0]["leader"].clone(), cands[1]["leader"].clone()),
+        (Value::Bool(true), Value::Bool(false))
+    );
     assert_eq!(cands[1]["participant"], "bob");
     assert_eq!(cands[0]["lock_name"], "latch-");
     assert!(cands[0]["sequence"].as_u64() < cands[1]["sequence"].as_u64());
@@ -154,7 +171,11 @@ fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
     assert_eq!(s["services"][0]["instances"][0]["port"], 8080);
     assert_eq!(s["services"][0]["instances"][0]["payload"]["zone"], "b");
     let filtered = ok(r.admin, "/api/v1/elections?prefix=/services");
-    assert_eq!(filtered["elections"].as_array().unwrap().len(), 0, "{filtered:#}");
+    assert_eq!(
+        filtered["elections"].as_array().unwrap().len(),
+        0,
+        "{filtered:#}"
+    );
 
     // Znodes: a member (UTF-8), binary data (base64 only), a listing, errors.
     let n = ok(r.admin, "/api/v1/znodes?path=/app/members/node-1");
@@ -191,58 +212,15 @@ fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
     assert_eq!(ours[0]["connected_here"], true);
     assert!(ours[0]["expires_in_ms"].as_i64().unwrap() > 0, "{ss:#}");
     let session = ours[0]["id"].as_str().unwrap().to_string();
+    assert!(session.starts_with("0x"), "{session}");
 
-    // The event journal, and the stream: replay, then the close of our session live.
-    let ev = ok(r.admin, "/api/v1/events");
-    let kinds: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert!(kinds.contains(&"session_created"), "{ev:#}");
-    let last = ev["last_seq"].as_u64().unwrap();
-    assert!(ok(r.admin, &format!("/api/v1/events?after={last}"))["events"]
-        .as_array()
-        .unwrap()
-        .is_empty());
-
-    let mut stream = TcpStream::connect(r.admin).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {}\r\n\r\n",
-        last - 1
-    )
-    .unwrap();
-    let mut seen = String::new();
-    let read_until = |seen: &mut String, stream: &mut TcpStream, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 4096];
-        while !seen.contains(what) {
-            assert!(Instant::now() < deadline, "stream never said {what:?}: {seen}");
-            if let Ok(n) = stream.read(&mut buf) {
-                assert!(n > 0, "stream closed: {seen}");
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-    };
-    read_until(&mut seen, &mut stream, &format!("id: {last}\n"));
-    assert!(seen.contains("text/event-stream"), "{seen}");
-    assert!(
-        !seen.contains(&format!("id: {}\n", last - 1)),
-        "replay starts after Last-Event-ID: {seen}"
-    );
+    // The recipes' views follow the session: its ephemerals go with it.
     z.close();
-    read_until(&mut seen, &mut stream, "\"kind\":\"session_closed\"");
-    assert!(seen.contains(&session), "{seen}");
-
-    // The recipes' views follow the session: its ephemerals are gone.
-    let g = ok(r.admin, "/api/v1/groups");
-    assert!(g["groups"].as_array().unwrap().is_empty(), "{g:#}");
-
+    wait_json(r.admin, "/api/v1/groups", Duration::from_secs(10), |g| {
+        g["groups"].as_array().unwrap().is_empty()
+    });
+    let e = ok(r.admin, "/api/v1/elections");
+    assert!(e["elections"].as_array().unwrap().is_empty(), "{e:#}");
     // Actions need the token from the data directory.
     let (status, _, body) = http(r.admin, "POST", "/api/v1/actions/snapshot", &[]);
     assert_eq!(status, 401, "{body}");
@@ -272,11 +250,83 @@ fn one_node_api_shows_cluster_znodes_sessions_recipes_and_events() {
     let (status, head, page) = http(r.admin, "GET", "/", &[]);
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("text/html"), "{head}");
-    assert!(page.contains("/ui/app.js") && page.contains("id=\"nodes\""), "{page}");
+    assert!(
+        page.contains("/ui/app.js") && page.contains("id=\"nodes\""),
+        "{page}"
+    );
     let (status, _, js) = http(r.admin, "GET", "/ui/app.js", &[]);
     assert_eq!(status, 200);
     assert!(js.contains("/api/v1/events/stream"));
     assert_eq!(http(r.admin, "GET", "/ui/style.css", &[]).0, 200);
+}
+
+#[test]
+fn event_journal_and_its_stream_replay_then_follow_sessions_live() {
+    let r = Roster::start(&[]);
+    wait_ready(&r);
+    let z = Raw::connect(r.addr, 10_000);
+    let ss = ok(r.admin, "/api/v1/sessions");
+    let session = ss["sessions"][0]["id"].as_str().unwrap().to_string();
+
+    // The event journal, and the stream: replay, then the close of our session live.
+    let ev = ok(r.admin, "/api/v1/events");
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"session_created"), "{ev:#}");
+    assert!(
+        ev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "session_created" && e["session"] == session.as_str()),
+        "our session's creation is journaled: {ev:#}"
+    );
+    let last = ev["last_seq"].as_u64().unwrap();
+    assert!(
+        ok(r.admin, &format!("/api/v1/events?after={last}"))["events"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut stream = TcpStream::connect(r.admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {}\r\n\r\n",
+        last - 1
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let read_until = |seen: &mut String, stream: &mut TcpStream, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while !seen.contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "stream never said {what:?}: {seen}"
+            );
+            if let Ok(n) = stream.read(&mut buf) {
+                assert!(n > 0, "stream closed: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    read_until(&mut seen, &mut stream, &format!("id: {last}\n"));
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(
+        !seen.contains(&format!("id: {}\n", last - 1)),
+        "replay starts after Last-Event-ID: {seen}"
+    );
+    z.close();
+    read_until(&mut seen, &mut stream, "\"kind\":\"session_closed\"");
+    assert!(seen.contains(&session), "{seen}");
 }
 
 #[test]
@@ -328,13 +378,18 @@ fn three_nodes_cluster_view_shows_every_member_and_a_killed_one_unreachable() {
 }
 
 fn wait_dead(watcher: &Roster, victim: u64) -> Value {
-    let v = wait_json(watcher.admin, "/api/v1/cluster", Duration::from_secs(15), |v| {
-        v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["id"].as_u64() == Some(victim) && m["health"] == "unreachable")
-    });
+    let v = wait_json(
+        watcher.admin,
+        "/api/v1/cluster",
+        Duration::from_secs(15),
+        |v| {
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"].as_u64() == Some(victim) && m["health"] == "unreachable")
+        },
+    );
     let m = v["members"]
         .as_array()
         .unwrap()

@@ -32,7 +32,10 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), NO_CACHE], STYLE)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), NO_CACHE],
+        STYLE,
+    )
 }
 
 async fn app() -> impl IntoResponse {

@@ -85,7 +85,11 @@ pub async fn remove(
 }
 
 async fn change(api: &ApiCtx, id: u64, action: &str) -> ApiResult<Done> {
-    tracing::info!(node = id, action, "membership change requested through the admin API");
+    tracing::info!(
+        node = id,
+        action,
+        "membership change requested through the admin API"
+    );
     let answer = tokio::time::timeout(CHANGE_TIMEOUT, membership::remove(&api.admin.node, id))
         .await
         .map_err(|_| {

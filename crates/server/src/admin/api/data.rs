@@ -229,8 +229,8 @@ pub async fn znodes(
         ));
     };
     let acl = tree.acl_of(node);
-    let readable = operator
-        || roster_state::acl::check_acl(acl, roster_proto::perms::READ, &[]).is_ok();
+    let readable =
+        operator || roster_state::acl::check_acl(acl, roster_proto::perms::READ, &[]).is_ok();
     let st = node.stat();
     let (kind, owner, ttl_ms) = match node.kind() {
         NodeKind::Persistent => ("persistent", None, None),
@@ -266,8 +266,7 @@ pub async fn znodes(
         data_utf8: readable
             .then(|| std::str::from_utf8(&node.data).ok().map(str::to_string))
             .flatten(),
-        data_base64: readable
-            .then(|| base64::engine::general_purpose::STANDARD.encode(&node.data)),
+        data_base64: readable.then(|| base64::engine::general_purpose::STANDARD.encode(&node.data)),
         acl: roster_state::acl::mask_digests(acl)
             .into_iter()
             .map(|a| AclJson {

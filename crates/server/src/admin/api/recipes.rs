@@ -61,9 +61,8 @@ pub struct Scan {
 
 fn scan(api: &ApiCtx, prefix: Option<&str>) -> (Vec<Eph>, Scan) {
     let prefix = prefix.map(|p| p.trim_end_matches('/')).unwrap_or("");
-    let under = |path: &str| {
-        prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
-    };
+    let under =
+        |path: &str| prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"));
     let db = api.admin.node.shared.db.lock();
     let mut out = Vec::new();
     let mut truncated = false;

@@ -85,8 +85,9 @@ impl Item {
                 .id(e.seq.to_string())
                 .json_data(e)
                 .unwrap_or_else(|_| sse::Event::default().comment("unencodable event")),
-            Item::Gap(after) => sse::Event::default()
-                .data(format!(r#"{{"kind":"gap","missed_after":{after}}}"#)),
+            Item::Gap(after) => {
+                sse::Event::default().data(format!(r#"{{"kind":"gap","missed_after":{after}}}"#))
+            }
         }
     }
 }
@@ -137,17 +138,18 @@ impl Reader {
             if let Some(m) = self.pending.pop_front() {
                 return Some(m);
             }
-            tokio::select! {
+            let received = tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return None,
-                r = self.live.recv() => match r {
-                    Ok(e) if e.seq > self.last => {
-                        self.last = e.seq;
-                        return Some(Item::Event(e));
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => self.replay(true),
-                    Err(RecvError::Closed) => return None,
-                },
+                r = self.live.recv() => r,
+            };
+            match received {
+                Ok(e) if e.seq > self.last => {
+                    self.last = e.seq;
+                    return Some(Item::Event(e));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => self.replay(true),
+                Err(RecvError::Closed) => return None,
             }
         }
     }
@@ -241,6 +243,10 @@ mod tests {
         let names = seqs(&items);
         assert_eq!(names[0], "gap after 0", "{names:?}");
         assert_eq!(names[1], (RECENT as u64 + 1).to_string());
-        assert_eq!(names[RECENT], total.to_string(), "none lost that the ring held");
+        assert_eq!(
+            names[RECENT],
+            total.to_string(),
+            "none lost that the ring held"
+        );
     }
 }

@@ -12,21 +12,32 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
 }
 
+// Node ids are random 64-bit numbers, beyond JavaScript's exact integers: keep every integer too big
+// for a double as its exact decimal text (the reviver's source text, where the browser has it).
+function exact(key, value, context) {
+  return typeof value === "number" && !Number.isSafeInteger(value) && context && context.source
+    && /^-?\d+$/.test(context.source) ? context.source : value;
+}
+const parse = (text) => JSON.parse(text, exact);
+
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store" });
-  const body = await r.json().catch(() => ({}));
+  const body = await r.text().then(parse).catch(() => ({}));
   if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
   return body;
 }
 
 const fmt = new Intl.NumberFormat();
+// Joined nodes have random 64-bit ids: show them short, the full id in a tooltip.
+const short = (id) => { const s = String(id); return s.length > 9 ? s.slice(0, 4) + "\u2026" + s.slice(-4) : s; };
+const nodeName = (id) => el("span", { title: "node " + id }, "node " + short(id));
 const timeOf = (ms) => new Date(ms).toLocaleTimeString();
 
 // ---------------------------------------------------------------- cluster
@@ -47,8 +58,9 @@ async function refreshCluster() {
 function drawCluster(c) {
   const up = c.members.filter((m) => m.health !== "unreachable").length;
   $("summary").replaceChildren(
-    "node ", el("b", {}, c.node_id), " of cluster ", el("b", { class: "mono" }, c.cluster_id),
-    " \u00b7 leader ", el("b", { id: "leader-id" }, c.leader == null ? "none" : "node " + c.leader),
+    el("b", {}, nodeName(c.node_id)), " of cluster ", el("b", { class: "mono" }, c.cluster_id),
+    " \u00b7 leader ", el("b", { id: "leader-id", "data-leader": c.leader == null ? "" : c.leader },
+      c.leader == null ? "none" : nodeName(c.leader)),
     " \u00b7 term ", el("b", {}, c.term),
     " \u00b7 ", el("b", {}, up + "/" + c.members.length), " members up",
     c.serving ? "" : el("b", { class: "health unreachable" }, " \u00b7 not serving clients"));
@@ -75,7 +87,7 @@ function drawCluster(c) {
         title: m.error || "",
       },
       el("div", { class: "title" },
-        el("span", { class: "id" }, (role === "leader" ? "\u2605 " : "") + "node " + m.id),
+        el("span", { class: "id", title: "node " + m.id }, (role === "leader" ? "\u2605 " : "") + "node " + short(m.id)),
         el("span", { class: "badge " + role }, down ? "unreachable" : role.replaceAll("_", " "))),
       el("dl", {}, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
       el("div", { class: "lagbar" }, el("i", { style: "width:" + (down ? 0 : pct) + "%" })),
@@ -117,7 +129,7 @@ async function refreshRecipes() {
       el("div", { class: "card", "data-service": svc.path },
         el("div", { class: "path" }, svc.name, el("span", { class: "muted mono" }, "  " + svc.base)),
         el("div", { class: "chips" }, svc.instances.map((i) =>
-          chip(i.id, [i.address, i.port].filter((v) => v != null).join(":"), "", JSON.stringify(i.payload)))))))
+          chip(i.id, [i.address, i.port].filter((v) => v != null).join(":"), "", JSON.stringify(i.payload))))))
       : [el("div", { class: "empty" }, "no service has instances")]));
   } catch (err) {
     $("groups").replaceChildren(el("div", { class: "empty" }, "cannot read the recipes: " + err.message));
@@ -161,8 +173,8 @@ function drawZnode(z) {
     el("pre", {}, data),
     el("table", {}, [
       ["version", st.version], ["children", z.children_total], ["czxid", "0x" + st.czxid.toString(16)],
-      ["mzxid", "0x" + st.mzxid.toString(16)], ["created", new Date(st.ctime).toLocaleString()],
-      ["modified", new Date(st.mtime).toLocaleString()],
+      ["mzxid", "0x" + st.mzxid.toString(16)], ["created", st.ctime ? new Date(st.ctime).toLocaleString() : "-"],
+      ["modified", st.mtime ? new Date(st.mtime).toLocaleString() : "-"],
       ["acl", z.acl.map((a) => a.scheme + ":" + a.id + ":" + a.perms).join(", ")],
     ].map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "mono" }, v)))));
 }
@@ -170,11 +182,12 @@ function drawZnode(z) {
 // ---------------------------------------------------------------- timeline
 const seen = new Set();
 function describe(e) {
+  const n = (id) => "node " + short(id);
   switch (e.kind) {
-    case "leader_changed": return e.leader == null ? "no leader (term " + e.term + ")" : "node " + e.leader + " leads (term " + e.term + ")";
-    case "member_joined": return "node " + e.node + " joined as " + (e.voter ? "voter" : "observer") + " (" + e.peer_addr + ")";
-    case "member_role_changed": return "node " + e.node + " is now " + (e.voter ? "a voter" : "an observer");
-    case "member_left": return "node " + e.node + " left the cluster";
+    case "leader_changed": return e.leader == null ? "no leader (term " + e.term + ")" : n(e.leader) + " leads (term " + e.term + ")";
+    case "member_joined": return n(e.node) + " joined as " + (e.voter ? "voter" : "observer") + " (" + e.peer_addr + ")";
+    case "member_role_changed": return n(e.node) + " is now " + (e.voter ? "a voter" : "an observer");
+    case "member_left": return n(e.node) + " left the cluster";
     case "serving": return e.serving ? "serving clients" : "stopped serving clients";
     case "session_created": return "session " + e.session + " created (timeout " + e.timeout_ms + " ms)";
     case "session_closed": return "session " + e.session + " closed";
@@ -186,8 +199,9 @@ function describe(e) {
 function addEvent(e) {
   if (seen.has(e.seq)) return;
   seen.add(e.seq);
-  const li = el("li", { class: "k-" + e.kind, "data-seq": e.seq, "data-kind": e.kind },
-    el("div", { class: "when" }, timeOf(e.time_ms) + " \u00b7 #" + e.seq + " \u00b7 seen by node " + e.seen_by),
+  const li = el("li", { class: "k-" + e.kind, "data-seq": e.seq, "data-kind": e.kind,
+      "data-leader": e.kind === "leader_changed" && e.leader != null ? e.leader : null },
+    el("div", { class: "when" }, timeOf(e.time_ms) + " \u00b7 #" + e.seq + " \u00b7 seen by node " + short(e.seen_by)),
     el("div", { class: "what" }, describe(e)),
     e.cause ? el("div", { class: "cause" }, e.cause) : null);
   const list = $("timeline");
@@ -214,7 +228,7 @@ function connect() {
   es.onerror = () => { live.dataset.state = "down"; $("live-text").textContent = "reconnecting"; };
   es.onmessage = (m) => {
     let e;
-    try { e = JSON.parse(m.data); } catch { return; }
+    try { e = parse(m.data); } catch { return; }
     if (e.kind === "gap") { soon(true); return; }
     addEvent(e);
     soon(e.kind.startsWith("session") || e.kind.startsWith("member"));
