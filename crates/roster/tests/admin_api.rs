@@ -189,6 +189,35 @@ fn one_node_api_shows_cluster_znodes_sessions_and_recipes() {
     let app = ok(r.admin, "/api/v1/znodes?path=/app");
     assert_eq!(app["children"], serde_json::json!(["leader", "members"]));
     assert_eq!(app["children_total"], 2);
+    // A node only alice may read: anonymous readers see its stat and ACL (digest masked), not its
+    // data; the admin token reads it.
+    let secret = z.call(roster_proto::Request::Create(roster_proto::CreateRequest {
+        path: "/secret".into(),
+        data: bytes::Bytes::from_static(b"s3cr3t"),
+        acl: vec![roster_proto::Acl {
+            perms: roster_proto::perms::ALL,
+            id: roster_proto::Id::new("digest", "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E="),
+        }],
+        flags: 0,
+    }));
+    assert_eq!(secret.err, 0, "{:?}", secret.body);
+    let hidden = ok(r.admin, "/api/v1/znodes?path=/secret");
+    assert_eq!(hidden["readable"], false, "{hidden:#}");
+    assert_eq!(hidden["data_base64"], Value::Null);
+    assert_eq!(hidden["stat"]["data_length"], 6);
+    assert_eq!(hidden["acl"][0]["id"], "alice:x", "digests are masked");
+    let token = std::fs::read_to_string(r.dir.path().join("data").join("admin.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let (status, _, body) = http(
+        r.admin,
+        "GET",
+        "/api/v1/znodes?path=/secret",
+        &[("Authorization", bearer.as_str())],
+    );
+    assert_eq!(status, 200);
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown["data_utf8"], "s3cr3t", "{shown:#}");
+
     let (status, err) = get(r.admin, "/api/v1/znodes?path=/nope");
     assert_eq!(status, 404, "{err}");
     assert!(err["hint"].as_str().unwrap().contains("parent"), "{err}");
@@ -232,8 +261,6 @@ fn one_node_api_shows_cluster_znodes_sessions_and_recipes() {
         &[("Authorization", "Bearer wrong")],
     );
     assert_eq!(status, 403);
-    let token = std::fs::read_to_string(r.dir.path().join("data").join("admin.token")).unwrap();
-    let bearer = format!("Bearer {}", token.trim());
     let auth = [("Authorization", bearer.as_str())];
     let (status, _, body) = http(r.admin, "POST", "/api/v1/actions/snapshot", &auth);
     assert_eq!(status, 200, "{body}");
@@ -333,7 +360,7 @@ fn event_journal_and_its_stream_replay_then_follow_sessions_live() {
 fn three_nodes_cluster_view_shows_every_member_and_a_killed_one_unreachable() {
     let a = Roster::start(&[]);
     let b = Roster::join(&a, &[]);
-    let mut c = Roster::join(&a, &[]);
+    let c = Roster::join(&a, &[]);
     let leader = wait_cluster(&[&a, &b, &c], 3, 0, Duration::from_secs(60));
     let mut nodes = vec![a, b, c];
     let ids: Vec<u64> = nodes.iter().map(node_id).collect();

@@ -3,7 +3,8 @@
 //!
 //! All three are built from the ephemeral nodes (every member, candidate and instance is one), found
 //! through the sessions that own them, so the cost follows the number of ephemerals, not the size of
-//! the tree (at most [`SCAN`] are read). Each ephemeral node is classified by its name and data:
+//! the tree (at most [`SCAN`] nodes and [`DATA_BUDGET`] bytes of data are read). Each ephemeral node
+//! is classified by its name and data:
 //!
 //! - an **election candidate** if its name ends in a 10-digit sequence (`_c_<uuid>-latch-0000000003`,
 //!   Curator's `LeaderLatch`, our `LeaderElection`, locks); the lowest sequence under a parent leads
@@ -31,7 +32,11 @@ use std::sync::Arc;
 pub const SCAN: usize = 50_000;
 
 /// Bytes of a node's data read at most (longer data is cut and not parsed as JSON).
-pub const DATA_MAX: usize = 8 * 1024;
+pub const DATA_MAX: usize = 4 * 1024;
+
+/// Bytes of data read at most for one answer (the scan stops there), so that the answer's memory and
+/// the time the tree stays locked are bounded whatever the nodes hold.
+pub const DATA_BUDGET: usize = 16 * 1024 * 1024;
 
 /// The `prefix` parameter.
 #[derive(Debug, Deserialize)]
@@ -50,12 +55,12 @@ struct Eph {
     ctime: i64,
 }
 
-/// Whether the scan stopped at [`SCAN`].
+/// How much the scan read.
 #[derive(Debug, Serialize)]
 pub struct Scan {
     /// Ephemeral nodes read.
     pub scanned: usize,
-    /// Whether there were more than [`SCAN`] (the views are then partial).
+    /// Whether it stopped at [`SCAN`] nodes or [`DATA_BUDGET`] bytes (the views are then partial).
     pub truncated: bool,
 }
 
@@ -66,6 +71,7 @@ fn scan(api: &ApiCtx, prefix: Option<&str>) -> (Vec<Eph>, Scan) {
     let db = api.admin.node.shared.db.lock();
     let mut out = Vec::new();
     let mut truncated = false;
+    let mut bytes = 0usize;
     'all: for (session, s) in db.state.sessions() {
         for path in s.ephemerals.iter() {
             if !under(path) {
@@ -78,11 +84,17 @@ fn scan(api: &ApiCtx, prefix: Option<&str>) -> (Vec<Eph>, Scan) {
             let Some(node) = db.state.node(path) else {
                 continue;
             };
+            let len = node.data.len().min(DATA_MAX);
+            if bytes + len > DATA_BUDGET {
+                truncated = true;
+                break 'all;
+            }
+            bytes += len;
             let (parent, name) = roster_state::path::split(path).unwrap_or(("/", path));
             out.push(Eph {
                 parent: parent.to_string(),
                 name: name.to_string(),
-                data: node.data[..node.data.len().min(DATA_MAX)].to_vec(),
+                data: node.data[..len].to_vec(),
                 session,
                 czxid: node.czxid,
                 ctime: node.ctime,
