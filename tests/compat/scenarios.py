@@ -44,6 +44,7 @@ from kazoo.retry import KazooRetry
 from kazoo.security import ACL as KACL
 from kazoo.security import Id, Permissions, make_digest_acl
 
+import malformed
 import rawzk
 from servers import HOST, four_letter
 
@@ -419,8 +420,7 @@ def crud_and_errors(zk):
     t.do("stat base", c.exists, b)
     r = zk.raw()
     t.do("raw create null data", r.create, f"{b}/null", None)
-    # Roster stores null data as empty data (docs/compatibility.md): compare the stat only.
-    t.do("raw get null data (stat)", lambda: r.get(f"{b}/null")[1])
+    t.do("raw get null data", r.get, f"{b}/null")
     t.do("raw create empty acl list -> InvalidACL", r.create, f"{b}/noacl", b"", [])
     # path validation on create: the server must reject malformed paths.
     # (Not tested: '/a//b', '/a/./b', '/a/../b' -- ZooKeeper looks the parent
@@ -1313,4 +1313,64 @@ def four_letter_words(zk):
         "mntr values that must match",
         {k: mntr.get(k) for k in ("zk_server_state", "zk_znode_count", "zk_ephemerals_count", "zk_watch_count", "zk_num_alive_connections", "zk_outstanding_requests")},
     )
+    return t.result()
+
+
+@scenario
+def null_data(zk):
+    """Null data (buffer length -1) is kept apart from empty data: create and
+    setData with null read back null (dataLength 0) through kazoo, getData,
+    getChildren2, multiRead, a multi, and watches."""
+    t = trace_for(zk)
+    c = zk()
+    b = zk.base
+    t.do("create base", c.create, b)
+    t.do("kazoo create None", c.create, f"{b}/n", None)
+    t.do("kazoo get None", c.get, f"{b}/n")
+    t.do("kazoo create b''", c.create, f"{b}/e", b"")
+    t.do("kazoo get b''", c.get, f"{b}/e")
+    w = Watcher(c)
+    t.do("get e with a data watch", c.get, f"{b}/e", watch=w)
+    t.do("kazoo set e None", c.set, f"{b}/e", None)
+    t.events("data watch fired by set None", w)
+    t.do("kazoo get e after set None", c.get, f"{b}/e")
+    t.do("kazoo set n b''", c.set, f"{b}/n", b"")
+    t.do("kazoo get n after set b''", c.get, f"{b}/n")
+    t.do("kazoo set n None again", c.set, f"{b}/n", None)
+    r = zk.raw()
+    t.do("raw get n", r.get, f"{b}/n")
+    t.do("raw get e", r.get, f"{b}/e")
+    t.do("raw multiRead null and empty", r.multi_read, [("get", f"{b}/n"), ("get", f"{b}/e"), ("children", b)])
+    t.do("raw create2 null", r.create_with_opcode, rawzk.OP_CREATE2, f"{b}/c2", None)
+    t.do("raw get c2", r.get, f"{b}/c2")
+    t.do("raw container null", r.create_container, f"{b}/cont", None)
+    t.do("raw get container", r.get, f"{b}/cont")
+    t.do("raw ttl null", r.create_ttl, f"{b}/ttl", 60000, None)
+    t.do("raw get ttl", r.get, f"{b}/ttl")
+    # kazoo's transactions refuse None (TypeError): a raw multi.
+    t.do("raw multi create and set null", r.multi, [("create", f"{b}/tx", None, 0), ("set", f"{b}/c2", None, -1)])
+    t.do("kazoo get tx", c.get, f"{b}/tx")
+    t.do("kazoo children with data", sorted_children, c, b, include_data=True)
+    return t.result()
+
+
+# opcodes left out of malformed_requests: deliberate differences (docs/compatibility.md).
+# -10 createSession after the handshake: ZooKeeper answers a ConnectResponse-shaped frame
+# (xid 0) in place of a reply, Roster MarshallingError; 20 deleteContainer: internal, refused.
+MALFORMED_SKIP = {-10, 20}
+
+
+@scenario
+def malformed_requests(zk):
+    """After a valid handshake, every opcode -20..200 with a garbage body, and
+    with a valid body followed by trailing bytes: the reply's error code, or
+    the connection closing (malformed.py)."""
+    t = trace_for(zk)
+    c = zk.raw()
+    t.do("create base", c.create, zk.base)
+    for op, kind, answer in malformed.probe_all(zk.port, zk.base):
+        if op not in MALFORMED_SKIP:
+            t.rec(f"op {op} {kind}", answer)
+    t.do("base after the probes", c.exists, zk.base)
+    t.do("children of base after the probes", raw_children, c, zk.base)
     return t.result()

@@ -162,3 +162,106 @@ def test_zkcli(side, request):
         if problems:
             failures.append(f"zkCli {' '.join(args)}:\n    " + "\n    ".join(problems))
     assert not failures, f"{len(failures)} zkCli step(s) failed against {server.name}:\n" + "\n".join(failures)
+
+
+# ---------------------------------------------------------------- one interactive session
+# Every zkCli command that makes sense against a standalone server, typed into one zkCli
+# session (stdin), against both servers; the outputs must be equal once masked.  Left out
+# (deliberate differences, docs/compatibility.md): `config` and `reconfig` (Roster's
+# /zookeeper/config always holds its membership, reconfig is enabled), and the usage line
+# of `listquota` (Roster does not track quota usage: the masked "Output stat" line).
+INTERACTIVE = [
+    "create /i x",
+    "create -e /i/eph e",
+    "create -s /i/s- s",
+    "create -c /i/cont",
+    "create -t 600000 /i/ttl",
+    "get -s /i",
+    "get -w /i",
+    "set -s /i y",
+    "ls -w /i",
+    "create /i/c",
+    "stat -w /i",
+    "delete -v 0 /i/c",
+    "addWatch /i",
+    "set /i z",
+    "addWatch -m PERSISTENT /i/p",
+    "create /i/p",
+    "printwatches off",
+    "set /i/p quiet",
+    "printwatches on",
+    "removewatches /i -a",
+    "removewatches /i/p -d",
+    "getAcl -s /i",
+    "setAcl -s /i world:anyone:cdrwa",
+    "setAcl -v 7 /i world:anyone:cdrwa",
+    "addauth digest u:p",
+    "whoami",
+    "create /i/auth a auth::cdrwa",
+    "getAcl /i/auth",
+    "getAllChildrenNumber /i",
+    "getEphemerals /i",
+    "ls -R /i",
+    "ls -s /i",
+    "sync /i",
+    "setquota -n 5 /i",
+    "listquota /i",
+    "delquota /i",
+    "listquota /i",
+    "version",
+    "history",
+    "redo 1",
+    "deleteall /i",
+    "ls /",
+    "close",
+    "connect {hostport}",
+    "ls /",
+    "quit",
+]
+
+_CLI_MASKS = [
+    (re.compile(DATE), "DATE"),
+    (re.compile(HEX), "0xH"),
+    (re.compile(r"^Output stat for (\S+) .*$"), r"Output stat for \1 (masked: usage not tracked by Roster)"),
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
+    (re.compile(r"digest,'u:\S+"), "digest,'u:HASH"),
+    # zkCli compares the new quota with the usage ZooKeeper tracks (Roster tracks none)
+    (re.compile(r"^\[Warning\]: the count quota you create is less than the existing count:\d+$"), ""),
+]
+
+
+def _interactive(hostport: str) -> tuple[list, list]:
+    """(output lines in order, sorted watch events) of one zkCli session."""
+    env = dict(os.environ, TZ="UTC", CLIENT_JVMFLAGS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m")
+    script = "".join(c.format(hostport=hostport) + "\n" for c in INTERACTIVE)
+    p = subprocess.run([str(ZK_CLI), "-server", hostport], input=script, capture_output=True,
+                       text=True, env=env, timeout=90, start_new_session=True)
+    lines, events = [], []
+    for line in (p.stdout + p.stderr).splitlines():
+        if not line.strip() or line.startswith(("SLF4J", "WATCHER::")) or re.match(r"^\d+ \[", line):
+            continue
+        for rx, to in _CLI_MASKS:
+            line = rx.sub(to, line)
+        if not line:
+            continue
+        (events if line.startswith("WatchedEvent") else lines).append(line)
+    return lines, sorted(events)
+
+
+def test_zkcli_every_command_in_one_session(reference_server, sut_server):
+    if not ZK_CLI.exists():
+        pytest.fail(f"{ZK_CLI} is missing: install Debian's zookeeper package (scripts/test does)")
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(2) as ex:
+        ref_f = ex.submit(_interactive, reference_server.hostport)
+        got_f = ex.submit(_interactive, sut_server.hostport)
+        (ref, ref_ev), (got, got_ev) = ref_f.result(), got_f.result()
+    import difflib
+
+    diff = "\n".join(difflib.unified_diff(ref, got, "zookeeper", sut_server.name, lineterm="", n=2))
+    assert ref == got, f"zkCli output differs:\n{diff}"
+    assert ref_ev == got_ev, f"zkCli watch events differ:\nzookeeper {ref_ev}\n{sut_server.name} {got_ev}"
+    # The session did what the commands say on the reference (the comparison means something).
+    assert "Created /i/s-0000000001" in ref and "ZooKeeper CLI version" in " ".join(ref), ref
+    assert any("NodeDataChanged path:/i" in e for e in ref_ev), ref_ev

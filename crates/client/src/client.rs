@@ -227,6 +227,16 @@ impl Client {
 
     /// Creates a node and returns its path (with the sequential suffix, if any).
     pub async fn create(&self, path: &str, data: &[u8], options: &CreateOptions) -> Result<String> {
+        self.create_nullable(path, Some(data), options).await
+    }
+
+    /// Like [`Client::create`]; `None` creates the node with null data.
+    pub async fn create_nullable(
+        &self,
+        path: &str,
+        data: Option<&[u8]>,
+        options: &CreateOptions,
+    ) -> Result<String> {
         let request = self.create_request(path, data, options, false)?;
         match self.call(request, Effect::None).await? {
             Response::Create(r) => Ok(self.client_path(&r.path)),
@@ -243,7 +253,7 @@ impl Client {
         data: &[u8],
         options: &CreateOptions,
     ) -> Result<(String, Stat)> {
-        let request = self.create_request(path, data, options, true)?;
+        let request = self.create_request(path, Some(data), options, true)?;
         match self.call(request, Effect::None).await? {
             Response::Create2(r) => Ok((self.client_path(&r.path), r.stat)),
             other => Err(unexpected(other)),
@@ -291,8 +301,15 @@ impl Client {
         Ok((stat, Watch::new(rx)))
     }
 
-    /// The node's data and stat.
+    /// The node's data and stat. Null data (see [`Client::get_data_nullable`]) reads as empty.
     pub async fn get_data(&self, path: &str) -> Result<(Bytes, Stat)> {
+        let (data, stat) = self.get_data_nullable(path).await?;
+        Ok((data.unwrap_or_default(), stat))
+    }
+
+    /// The node's data and stat, `None` when the node holds null data (created or set with a null
+    /// buffer, which ZooKeeper keeps apart from empty data; its stat's `data_length` is 0).
+    pub async fn get_data_nullable(&self, path: &str) -> Result<(Option<Bytes>, Stat)> {
         let path = self.server_path(path)?;
         match self
             .call(
@@ -317,17 +334,27 @@ impl Client {
             )
             .await?
         {
-            Response::GetData(r) => Ok((r.data, r.stat, Watch::new(rx))),
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat, Watch::new(rx))),
             other => Err(unexpected(other)),
         }
     }
 
     /// Sets the node's data if its version matches (`None`: any version); returns the new stat.
     pub async fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
+        self.set_data_nullable(path, Some(data), version).await
+    }
+
+    /// Like [`Client::set_data`]; `None` sets null data.
+    pub async fn set_data_nullable(
+        &self,
+        path: &str,
+        data: Option<&[u8]>,
+        version: Option<i32>,
+    ) -> Result<Stat> {
         let path = self.server_path(path)?;
         let request = Request::SetData(SetDataRequest {
             path,
-            data: Bytes::copy_from_slice(data),
+            data: data.map(Bytes::copy_from_slice),
             version: crate::ops::version(version),
         });
         match self.call(request, Effect::None).await? {
@@ -504,7 +531,10 @@ impl Client {
         results
             .into_iter()
             .map(|r| match r {
-                MultiResult::GetData(data, stat) => Ok(ReadResult::Data { data, stat }),
+                MultiResult::GetData(data, stat) => Ok(ReadResult::Data {
+                    data: data.unwrap_or_default(),
+                    stat,
+                }),
                 MultiResult::GetChildren(children) => Ok(ReadResult::Children(children)),
                 MultiResult::Error(code) => Ok(ReadResult::Error(code)),
                 _ => Err(Error::Code(ErrorCode::MarshallingError)),
@@ -651,7 +681,7 @@ impl Client {
             cur_config_id: from_config.unwrap_or(-1),
         });
         match self.call(request, Effect::None).await? {
-            Response::GetData(r) => Ok((r.data, r.stat)),
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
             other => Err(unexpected(other)),
         }
     }
@@ -689,7 +719,7 @@ impl Client {
     fn create_request(
         &self,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         options: &CreateOptions,
         stat: bool,
     ) -> Result<Request> {
@@ -700,7 +730,7 @@ impl Client {
             return Err(Error::Code(ErrorCode::InvalidAcl));
         }
         let path = self.inner.chroot.to_server(path);
-        let data = Bytes::copy_from_slice(data);
+        let data = data.map(Bytes::copy_from_slice);
         let acl = options.acl.clone();
         let flags = mode.code();
         Ok(match (mode.is_ttl(), options.ttl) {
@@ -744,7 +774,7 @@ impl Client {
                 path,
                 data,
                 options,
-            } => self.create_request(path, data, options, false)?,
+            } => self.create_request(path, Some(data), options, false)?,
             Op::Delete { path, version: v } => Request::Delete(DeleteRequest {
                 path: self.server_path(path)?,
                 version: version(*v),
@@ -755,7 +785,7 @@ impl Client {
                 version: v,
             } => Request::SetData(SetDataRequest {
                 path: self.server_path(path)?,
-                data: data.clone(),
+                data: Some(data.clone()),
                 version: version(*v),
             }),
             Op::Check { path, version: v } => Request::Check(CheckVersionRequest {

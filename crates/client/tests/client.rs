@@ -202,6 +202,37 @@ async fn crud_versions_and_errors() {
 }
 
 #[tokio::test]
+async fn null_data_is_kept_apart_from_empty_data() {
+    each_target(
+        "null_data_is_kept_apart_from_empty_data",
+        |server| async move {
+            let c = connect(server).await;
+            let root = unique_root("null");
+            let opts = CreateOptions::default();
+            c.create(&root, b"", &opts).await.unwrap();
+            let (n, e) = (format!("{root}/n"), format!("{root}/e"));
+            c.create_nullable(&n, None, &opts).await.unwrap();
+            c.create_nullable(&e, Some(b""), &opts).await.unwrap();
+            let (data, stat) = c.get_data_nullable(&n).await.unwrap();
+            assert_eq!((data, stat.data_length), (None, 0));
+            assert_eq!(c.get_data_nullable(&e).await.unwrap().0, Some(Bytes::new()));
+            // get_data reads null as empty.
+            assert_eq!(c.get_data(&n).await.unwrap().0, Bytes::new());
+            let st = c.set_data_nullable(&e, None, Some(0)).await.unwrap();
+            assert_eq!((st.version, st.data_length), (1, 0));
+            assert_eq!(c.get_data_nullable(&e).await.unwrap().0, None);
+            c.set_data_nullable(&n, Some(b"x"), None).await.unwrap();
+            assert_eq!(
+                c.get_data_nullable(&n).await.unwrap().0,
+                Some(Bytes::from_static(b"x"))
+            );
+            c.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn acls_and_digest_auth() {
     each_target("acls_and_digest_auth", |server| async move {
         let alice = connect(server).await;

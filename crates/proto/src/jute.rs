@@ -7,7 +7,7 @@
 //! left before anything is allocated, so a hostile length prefix cannot make us allocate gigabytes.
 //!
 //! Left out: jute maps, floats and doubles (the client protocol uses none of them). Null strings, buffers
-//! and vectors decode as empty values; Roster stores no null data (see docs/compatibility.md).
+//! and vectors decode as empty values, except node data, an `Option<Bytes>` whose `None` is null.
 
 use bytes::{BufMut, Bytes};
 
@@ -140,6 +140,22 @@ impl Jute for Bytes {
     }
 }
 
+/// Node data: `None` is the null buffer (length -1), which ZooKeeper keeps apart from an empty one.
+impl Jute for Option<Bytes> {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        match self {
+            Some(b) => b.encode(out),
+            None => out.put_i32(-1),
+        }
+    }
+    fn decode(buf: &mut &[u8]) -> Result<Self, DecodeError> {
+        Ok(read_len(buf, "buffer length")?
+            .map(|n| take(buf, n, "buffer"))
+            .transpose()?
+            .map(Bytes::copy_from_slice))
+    }
+}
+
 impl<T: Jute> Jute for Vec<T> {
     fn encode<B: BufMut>(&self, out: &mut B) {
         out.put_i32(self.len() as i32);
@@ -148,10 +164,14 @@ impl<T: Jute> Jute for Vec<T> {
         }
     }
     fn decode(buf: &mut &[u8]) -> Result<Self, DecodeError> {
-        // Every element takes at least one byte, so a count past the bytes left is malformed.
-        match read_len(buf, "vector length")? {
-            None => Ok(Vec::new()),
-            Some(n) => {
+        // A negative count is an empty vector, as in ZooKeeper's generated readers (`BinaryIndex`
+        // is done at once when its count is not positive). Every element takes at least one byte,
+        // so a count past the bytes left is malformed.
+        let n = i32::decode(buf)?;
+        match usize::try_from(n) {
+            Err(_) => Ok(Vec::new()),
+            Ok(n) if n > buf.len() => Err(DecodeError::Malformed("vector length")),
+            Ok(n) => {
                 let mut v = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
                     v.push(T::decode(buf)?);

@@ -8,6 +8,7 @@
 //! - [`records`]: every record of `zookeeper.jute` (Stat, ACL, the request and response records).
 //! - [`connect`]: the handshake, whose trailing `readOnly` byte is optional.
 //! - [`request`] / [`response`]: [`Request`] decoded by opcode, [`Response`] and multi results.
+//! - [`data`]: null node data, and the serde layout that keeps old Raft log entries readable.
 //! - [`frame`]: length-prefixed frames and four-letter-word detection.
 //! - [`op_code`] / [`error_code`]: the protocol's enumerations, and which opcodes a multi may hold.
 //! - [`digest()`]: the `digest` auth scheme's identity of `user:password`.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod data;
 mod digest;
 pub mod error_code;
 pub mod frame;

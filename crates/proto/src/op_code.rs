@@ -200,6 +200,19 @@ impl OpCode {
     pub fn allowed_in_multi_read(self) -> bool {
         matches!(self, OpCode::GetChildren | OpCode::GetData)
     }
+
+    /// The opcode of a request header: any known opcode but notification (0) and error (-1), which
+    /// only appear in replies. ZooKeeper's `Request.isValid` refuses those two like an unknown
+    /// opcode: it answers `Unimplemented` and closes the connection.
+    pub fn of_request(v: i32) -> Result<OpCode, DecodeError> {
+        match OpCode::from_i32(v)? {
+            OpCode::Notification | OpCode::Error => Err(DecodeError::Unknown {
+                what: "request opcode",
+                value: v,
+            }),
+            op => Ok(op),
+        }
+    }
 }
 
 impl CreateMode {

@@ -136,8 +136,9 @@ jute_record! {
     pub struct SetDataRequest {
         /// The node's path.
         pub path: String,
-        /// The node's data.
-        pub data: Bytes,
+        /// The node's data; `None` is null (length -1 on the wire), kept apart from empty.
+        #[serde(with = "crate::data::serde_compat")]
+        pub data: Option<Bytes>,
         /// The expected version; -1 matches any.
         pub version: i32,
     }
@@ -181,8 +182,9 @@ jute_record! {
     pub struct CreateRequest {
         /// The node's path.
         pub path: String,
-        /// The node's data.
-        pub data: Bytes,
+        /// The node's data; `None` is null (length -1 on the wire), kept apart from empty.
+        #[serde(with = "crate::data::serde_compat")]
+        pub data: Option<Bytes>,
         /// The ACL list.
         pub acl: Vec<Acl>,
         /// The create mode ([`crate::CreateMode`]).
@@ -194,8 +196,9 @@ jute_record! {
     pub struct CreateTtlRequest {
         /// The node's path.
         pub path: String,
-        /// The node's data.
-        pub data: Bytes,
+        /// The node's data; `None` is null (length -1 on the wire), kept apart from empty.
+        #[serde(with = "crate::data::serde_compat")]
+        pub data: Option<Bytes>,
         /// The ACL list.
         pub acl: Vec<Acl>,
         /// The create mode ([`crate::CreateMode`]).
@@ -348,8 +351,8 @@ jute_record! {
 jute_record! {
     /// getData reply.
     pub struct GetDataResponse {
-        /// The node's data.
-        pub data: Bytes,
+        /// The node's data; `None` is null (length -1 on the wire), kept apart from empty.
+        pub data: Option<Bytes>,
         /// The node's metadata.
         pub stat: Stat,
     }

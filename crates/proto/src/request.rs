@@ -183,14 +183,11 @@ impl Request {
         })
     }
 
-    /// Decodes a request body of the given opcode; the body must be consumed exactly.
+    /// Decodes a request body of the given opcode. Bytes after the record are ignored, as ZooKeeper
+    /// reads what it needs from a request and never looks at the rest.
     pub fn decode(op: OpCode, body: &[u8]) -> Result<Request, DecodeError> {
         let mut buf = body;
-        let req = Self::decode_from(op, &mut buf)?;
-        if !buf.is_empty() {
-            return Err(DecodeError::Trailing(buf.len()));
-        }
-        Ok(req)
+        Self::decode_from(op, &mut buf)
     }
 
     fn decode_from(op: OpCode, buf: &mut &[u8]) -> Result<Request, DecodeError> {

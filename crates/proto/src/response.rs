@@ -56,8 +56,8 @@ pub enum MultiResult {
     SetData(Stat),
     /// check.
     Check,
-    /// getData (multiRead).
-    GetData(Bytes, Stat),
+    /// getData (multiRead): data (`None` is null) and stat.
+    GetData(Option<Bytes>, Stat),
     /// getChildren (multiRead).
     GetChildren(Vec<String>),
     /// A failed op, or (code 0) an op rolled back because another failed.

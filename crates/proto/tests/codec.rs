@@ -89,7 +89,7 @@ fn records_roundtrip() {
     });
     roundtrip(SetDataRequest {
         path: "/a".into(),
-        data: data.clone(),
+        data: Some(data.clone()),
         version: -1,
     });
     roundtrip(ReconfigRequest {
@@ -107,13 +107,13 @@ fn records_roundtrip() {
     });
     roundtrip(CreateRequest {
         path: "/a".into(),
-        data: data.clone(),
+        data: Some(data.clone()),
         acl: acl(),
         flags: 3,
     });
     roundtrip(CreateTtlRequest {
         path: "/a".into(),
-        data: data.clone(),
+        data: Some(data.clone()),
         acl: acl(),
         flags: 5,
         ttl: 1000,
@@ -167,7 +167,7 @@ fn records_roundtrip() {
     });
     roundtrip(ExistsResponse { stat: stat(4) });
     roundtrip(GetDataResponse {
-        data: data.clone(),
+        data: Some(data.clone()),
         stat: stat(5),
     });
     roundtrip(GetChildrenResponse {
@@ -273,7 +273,7 @@ fn golden_get_data_frame() {
 fn all_requests() -> Vec<Request> {
     let create = CreateRequest {
         path: "/c".into(),
-        data: Bytes::from_static(b"d"),
+        data: Some(Bytes::from_static(b"d")),
         acl: acl(),
         flags: 0,
     };
@@ -286,7 +286,7 @@ fn all_requests() -> Vec<Request> {
         }),
         Request::CreateTtl(CreateTtlRequest {
             path: "/t".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: acl(),
             flags: 5,
             ttl: 10,
@@ -305,7 +305,7 @@ fn all_requests() -> Vec<Request> {
         }),
         Request::SetData(SetDataRequest {
             path: "/c".into(),
-            data: Bytes::from_static(b"x"),
+            data: Some(Bytes::from_static(b"x")),
             version: 1,
         }),
         Request::GetAcl(GetAclRequest { path: "/c".into() }),
@@ -330,7 +330,7 @@ fn all_requests() -> Vec<Request> {
             Request::Create(create.clone()),
             Request::SetData(SetDataRequest {
                 path: "/c".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 version: -1,
             }),
             Request::Check(CheckVersionRequest {
@@ -415,11 +415,9 @@ fn requests_roundtrip_by_opcode_and_frames_need_every_byte() {
             .unwrap();
         assert_eq!(used, frame.len());
         assert!(matches!(f, Frame::Packet(p) if p.len() == frame.len() - 4));
-        // Trailing bytes after a body are refused.
-        body.push(0);
-        if !matches!(req, Request::Multi(_) | Request::MultiRead(_)) {
-            assert!(Request::decode(req.op_code(), &body).is_err());
-        }
+        // Trailing bytes after a body are ignored, as ZooKeeper ignores them.
+        body.extend_from_slice(&[0, 1, 0xff]);
+        assert_eq!(Request::decode(req.op_code(), &body).unwrap(), req);
     }
 }
 
@@ -501,7 +499,7 @@ fn responses_roundtrip() {
         (
             OpCode::GetData,
             Response::GetData(GetDataResponse {
-                data: Bytes::from_static(b"x"),
+                data: Some(Bytes::from_static(b"x")),
                 stat: stat(3),
             }),
         ),
@@ -569,7 +567,7 @@ fn responses_roundtrip() {
         (
             OpCode::MultiRead,
             Response::Multi(vec![
-                MultiResult::GetData(Bytes::from_static(b"v"), stat(8)),
+                MultiResult::GetData(Some(Bytes::from_static(b"v")), stat(8)),
                 MultiResult::GetChildren(vec!["x".into()]),
                 MultiResult::Error(ErrorCode::NoNode),
             ]),
@@ -630,8 +628,61 @@ proptest! {
 
     #[test]
     fn strings_and_buffers_roundtrip(s in ".{0,40}", d in proptest::collection::vec(any::<u8>(), 0..100), v in any::<i32>()) {
-        let r = SetDataRequest { path: s, data: Bytes::from(d), version: v };
+        let r = SetDataRequest { path: s, data: Some(Bytes::from(d)), version: v };
         let bytes = jute::to_vec(&r);
         prop_assert_eq!(decode_exact::<SetDataRequest>(&bytes).unwrap(), r);
     }
+}
+
+#[test]
+fn null_data_is_length_minus_one_and_stays_apart_from_empty() {
+    // getData reply of a null node: data length -1, then the Stat (ZooKeeper's GetDataResponse).
+    let null = GetDataResponse {
+        data: None,
+        stat: stat(1),
+    };
+    let bytes = jute::to_vec(&null);
+    assert_eq!(&bytes[..4], &[0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(bytes.len(), 4 + jute::to_vec(&stat(1)).len());
+    assert_eq!(decode_exact::<GetDataResponse>(&bytes).unwrap(), null);
+    let empty = GetDataResponse {
+        data: Some(Bytes::new()),
+        stat: stat(1),
+    };
+    assert_eq!(&jute::to_vec(&empty)[..4], &[0, 0, 0, 0]);
+    assert_eq!(
+        decode_exact::<GetDataResponse>(&jute::to_vec(&empty)).unwrap(),
+        empty
+    );
+    // A create and a setData with a null buffer decode as null.
+    let create = [
+        &[0, 0, 0, 2, b'/', b'n'][..],
+        &[0xff, 0xff, 0xff, 0xff],
+        &[0, 0, 0, 0],
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    match Request::decode(OpCode::Create, &create).unwrap() {
+        Request::Create(c) => assert_eq!((c.path.as_str(), c.data), ("/n", None)),
+        r => panic!("{r:?}"),
+    }
+    let set = [&[0, 0, 0, 2, b'/', b'n'][..], &[0xff; 4], &[0, 0, 0, 3]].concat();
+    match Request::decode(OpCode::SetData, &set).unwrap() {
+        Request::SetData(s) => assert_eq!((s.data, s.version), (None, 3)),
+        r => panic!("{r:?}"),
+    }
+    // Inside a multiRead reply too.
+    let multi = Response::Multi(vec![MultiResult::GetData(None, stat(2))]);
+    let mut out = Vec::new();
+    multi.encode(&mut out);
+    assert_eq!(&out[9..13], &[0xff; 4]);
+    assert_eq!(Response::decode(OpCode::MultiRead, &out).unwrap(), multi);
+    // Other negative lengths stay malformed.
+    let bad = [
+        &[0, 0, 0, 2, b'/', b'n'][..],
+        &[0xff, 0xff, 0xff, 0xfe],
+        &[0, 0, 0, 3],
+    ]
+    .concat();
+    assert!(Request::decode(OpCode::SetData, &bad).is_err());
 }

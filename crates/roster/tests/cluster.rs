@@ -166,7 +166,7 @@ fn leader_kill9_under_load_loses_no_acknowledged_write_and_replicas_agree() {
                     let data = format!("{t}:{k}").into_bytes();
                     let req = Request::Create(CreateRequest {
                         path: path.clone(),
-                        data: Bytes::from(data.clone()),
+                        data: Some(Bytes::from(data.clone())),
                         acl: Acl::open_unsafe(),
                         flags: 0,
                     });
@@ -485,7 +485,7 @@ fn on_a_follower_pipelined_requests_keep_their_order_and_watch_events_precede_re
         let p = format!("/p/n{i:02}");
         let xid = cl.send(&Request::Create(CreateRequest {
             path: p.clone(),
-            data: Bytes::from(p.clone().into_bytes()),
+            data: Some(Bytes::from(p.clone().into_bytes())),
             acl: Acl::open_unsafe(),
             flags: 0,
         }));
@@ -800,4 +800,21 @@ fn leave_on_shutdown_takes_a_gracefully_stopped_node_out_of_the_cluster() {
     let mut cl = connect_retry(b.addr, 10_000, Duration::from_secs(10));
     assert_eq!(cl.create("/after-leave", b"", 0).err, 0);
     drop(c);
+}
+
+#[test]
+fn joining_nodes_get_the_next_small_ids_and_keep_them_across_restarts() {
+    let _serial = serial();
+    let (a, mut b, c) = three();
+    let mut ids: Vec<u64> = [&a, &b, &c].iter().map(|n| node_id(n)).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3], "ids a person can read and type");
+    let before = node_id(&b);
+    b.restart();
+    wait_formed(&[&a, &b, &c], 3, 0);
+    assert_eq!(node_id(&b), before, "a restarted node keeps its id");
+    let status = peer_status(a.peer).unwrap();
+    let mut members: Vec<u64> = status.members.iter().map(|m| m.node_id).collect();
+    members.sort_unstable();
+    assert_eq!(members, vec![1, 2, 3]);
 }

@@ -262,7 +262,7 @@ fn try_create(c: &mut Raw, path: &str, data: &[u8], flags: i32) -> std::io::Resu
     use std::io::Write;
     let req = Request::Create(CreateRequest {
         path: path.into(),
-        data: Bytes::copy_from_slice(data),
+        data: Some(Bytes::copy_from_slice(data)),
         acl: Acl::open_unsafe(),
         flags,
     });
@@ -719,7 +719,7 @@ fn a_write_forwarded_to_a_cut_off_leader_closes_its_connection_in_order_once_a_n
     });
     let set_xid = client.send(&Request::SetData(SetDataRequest {
         path: "/k".into(),
-        data: Bytes::from_static(b"1"),
+        data: Some(Bytes::from_static(b"1")),
         version: -1,
     }));
     let get_xid = client.send(&Request::GetData(GetDataRequest {

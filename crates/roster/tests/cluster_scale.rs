@@ -206,7 +206,7 @@ impl Writers {
                             k += 1;
                             let xid = c.send(&Request::Create(CreateRequest {
                                 path: path.clone(),
-                                data: Bytes::from(data.clone()),
+                                data: Some(Bytes::from(data.clone())),
                                 acl: Acl::open_unsafe(),
                                 flags: 0,
                             }));

@@ -51,7 +51,7 @@ fn basic_operations_and_stat_bookkeeping() {
     // Ephemeral owner is the session.
     let e = c.call(Request::Create2(CreateRequest {
         path: "/a/e".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: Acl::open_unsafe(),
         flags: CreateMode::Ephemeral.code(),
     }));
@@ -119,7 +119,7 @@ fn pipelined_requests_are_answered_in_order_and_reads_see_earlier_writes() {
         sent.push((
             c.send(&Request::Create(CreateRequest {
                 path: path.clone(),
-                data: Bytes::from(format!("{i}")),
+                data: Some(Bytes::from(format!("{i}"))),
                 acl: Acl::open_unsafe(),
                 flags: 0,
             })),
@@ -247,7 +247,7 @@ fn kill9_under_concurrent_writes_loses_no_acknowledged_write() {
                 let data = format!("{t}:{n}").into_bytes();
                 let xid = c.send(&Request::Create(CreateRequest {
                     path: path.clone(),
-                    data: Bytes::from(data.clone()),
+                    data: Some(Bytes::from(data.clone())),
                     acl: Acl::open_unsafe(),
                     flags: 0,
                 }));
@@ -365,6 +365,45 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
         ErrorCode::MarshallingError.code()
     );
     assert_eq!(c.exists("/", false).err, OK);
+    // As ZooKeeper 3.8: bytes after a record are ignored (the request is answered as without them),
+    // opcodes 0 and -1 (reply-only) are Unimplemented and close, and an auth packet that does not
+    // decode closes the connection without a reply.
+    let request = |op: i32, body: &[u8]| {
+        let mut frame = bytes::BytesMut::new();
+        write_frame(&mut frame, |b| {
+            RequestHeader {
+                xid: 7,
+                op_type: op,
+            }
+            .encode(b);
+            b.extend_from_slice(body);
+        });
+        frame
+    };
+    let mut body = Vec::new();
+    GetDataRequest {
+        path: "/".into(),
+        watch: false,
+    }
+    .encode(&mut body);
+    body.extend_from_slice(&[1, 2, 3]);
+    c.send_bytes(&request(OpCode::GetData.code(), &body))
+        .unwrap();
+    assert_eq!(c.recv(OpCode::GetData).unwrap().err, OK);
+    for op in [0, -1] {
+        let mut c = Raw::connect(srv.addr, 10_000);
+        c.send_bytes(&request(op, &[9; 8])).unwrap();
+        let r = c.recv(OpCode::Ping).unwrap();
+        assert_eq!(r.err, ErrorCode::Unimplemented.code(), "opcode {op}");
+        assert!(c.recv(OpCode::Ping).is_err(), "opcode {op} must close");
+    }
+    let mut a = Raw::connect(srv.addr, 10_000);
+    a.send_bytes(&request(OpCode::Auth.code(), &[0, 0, 0, 0, 0x7f, 0, 0, 0]))
+        .unwrap();
+    assert!(
+        a.recv(OpCode::Auth).is_err(),
+        "a garbage auth packet closes"
+    );
     // Invalid paths and ACLs. ZooKeeper looks up the parent before validating the whole path, so a
     // missing parent answers NoNode; these all have an existing parent.
     assert_eq!(c.create("/a", b"", 0).err, OK);
@@ -378,14 +417,14 @@ fn bad_input_gets_an_error_or_a_close_and_harms_nobody() {
     }
     let r = c.call(Request::Create(CreateRequest {
         path: "/acl".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: vec![],
         flags: 0,
     }));
     assert_eq!(r.err, ErrorCode::InvalidAcl.code());
     let r = c.call(Request::Create(CreateRequest {
         path: "/acl".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: vec![Acl {
             perms: 31,
             id: Id::new("nosuchscheme", "x"),
@@ -539,7 +578,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     for i in 1..=200 {
         let set = SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from(format!("{i}")),
+            data: Some(Bytes::from(format!("{i}"))),
             version: -1,
         };
         sent.push((c.send(&Request::SetData(set)), OpCode::SetData, i));
@@ -572,7 +611,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     for round in 0..50 {
         let w1 = c.send(&Request::SetData(SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from("a"),
+            data: Some(Bytes::from("a")),
             version: -1,
         }));
         let r1 = c.send(&Request::GetData(GetDataRequest {
@@ -581,7 +620,7 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
         }));
         let w2 = c.send(&Request::SetData(SetDataRequest {
             path: "/k".into(),
-            data: Bytes::from("b"),
+            data: Some(Bytes::from("b")),
             version: -1,
         }));
         assert_eq!(c.recv(OpCode::SetData).unwrap().xid, w1);
@@ -621,7 +660,7 @@ fn linearizable_reads_setting_puts_every_read_behind_a_barrier() {
     for i in 0..50 {
         let set = SetDataRequest {
             path: "/lin".into(),
-            data: Bytes::from(format!("p{i}")),
+            data: Some(Bytes::from(format!("p{i}"))),
             version: -1,
         };
         sent.push((a.send(&Request::SetData(set)), OpCode::SetData, i));

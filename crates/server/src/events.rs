@@ -10,8 +10,8 @@
 //! Events are this node's view: in a cluster, each node publishes what it saw (the leader publishes
 //! session expiries it decided, every node publishes the leader changes it observed).
 //!
-//! Left out: persistence (the ring is in memory), per-request events (never published; the request
-//! counters are metrics).
+//! Left out: persistence (the ring is in memory), per-request and per-connection events, and session
+//! creation and close (one per client: the metrics count them).
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -59,18 +59,6 @@ pub enum EventKind {
     Serving {
         /// Whether it serves now.
         serving: bool,
-    },
-    /// A session was created.
-    SessionCreated {
-        /// Session id (hex).
-        session: String,
-        /// Negotiated timeout, ms.
-        timeout_ms: i32,
-    },
-    /// A session was closed by its client.
-    SessionClosed {
-        /// Session id (hex).
-        session: String,
     },
     /// The leader expired a session.
     SessionExpired {
@@ -120,8 +108,6 @@ impl Event {
             EventKind::MemberLeft { node } => format!("node {node} left the cluster"),
             EventKind::Serving { serving: true } => "serving clients".to_string(),
             EventKind::Serving { serving: false } => "not serving clients".to_string(),
-            EventKind::SessionCreated { session, .. } => format!("session {session} created"),
-            EventKind::SessionClosed { session } => format!("session {session} closed"),
             EventKind::SessionExpired { session, .. } => format!("session {session} expired"),
         };
         let warn = matches!(
@@ -130,12 +116,6 @@ impl Event {
         );
         if warn {
             tracing::warn!(event = self.seq, "{what}: {}", self.cause);
-        } else if matches!(
-            self.kind,
-            EventKind::SessionCreated { .. } | EventKind::SessionClosed { .. }
-        ) {
-            // One per client session: not at the default level.
-            tracing::debug!(event = self.seq, "{what}: {}", self.cause);
         } else {
             tracing::info!(event = self.seq, "{what}: {}", self.cause);
         }

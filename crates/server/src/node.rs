@@ -3,10 +3,12 @@
 //! client port → session ticker, cluster monitor, touch forwarder.
 //!
 //! Identity: a pristine data directory without `--join` gets a new cluster identity (node id 1) and
-//! initializes a one-voter Raft group. With `--join SEED` it asks the seed for the cluster id, persists
-//! `ClusterIdentity { cluster_id, node_id }` with a fresh random node id, starts Raft uninitialized and
+//! initializes a one-voter Raft group. With `--join SEED` it asks the seed for the cluster id, asks it for a node
+//! id, persists `ClusterIdentity { cluster_id, node_id }`, starts Raft uninitialized and
 //! asks the seed to add it (the leader adds it as a learner, then as a voter while voters are short of
-//! `--target-voters`). A node with an identity never initializes or joins again (openraft #898); the one
+//! `--target-voters`). Node ids are small: 1 for the node that bootstrapped the cluster, and for a
+//! joiner the smallest id free in the cluster, given by the leader (data directories of older versions
+//! keep their random 64-bit ids). A node with an identity never initializes or joins again (openraft #898); the one
 //! exception is a joiner whose join never completed (no membership received yet), which asks again with
 //! the same identity.
 //!
@@ -34,6 +36,7 @@ use crate::cluster::state::Cluster;
 use crate::cluster::status::LEADERLESS;
 use crate::cluster::{self, admin};
 use crate::config::Config;
+use crate::events::EventKind;
 use crate::net::{self, ctx::ClientCtx};
 use crate::raft::handle::{MembershipChange, RaftHandle};
 use crate::raft::log_store::LogStore;
@@ -113,12 +116,21 @@ pub enum StartError {
 
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
-/// A fresh random node id for a joining node: never 0 (reserved) nor 1 (the bootstrap node).
-fn random_node_id() -> u64 {
+/// Asks the cluster (through `seed`) for this joining node's id, retrying while it has no leader.
+async fn allocate_id(seed: &str, cluster_id: &str) -> Result<u64, StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let id: u64 = rand::random();
-        if id > 1 {
-            return id;
+        match admin::allocate_id(seed, cluster_id).await {
+            Ok(id) => return Ok(id),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%seed, error = %e, "no node id yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(StartError::Join(format!(
+                    "asking {seed} for a node id: {e}"
+                )))
+            }
         }
     }
 }
@@ -160,9 +172,10 @@ impl Node {
                     None => ClusterIdentity::new_random(NODE_ID),
                     Some(seed) => {
                         let cluster_id = discover_cluster(seed).await?;
+                        let node_id = allocate_id(seed, &cluster_id).await?;
                         ClusterIdentity {
                             cluster_id,
-                            node_id: random_node_id(),
+                            node_id,
                         }
                     }
                 };
@@ -175,6 +188,7 @@ impl Node {
         let wal = log_store.wal().stats_handle();
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
+        shared.events.set_node(identity.node_id);
         let raft = crate::raft::start(&identity, &config, log_store, shared.clone(), snapshots)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -357,6 +371,7 @@ impl Node {
         )));
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster_monitor(ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(cluster::watch::run(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster::reconfig::config_loop(
             ctx.clone(),
             rx.clone(),
@@ -463,21 +478,74 @@ async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
         if healthy {
             if !serving {
                 ctx.cluster.serving.store(true, Ordering::Release);
-                tracing::info!("a leader is known: serving clients");
+                let cause = match ctx.raft.leader() {
+                    Some(l) if l == ctx.identity.node_id => {
+                        "this node leads with a quorum".to_string()
+                    }
+                    Some(l) => format!("leader node {l} is reachable"),
+                    None => "a leader is known".to_string(),
+                };
+                ctx.shared
+                    .events
+                    .publish(EventKind::Serving { serving: true }, cause);
             }
         } else if serving {
             ctx.cluster.serving.store(false, Ordering::Release);
+            let silent = cluster::status::leaderless_ms(&ctx);
             let conns = ctx.shared.conns.lock();
-            tracing::warn!(
-                connections = conns.by_id.len(),
-                "no leader for {} ms: closing client connections and refusing new ones until the cluster heals",
-                LEADERLESS.as_millis()
-            );
+            let cause = if !ctx.cluster.recovered.load(Ordering::Acquire) {
+                "the committed state is not recovered yet".to_string()
+            } else {
+                format!(
+                    "no working leader for {silent} ms (limit {} ms): closing {} client connection(s) and refusing new ones until the cluster heals",
+                    LEADERLESS.as_millis(),
+                    conns.by_id.len()
+                )
+            };
+            ctx.shared
+                .events
+                .publish(EventKind::Serving { serving: false }, cause);
             for c in conns.by_id.values() {
                 let _ = c.tx.send(ConnMsg::Close("this server has no leader"));
             }
         }
     }
+}
+
+/// Publishes (and so logs) a session expiry with its cause: how long the session was silent against its
+/// timeout, and where it was last connected.
+fn publish_expiry(ctx: &NodeCtx, session_id: i64, deadline: i64, now: i64) {
+    let shared = &ctx.shared;
+    let (timeout_ms, ephemerals) = {
+        let db = shared.db.lock();
+        db.state
+            .session(session_id)
+            .map(|s| (s.timeout_ms, s.ephemerals.len()))
+            .unwrap_or((0, 0))
+    };
+    let me = ctx.identity.node_id;
+    let on = if shared.conns.lock().by_session.contains_key(&session_id) {
+        Some(me)
+    } else {
+        shared.last_seen_on.lock().remove(&session_id)
+    };
+    let silent_ms = now - (deadline - timeout_ms as i64);
+    let place = match on {
+        Some(n) if n == me => format!("last connected to node {n} (this node)"),
+        Some(n) => format!("last connected to node {n}"),
+        None => "last connected to a node that restarted or lost its leader".to_string(),
+    };
+    shared.events.publish(
+        crate::events::EventKind::SessionExpired {
+            session: format!("{session_id:#x}"),
+            timeout_ms,
+            silent_ms,
+            ephemerals,
+        },
+        format!(
+            "no request or ping for {silent_ms} ms, timeout {timeout_ms} ms, {place}; {ephemerals} ephemeral node(s) go with it"
+        ),
+    );
 }
 
 /// Expires sessions and TTL nodes while this node leads. Time is read here, once per tick, and travels
@@ -488,6 +556,7 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ttl_proposed: HashMap<String, i64> = HashMap::new();
     let mut last_ttl_check = 0i64;
+    let mut last_prune = 0i64;
     let mut was_leader = false;
     loop {
         tokio::select! {
@@ -523,17 +592,14 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 "leading: every session starts a fresh timeout"
             );
         }
-        let expired = shared.tracker.lock().expired(now);
-        for session_id in expired {
+        let expired = shared.tracker.lock().expired_with_deadlines(now);
+        for (session_id, deadline) in expired {
             shared.closing.lock().insert(session_id);
             shared
                 .stats
                 .sessions_expired
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                session = format_args!("{session_id:#x}"),
-                "session expired: proposing close"
-            );
+            publish_expiry(&ctx, session_id, deadline, now);
             let txn = Txn {
                 session_id,
                 time: now,
@@ -542,6 +608,15 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             if let Err(e) = ctx.raft.submit(txn).await {
                 tracing::warn!(error = %e, "cannot propose session close");
             }
+        }
+        if now - last_prune >= 10_000 {
+            // Forget where sessions that are gone were last seen.
+            last_prune = now;
+            let db = shared.db.lock();
+            shared
+                .last_seen_on
+                .lock()
+                .retain(|id, _| db.state.session(*id).is_some());
         }
         if now - last_ttl_check >= 250 {
             last_ttl_check = now;

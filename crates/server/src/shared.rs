@@ -3,7 +3,8 @@
 //! with respect to each other), the registry of open connections, the leader's session expiry tracker,
 //! and the counters the four-letter words report.
 //!
-//! Lock order, always: `db` before `conns` before `tracker`. Nothing awaits while holding any of them.
+//! Lock order, always: `db` before `conns` before `tracker`; `last_seen_on` alone or after `db`. Nothing
+//! awaits while holding any of them.
 //!
 //! Left out: anything that touches the network or the disk.
 
@@ -175,6 +176,10 @@ pub struct Shared {
     pub view_sessions: Mutex<HashMap<i64, usize>>,
     /// The journal of membership, leadership, session and serving events (logged with their causes).
     pub events: crate::events::Events,
+    /// The node a session was last heard from through, when that was not a connection open here now:
+    /// the follower whose touch batch carried it, or this node when its connection here closed. For
+    /// the cause of an expiry ("last connected to node 2"). Pruned by the session ticker.
+    pub last_seen_on: Mutex<HashMap<i64, u64>>,
 }
 
 impl Shared {
@@ -196,6 +201,7 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             view_sessions: Mutex::new(HashMap::new()),
             events: crate::events::Events::new(),
+            last_seen_on: Mutex::new(HashMap::new()),
         }
     }
 

@@ -396,7 +396,7 @@ struct Acked {
 fn create(path: &str, data: &[u8]) -> Request {
     Request::Create(CreateRequest {
         path: path.into(),
-        data: bytes::Bytes::copy_from_slice(data),
+        data: Some(bytes::Bytes::copy_from_slice(data)),
         acl: Acl::open_unsafe(),
         flags: 0,
     })
@@ -472,7 +472,7 @@ async fn workload(net: Net, stop: Arc<AtomicBool>, max_ops: usize) -> Acked {
                 data.clone(),
                 Request::SetData(SetDataRequest {
                     path: "/counter".into(),
-                    data: data.into(),
+                    data: Some(data.into()),
                     version: -1,
                 }),
             )
@@ -727,7 +727,11 @@ async fn run(seed: u64) -> Vec<String> {
             let n = state
                 .node(path)
                 .unwrap_or_else(|| panic!("node {id}: acknowledged {path} lost; {:#?}", sim.log));
-            assert_eq!(&n.data[..], &data[..], "node {id}: {path} has other data");
+            assert_eq!(
+                n.data_bytes(),
+                &data[..],
+                "node {id}: {path} has other data"
+            );
         }
     }
     let snaps: BTreeMap<u64, Vec<u8>> = snaps

@@ -250,7 +250,7 @@ impl State {
                 self.set_config(&mut ctx, data);
                 TxnResult::None
             }
-            TxnOp::Request { request, auth } => {
+            TxnOp::Request { request, auth } | TxnOp::RequestV1 { request, auth } => {
                 ctx.auth = auth;
                 if !self.sessions.contains_key(&txn.session_id) {
                     TxnResult::Response(Err(ErrorCode::SessionExpired))
@@ -539,7 +539,7 @@ impl State {
         ctx: &mut Ctx,
         kind: CreateKind,
         path: &str,
-        data: &Bytes,
+        data: &Option<Bytes>,
         acl: &[Acl],
         flags: i32,
         ttl: i64,
@@ -585,7 +585,13 @@ impl State {
         let parent_path = parent_path.to_string();
         path::split(&final_path).ok_or(ErrorCode::BadArguments)?;
         let acl_id = self.tree.acls.acquire(&acl);
-        let node = Node::new(node_data(data), acl_id, ctx.zxid, ctx.time, owner);
+        let node = Node::new(
+            node_data(data.as_deref()),
+            acl_id,
+            ctx.zxid,
+            ctx.time,
+            owner,
+        );
         let stat = node.stat();
         self.tree
             .insert_node(&final_path, &parent_path, node, ctx.zxid);
@@ -624,7 +630,7 @@ impl State {
         &mut self,
         ctx: &mut Ctx,
         path: &str,
-        data: &Bytes,
+        data: &Option<Bytes>,
         version: i32,
     ) -> Result<OpOut, ErrorCode> {
         validate_path(path).map_err(|_| ErrorCode::BadArguments)?;
@@ -633,7 +639,13 @@ impl State {
         let new_version = check_and_inc_version(node.version, version)?;
         let stat = self
             .tree
-            .set_data(path, node_data(data), new_version, ctx.zxid, ctx.time)
+            .set_data(
+                path,
+                node_data(data.as_deref()),
+                new_version,
+                ctx.zxid,
+                ctx.time,
+            )
             .ok_or(ErrorCode::NoNode)?;
         ctx.changes.push(Change::DataChanged(path.to_string()));
         Ok(OpOut::SetData(stat))
@@ -650,7 +662,7 @@ impl State {
         };
         if self
             .tree
-            .set_data(PATH, node_data(data), version, ctx.zxid, ctx.time)
+            .set_data(PATH, node_data(Some(data)), version, ctx.zxid, ctx.time)
             .is_some()
         {
             ctx.changes.push(Change::DataChanged(PATH.to_string()));
@@ -749,7 +761,7 @@ mod tests {
         let create = |path: &str, flags| {
             Request::Create2(CreateRequest {
                 path: path.into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags,
             })
@@ -760,7 +772,7 @@ mod tests {
         let set = |version| {
             Request::SetData(SetDataRequest {
                 path: "/p".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 version,
             })
         };
@@ -836,7 +848,10 @@ mod tests {
         s.apply(9, &txn(b"version=9"));
         let st = s.stat("/zookeeper/config").unwrap();
         assert_eq!((st.version, st.mzxid), (2, 9));
-        assert_eq!(&s.node("/zookeeper/config").unwrap().data[..], b"version=9");
+        assert_eq!(
+            s.node("/zookeeper/config").unwrap().data_bytes(),
+            b"version=9"
+        );
         // The ACL stays read-only for clients.
         assert_eq!(
             s.acl("/zookeeper/config").unwrap(),

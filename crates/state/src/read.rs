@@ -192,7 +192,7 @@ fn get_data(
         watches.add_data_watch(watcher, path);
     }
     Ok(GetDataResponse {
-        data: bytes::Bytes::copy_from_slice(&n.data),
+        data: n.data.as_deref().map(bytes::Bytes::copy_from_slice),
         stat: n.stat(),
     })
 }

@@ -81,6 +81,14 @@ impl ExpiryTracker {
 
     /// Removes and returns, sorted by id, every session whose deadline is `<= now_ms`.
     pub fn expired(&mut self, now_ms: i64) -> Vec<i64> {
+        self.expired_with_deadlines(now_ms)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// [`ExpiryTracker::expired`], each session with the deadline it missed.
+    pub fn expired_with_deadlines(&mut self, now_ms: i64) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         while let Some(&(deadline, id)) = self.queue.first() {
             if deadline > now_ms {
@@ -88,7 +96,7 @@ impl ExpiryTracker {
             }
             self.queue.pop_first();
             self.deadline.remove(&id);
-            out.push(id);
+            out.push((id, deadline));
         }
         out.sort_unstable();
         out

@@ -1,10 +1,12 @@
 //! Snapshots: the whole [`State`] as bytes and back.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! `b"RSTS"`, a big-endian `u32` format version, then one postcard-encoded record:
 //! last zxid, next session id, next ACL id, the ACL table as (id, entries) in id order, every node as
 //! (path, data, ACL id, czxid, mzxid, pzxid, ctime, mtime, version, stored cversion, aversion,
-//! ephemeralOwner) in path order, and every session as (id, timeout, password) in id order.
+//! ephemeralOwner) in path order, and every session as (id, timeout, password) in id order. The data
+//! is an option (`None`: null data). Version 1, written before node data could be null, is the same
+//! with plain data bytes; it is still read (every node's data non-null).
 //!
 //! Only primary facts are written. Everything derivable is rebuilt on load and checked on the way: the
 //! child counts (from the paths), ACL reference counts (from the nodes), the container and TTL indexes,
@@ -33,7 +35,9 @@ use std::sync::Arc;
 /// Leading bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"RSTS";
 /// The format version written by [`State::to_snapshot`].
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The version before null data, still read by [`State::from_snapshot`].
+const SNAPSHOT_VERSION_V1: u32 = 1;
 
 /// Why bytes are not a snapshot this version can load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +70,7 @@ impl Serialize for RawBytes<'_> {
 #[derive(Serialize)]
 struct NodeOut<'a> {
     path: &'a str,
-    data: RawBytes<'a>,
+    data: Option<RawBytes<'a>>,
     acl: u64,
     czxid: i64,
     mzxid: i64,
@@ -80,9 +84,10 @@ struct NodeOut<'a> {
 }
 
 #[derive(Deserialize)]
-struct NodeIn {
+struct NodeIn<D = Option<Bytes>> {
     path: String,
-    data: Bytes,
+    /// `Option<Bytes>` (version 2) or `Bytes` (version 1).
+    data: D,
     acl: u64,
     czxid: i64,
     mzxid: i64,
@@ -133,13 +138,57 @@ where
 }
 
 #[derive(Deserialize)]
-struct SnapshotIn {
+struct SnapshotIn<D = Option<Bytes>> {
     last_zxid: i64,
     next_session_id: i64,
     next_acl_id: u64,
     acls: Vec<(u64, Vec<AclEntry>)>,
-    nodes: Vec<NodeIn>,
+    nodes: Vec<NodeIn<D>>,
     sessions: Vec<SessionIn>,
+}
+
+impl SnapshotIn<Bytes> {
+    /// A version 1 snapshot as version 2: every node's data is non-null.
+    fn upgrade(self) -> SnapshotIn {
+        SnapshotIn {
+            last_zxid: self.last_zxid,
+            next_session_id: self.next_session_id,
+            next_acl_id: self.next_acl_id,
+            acls: self.acls,
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|n| NodeIn {
+                    path: n.path,
+                    data: Some(n.data),
+                    acl: n.acl,
+                    czxid: n.czxid,
+                    mzxid: n.mzxid,
+                    pzxid: n.pzxid,
+                    ctime: n.ctime,
+                    mtime: n.mtime,
+                    version: n.version,
+                    cversion: n.cversion,
+                    aversion: n.aversion,
+                    ephemeral_owner: n.ephemeral_owner,
+                })
+                .collect(),
+            sessions: self.sessions,
+        }
+    }
+}
+
+/// Decodes the postcard body, insisting that nothing follows it.
+fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SnapshotError> {
+    let (snap, rest): (T, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(SnapshotError::Decode(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(snap)
 }
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
@@ -163,7 +212,7 @@ impl State {
         let nodes = SeqOf(tree.nodes.len(), || {
             tree.nodes.iter().map(|(p, n)| NodeOut {
                 path: p,
-                data: RawBytes(&n.data),
+                data: n.data.as_deref().map(RawBytes),
                 acl: n.acl,
                 czxid: n.czxid,
                 mzxid: n.mzxid,
@@ -208,17 +257,11 @@ impl State {
             return Err(SnapshotError::BadMagic);
         }
         let version = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion(version));
-        }
-        let (snap, rest): (SnapshotIn, &[u8]) = postcard::take_from_bytes(&bytes[8..])
-            .map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(SnapshotError::Decode(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
+        let snap: SnapshotIn = match version {
+            SNAPSHOT_VERSION => decode_body(&bytes[8..])?,
+            SNAPSHOT_VERSION_V1 => decode_body::<SnapshotIn<Bytes>>(&bytes[8..])?.upgrade(),
+            _ => return Err(SnapshotError::UnsupportedVersion(version)),
+        };
 
         // Sessions first: ephemerals are attached to them as the nodes are read.
         let mut sessions: OrdMap<i64, Session> = OrdMap::new();
@@ -291,12 +334,12 @@ impl State {
                 },
                 NodeKind::Persistent => {}
             }
-            data_size += (n.path.len() + n.data.len()) as u64;
+            data_size += (n.path.len() + n.data.as_ref().map_or(0, Bytes::len)) as u64;
             prev_path = Some(n.path.clone());
             nodes.insert(
                 n.path.into_boxed_str(),
                 Arc::new(Node {
-                    data: Box::from(&n.data[..]),
+                    data: n.data.as_deref().map(Box::from),
                     acl: n.acl,
                     czxid: n.czxid,
                     mzxid: n.mzxid,
@@ -385,5 +428,66 @@ impl State {
             return Err("snapshot does not re-encode to the same bytes".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// A version 1 snapshot written by the build before null data: one session, `/a` = "hi" and `/e`
+    /// with empty data (created at zxids 2 and 3).
+    const V1: &str = "525354530000000106828028020200013e05776f726c6406616e796f6e6501010205776f\
+        726c6406616e796f6e6506012f0000000006000000040000022f61026869000404040c0c00000000022f65000006\
+        06060e0e000000000a2f7a6f6f6b65657065720000000000000000000000112f7a6f6f6b65657065722f636f6e66\
+        69670001000000000000000100102f7a6f6f6b65657065722f71756f7461000000000000000000000001808028c0\
+        3e027077";
+
+    #[test]
+    fn version_1_snapshots_still_load_with_non_null_data() {
+        let s = State::from_snapshot(&unhex(V1)).unwrap();
+        assert_eq!(s.last_zxid(), 3);
+        assert_eq!(s.node("/a").unwrap().data.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(s.node("/e").unwrap().data.as_deref(), Some(&b""[..]));
+        assert_eq!(s.node_count(), 6);
+        assert_eq!(s.check_invariants(), Ok(()));
+        // Written again, it is a version 2 snapshot of the same state.
+        let v2 = s.to_snapshot();
+        assert_eq!(&v2[4..8], &SNAPSHOT_VERSION.to_be_bytes());
+        assert_eq!(
+            State::from_snapshot(&v2).unwrap().tree().nodes,
+            s.tree.nodes
+        );
+    }
+
+    #[test]
+    fn null_data_survives_a_snapshot_round_trip() {
+        let mut s = State::from_snapshot(&unhex(V1)).unwrap();
+        s.tree.get_mut("/a").unwrap().data = None;
+        let back = State::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.node("/a").unwrap().data, None);
+        assert_eq!(back.node("/e").unwrap().data.as_deref(), Some(&b""[..]));
+        assert_eq!(back.stat("/a").unwrap().data_length, 0);
+        assert_ne!(
+            s.to_snapshot(),
+            State::from_snapshot(&unhex(V1)).unwrap().to_snapshot()
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let mut b = unhex(V1);
+        b[7] = 3;
+        assert_eq!(
+            State::from_snapshot(&b).err(),
+            Some(SnapshotError::UnsupportedVersion(3))
+        );
     }
 }

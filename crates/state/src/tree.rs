@@ -92,8 +92,9 @@ impl NodeKind {
 /// One znode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The node's data, in an exact-size buffer of its own (16 bytes here, half a `Bytes`).
-    pub data: Box<[u8]>,
+    /// The node's data, in an exact-size buffer of its own (16 bytes here, half a `Bytes`); `None` is
+    /// null data (created or set with a null buffer), which reads back as null, as in ZooKeeper.
+    pub data: Option<Box<[u8]>>,
     /// The node's ACL, interned in the tree's [`AclTable`].
     pub acl: AclId,
     /// zxid of the create.
@@ -121,7 +122,13 @@ pub struct Node {
 
 impl Node {
     /// A new childless node.
-    pub fn new(data: Box<[u8]>, acl: AclId, zxid: i64, time: i64, ephemeral_owner: i64) -> Node {
+    pub fn new(
+        data: Option<Box<[u8]>>,
+        acl: AclId,
+        zxid: i64,
+        time: i64,
+        ephemeral_owner: i64,
+    ) -> Node {
         Node {
             data,
             acl,
@@ -159,10 +166,20 @@ impl Node {
                 NodeKind::Container | NodeKind::Ttl(_) => 0,
                 _ => self.ephemeral_owner,
             },
-            data_length: self.data.len() as i32,
+            data_length: self.data_len() as i32,
             num_children,
             pzxid: self.pzxid,
         }
+    }
+
+    /// Length of the data; 0 for null, as ZooKeeper's `dataLength`.
+    pub fn data_len(&self) -> usize {
+        self.data.as_deref().map_or(0, <[u8]>::len)
+    }
+
+    /// The data's bytes; empty for null.
+    pub fn data_bytes(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
     }
 
     /// The node's kind.
@@ -174,8 +191,9 @@ impl Node {
 /// The data to store in a node for a request's `data`: a copy in an exact-size buffer that the node
 /// alone owns. Sharing the `Bytes` instead would keep the whole decoded Raft entry alive and cost a
 /// 32-byte handle (plus a share record once cloned) in every node.
-pub fn node_data(data: &[u8]) -> Box<[u8]> {
-    Box::from(data)
+/// Null stays null.
+pub fn node_data(data: Option<&[u8]>) -> Option<Box<[u8]>> {
+    data.map(Box::from)
 }
 
 /// The tree of znodes plus the indexes kept with it.
@@ -213,13 +231,25 @@ impl DataTree {
             data_size: 0,
         };
         let open = t.acls.acquire(&Acl::open_unsafe());
-        let mut root = Node::new(Box::default(), open, 0, 0, 0);
+        let mut root = Node::new(Some(Box::default()), open, 0, 0, 0);
         root.num_children = 1;
         let zk_open = t.acls.acquire(&Acl::open_unsafe());
-        let mut zk = Node::new(Box::default(), zk_open, 0, 0, 0);
+        let mut zk = Node::new(Some(Box::default()), zk_open, 0, 0, 0);
         zk.num_children = 2;
-        let quota = Node::new(Box::default(), t.acls.acquire(&Acl::open_unsafe()), 0, 0, 0);
-        let mut config = Node::new(Box::default(), t.acls.acquire(&Acl::read_unsafe()), 0, 0, 0);
+        let quota = Node::new(
+            Some(Box::default()),
+            t.acls.acquire(&Acl::open_unsafe()),
+            0,
+            0,
+            0,
+        );
+        let mut config = Node::new(
+            Some(Box::default()),
+            t.acls.acquire(&Acl::read_unsafe()),
+            0,
+            0,
+            0,
+        );
         config.aversion = -1;
         for (p, n) in [
             ("/", root),
@@ -227,7 +257,7 @@ impl DataTree {
             ("/zookeeper/quota", quota),
             ("/zookeeper/config", config),
         ] {
-            t.data_size += (p.len() + n.data.len()) as u64;
+            t.data_size += (p.len() + n.data_len()) as u64;
             t.nodes.insert(p.into(), Arc::new(n));
         }
         t
@@ -337,7 +367,7 @@ impl DataTree {
             }
             _ => {}
         }
-        self.data_size += (path.len() + node.data.len()) as u64;
+        self.data_size += (path.len() + node.data_len()) as u64;
         self.nodes.insert(path.into(), Arc::new(node));
     }
 
@@ -357,7 +387,7 @@ impl DataTree {
         self.ttls.remove(path);
         self.data_size = self
             .data_size
-            .saturating_sub((path.len() + node.data.len()) as u64);
+            .saturating_sub((path.len() + node.data_len()) as u64);
         Some(Arc::unwrap_or_clone(node))
     }
 
@@ -365,14 +395,14 @@ impl DataTree {
     pub(crate) fn set_data(
         &mut self,
         path: &str,
-        data: Box<[u8]>,
+        data: Option<Box<[u8]>>,
         version: i32,
         zxid: i64,
         time: i64,
     ) -> Option<Stat> {
         let node = self.get_mut(path)?;
-        let old = node.data.len() as u64;
-        let new = data.len() as u64;
+        let old = node.data_len() as u64;
+        let new = data.as_deref().map_or(0, <[u8]>::len) as u64;
         node.data = data;
         node.version = version;
         node.mzxid = zxid;
@@ -405,7 +435,12 @@ mod tests {
     fn add(t: &mut DataTree, path: &str) {
         let (parent, _) = crate::path::split(path).unwrap();
         let acl = t.acls.acquire(&Acl::open_unsafe());
-        t.insert_node(path, parent, Node::new(Box::default(), acl, 1, 0, 0), 1);
+        t.insert_node(
+            path,
+            parent,
+            Node::new(Some(Box::default()), acl, 1, 0, 0),
+            1,
+        );
     }
 
     #[test]

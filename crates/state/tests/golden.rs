@@ -17,6 +17,7 @@
 //!   hashed; `ip:1.2.3.4`; `super`)
 //! - `create PATH [data=] [mode=persistent|ephemeral|persistent_sequential|ephemeral_sequential|
 //!   container|ttl|ttl_sequential] [flags=N] [op=create|create2|container|ttl] [ttl=MS] [acl=LIST]`
+//!   (`null=true` instead of `data=`: a null buffer, on `set` too; null data prints as `null`)
 //! - `set PATH data= [version=]`, `delete PATH [version=]`, `check PATH version=`, `setacl PATH acl= [version=]`
 //! - `multi` with indented op lines (create/set/delete/check)
 //! - `get`, `exists`, `children`, `ls` (getChildren), `getacl`, `count`, `ephemerals [PREFIX]`,
@@ -173,7 +174,10 @@ fn fmt_acl(acl: &[Acl]) -> String {
         .join(",")
 }
 
-fn fmt_data(d: &[u8]) -> String {
+fn fmt_data(d: &Option<Bytes>) -> String {
+    let Some(d) = d else {
+        return "null".into();
+    };
     match std::str::from_utf8(d) {
         Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
         _ => format!(
@@ -271,8 +275,12 @@ impl Runner {
         cmd.pos.first().cloned().unwrap_or_default()
     }
 
-    fn data(cmd: &Cmd) -> Bytes {
-        Bytes::from(cmd.kv.get("data").cloned().unwrap_or_default())
+    /// `data=` (default empty), or null with `null=true`.
+    fn data(cmd: &Cmd) -> Option<Bytes> {
+        if cmd.kv.get("null").is_some_and(|n| n == "true") {
+            return None;
+        }
+        Some(Bytes::from(cmd.kv.get("data").cloned().unwrap_or_default()))
     }
 
     fn watch_flag(cmd: &Cmd) -> bool {
@@ -461,7 +469,7 @@ impl Runner {
                 let name = format!("S{}", self.names.len() + 1);
                 out.push(format!(
                     "session {name} id={session_id:#x} timeout={timeout_ms} passwd={}",
-                    fmt_data(passwd)
+                    fmt_data(&Some(passwd.clone()))
                 ));
                 self.names.push((name, *session_id));
             }
@@ -753,7 +761,7 @@ impl Runner {
                     .map(|(p, n)| {
                         format!(
                             "{p} data={} acl={} {}",
-                            fmt_data(&n.data),
+                            fmt_data(&n.data.as_deref().map(Bytes::copy_from_slice)),
                             fmt_acl(self.state.tree().acl_of(n)),
                             self.fmt_stat(&n.stat())
                         )

@@ -53,16 +53,16 @@ fn version() -> impl Strategy<Value = i32> {
 fn write_op() -> impl Strategy<Value = Request> {
     prop_oneof![
         4 => (path(), 0..7i32, acl(), any::<bool>()).prop_map(|(path, flags, acl, two)| {
-            let r = CreateRequest { path, data: Bytes::from_static(b"d"), acl, flags };
+            let r = CreateRequest { path, data: Some(Bytes::from_static(b"d")), acl, flags };
             if two { Request::Create2(r) } else { Request::Create(r) }
         }),
         1 => (path(), acl()).prop_map(|(path, acl)| Request::CreateContainer(CreateRequest {
-            path, data: Bytes::new(), acl, flags: 4 })),
+            path, data: None, acl, flags: 4 })),
         1 => (path(), 5..7i32, -1..200i64).prop_map(|(path, flags, ttl)| Request::CreateTtl(CreateTtlRequest {
-            path, data: Bytes::new(), acl: Acl::open_unsafe(), flags, ttl })),
+            path, data: Some(Bytes::new()), acl: Acl::open_unsafe(), flags, ttl })),
         3 => (path(), version()).prop_map(|(path, version)| Request::Delete(DeleteRequest { path, version })),
         2 => (path(), version(), any::<u8>()).prop_map(|(path, version, b)| Request::SetData(SetDataRequest {
-            path, data: Bytes::from(vec![b]), version })),
+            path, data: (b > 0).then(|| Bytes::from(vec![b])), version })),
         1 => (path(), acl(), version()).prop_map(|(path, acl, version)| Request::SetAcl(SetAclRequest { path, acl, version })),
         1 => (path(), version()).prop_map(|(path, version)| Request::Check(CheckVersionRequest { path, version })),
     ]
@@ -269,7 +269,7 @@ fn garbage_request() -> impl Strategy<Value = Request> {
         (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| Request::Create(
             CreateRequest {
                 path,
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl,
                 flags
             }
@@ -277,7 +277,7 @@ fn garbage_request() -> impl Strategy<Value = Request> {
         (any_string(), any::<i32>(), garbage_acl()).prop_map(|(path, flags, acl)| {
             Request::CreateContainer(CreateRequest {
                 path,
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl,
                 flags,
             })
@@ -285,7 +285,7 @@ fn garbage_request() -> impl Strategy<Value = Request> {
         (any_string(), any::<i32>(), any::<i64>()).prop_map(|(path, flags, ttl)| {
             Request::CreateTtl(CreateTtlRequest {
                 path,
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags,
                 ttl,
@@ -295,7 +295,7 @@ fn garbage_request() -> impl Strategy<Value = Request> {
             .prop_map(|(path, version)| Request::Delete(DeleteRequest { path, version })),
         (any_string(), any::<i32>()).prop_map(|(path, version)| Request::SetData(SetDataRequest {
             path,
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             version
         })),
         (any_string(), garbage_acl(), any::<i32>())
@@ -356,7 +356,7 @@ fn cheap_clone_is_independent() {
     for i in 0..1000 {
         let req = Request::Create(CreateRequest {
             path: format!("/n{i}"),
-            data: Bytes::from_static(b"x"),
+            data: Some(Bytes::from_static(b"x")),
             acl: Acl::open_unsafe(),
             flags: 0,
         });

@@ -271,7 +271,7 @@ impl Conn {
 pub fn create_req(path: String, data: Bytes, flags: i32) -> Request {
     Request::Create(CreateRequest {
         path,
-        data,
+        data: Some(data),
         acl: Acl::open_unsafe(),
         flags,
     })

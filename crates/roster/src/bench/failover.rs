@@ -126,7 +126,7 @@ async fn existing_writer(
     let mut last_err = String::new();
     let req = Request::SetData(SetDataRequest {
         path,
-        data: payload,
+        data: Some(payload),
         version: -1,
     });
     let mut connected = true;

@@ -187,7 +187,7 @@ pub async fn create(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadR
 fn set_req(path: String, data: Bytes) -> Request {
     Request::SetData(SetDataRequest {
         path,
-        data,
+        data: Some(data),
         version: -1,
     })
 }

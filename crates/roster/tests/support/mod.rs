@@ -371,7 +371,7 @@ impl Raw {
     pub fn create(&mut self, path: &str, data: &[u8], flags: i32) -> Reply {
         self.call(Request::Create(CreateRequest {
             path: path.into(),
-            data: Bytes::copy_from_slice(data),
+            data: Some(Bytes::copy_from_slice(data)),
             acl: Acl::open_unsafe(),
             flags,
         }))
@@ -394,7 +394,7 @@ impl Raw {
     pub fn set(&mut self, path: &str, data: &[u8], version: i32) -> Reply {
         self.call(Request::SetData(SetDataRequest {
             path: path.into(),
-            data: Bytes::copy_from_slice(data),
+            data: Some(Bytes::copy_from_slice(data)),
             version,
         }))
     }
@@ -434,7 +434,7 @@ impl Raw {
 /// The data of a getData reply.
 pub fn data_of(r: &Reply) -> Vec<u8> {
     match &r.body {
-        Some(Response::GetData(g)) => g.data.to_vec(),
+        Some(Response::GetData(g)) => g.data.as_deref().unwrap_or_default().to_vec(),
         other => panic!("not getData: {other:?} (err {})", r.err),
     }
 }
@@ -742,7 +742,7 @@ pub fn create_pipelined(
         }
         let xid = c.send(&Request::Create(CreateRequest {
             path: path.clone(),
-            data: Bytes::from(data),
+            data: Some(Bytes::from(data)),
             acl: Acl::open_unsafe(),
             flags: 0,
         }));

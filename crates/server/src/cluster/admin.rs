@@ -81,6 +81,22 @@ pub async fn join(
     }
 }
 
+/// Asks the cluster (through the node at `addr`, a member of `cluster_id`) for a joining node's id.
+pub async fn allocate_id(addr: &str, cluster_id: &str) -> Result<u64, Error> {
+    match call(
+        addr,
+        Some(cluster_id.to_string()),
+        0,
+        PeerRequest::AllocateId,
+        Duration::from_secs(30),
+    )
+    .await?
+    {
+        PeerResponse::Allocated(id) => Ok(id),
+        other => Err(unexpected(addr, other)),
+    }
+}
+
 /// The status as the node at `addr` sees it.
 pub async fn status(addr: &str) -> Result<StatusInfo, Error> {
     match call(addr, None, 0, PeerRequest::Status, Duration::from_secs(5)).await? {

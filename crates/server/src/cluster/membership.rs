@@ -53,6 +53,37 @@ fn raft_err(e: impl std::fmt::Display) -> PeerResponse {
     PeerResponse::Err(PeerError::Raft(e.to_string()))
 }
 
+/// How long an id given to a joining node stays reserved for it.
+const ID_RESERVED_MS: i64 = 10 * 60 * 1000;
+
+/// Gives a joining node its id: on the leader, one above the highest small id (below 2^32) of the
+/// members and of the ids given in the last [`ID_RESERVED_MS`], and at least 2 (1 is the node that
+/// bootstrapped the cluster; random 64-bit ids of older data directories are ignored); elsewhere, asks
+/// the leader. Ids are not reused while a higher one is a member, so a removed node coming back with
+/// its old data cannot meet a newcomer with its id, unless it held the highest id.
+pub async fn allocate_id(ctx: &Arc<NodeCtx>) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return forward(ctx, PeerRequest::AllocateId).await;
+    }
+    let members = ctx.raft.status().nodes;
+    let now = crate::shared::now_ms();
+    let mut given = ctx.cluster.given_ids.lock();
+    given.retain(|_, at| now - *at < ID_RESERVED_MS);
+    let small = |id: &u64| *id < 1 << 32;
+    let id = members
+        .keys()
+        .chain(given.keys())
+        .copied()
+        .filter(small)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+        + 1;
+    given.insert(id, now);
+    tracing::info!(node = id, "node id given to a joining node");
+    PeerResponse::Allocated(id)
+}
+
 /// Adds a node (see the module doc).
 pub async fn join(ctx: &Arc<NodeCtx>, node_id: u64, peer_addr: String) -> PeerResponse {
     if !ctx.raft.is_leader() {
@@ -88,6 +119,8 @@ pub async fn add(
     let mut voter = m.voters.contains(&node_id);
     if !voter {
         tracing::info!(node = node_id, %peer_addr, "adding node as learner; waiting until it caught up");
+        ctx.cluster
+            .note_change(format!("join request from node {node_id} at {peer_addr}"));
         // Blocking: returns once the learner caught up. Bounded, or a node announcing an address the
         // leader cannot reach would hold the membership lock for good; it stays a learner and may retry.
         match tokio::time::timeout(CATCH_UP, ctx.raft.add_learner(node_id, peer_addr.clone())).await {
@@ -107,6 +140,10 @@ pub async fn add(
                 target = ctx.cluster.target_voters,
                 "promoting node to voter"
             );
+            ctx.cluster.note_change(format!(
+                "node {node_id} caught up and the cluster has {voters} of {} target voters",
+                ctx.cluster.target_voters
+            ));
             if let Err(e) = ctx
                 .raft
                 .change_membership(
@@ -160,6 +197,8 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         MembershipChange::RemoveNodes(BTreeSet::from([node_id]))
     };
     tracing::info!(node = node_id, "removing node from the cluster");
+    ctx.cluster
+        .note_change(format!("remove request for node {node_id}"));
     if let Err(e) = ctx.raft.change_membership(change, false).await {
         return raft_err(e);
     }

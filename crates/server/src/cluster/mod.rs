@@ -8,6 +8,7 @@
 //! - [`reconfig`]: ZooKeeper's `reconfig` and `/zookeeper/config`, mapped onto the Raft membership.
 //! - [`failover`]: a follower whose leader's process vanished campaigns at once.
 //! - [`admin`]: the calls a tool or a joining node makes (cluster id, join, status, remove, leave).
+//! - [`watch`]: publishes leader and membership changes, with their causes, to the event journal.
 //!
 //! Built on the Raft layer (`crate::raft::handle`) and the peer transport (`crate::transport`); used
 //! by the client side (`crate::net`) and the node's wiring.
@@ -23,3 +24,4 @@ pub mod reconfig;
 pub mod service;
 pub mod state;
 pub mod status;
+pub mod watch;

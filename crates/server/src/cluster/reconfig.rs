@@ -9,7 +9,7 @@
 //! version=<hex>
 //! ```
 //!
-//! - `<id>` is the Raft node id (1 for a cluster's first node, random 64-bit ids for joiners), printed
+//! - `<id>` is the Raft node id (1 for a cluster's first node, then the smallest free id for each joiner), printed
 //!   unsigned.
 //! - The peer address is the one the node announces in the membership; Roster has no election port, so
 //!   the third field is always `0`.
@@ -346,7 +346,7 @@ fn current_config(ctx: &NodeCtx) -> (String, Stat) {
     let data = db
         .state
         .node(CONFIG_PATH)
-        .map(|n| String::from_utf8_lossy(&n.data).into_owned())
+        .map(|n| String::from_utf8_lossy(n.data_bytes()).into_owned())
         .unwrap_or_default();
     let stat = db.state.stat(CONFIG_PATH).unwrap_or_default();
     (data, stat)
@@ -476,7 +476,7 @@ pub async fn reconfig(
             return Ok((
                 zxid,
                 Response::GetData(GetDataResponse {
-                    data: bytes::Bytes::from(text),
+                    data: Some(bytes::Bytes::from(text)),
                     stat,
                 }),
             ));

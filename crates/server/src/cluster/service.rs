@@ -67,6 +67,10 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
                     Err(e) => out.send(id, PeerResponse::Err(peer_error(e))),
                 }
             }
+            PeerRequest::Touch(list) => {
+                // Answered here: the sender's node id names where its sessions were last heard from.
+                out.send(id, touch(&ctx, hello.from, list));
+            }
             other => {
                 let ctx = ctx.clone();
                 let out: Responder = out.clone();
@@ -87,6 +91,30 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
     conn.close().await;
 }
 
+/// Session touches a follower (`from`) sends for its connections: on the leader, each live session's
+/// deadline moves on, and the follower is noted as where it was last heard from.
+fn touch(ctx: &NodeCtx, from: u64, list: Vec<(i64, i32)>) -> PeerResponse {
+    if !ctx.raft.is_leader() {
+        return PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader()));
+    }
+    let live: Vec<(i64, i32)> = {
+        let db = ctx.shared.db.lock();
+        list.into_iter()
+            .filter(|(id, _)| db.state.session(*id).is_some())
+            .collect()
+    };
+    {
+        let mut seen = ctx.shared.last_seen_on.lock();
+        for (id, _) in &live {
+            seen.insert(*id, from);
+        }
+    }
+    for (id, timeout) in live {
+        ctx.shared.touch(id, timeout);
+    }
+    PeerResponse::Ack
+}
+
 /// A failed request as the peer protocol answers it.
 fn peer_error(e: Error) -> PeerError {
     match e {
@@ -101,22 +129,6 @@ async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
             Ok(index) => PeerResponse::ReadIndex(index),
             Err(e) => PeerResponse::Err(peer_error(e)),
         },
-        PeerRequest::Touch(list) => {
-            if ctx.raft.is_leader() {
-                let live: Vec<(i64, i32)> = {
-                    let db = ctx.shared.db.lock();
-                    list.into_iter()
-                        .filter(|(id, _)| db.state.session(*id).is_some())
-                        .collect()
-                };
-                for (id, timeout) in live {
-                    ctx.shared.touch(id, timeout);
-                }
-                PeerResponse::Ack
-            } else {
-                PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader()))
-            }
-        }
         PeerRequest::ClusterInfo => PeerResponse::ClusterInfo {
             cluster_id: ctx.identity.cluster_id.clone(),
         },
@@ -126,10 +138,11 @@ async fn handle(ctx: &Arc<NodeCtx>, req: PeerRequest) -> PeerResponse {
         }
         PeerRequest::Remove { node_id } => super::membership::remove(ctx, node_id).await,
         PeerRequest::Leave => super::membership::remove(ctx, ctx.identity.node_id).await,
+        PeerRequest::AllocateId => super::membership::allocate_id(ctx).await,
         PeerRequest::Reconfig { joining, leaving } => {
             super::reconfig::handle_peer(ctx, joining, leaving).await
         }
-        PeerRequest::Raft(_) | PeerRequest::Write(_) => {
+        PeerRequest::Raft(_) | PeerRequest::Write(_) | PeerRequest::Touch(_) => {
             PeerResponse::Err(PeerError::Refused("handled in order".into()))
         }
     }

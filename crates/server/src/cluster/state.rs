@@ -22,6 +22,12 @@ pub struct Cluster {
     pub last_evidence: AtomicI64,
     /// Serializes membership changes on the leader.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Why the leader is changing the membership now ("join request from node 4 at ..."), for the
+    /// membership events (`cluster::watch`); taken by the next change seen.
+    pub change_reason: parking_lot::Mutex<Option<String>>,
+    /// Node ids the leader gave to joining nodes recently (id → when, ms since the epoch), so that two
+    /// nodes joining at once do not get the same one.
+    pub given_ids: parking_lot::Mutex<std::collections::BTreeMap<u64, i64>>,
     /// Fast-failover state (see `cluster::failover`).
     pub failover: Failover,
 }
@@ -37,8 +43,20 @@ impl Cluster {
             recovered: AtomicBool::new(false),
             last_evidence: AtomicI64::new(0),
             membership_lock: tokio::sync::Mutex::new(()),
+            change_reason: parking_lot::Mutex::new(None),
+            given_ids: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             failover: Failover::default(),
         }
+    }
+
+    /// Records why the membership is about to change; reasons not yet taken by a membership event are
+    /// kept, joined by "; ".
+    pub fn note_change(&self, reason: String) {
+        let mut r = self.change_reason.lock();
+        *r = Some(match r.take() {
+            Some(earlier) => format!("{earlier}; {reason}"),
+            None => reason,
+        });
     }
 
     /// Whether the node serves clients now.

@@ -15,9 +15,10 @@
 //! Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
 //! every packet touches the session. Stock clients match ping replies out of band (xid -2).
 //!
-//! Bad input: an unknown opcode is answered `Unimplemented` (in order) and the connection closed
-//! (ZooKeeper's UnimplementedRequestProcessor); a body that does not decode is answered
-//! `MarshallingError`; a frame over the limit or a broken handshake closes the connection. Each is logged
+//! Bad input: an unknown opcode (or 0, -1) is answered `Unimplemented` (in order) and the connection
+//! closed (ZooKeeper's UnimplementedRequestProcessor); a body that does not decode is answered
+//! `MarshallingError` (an auth or sasl packet closes the connection), bytes after it are ignored; a
+//! frame over the limit or a broken handshake closes the connection. Each is logged
 //! with the reason and touches nothing else.
 
 use super::ctx::ClientCtx;
@@ -166,6 +167,13 @@ pub async fn run(
                 vs.remove(&conn.session_id);
             }
         }
+    }
+    if conn.session_id != 0 {
+        ctx.node
+            .shared
+            .last_seen_on
+            .lock()
+            .insert(conn.session_id, ctx.node.identity.node_id);
     }
     let mut conns = ctx.node.shared.conns.lock();
     conns.by_id.remove(&id);
@@ -562,7 +570,7 @@ impl Conn {
                 .last_cxid
                 .store(header.xid as u64, Ordering::Relaxed);
         }
-        let op = match OpCode::from_i32(header.op_type) {
+        let op = match OpCode::of_request(header.op_type) {
             Ok(op) => op,
             Err(_) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -581,6 +589,14 @@ impl Conn {
         };
         let req = match Request::decode(op, buf) {
             Ok(r) => r,
+            // ZooKeeper reads auth and sasl packets before its request pipeline, and closes the
+            // connection when they do not decode.
+            Err(e) if matches!(op, OpCode::Auth | OpCode::Sasl) => {
+                shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(ConnError::Closed(format!(
+                    "{op:?} packet does not decode: {e}"
+                )));
+            }
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = self.id, peer = %self.peer, ?op, error = %e, "request body does not decode: answering MarshallingError");

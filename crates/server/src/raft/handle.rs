@@ -207,6 +207,28 @@ impl StatusWatch {
         self.0.borrow_watched().current_leader
     }
 
+    /// Role, term, vote, leader and membership as this watch sees them now (its source is updated
+    /// before the full metrics [`RaftHandle::status`] reads, so a watcher must read these here);
+    /// progress (applied, committed, quorum acknowledgement) is left at zero.
+    pub fn current(&self) -> Status {
+        let m = self.0.borrow_watched();
+        let mc = &m.membership_config;
+        Status {
+            id: m.id,
+            role: Role::of(m.state),
+            term: m.vote.leader_id.term,
+            vote: Vote(m.vote),
+            leader: m.current_leader,
+            voters: mc.voter_ids().collect(),
+            nodes: mc.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+            changing: mc.membership().get_joint_config().len() > 1,
+            membership_index: mc.log_id().as_ref().map(|l| l.index).unwrap_or(0),
+            applied: 0,
+            committed: 0,
+            quorum_acked_at: None,
+        }
+    }
+
     /// Waits for the next change; `Err` once Raft stopped.
     pub async fn changed(&mut self) -> Result<(), Error> {
         self.0.changed().await.map_err(|_| Error::ShuttingDown)

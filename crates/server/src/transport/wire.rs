@@ -124,6 +124,9 @@ pub enum PeerRequest {
         /// Node ids to remove.
         leaving: Vec<u64>,
     },
+    /// A joining node asks for its node id: the leader answers the smallest id no member has or was
+    /// recently given (2, 3, ...), so that ids stay short enough to read and type.
+    AllocateId,
 }
 
 impl PeerRequest {
@@ -236,6 +239,8 @@ pub enum PeerResponse {
     },
     /// To `Status`.
     Status(StatusInfo),
+    /// To `AllocateId`.
+    Allocated(u64),
     /// A failure.
     Err(PeerError),
 }
