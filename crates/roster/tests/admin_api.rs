@@ -193,7 +193,7 @@ fn one_node_api_shows_cluster_znodes_sessions_and_recipes() {
     // data; the admin token reads it.
     let secret = z.call(roster_proto::Request::Create(roster_proto::CreateRequest {
         path: "/secret".into(),
-        data: bytes::Bytes::from_static(b"s3cr3t"),
+        data: Some(bytes::Bytes::from_static(b"s3cr3t")),
         acl: vec![roster_proto::Acl {
             perms: roster_proto::perms::ALL,
             id: roster_proto::Id::new("digest", "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E="),
@@ -288,39 +288,38 @@ fn one_node_api_shows_cluster_znodes_sessions_and_recipes() {
 }
 
 #[test]
-fn event_journal_and_its_stream_replay_then_follow_sessions_live() {
-    let r = Roster::start(&[]);
-    wait_ready(&r);
-    let z = Raw::connect(r.addr, 10_000);
-    let ss = ok(r.admin, "/api/v1/sessions");
-    let session = ss["sessions"][0]["id"].as_str().unwrap().to_string();
+fn event_journal_and_its_stream_replay_then_follow_a_join_live() {
+    let a = Roster::start(&[]);
+    wait_ready(&a);
+    let me = ok(a.admin, "/api/v1/cluster")["node_id"].as_u64().unwrap();
 
-    // The event journal, and the stream: replay, then the close of our session live.
-    let ev = ok(r.admin, "/api/v1/events");
-    let kinds: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert!(kinds.contains(&"session_created"), "{ev:#}");
-    assert!(
+    // The journal has this node's own election, with its cause.
+    let ev = wait_json(a.admin, "/api/v1/events", Duration::from_secs(10), |ev| {
         ev["events"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["kind"] == "session_created" && e["session"] == session.as_str()),
-        "our session's creation is journaled: {ev:#}"
+            .any(|e| e["kind"] == "leader_changed" && e["leader"].as_u64() == Some(me))
+    });
+    let events = ev["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["cause"].as_str().is_some_and(|c| !c.is_empty())
+                && e["seen_by"].as_u64() == Some(me)),
+        "every event has a cause and says who saw it: {ev:#}"
     );
     let last = ev["last_seq"].as_u64().unwrap();
+    assert_eq!(events.last().unwrap()["seq"].as_u64(), Some(last));
     assert!(
-        ok(r.admin, &format!("/api/v1/events?after={last}"))["events"]
+        ok(a.admin, &format!("/api/v1/events?after={last}"))["events"]
             .as_array()
             .unwrap()
             .is_empty()
     );
 
-    let mut stream = TcpStream::connect(r.admin).unwrap();
+    // The stream: the replay after Last-Event-ID, then a node joining, live.
+    let mut stream = TcpStream::connect(a.admin).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -331,8 +330,8 @@ fn event_journal_and_its_stream_replay_then_follow_sessions_live() {
     )
     .unwrap();
     let mut seen = String::new();
-    let read_until = |seen: &mut String, stream: &mut TcpStream, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    let read_until = |seen: &mut String, stream: &mut TcpStream, what: &str, within: u64| {
+        let deadline = Instant::now() + Duration::from_secs(within);
         let mut buf = [0u8; 4096];
         while !seen.contains(what) {
             assert!(
@@ -345,15 +344,23 @@ fn event_journal_and_its_stream_replay_then_follow_sessions_live() {
             }
         }
     };
-    read_until(&mut seen, &mut stream, &format!("id: {last}\n"));
+    read_until(&mut seen, &mut stream, &format!("id: {last}\n"), 10);
     assert!(seen.contains("text/event-stream"), "{seen}");
     assert!(
         !seen.contains(&format!("id: {}\n", last - 1)),
-        "replay starts after Last-Event-ID: {seen}"
+        "the replay starts after Last-Event-ID: {seen}"
     );
-    z.close();
-    read_until(&mut seen, &mut stream, "\"kind\":\"session_closed\"");
-    assert!(seen.contains(&session), "{seen}");
+    let b = Roster::join(&a, &[]);
+    let joined = node_id(&b);
+    read_until(&mut seen, &mut stream, "\"kind\":\"member_joined\"", 60);
+    let line = seen
+        .lines()
+        .find(|l| l.contains("\"kind\":\"member_joined\""))
+        .unwrap();
+    let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(event["node"].as_u64(), Some(joined), "{event:#}");
+    assert_eq!(event["peer_addr"], b.peer.to_string());
+    assert!(event["seq"].as_u64().unwrap() > last);
 }
 
 #[test]

@@ -209,7 +209,7 @@ impl StatusWatch {
 
     /// Role, term, vote, leader and membership as this watch sees them now (its source is updated
     /// before the full metrics [`RaftHandle::status`] reads, so a watcher must read these here);
-    /// progress (applied, committed, quorum acknowledgement) is left at zero.
+    /// progress (applied, committed, quorum acknowledgement, replication, snapshot) is left at zero.
     pub fn current(&self) -> Status {
         let m = self.0.borrow_watched();
         let mc = &m.membership_config;
@@ -226,6 +226,8 @@ impl StatusWatch {
             applied: 0,
             committed: 0,
             quorum_acked_at: None,
+            replication: BTreeMap::new(),
+            snapshot: 0,
         }
     }
 

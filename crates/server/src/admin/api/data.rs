@@ -138,6 +138,8 @@ pub struct Znode {
     pub stat: StatJson,
     /// Whether the data and child names are shown (see the module doc).
     pub readable: bool,
+    /// Whether the data is null (a client created or set it with no bytes at all), not empty.
+    pub null_data: bool,
     /// The data as UTF-8, if it is valid UTF-8 and readable.
     pub data_utf8: Option<String>,
     /// The data, base64 (standard alphabet), if readable.
@@ -232,6 +234,7 @@ pub async fn znodes(
     let readable =
         operator || roster_state::acl::check_acl(acl, roster_proto::perms::READ, &[]).is_ok();
     let st = node.stat();
+    let data: &[u8] = node.data.as_deref().unwrap_or_default();
     let (kind, owner, ttl_ms) = match node.kind() {
         NodeKind::Persistent => ("persistent", None, None),
         NodeKind::Ephemeral(s) => ("ephemeral", Some(format!("{s:#x}")), None),
@@ -263,10 +266,11 @@ pub async fn znodes(
             num_children: st.num_children,
         },
         readable,
+        null_data: node.data.is_none(),
         data_utf8: readable
-            .then(|| std::str::from_utf8(&node.data).ok().map(str::to_string))
+            .then(|| std::str::from_utf8(data).ok().map(str::to_string))
             .flatten(),
-        data_base64: readable.then(|| base64::engine::general_purpose::STANDARD.encode(&node.data)),
+        data_base64: readable.then(|| base64::engine::general_purpose::STANDARD.encode(data)),
         acl: roster_state::acl::mask_digests(acl)
             .into_iter()
             .map(|a| AclJson {

@@ -84,7 +84,8 @@ fn scan(api: &ApiCtx, prefix: Option<&str>) -> (Vec<Eph>, Scan) {
             let Some(node) = db.state.node(path) else {
                 continue;
             };
-            let len = node.data.len().min(DATA_MAX);
+            let data = node.data.as_deref().unwrap_or_default();
+            let len = data.len().min(DATA_MAX);
             if bytes + len > DATA_BUDGET {
                 truncated = true;
                 break 'all;
@@ -94,7 +95,7 @@ fn scan(api: &ApiCtx, prefix: Option<&str>) -> (Vec<Eph>, Scan) {
             out.push(Eph {
                 parent: parent.to_string(),
                 name: name.to_string(),
-                data: node.data[..len].to_vec(),
+                data: data[..len].to_vec(),
                 session,
                 czxid: node.czxid,
                 ctime: node.ctime,

@@ -189,9 +189,7 @@ function describe(e) {
     case "member_role_changed": return n(e.node) + " is now " + (e.voter ? "a voter" : "an observer");
     case "member_left": return n(e.node) + " left the cluster";
     case "serving": return e.serving ? "serving clients" : "stopped serving clients";
-    case "session_created": return "session " + e.session + " created (timeout " + e.timeout_ms + " ms)";
-    case "session_closed": return "session " + e.session + " closed";
-    case "session_expired": return "session " + e.session + " expired (" + e.ephemerals + " ephemeral nodes removed)";
+    case "session_expired": return "session " + e.session + " expired (silent " + fmt.format(e.silent_ms) + " ms, timeout " + fmt.format(e.timeout_ms) + " ms, " + e.ephemerals + " ephemeral nodes go)";
     default: return e.kind.replaceAll("_", " ");
   }
 }
