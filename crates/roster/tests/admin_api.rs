@@ -364,7 +364,7 @@ fn event_journal_and_its_stream_replay_then_follow_a_join_live() {
 }
 
 #[test]
-fn three_nodes_cluster_view_shows_every_member_and_a_killed_one_unreachable() {
+fn three_nodes_cluster_view_shows_every_member_a_killed_one_unreachable_then_removed() {
     let a = Roster::start(&[]);
     let b = Roster::join(&a, &[]);
     let c = Roster::join(&a, &[]);
@@ -409,6 +409,35 @@ fn three_nodes_cluster_view_shows_every_member_and_a_killed_one_unreachable() {
     nodes[vi].kill9();
     let v = wait_dead(&nodes[wi], ids[vi]);
     assert_eq!(v["leader"].as_u64(), Some(leader));
+
+    // The operator removes it through the surviving follower (forwarded to the leader).
+    let token =
+        std::fs::read_to_string(nodes[wi].dir.path().join("data").join("admin.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let path = format!("/api/v1/actions/remove/{}", ids[vi]);
+    let (status, _, body) = http(nodes[wi].admin, "POST", &path, &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = http(
+        nodes[wi].admin,
+        "POST",
+        &path,
+        &[("Authorization", bearer.as_str())],
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = wait_json(
+        nodes[li].admin,
+        "/api/v1/cluster",
+        Duration::from_secs(20),
+        |v| v["members"].as_array().unwrap().len() == 2,
+    );
+    assert!(
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["health"] == "ok" && m["id"].as_u64() != Some(ids[vi])),
+        "{v:#}"
+    );
 }
 
 fn wait_dead(watcher: &Roster, victim: u64) -> Value {

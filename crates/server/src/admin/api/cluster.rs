@@ -33,7 +33,7 @@ pub struct ClusterView {
     pub node_id: u64,
     /// Its Raft term.
     pub term: u64,
-    /// The leader it knows of (none while it has no working leader).
+    /// The leader it knows of (none when it leads without a quorum).
     pub leader: Option<u64>,
     /// Whether it has a working leader now.
     pub has_leader: bool,
