@@ -19,7 +19,8 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-// Node ids are random 64-bit numbers, beyond JavaScript's exact integers: keep every integer too big
+// Node ids of older data directories are random 64-bit numbers, beyond JavaScript's exact integers:
+// keep every integer too big
 // for a double as its exact decimal text (the reviver's source text, where the browser has it).
 function exact(key, value, context) {
   return typeof value === "number" && !Number.isSafeInteger(value) && context && context.source
@@ -35,7 +36,7 @@ async function getJSON(url) {
 }
 
 const fmt = new Intl.NumberFormat();
-// Joined nodes have random 64-bit ids: show them short, the full id in a tooltip.
+// Random 64-bit ids (older data directories) are shown short, the full id in a tooltip.
 const short = (id) => { const s = String(id); return s.length > 9 ? s.slice(0, 4) + "\u2026" + s.slice(-4) : s; };
 const nodeName = (id) => el("span", { title: "node " + id }, "node " + short(id));
 const timeOf = (ms) => new Date(ms).toLocaleTimeString();
