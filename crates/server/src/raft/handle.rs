@@ -111,6 +111,21 @@ pub struct Status {
     pub committed: u64,
     /// As the leader: when a quorum last acknowledged it, ms since the epoch.
     pub quorum_acked_at: Option<i64>,
+    /// As the leader: for each other member, the last log index it is known to hold (`None`: not
+    /// known yet) and when it last acknowledged a heartbeat or an append, ms since the epoch. Empty on
+    /// other nodes.
+    pub replication: BTreeMap<u64, Replication>,
+    /// The last log index included in this node's latest snapshot (0: none).
+    pub snapshot: u64,
+}
+
+/// What the leader knows of one member's replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Replication {
+    /// The last log index the member holds, if known.
+    pub matched: Option<u64>,
+    /// When it last acknowledged the leader, ms since the epoch, if ever.
+    pub acked_at: Option<i64>,
 }
 
 impl Status {
@@ -133,7 +148,23 @@ impl Status {
                 .last_quorum_acked
                 .as_ref()
                 .map(|t| now - openraft::Instant::elapsed(&**t).as_millis() as i64),
+            replication: Self::replication(m, now),
+            snapshot: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
         }
+    }
+
+    fn replication(m: &RaftMetrics<TypeConfig>, now: i64) -> BTreeMap<u64, Replication> {
+        let mut out: BTreeMap<u64, Replication> = BTreeMap::new();
+        for (id, matched) in m.replication.iter().flatten() {
+            out.entry(*id).or_default().matched = matched.as_ref().map(|l| l.index);
+        }
+        for (id, at) in m.heartbeat.iter().flatten() {
+            out.entry(*id).or_default().acked_at = at
+                .as_ref()
+                .map(|t| now - openraft::Instant::elapsed(&**t).as_millis() as i64);
+        }
+        out.remove(&m.id);
+        out
     }
 
     /// The learners (members that do not vote).
@@ -178,7 +209,7 @@ impl StatusWatch {
 
     /// Role, term, vote, leader and membership as this watch sees them now (its source is updated
     /// before the full metrics [`RaftHandle::status`] reads, so a watcher must read these here);
-    /// progress (applied, committed, quorum acknowledgement) is left at zero.
+    /// progress (applied, committed, quorum acknowledgement, replication, snapshot) is left at zero.
     pub fn current(&self) -> Status {
         let m = self.0.borrow_watched();
         let mc = &m.membership_config;
@@ -195,6 +226,8 @@ impl StatusWatch {
             applied: 0,
             committed: 0,
             quorum_acked_at: None,
+            replication: BTreeMap::new(),
+            snapshot: 0,
         }
     }
 
@@ -484,6 +517,12 @@ impl RaftHandle {
             .await
             .ok()
             .map(|m| Status::of(&m))
+    }
+
+    /// Asks Raft to build a snapshot of the applied state now (and purge the log it covers); returns
+    /// without waiting for it. Its progress shows in [`Status::snapshot`].
+    pub async fn snapshot_now(&self) -> Result<(), Error> {
+        self.raft.trigger().snapshot().await.map_err(raft_err)
     }
 
     /// Stops Raft.
