@@ -391,7 +391,7 @@ impl Node {
             Some(addr) => match TcpListener::bind(addr).await {
                 Ok(l) => {
                     let bound = l.local_addr().ok();
-                    let admin = Arc::new(crate::admin::AdminCtx { node: ctx.clone() });
+                    let admin = Arc::new(crate::admin::ctx::AdminCtx { node: ctx.clone() });
                     tasks.push(tokio::spawn(crate::admin::serve(l, admin, rx)));
                     bound
                 }

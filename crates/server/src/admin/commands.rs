@@ -12,7 +12,7 @@
 //! keys and empty or Roster-equivalent values; `system_properties` describes no JVM (empty);
 //! authentication of commands (ZooKeeper 3.9) is not implemented: bind the port to loopback.
 
-use super::AdminCtx;
+use super::ctx::AdminCtx;
 use crate::cluster::ctx::NodeCtx;
 use crate::net::fourlw;
 use axum::extract::{Path, State};

@@ -7,7 +7,7 @@
 //!
 //! Left out: deeper checks (disk space, lag thresholds): `/metrics` has the numbers.
 
-use super::AdminCtx;
+use super::ctx::AdminCtx;
 use crate::cluster::status;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -7,7 +7,7 @@
 //!
 //! Left out: the protobuf exposition, compression.
 
-use super::AdminCtx;
+use super::ctx::AdminCtx;
 use crate::cluster::ctx::NodeCtx;
 use crate::metrics::{FollowerSample, Sample};
 use crate::raft::handle::Role;

@@ -9,34 +9,29 @@
 //!   live stream, authenticated actions).
 //! - [`ui`]: the live web view at `/`, embedded in the binary.
 //!
-//! Every route reads the node through [`AdminCtx`]; none of them changes the replicated state
+//! Every route reads the node through [`ctx::AdminCtx`]; none of them changes the replicated state
 //! except the authenticated actions.
 //!
 //! Left out: TLS on this port (bind it to loopback or a private network).
 
 pub mod api;
 pub mod commands;
+pub mod ctx;
 pub mod health;
 pub mod metrics;
 pub mod ui;
 
-use crate::cluster::ctx::NodeCtx;
 use axum::Router;
+use ctx::AdminCtx;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// What the admin routes read.
-pub struct AdminCtx {
-    /// The node.
-    pub node: Arc<NodeCtx>,
-}
 
 /// Every route of the admin port. `stop` turns true when the node shuts down (it ends the event
 /// streams); the API's token is read from (or made in) the data directory.
 pub fn router(ctx: Arc<AdminCtx>, stop: watch::Receiver<bool>) -> Router {
     let token = api::auth::Token::load_or_create(&ctx.node.shared.config.data_dir);
-    let api = Arc::new(api::ApiCtx {
+    let api = Arc::new(api::ctx::ApiCtx {
         admin: ctx.clone(),
         token,
         stop,

@@ -10,7 +10,8 @@
 //!
 //! Left out: leadership transfer on request, adding a node (a node joins with `--join`).
 
-use super::{ApiCtx, ApiError, ApiResult};
+use super::ctx::ApiCtx;
+use super::error::{ApiError, ApiResult};
 use crate::cluster::membership;
 use crate::transport::wire::{PeerError, PeerResponse};
 use axum::extract::rejection::PathRejection;

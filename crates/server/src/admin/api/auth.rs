@@ -5,7 +5,7 @@
 //!
 //! Left out: several tokens, scopes, expiry (replace the file and restart to rotate it).
 
-use super::ApiError;
+use super::error::ApiError;
 use axum::http::{HeaderMap, StatusCode};
 use std::io::Write;
 use std::path::{Path, PathBuf};

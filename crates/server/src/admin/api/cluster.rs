@@ -9,7 +9,8 @@
 //!
 //! Left out: the members' admin addresses (not in the membership), history (see the events).
 
-use super::{ApiCtx, ApiResult};
+use super::ctx::ApiCtx;
+use super::error::ApiResult;
 use crate::cluster::{admin, status};
 use crate::transport::wire::StatusInfo;
 use axum::extract::State;

@@ -8,7 +8,8 @@
 //!
 //! Left out: watches (`/commands/watches` and `wchp` list them), writes.
 
-use super::{ApiCtx, ApiError, ApiResult};
+use super::ctx::ApiCtx;
+use super::error::{ApiError, ApiResult};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;

@@ -18,29 +18,18 @@
 pub mod actions;
 pub mod auth;
 pub mod cluster;
+pub mod ctx;
 pub mod data;
+pub mod error;
 pub mod recipes;
 pub mod stream;
 
-use super::AdminCtx;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
+use ctx::ApiCtx;
+use error::ApiError;
 use std::sync::Arc;
-use tokio::sync::watch;
-
-/// What the API handlers read: the node, the actions' token, and the port's shutdown signal (which
-/// ends the open event streams so the port can stop).
-pub struct ApiCtx {
-    /// The admin port's context (the node).
-    pub admin: Arc<AdminCtx>,
-    /// The bearer token the actions need.
-    pub token: auth::Token,
-    /// Turns true when the node shuts down.
-    pub stop: watch::Receiver<bool>,
-}
 
 /// The routes of `/api/v1`.
 pub fn routes() -> Router<Arc<ApiCtx>> {
@@ -67,43 +56,3 @@ async fn not_found() -> ApiError {
         "see docs/observability.md for the endpoints of /api/v1",
     )
 }
-
-/// An API error: an HTTP status and a JSON body saying what went wrong and what to do.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorBody {
-    error: String,
-    hint: String,
-}
-
-impl ApiError {
-    /// An error with its status, message and hint.
-    pub fn new(status: StatusCode, error: impl Into<String>, hint: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: ErrorBody {
-                error: error.into(),
-                hint: hint.into(),
-            },
-        }
-    }
-
-    /// A bad request (400).
-    pub fn bad_request(error: impl Into<String>, hint: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, error, hint)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
-
-/// The result of a handler.
-pub type ApiResult<T> = Result<Json<T>, ApiError>;

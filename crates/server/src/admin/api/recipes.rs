@@ -18,8 +18,9 @@
 //!
 //! Left out: persistent (non-ephemeral) instances and members, which this scan does not see.
 
+use super::ctx::ApiCtx;
 use super::data::query;
-use super::{ApiCtx, ApiResult};
+use super::error::ApiResult;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;

@@ -11,8 +11,9 @@
 //!
 //! Left out: filtering by kind, events of other nodes (each node journals what it saw).
 
+use super::ctx::ApiCtx;
 use super::data::query;
-use super::{ApiCtx, ApiResult};
+use super::error::ApiResult;
 use crate::events::Event;
 use crate::shared::Shared;
 use axum::extract::rejection::QueryRejection;
@@ -160,7 +161,7 @@ pub async fn live(
     State(api): State<Arc<ApiCtx>>,
     headers: HeaderMap,
     q: Result<Query<After>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, super::ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, super::error::ApiError> {
     let from_header = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
