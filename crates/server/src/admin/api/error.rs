@@ -11,14 +11,14 @@ use serde::Serialize;
 /// An API error: an HTTP status and a JSON body saying what went wrong and what to do.
 #[derive(Debug)]
 pub struct ApiError {
-    pub(in crate::admin::api) status: StatusCode,
-    pub(in crate::admin::api) body: ErrorBody,
+    pub(super) status: StatusCode,
+    pub(super) body: ErrorBody,
 }
 
 #[derive(Debug, Serialize)]
-pub(in crate::admin::api) struct ErrorBody {
-    pub(in crate::admin::api) error: String,
-    pub(in crate::admin::api) hint: String,
+pub(super) struct ErrorBody {
+    pub(super) error: String,
+    pub(super) hint: String,
 }
 
 impl ApiError {
