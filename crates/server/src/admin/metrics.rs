@@ -73,7 +73,10 @@ pub fn sample(node: &NodeCtx) -> Sample {
     s.packets_received = st.packets_received.load(Ordering::Relaxed);
     s.packets_sent = st.packets_sent.load(Ordering::Relaxed);
     s.uptime_ms = shared.started.elapsed().as_millis() as u64;
-    s.fds = (open_fds(), max_fds());
+    s.fds = (
+        crate::net::fourlw::open_files(),
+        crate::net::fourlw::max_open_files(),
+    );
     s.connection_rejected = st.connections_refused.load(Ordering::Relaxed);
     s.rss_bytes = crate::net::fourlw::rss_bytes();
     s.serving = node.cluster.is_serving();
@@ -100,21 +103,4 @@ pub fn sample(node: &NodeCtx) -> Sample {
         .collect();
     s.wal_bytes = node.wal.get().bytes_written;
     s
-}
-
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
-
-fn max_fds() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }

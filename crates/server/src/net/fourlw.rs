@@ -210,9 +210,7 @@ pub fn mntr(ctx: &NodeCtx) -> String {
     };
     let connections = shared.conns.lock().by_id.len();
     let sessions = shared.tracker.lock().len();
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let fds = open_files();
     let max_fds = max_open_files();
     let wal = ctx.wal.get();
     let raft = ctx.raft.status();
@@ -388,7 +386,15 @@ pub fn dir_sizes(ctx: &NodeCtx) -> (u64, u64) {
     (size(&d.join("log")), size(&d.join("snapshots")))
 }
 
-fn max_open_files() -> u64 {
+/// Open file descriptors of this process (Linux; 0 if unknown).
+pub fn open_files() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// This process's limit of open file descriptors (Linux; 0 if unknown).
+pub fn max_open_files() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|t| {
