@@ -25,7 +25,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use roster_proto::OpCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub mod hist;
+
+use hist::{AtomicHistogram, HistSum, Scale, REQUEST_BOUNDS_NS};
 
 /// Opcode label values (ZooKeeper's request names), in the order of [`op_slot`]; the last is for
 /// requests whose opcode is unknown.
@@ -173,8 +177,6 @@ struct RoleLabel {
 struct FollowerLabel {
     follower: u64,
 }
-
-type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets in milliseconds (ZooKeeper's unit for its latency metrics).
 const MS_BUCKETS: [f64; 16] = [
@@ -341,9 +343,8 @@ pub struct Sample {
 pub struct Metrics {
     enabled: bool,
     registry: Registry,
-    requests: Vec<Histogram>,
-    readlatency: Histogram,
-    updatelatency: Histogram,
+    /// Per [`op_slot`]; `readlatency` and `updatelatency` are sums of these, made at scrape.
+    requests: Vec<AtomicHistogram>,
     rejections: Vec<Counter>,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -402,30 +403,33 @@ impl Metrics {
     /// A fresh registry; with `enabled` false nothing is ever recorded and [`Metrics::render`] says so.
     pub fn new(enabled: bool) -> Metrics {
         let mut r = Registry::default();
-        let requests_family: HistFamily<OpLabel> = Family::new_with_constructor(seconds_histogram);
+        let requests_family: Family<OpLabel, AtomicHistogram, fn() -> AtomicHistogram> =
+            Family::new_with_constructor(AtomicHistogram::requests);
         r.register_with_unit(
             "roster_request_duration",
             "Client requests answered, by opcode, from decoding to reply",
             Unit::Seconds,
             requests_family.clone(),
         );
-        let requests = OPS
+        let requests: Vec<AtomicHistogram> = OPS
             .iter()
             .map(|op| requests_family.get_or_create(&OpLabel { op }).clone())
             .collect();
-        let readlatency = histogram(
-            &mut r,
+        let of_kind = |write: bool| -> Vec<AtomicHistogram> {
+            (0..requests.len())
+                .filter(|slot| op_kind(*slot) == Some(write))
+                .map(|slot| requests[slot].clone())
+                .collect()
+        };
+        r.register(
             "readlatency",
             "Read request latency, ms (ZooKeeper)",
-            None,
-            ms_histogram(),
+            HistSum::new(of_kind(false), &REQUEST_BOUNDS_NS, Scale::Millis),
         );
-        let updatelatency = histogram(
-            &mut r,
+        r.register(
             "updatelatency",
             "Write request latency, ms (ZooKeeper)",
-            None,
-            ms_histogram(),
+            HistSum::new(of_kind(true), &REQUEST_BOUNDS_NS, Scale::Millis),
         );
         let rej: Family<ReasonLabel, Counter> = Family::default();
         r.register(
@@ -659,8 +663,6 @@ impl Metrics {
             enabled,
             registry: r,
             requests,
-            readlatency,
-            updatelatency,
             rejections,
             bytes_in,
             bytes_out,
@@ -713,19 +715,14 @@ impl Metrics {
         self.wal.clone()
     }
 
-    /// One client request answered, `slot` from [`op_slot`].
-    pub fn request(&self, slot: usize, started: Instant) {
+    /// One client request answered, `slot` from [`op_slot`], `took` from decoding to reply.
+    #[inline]
+    pub fn request(&self, slot: usize, took: Duration) {
         if !self.enabled {
             return;
         }
-        let took = started.elapsed();
         if let Some(h) = self.requests.get(slot) {
-            h.observe(secs(took));
-        }
-        match op_kind(slot) {
-            Some(true) => self.updatelatency.observe(ms(took)),
-            Some(false) => self.readlatency.observe(ms(took)),
-            None => {}
+            h.observe(took);
         }
     }
 

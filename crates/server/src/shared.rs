@@ -15,7 +15,7 @@ use roster_state::{ExpiryTracker, State, WatchTable};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// The replicated state and the watches registered against it.
@@ -131,8 +131,8 @@ pub struct Stats {
 
 impl Stats {
     /// Records one request's latency.
-    pub fn record_latency(&self, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
+    pub fn record_latency(&self, took: Duration) {
+        let us = took.as_micros() as u64;
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
         self.latency_max_us.fetch_max(us, Ordering::Relaxed);

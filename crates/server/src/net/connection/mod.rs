@@ -369,19 +369,13 @@ impl Conn {
                 Action::Read { meta, read, view } => {
                     let at = view.as_ref().map(|(_, z)| *z);
                     let (result, later) = self.execute_local(&read, view.as_ref().map(|(v, _)| v));
-                    self.reply_now(meta.xid, result, meta.started, at);
-                    self.ctx
-                        .node
-                        .shared
-                        .metrics
-                        .request(meta.slot, meta.started);
+                    self.reply_now(meta.xid, result, at);
+                    self.record_latency(meta.slot, meta.started);
                     self.push_events(later);
                 }
                 Action::Reply { meta, zxid, reply } => {
-                    let metrics = &self.ctx.node.shared.metrics;
-                    metrics.request(meta.slot, meta.started);
                     if matches!(reply, Outcome::Closed) {
-                        metrics.session_closed();
+                        self.ctx.node.shared.metrics.session_closed();
                     }
                     let (err, body) = match reply {
                         Outcome::Response(Ok(r)) => (0, Some(r)),
@@ -396,7 +390,7 @@ impl Conn {
                         },
                         body.as_ref(),
                     );
-                    self.record_latency(meta.started);
+                    self.record_latency(meta.slot, meta.started);
                 }
                 Action::Event(ev, zxid) => self.push_event(&ev, zxid),
                 Action::WantViews => {
@@ -767,13 +761,7 @@ impl Conn {
     }
 
     /// Writes a reply; `at` is the zxid of the view it was answered from (default: the current state).
-    fn reply_now(
-        &mut self,
-        xid_: i32,
-        result: Result<Response, ErrorCode>,
-        started: Instant,
-        at: Option<i64>,
-    ) {
+    fn reply_now(&mut self, xid_: i32, result: Result<Response, ErrorCode>, at: Option<i64>) {
         let zxid = match at {
             Some(z) => z,
             None => self.ctx.node.shared.db.lock().state.last_zxid(),
@@ -796,13 +784,16 @@ impl Conn {
                 None,
             ),
         }
-        self.record_latency(started);
     }
 
-    /// Counts one answered request in the server's and this connection's statistics.
-    fn record_latency(&self, started: Instant) {
-        self.ctx.node.shared.stats.record_latency(started);
-        let ms = started.elapsed().as_millis() as u64;
+    /// Counts one answered request (`slot` from `metrics::op_slot`) in the server's and this
+    /// connection's statistics and in the metrics; the clock is read once.
+    fn record_latency(&self, slot: usize, started: Instant) {
+        let took = started.elapsed();
+        let shared = &self.ctx.node.shared;
+        shared.stats.record_latency(took);
+        shared.metrics.request(slot, took);
+        let ms = took.as_millis() as u64;
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         self.stats.latency_total_ms.fetch_add(ms, Ordering::Relaxed);
         self.stats.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
