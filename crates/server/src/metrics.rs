@@ -124,14 +124,23 @@ pub enum Rejection {
     session_expired,
     /// The handshake did not decode.
     bad_handshake,
+    /// Open file descriptors reached the limit minus `fd-reserve`.
+    descriptors,
+    /// No handshake within `handshake-timeout-ms`.
+    handshake_timeout,
+    /// More than `max-outgoing-bytes` queued for a client that does not read.
+    slow_reader,
 }
 
-const REJECTIONS: [Rejection; 5] = [
+const REJECTIONS: [Rejection; 8] = [
     Rejection::per_ip_limit,
     Rejection::no_leader,
     Rejection::zxid_ahead,
     Rejection::session_expired,
     Rejection::bad_handshake,
+    Rejection::descriptors,
+    Rejection::handshake_timeout,
+    Rejection::slow_reader,
 ];
 
 /// Why this node started an election.

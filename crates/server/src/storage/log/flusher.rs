@@ -18,7 +18,7 @@ use super::{
     MAX_OPS_PER_BATCH, PURGE_KEY, RECORD_HEADER_LEN,
 };
 use crate::storage::meta::MetaStore;
-use crate::storage::{fsync_dir, Error, IoResultExt, Result};
+use crate::storage::{fsync_dir, retry_transient, Error, IoResultExt, Result};
 
 pub(super) enum Op {
     Append {
@@ -301,7 +301,8 @@ impl Flusher {
                 .last()
                 .map(|s| s.path.clone())
                 .ok_or(Error::Invalid("no active segment".into()))?;
-            let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+            let f = retry_transient(&path, "open", || OpenOptions::new().write(true).open(&path))
+                .at(&path)?;
             self.active = Some(f);
         }
         Ok(self.active.as_ref().expect("just opened"))
@@ -328,7 +329,7 @@ impl Flusher {
             let mut buf = std::mem::take(&mut self.buf);
             let r = self
                 .active_file()
-                .and_then(|f| f.write_all_at(&buf, at).at(&path));
+                .and_then(|f| retry_transient(&path, "write", || f.write_all_at(&buf, at)).at(&path));
             buf.clear();
             self.buf = buf;
             r?;
@@ -397,11 +398,10 @@ impl Flusher {
             self.base = first;
         }
         let path = segment_path(&self.dir, first);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
+        let f = retry_transient(&path, "create", || {
+            OpenOptions::new().write(true).create_new(true).open(&path)
+        })
+        .at(&path)?;
         self.dir_sync()?;
         lock(&self.segs).push(Segment {
             first,
@@ -465,7 +465,8 @@ impl Flusher {
     /// [`Flusher::active_file`] for callers already holding the segment lock.
     fn active_file_of(&mut self, path: &Path) -> Result<&File> {
         if self.active.is_none() {
-            let f = OpenOptions::new().write(true).open(path).at(path)?;
+            let f =
+                retry_transient(path, "open", || OpenOptions::new().write(true).open(path)).at(path)?;
             self.active = Some(f);
         }
         Ok(self.active.as_ref().expect("just opened"))
