@@ -101,3 +101,122 @@ fn serve_raises_its_soft_descriptor_limit() {
     let soft: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((soft[3], soft[4]), ("4096", "4096"), "{line}");
 }
+
+/// `mntr`'s value for `key`.
+fn mntr_value(addr: std::net::SocketAddr, key: &str) -> Option<i64> {
+    let text = four_letter(addr, "mntr").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
+/// 500 connections that never finish the handshake (half of them in the middle of a 64 KiB frame)
+/// all stayed open. Now each is closed after `handshake-timeout-ms`, and memory stays bounded.
+#[test]
+fn connections_without_handshake_are_closed_after_the_timeout() {
+    let _g = serial();
+    let srv = Roster::start(&["--handshake-timeout-ms", "2000"]);
+    let mut conns = Vec::new();
+    let mut partial = vec![0u8; 64 * 1024];
+    partial[..4].copy_from_slice(&(1_000_000i32).to_be_bytes());
+    for i in 0..500 {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(&partial).unwrap();
+        }
+        conns.push(s);
+    }
+    let started = Instant::now();
+    for (i, s) in conns.iter_mut().enumerate() {
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(s, left.max(Duration::from_millis(1))),
+            "connection {i} still open {:?} after the flood",
+            started.elapsed()
+        );
+    }
+    // A real client is served meanwhile and after.
+    let mut c = Raw::connect(srv.addr, 10_000);
+    assert_eq!(c.create("/ok", b"", 0).err, OK);
+    let peak = peak_rss(srv.pid().unwrap());
+    assert!(peak < 300 << 20, "peak RSS {} MB", peak >> 20);
+}
+
+/// A client that never reads kept its connection and its whole backlog after its session expired.
+/// Now the connection is closed at expiry although the client still reads nothing.
+#[test]
+fn a_client_that_never_reads_is_closed_at_session_expiry() {
+    let _g = serial();
+    let srv = Roster::start(&["--min-session-timeout-ms", "1000"]);
+    let mut w = Raw::connect(srv.addr, 10_000);
+    assert_eq!(w.create("/big", &vec![7u8; 512 * 1024], 0).err, OK);
+    let mut c = Raw::connect(srv.addr, 2_000);
+    // About 8 MB of replies, more than the socket buffers hold, less than max-outgoing-bytes.
+    for _ in 0..16 {
+        c.send(&Request::GetData(GetDataRequest {
+            path: "/big".into(),
+            watch: false,
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Counted by mntr: w, c and mntr's own connection.
+    assert_eq!(mntr_value(srv.addr, "zk_num_alive_connections"), Some(3));
+    // No pings, no reads: the session expires within ~2 s, and its connection must go with it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while mntr_value(srv.addr, "zk_num_alive_connections") != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the connection of the expired session is still open"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(w.set("/big", b"small", -1).err, OK);
+}
+
+/// A client that pipelines requests and never reads their replies is closed once more than
+/// `max-outgoing-bytes` is queued for it, and the server's memory stays bounded.
+#[test]
+fn a_client_that_never_reads_is_closed_past_the_outgoing_bound() {
+    let _g = serial();
+    let srv = Roster::start(&["--max-outgoing-bytes", "4194304"]);
+    let mut w = Raw::connect(srv.addr, 10_000);
+    assert_eq!(w.create("/big", &vec![7u8; 1_000_000], 0).err, OK);
+    let mut c = Raw::connect(srv.addr, 30_000);
+    c.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // 200 MB of replies asked for; none read.
+    let mut req = bytes::BytesMut::new();
+    for xid in 1..=200 {
+        write_frame(&mut req, |b| {
+            RequestHeader {
+                xid,
+                op_type: OpCode::GetData.code(),
+            }
+            .encode(b);
+            Request::GetData(GetDataRequest {
+                path: "/big".into(),
+                watch: false,
+            })
+            .encode_body(b);
+        });
+    }
+    let _ = c.stream.write_all(&req);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mntr_value(srv.addr, "zk_num_alive_connections") != Some(2) {
+        assert!(Instant::now() < deadline, "the slow reader is still connected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Only what was queued before the close reaches the client.
+    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut total = 0usize;
+    let mut b = vec![0u8; 1 << 16];
+    while let Ok(n) = c.stream.read(&mut b) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total < 40_000_000, "{total} bytes reached the client");
+    let peak = peak_rss(srv.pid().unwrap());
+    assert!(peak < 400 << 20, "peak RSS {} MB", peak >> 20);
+    assert!(srv.log_text().contains("closing a slow reader"));
+    assert_eq!(w.set("/big", b"small", -1).err, OK);
+}

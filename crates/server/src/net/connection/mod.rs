@@ -20,6 +20,13 @@
 //! `MarshallingError` (an auth or sasl packet closes the connection), bytes after it are ignored; a
 //! frame over the limit or a broken handshake closes the connection. Each is logged
 //! with the reason and touches nothing else.
+//!
+//! Hostile clients: a connection that sends no first frame within `handshake-timeout-ms` is closed
+//! (reason `handshake_timeout`); the input buffer grows only as bytes arrive, never to a frame's
+//! declared length. Replies and events leave through a queue bounded by `max-outgoing-bytes`: a
+//! client that does not read past it is closed as a slow reader (reason `slow_reader`; its session
+//! lives on until its timeout, as after a connection loss). A closing connection (session expired,
+//! closed by the node) gets at most one second to take what is queued, then is closed.
 
 mod reads;
 
@@ -62,7 +69,14 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Closed(String),
+    #[error("no handshake within handshake-timeout-ms")]
+    HandshakeTimeout,
+    #[error("slow reader: more than max-outgoing-bytes queued")]
+    SlowReader,
 }
+
+/// How long a closing connection's queued replies may take to leave.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Bounds of how long a proposal with nothing else of its connection in flight may wait for a
 /// reachable leader (a third of the session timeout, clamped to these).
@@ -155,7 +169,7 @@ pub async fn run(
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
-        Ok(()) | Err(ConnError::Eof) => {
+        Ok(()) | Err(ConnError::Eof) | Err(ConnError::HandshakeTimeout) | Err(ConnError::SlowReader) => {
             tracing::debug!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), "connection closed")
         }
         Err(e) => {
@@ -225,16 +239,27 @@ impl Conn {
         mut rx: mpsc::UnboundedReceiver<ConnMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let max = self.ctx.node.shared.config.max_frame_bytes;
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let config = &self.ctx.node.shared.config;
+        let max = config.max_frame_bytes;
+        let max_out = config.max_outgoing_bytes;
+        let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+        let mut inbuf = BytesMut::with_capacity(4 * 1024);
         let first = tokio::select! {
-            f = read_frame(&mut rd, &mut inbuf, max, true) => f?,
+            f = tokio::time::timeout(handshake_timeout, read_frame(&mut rd, &mut inbuf, max, true)) => match f {
+                Ok(f) => f?,
+                Err(_) => {
+                    self.ctx.node.shared.metrics.rejected(Rejection::handshake_timeout);
+                    tracing::debug!(conn = self.id, peer = %self.peer, "closing: no handshake within handshake-timeout-ms");
+                    return Err(ConnError::HandshakeTimeout);
+                }
+            },
             _ = shutdown.changed() => return Ok(()),
         };
         let body = match first {
             FirstFrame::Word(w) => {
                 let text = fourlw::run(w, &self.ctx.node);
-                wr.write_all(text.as_bytes()).await?;
+                // A client that does not read the answer does not keep the connection.
+                let _ = tokio::time::timeout(handshake_timeout, wr.write_all(text.as_bytes())).await;
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
@@ -254,9 +279,12 @@ impl Conn {
         self.route = routes.borrow_and_update().clone();
         self.pipe = Pipeline::new(self.route.target, hold);
         let mut writes: FuturesOrdered<WriteInFlight> = FuturesOrdered::new();
+        // Encoded replies and events not yet written to the socket (bounded by max-outgoing-bytes).
+        let mut pending = BytesMut::new();
         loop {
             // Frames already buffered (for example sent right behind the handshake) go first.
-            while self.pipe.accepts_requests() {
+            // ... unless the replies already queued pass the outgoing bound (checked below).
+            while self.pipe.accepts_requests() && pending.len() + self.out.len() <= max_out {
                 let Some((frame, used)) = parse_frame(&inbuf, max, false)? else {
                     break;
                 };
@@ -270,10 +298,22 @@ impl Conn {
             }
             if !self.out.is_empty() {
                 self.ctx.node.shared.metrics.bytes_out(self.out.len());
-                wr.write_all(&self.out).await?;
+                pending.extend_from_slice(&self.out);
                 self.out.clear();
+                if pending.len() > max_out {
+                    self.ctx.node.shared.metrics.rejected(Rejection::slow_reader);
+                    tracing::warn!(
+                        conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                        queued = pending.len(), limit = max_out,
+                        "closing a slow reader: more replies and events queued than max-outgoing-bytes; its session lives on until its timeout"
+                    );
+                    return Err(ConnError::SlowReader);
+                }
             }
             if let Some((reason, expected)) = self.close.take() {
+                // What is queued leaves if the client reads it soon; a client that does not read
+                // does not hold the connection open.
+                let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&pending)).await;
                 let _ = wr.shutdown().await;
                 return if expected {
                     tracing::debug!(conn = self.id, %reason, "closing connection");
@@ -285,6 +325,11 @@ impl Conn {
             let deadline = self.pipe.deadline();
             tokio::select! {
                 biased;
+                r = wr.write_buf(&mut pending), if !pending.is_empty() => {
+                    if r? == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => self.node_message(msg),
                     None => self.pipe.close_by_node("node shutting down"),
