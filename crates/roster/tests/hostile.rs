@@ -167,6 +167,8 @@ fn a_client_that_never_reads_is_closed_at_session_expiry() {
             Instant::now() < deadline,
             "the connection of the expired session is still open"
         );
+        // w keeps its own session alive.
+        assert_eq!(w.exists("/big", false).err, OK);
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(w.set("/big", b"small", -1).err, OK);
@@ -219,4 +221,31 @@ fn a_client_that_never_reads_is_closed_past_the_outgoing_bound() {
     assert!(peak < 400 << 20, "peak RSS {} MB", peak >> 20);
     assert!(srv.log_text().contains("closing a slow reader"));
     assert_eq!(w.set("/big", b"small", -1).err, OK);
+}
+
+/// One 18 KB multiRead of getData on a 1 MB node made a 1 GB reply. Now a multiRead whose reply
+/// would pass max-frame-bytes is answered MarshallingError, without building it; smaller ones work.
+#[test]
+fn a_multiread_too_big_to_answer_is_refused_without_building_it() {
+    let _g = serial();
+    let srv = Roster::start(&[]);
+    let mut c = Raw::connect(srv.addr, 30_000);
+    assert_eq!(c.create("/big", &vec![7u8; 1_000_000], 0).err, OK);
+    let get = || {
+        Request::GetData(GetDataRequest {
+            path: "/big".into(),
+            watch: false,
+        })
+    };
+    let r = c.call(Request::MultiRead((0..300).map(|_| get()).collect()));
+    assert_eq!(r.err, ErrorCode::MarshallingError.code());
+    let r = c.call(Request::MultiRead(vec![get()]));
+    assert_eq!(r.err, OK);
+    let Some(Response::Multi(results)) = r.body else {
+        panic!("multiRead answered {:?}", r.body)
+    };
+    assert!(matches!(&results[0], MultiResult::GetData(Some(d), _) if d.len() == 1_000_000));
+    let peak = peak_rss(srv.pid().unwrap());
+    assert!(peak < 250 << 20, "peak RSS {} MB", peak >> 20);
+    assert_eq!(c.get("/big", false).err, OK);
 }

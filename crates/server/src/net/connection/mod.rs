@@ -26,7 +26,9 @@
 //! declared length. Replies and events leave through a queue bounded by `max-outgoing-bytes`: a
 //! client that does not read past it is closed as a slow reader (reason `slow_reader`; its session
 //! lives on until its timeout, as after a connection loss). A closing connection (session expired,
-//! closed by the node) gets at most one second to take what is queued, then is closed.
+//! closed by the node) gets at most one second to take what is queued, then is closed. No reply
+//! passes `max-frame-bytes` (plus a header's slack): a multiRead's reply size is counted before it
+//! is built, and such a request (or any oversized reply) is answered MarshallingError.
 
 mod reads;
 
@@ -74,6 +76,10 @@ enum ConnError {
     #[error("slow reader: more than max-outgoing-bytes queued")]
     SlowReader,
 }
+
+/// How far a reply may pass `max-frame-bytes`: a node whose create request just fit must stay
+/// readable with its reply header and stat around its data.
+pub(super) const REPLY_SLACK: usize = 1024;
 
 /// How long a closing connection's queued replies may take to leave.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
@@ -864,7 +870,24 @@ impl Conn {
         if h.zxid > 0 {
             self.stats.last_zxid.store(h.zxid as u64, Ordering::Relaxed);
         }
+        let start = self.out.len();
         write_reply(&mut self.out, &h, body);
+        // No reply larger than a client accepts (ZooKeeper sends it, and the client drops the
+        // connection): the request is answered MarshallingError instead.
+        let max = self.ctx.node.shared.config.max_frame_bytes + REPLY_SLACK;
+        if self.out.len() - start - 4 > max {
+            tracing::warn!(
+                conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                size = self.out.len() - start - 4, max,
+                "reply exceeds max-frame-bytes: answering MarshallingError instead"
+            );
+            self.out.truncate(start);
+            let h = ReplyHeader {
+                err: ErrorCode::MarshallingError.code(),
+                ..h
+            };
+            write_reply(&mut self.out, &h, None);
+        }
     }
 
     fn push_event(&mut self, ev: &WatcherEvent, zxid: i64) {
