@@ -339,7 +339,11 @@ fn raise_fd_limit() {
             tracing::warn!(error = %std::io::Error::last_os_error(), soft = old, "cannot raise the file descriptor limit");
             return;
         }
-        tracing::info!(from = old, to = lim.rlim_cur, "raised the file descriptor limit");
+        tracing::info!(
+            from = old,
+            to = lim.rlim_cur,
+            "raised the file descriptor limit"
+        );
     }
 }
 

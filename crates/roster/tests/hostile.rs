@@ -81,7 +81,8 @@ fn idle_connections_cannot_exhaust_the_descriptors_storage_needs() {
     assert_eq!(d.create("/after", b"", 0).err, OK);
     assert_eq!(c.set("/w", b"end", -1).err, OK);
     assert!(
-        srv.log_text().contains("open file descriptors near the limit"),
+        srv.log_text()
+            .contains("open file descriptors near the limit"),
         "the refusal is logged; mntr was:\n{mntr}"
     );
     assert!(!srv.log_text().contains("write-ahead log failed"));
@@ -183,7 +184,9 @@ fn a_client_that_never_reads_is_closed_past_the_outgoing_bound() {
     let mut w = Raw::connect(srv.addr, 10_000);
     assert_eq!(w.create("/big", &vec![7u8; 1_000_000], 0).err, OK);
     let mut c = Raw::connect(srv.addr, 30_000);
-    c.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     // 200 MB of replies asked for; none read.
     let mut req = bytes::BytesMut::new();
     for xid in 1..=200 {
@@ -203,11 +206,16 @@ fn a_client_that_never_reads_is_closed_past_the_outgoing_bound() {
     let _ = c.stream.write_all(&req);
     let deadline = Instant::now() + Duration::from_secs(20);
     while mntr_value(srv.addr, "zk_num_alive_connections") != Some(2) {
-        assert!(Instant::now() < deadline, "the slow reader is still connected");
+        assert!(
+            Instant::now() < deadline,
+            "the slow reader is still connected"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Only what was queued before the close reaches the client.
-    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut total = 0usize;
     let mut b = vec![0u8; 1 << 16];
     while let Ok(n) = c.stream.read(&mut b) {
@@ -248,4 +256,45 @@ fn a_multiread_too_big_to_answer_is_refused_without_building_it() {
     let peak = peak_rss(srv.pid().unwrap());
     assert!(peak < 250 << 20, "peak RSS {} MB", peak >> 20);
     assert_eq!(c.get("/big", false).err, OK);
+}
+
+/// A node whose storage failed for good stayed up answering `ruok` with `imok` while refusing every
+/// write. Now a full disk is retried for a while (storage::RETRY_FOR, 30 s), then the node says it is
+/// not serving and `roster serve` exits non-zero for its supervisor. The disk is a 3 MB tmpfs in a
+/// mount namespace of the server's own.
+#[test]
+fn a_node_whose_storage_failed_exits_instead_of_lingering() {
+    let _g = serial();
+    let script = r#"for a; do [ "$prev" = --data-dir ] && d=$a; prev=$a; done; mkdir -p "$d" && mount -t tmpfs -o size=3m roster-test "$d" && exec "$@""#;
+    let mut srv = Roster::start_wrapped(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ],
+        &[],
+    );
+    let mut c = Raw::connect(srv.addr, 30_000);
+    assert_eq!(c.create("/d", b"", 0).err, OK);
+    // 8 MB of writes into 3 MB: sent without waiting, the disk fills.
+    for i in 0..80 {
+        c.send(&Request::Create(CreateRequest {
+            path: format!("/d/n{i}"),
+            data: Some(vec![1u8; 100_000].into()),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        }));
+    }
+    let status = srv.wait_exit(Duration::from_secs(90));
+    let log = srv.log_text();
+    let status = status.unwrap_or_else(|| panic!("the node did not exit; log:\n{log}"));
+    assert!(!status.success(), "exit status {status}");
+    assert!(log.contains("transient storage error"), "{log}");
+    assert!(log.contains("exiting: storage failed"), "{log}");
 }

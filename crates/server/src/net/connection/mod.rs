@@ -175,7 +175,10 @@ pub async fn run(
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
-        Ok(()) | Err(ConnError::Eof) | Err(ConnError::HandshakeTimeout) | Err(ConnError::SlowReader) => {
+        Ok(())
+        | Err(ConnError::Eof)
+        | Err(ConnError::HandshakeTimeout)
+        | Err(ConnError::SlowReader) => {
             tracing::debug!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), "connection closed")
         }
         Err(e) => {
@@ -265,7 +268,8 @@ impl Conn {
             FirstFrame::Word(w) => {
                 let text = fourlw::run(w, &self.ctx.node);
                 // A client that does not read the answer does not keep the connection.
-                let _ = tokio::time::timeout(handshake_timeout, wr.write_all(text.as_bytes())).await;
+                let _ =
+                    tokio::time::timeout(handshake_timeout, wr.write_all(text.as_bytes())).await;
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
@@ -307,7 +311,11 @@ impl Conn {
                 pending.extend_from_slice(&self.out);
                 self.out.clear();
                 if pending.len() > max_out {
-                    self.ctx.node.shared.metrics.rejected(Rejection::slow_reader);
+                    self.ctx
+                        .node
+                        .shared
+                        .metrics
+                        .rejected(Rejection::slow_reader);
                     tracing::warn!(
                         conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
                         queued = pending.len(), limit = max_out,

@@ -17,10 +17,11 @@ pub(super) fn multi_read_size(state: &State, ops: &[Request], max: usize) -> usi
         size += 9;
         size += match op {
             Request::GetData(r) => {
-                4 + 68 + state
-                    .node(&r.path)
-                    .and_then(|n| n.data.as_ref().map(|d| d.len()))
-                    .unwrap_or(0)
+                4 + 68
+                    + state
+                        .node(&r.path)
+                        .and_then(|n| n.data.as_ref().map(|d| d.len()))
+                        .unwrap_or(0)
             }
             Request::GetChildren(r) => {
                 4 + state
