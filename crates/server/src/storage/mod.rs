@@ -17,7 +17,7 @@
 //!
 //! Transient errors (no free file descriptor, a full disk, EAGAIN, EINTR) on the operations that
 //! can be repeated safely (opening files, positioned writes, writing a fresh tmp file, renames) are
-//! retried with backoff for up to [`RETRY_FOR`] (see [`retry_transient`]); only then, or on any
+//! retried with backoff for up to [`RETRY_FOR`] (see `retry_transient`); only then, or on any
 //! other error, does the store fail. A failed fsync is never retried: the kernel may have dropped
 //! the dirty pages, so what reached the disk is unknown.
 

@@ -308,8 +308,13 @@ impl Conn {
             }
             if !self.out.is_empty() {
                 self.ctx.node.shared.metrics.bytes_out(self.out.len());
-                pending.extend_from_slice(&self.out);
-                self.out.clear();
+                if pending.is_empty() {
+                    // The usual case: nothing waits, so no copy.
+                    std::mem::swap(&mut pending, &mut self.out);
+                } else {
+                    pending.extend_from_slice(&self.out);
+                    self.out.clear();
+                }
                 if pending.len() > max_out {
                     self.ctx
                         .node
