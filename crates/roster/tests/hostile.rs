@@ -298,3 +298,37 @@ fn a_node_whose_storage_failed_exits_instead_of_lingering() {
     assert!(log.contains("transient storage error"), "{log}");
     assert!(log.contains("exiting: storage failed"), "{log}");
 }
+
+/// Eight connections to the peer port each sent the start of a 16 MiB frame and held 131 MB; a
+/// connection that sends nothing was never closed. Now a hello over 64 KiB closes the connection at
+/// once, a missing hello after 10 s, and nothing is allocated ahead of the bytes that arrived.
+#[test]
+fn half_sent_frames_on_the_peer_port_hold_no_memory() {
+    let _g = serial();
+    let srv = Roster::start(&[]);
+    let mut idle = TcpStream::connect(srv.peer).unwrap();
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(srv.peer).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&(16u32 << 20).to_be_bytes());
+        // Up to 4 MiB of the body; the server may close before it has all.
+        let _ = s.write_all(&vec![1u8; 4 << 20]);
+        conns.push(s);
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "peer connection {i} with a half-sent 16 MiB frame is still open"
+        );
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(15)),
+        "a peer connection without hello is still open after {:?}",
+        started.elapsed()
+    );
+    let peak = peak_rss(srv.pid().unwrap());
+    assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
+    assert_eq!(four_letter(srv.addr, "ruok").unwrap(), "imok");
+}

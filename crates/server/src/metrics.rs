@@ -130,9 +130,11 @@ pub enum Rejection {
     handshake_timeout,
     /// More than `max-outgoing-bytes` queued for a client that does not read.
     slow_reader,
+    /// Half-sent frames of all connections held more than their overall budget.
+    partial_frames,
 }
 
-const REJECTIONS: [Rejection; 8] = [
+const REJECTIONS: [Rejection; 9] = [
     Rejection::per_ip_limit,
     Rejection::no_leader,
     Rejection::zxid_ahead,
@@ -141,6 +143,7 @@ const REJECTIONS: [Rejection; 8] = [
     Rejection::descriptors,
     Rejection::handshake_timeout,
     Rejection::slow_reader,
+    Rejection::partial_frames,
 ];
 
 /// Why this node started an election.

@@ -257,6 +257,7 @@ impl Node {
         let client = Arc::new(ClientCtx {
             node: ctx.clone(),
             routes,
+            partial_bytes: Default::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(net::routing::run(

@@ -22,8 +22,10 @@
 //! with the reason and touches nothing else.
 //!
 //! Hostile clients: a connection that sends no first frame within `handshake-timeout-ms` is closed
-//! (reason `handshake_timeout`); the input buffer grows only as bytes arrive, never to a frame's
-//! declared length. Replies and events leave through a queue bounded by `max-outgoing-bytes`: a
+//! (reason `handshake_timeout`) and its first frame may not pass 64 KiB; the input buffer grows only
+//! as bytes arrive, never to a frame's declared length, and all connections together hold at most
+//! 256 MiB (or four frames of `max-frame-bytes`) of half-sent frames: past it, a connection holding
+//! more than 64 KiB of one is closed (reason `partial_frames`). Replies and events leave through a queue bounded by `max-outgoing-bytes`: a
 //! client that does not read past it is closed as a slow reader (reason `slow_reader`; its session
 //! lives on until its timeout, as after a connection loss). A closing connection (session expired,
 //! closed by the node) gets at most one second to take what is queued, then is closed. No reply
@@ -81,6 +83,13 @@ enum ConnError {
 /// readable with its reply header and stat around its data.
 pub(super) const REPLY_SLACK: usize = 1024;
 
+/// The largest first frame (a ConnectRequest or a four-letter word) accepted, bytes.
+const FIRST_FRAME_MAX: usize = 64 << 10;
+
+/// Bytes all connections together may hold in frames not yet complete (at least four frames of
+/// `max-frame-bytes`); past it, a connection holding more than [`FIRST_FRAME_MAX`] of one is closed.
+const PARTIAL_BUDGET: usize = 256 << 20;
+
 /// How long a closing connection's queued replies may take to leave.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -134,6 +143,8 @@ struct Conn {
     /// Whether this session's writes carry state views (registered in `Shared::view_sessions` once
     /// the connection pipelines a read behind a write).
     wants_views: bool,
+    /// Bytes of incomplete frames this connection holds, as counted in `ClientCtx::partial_bytes`.
+    partial: usize,
 }
 
 /// Serves one accepted connection until it closes.
@@ -172,6 +183,7 @@ pub async fn run(
         outstanding: 0,
         close: None,
         wants_views: false,
+        partial: 0,
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
@@ -186,6 +198,7 @@ pub async fn run(
         }
     }
     conn.count_outstanding(0);
+    conn.hold_partial(0);
     ctx.node.shared.db.lock().watches.remove_watcher(id);
     if conn.wants_views {
         let mut vs = ctx.node.shared.view_sessions.lock();
@@ -253,8 +266,10 @@ impl Conn {
         let max_out = config.max_outgoing_bytes;
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let mut inbuf = BytesMut::with_capacity(4 * 1024);
+        // A ConnectRequest is a few dozen bytes: a first frame never needs the full frame limit.
+        let first_max = max.min(FIRST_FRAME_MAX);
         let first = tokio::select! {
-            f = tokio::time::timeout(handshake_timeout, read_frame(&mut rd, &mut inbuf, max, true)) => match f {
+            f = tokio::time::timeout(handshake_timeout, read_frame(&mut rd, &mut inbuf, first_max, true)) => match f {
                 Ok(f) => f?,
                 Err(_) => {
                     self.ctx.node.shared.metrics.rejected(Rejection::handshake_timeout);
@@ -305,6 +320,27 @@ impl Conn {
                 let _ = inbuf.split_to(used);
                 self.handle_packet(body)?;
                 self.carry_out(&mut writes).await;
+            }
+            // What is left in `inbuf` is a frame not yet complete: counted against the budget of all
+            // connections; past it, the connections holding the most of one are closed.
+            self.hold_partial(inbuf.len());
+            let budget = PARTIAL_BUDGET.max(4 * max);
+            if inbuf.len() > FIRST_FRAME_MAX
+                && self.ctx.partial_bytes.load(Ordering::Relaxed) > budget
+            {
+                self.ctx
+                    .node
+                    .shared
+                    .metrics
+                    .rejected(Rejection::partial_frames);
+                tracing::warn!(
+                    conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                    held = inbuf.len(), budget,
+                    "closing: half-sent frames of all connections hold more memory than allowed, and this one holds a large one"
+                );
+                return Err(ConnError::Closed(
+                    "too much memory in half-sent frames".into(),
+                ));
             }
             if !self.out.is_empty() {
                 self.ctx.node.shared.metrics.bytes_out(self.out.len());
@@ -487,6 +523,17 @@ impl Conn {
             }
         }
         self.count_outstanding(self.pipe.queued() as u64);
+    }
+
+    /// Keeps this connection's share of `ClientCtx::partial_bytes` at `now` bytes.
+    fn hold_partial(&mut self, now: usize) {
+        let total = &self.ctx.partial_bytes;
+        if now > self.partial {
+            total.fetch_add(now - self.partial, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(self.partial - now, Ordering::Relaxed);
+        }
+        self.partial = now;
     }
 
     /// Keeps the `outstanding` statistics at `now` requests of this connection.
