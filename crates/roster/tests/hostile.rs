@@ -52,7 +52,14 @@ fn idle_connections_cannot_exhaust_the_descriptors_storage_needs() {
     let _g = serial();
     let srv = Roster::start_wrapped(
         &["prlimit", "--nofile=1024:1024", "--"],
-        &["--handshake-timeout-ms", "120000"],
+        &[
+            "--handshake-timeout-ms",
+            "120000",
+            "--snapshot-every",
+            "10",
+            "--snapshot-log-keep",
+            "5",
+        ],
     );
     let mut c = Raw::connect(srv.addr, 30_000);
     assert_eq!(c.create("/w", b"", 0).err, OK);
