@@ -339,3 +339,66 @@ fn half_sent_frames_on_the_peer_port_hold_no_memory() {
     assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
     assert_eq!(four_letter(srv.addr, "ruok").unwrap(), "imok");
 }
+
+/// A client with thousands of requests outstanding (sent at once, read only at the end) gets every
+/// reply, in order, while another session is served meanwhile.
+#[test]
+fn thousands_of_outstanding_requests_lose_nothing_and_starve_no_one() {
+    let _g = serial();
+    let srv = Roster::start(&[]);
+    let mut b = Raw::connect(srv.addr, 30_000);
+    assert_eq!(b.create("/q", b"", 0).err, OK);
+    let mut a = Raw::connect(srv.addr, 30_000);
+    let mut req = bytes::BytesMut::new();
+    let n = 4_000;
+    for xid in 1..=n {
+        write_frame(&mut req, |buf| {
+            let (op, r) = if xid % 2 == 0 {
+                (
+                    OpCode::Create,
+                    Request::Create(CreateRequest {
+                        path: format!("/q/a{xid}"),
+                        data: Some(vec![3u8; 200].into()),
+                        acl: Acl::open_unsafe(),
+                        flags: 0,
+                    }),
+                )
+            } else {
+                (
+                    OpCode::GetData,
+                    Request::GetData(GetDataRequest {
+                        path: "/q".into(),
+                        watch: false,
+                    }),
+                )
+            };
+            RequestHeader {
+                xid,
+                op_type: op.code(),
+            }
+            .encode(buf);
+            r.encode_body(buf);
+        });
+    }
+    a.send_bytes(&req).unwrap();
+    // The other session is served meanwhile (a generous bound: liveness, not speed).
+    for i in 0..20 {
+        let t = Instant::now();
+        assert_eq!(b.create(&format!("/q/b{i}"), b"", 0).err, OK);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "write {i} of the other session took {:?}",
+            t.elapsed()
+        );
+    }
+    for xid in 1..=n {
+        let op = if xid % 2 == 0 {
+            OpCode::Create
+        } else {
+            OpCode::GetData
+        };
+        let r = a.recv(op).unwrap();
+        assert_eq!((r.xid, r.err), (xid, OK), "reply {xid}");
+    }
+    assert_eq!(children_of(&mut b, "/q").len(), n as usize / 2 + 20);
+}
