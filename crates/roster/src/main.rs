@@ -178,7 +178,7 @@ struct ServeArgs {
     #[arg(long, env = "ROSTER_HANDSHAKE_TIMEOUT_MS")]
     handshake_timeout_ms: Option<u64>,
     /// Most bytes of replies and events queued for a client that does not read them; over it the
-    /// connection is closed as a slow reader [default: 16777216].
+    /// connection is closed as a slow reader; at least twice max-frame-bytes is used [default: 16777216].
     #[arg(long, env = "ROSTER_MAX_OUTGOING_BYTES")]
     max_outgoing_bytes: Option<usize>,
 }

@@ -83,7 +83,8 @@ pub struct Config {
     /// this many ms is closed (ZooKeeper: zookeeper.nio.sessionlessCnxnTimeout, 10 s).
     pub handshake_timeout_ms: u64,
     /// Most bytes of replies and watch events queued for one client that does not read them; a
-    /// connection over it is closed as a slow reader (its session lives on until its timeout).
+    /// connection over it is closed as a slow reader (its session lives on until its timeout). At
+    /// least twice `max_frame_bytes` is used, so one reply always fits.
     pub max_outgoing_bytes: usize,
 }
 
@@ -190,15 +191,6 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "handshake-timeout-ms",
                 message: "must be at least 1".into(),
-            });
-        }
-        if self.max_outgoing_bytes < self.max_frame_bytes {
-            return Err(ConfigError::Invalid {
-                setting: "max-outgoing-bytes",
-                message: format!(
-                    "must be at least max-frame-bytes ({}), got {}",
-                    self.max_frame_bytes, self.max_outgoing_bytes
-                ),
             });
         }
         if self.session_tick_ms == 0 || self.session_tick_ms > 1000 {

@@ -263,7 +263,8 @@ impl Conn {
     ) -> Result<(), ConnError> {
         let config = &self.ctx.node.shared.config;
         let max = config.max_frame_bytes;
-        let max_out = config.max_outgoing_bytes;
+        // One reply always fits.
+        let max_out = config.max_outgoing_bytes.max(2 * max);
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let mut inbuf = BytesMut::with_capacity(4 * 1024);
         // A ConnectRequest is a few dozen bytes: a first frame never needs the full frame limit.
