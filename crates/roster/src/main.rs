@@ -347,6 +347,9 @@ fn raise_fd_limit() {
     }
 }
 
+/// How long a node whose storage failed keeps reporting it (not serving) before it exits.
+const STORAGE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn serve(config: Config) -> ExitCode {
     raise_fd_limit();
     let node = match roster_server::Node::start(config).await {
@@ -370,7 +373,10 @@ async fn serve(config: Config) -> ExitCode {
         _ = term.recv() => tracing::info!("terminated: shutting down"),
         r = failed.wait_for(|f| f.is_some()) => {
             let why = r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default();
-            tracing::error!(reason = %why, "exiting: storage failed (a supervisor should restart this node; restore the data directory if the disk is damaged)");
+            // ruok, srvr, mntr and /readyz say so for a moment, for monitors that are looking.
+            tracing::error!(reason = %why, "storage failed: exiting in {} s (a supervisor should restart this node; restore the data directory if the disk is damaged)", STORAGE_FAILED_GRACE.as_secs());
+            tokio::time::sleep(STORAGE_FAILED_GRACE).await;
+            tracing::error!("exiting: storage failed");
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), node.shutdown()).await;
             return ExitCode::FAILURE;
         }

@@ -25,6 +25,22 @@ fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// GET `path` on the admin port: (status code, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("admin port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
 /// Whether the server closed `s` (EOF or reset) within `within`.
 fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
@@ -267,7 +283,8 @@ fn a_multiread_too_big_to_answer_is_refused_without_building_it() {
 
 /// A node whose storage failed for good stayed up answering `ruok` with `imok` while refusing every
 /// write. Now a full disk is retried for a while (storage::RETRY_FOR, 30 s), then the node says it is
-/// not serving and `roster serve` exits non-zero for its supervisor. The disk is a 3 MB tmpfs in a
+/// not serving (ruok silent, srvr and mntr "not currently serving", /readyz 503) and `roster serve`
+/// exits non-zero for its supervisor. The disk is a 3 MB tmpfs in a
 /// mount namespace of the server's own.
 #[test]
 fn a_node_whose_storage_failed_exits_instead_of_lingering() {
@@ -298,7 +315,31 @@ fn a_node_whose_storage_failed_exits_instead_of_lingering() {
             flags: 0,
         }));
     }
-    let status = srv.wait_exit(Duration::from_secs(90));
+    // Once storage failed, the node says so until it exits (for 3 s).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !srv.log_text().contains("this node serves nothing more") {
+        assert!(
+            Instant::now() < deadline,
+            "storage never failed; log:\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        four_letter(srv.addr, "ruok").unwrap(),
+        "",
+        "ruok must be silent"
+    );
+    assert!(four_letter(srv.addr, "srvr")
+        .unwrap()
+        .contains("not currently serving requests"));
+    assert!(four_letter(srv.addr, "mntr")
+        .unwrap()
+        .contains("not currently serving requests"));
+    let (code, body) = http_get(srv.admin, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("storage failed"), "{body}");
+    let status = srv.wait_exit(Duration::from_secs(30));
     let log = srv.log_text();
     let status = status.unwrap_or_else(|| panic!("the node did not exit; log:\n{log}"));
     assert!(!status.success(), "exit status {status}");
