@@ -169,6 +169,18 @@ struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "ROSTER_METRICS")]
     metrics: Option<bool>,
+    /// File descriptors kept free for storage and peers: client connections are refused once open
+    /// descriptors reach the limit minus this (`roster serve` first raises its soft limit to the hard
+    /// limit) [default: 128].
+    #[arg(long, env = "ROSTER_FD_RESERVE")]
+    fd_reserve: Option<u64>,
+    /// Close a connection that has not sent its handshake within this many ms [default: 10000].
+    #[arg(long, env = "ROSTER_HANDSHAKE_TIMEOUT_MS")]
+    handshake_timeout_ms: Option<u64>,
+    /// Most bytes of replies and events queued for a client that does not read them; over it the
+    /// connection is closed as a slow reader; at least twice max-frame-bytes is used [default: 16777216].
+    #[arg(long, env = "ROSTER_MAX_OUTGOING_BYTES")]
+    max_outgoing_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -200,7 +212,10 @@ impl ServeArgs {
             target_voters,
             snapshot_log_keep,
             admin_addr,
-            metrics
+            metrics,
+            fd_reserve,
+            handshake_timeout_ms,
+            max_outgoing_bytes
         );
         if self.join.is_some() {
             c.join = self.join;
@@ -303,7 +318,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises this process's soft limit of open file descriptors to its hard limit (client connections
+/// each hold one; storage needs its own), logging the outcome. `roster serve` does this; an
+/// application embedding a node keeps its own limits.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the file descriptor limit");
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft = old, "cannot raise the file descriptor limit");
+            return;
+        }
+        tracing::info!(
+            from = old,
+            to = lim.rlim_cur,
+            "raised the file descriptor limit"
+        );
+    }
+}
+
+/// How long a node whose storage failed keeps reporting it (not serving) before it exits.
+const STORAGE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn serve(config: Config) -> ExitCode {
+    raise_fd_limit();
     let node = match roster_server::Node::start(config).await {
         Ok(n) => n,
         Err(e) => {
@@ -319,9 +367,19 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut failed = node.storage_failed();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
         _ = term.recv() => tracing::info!("terminated: shutting down"),
+        r = failed.wait_for(|f| f.is_some()) => {
+            let why = r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default();
+            // ruok, srvr, mntr and /readyz say so for a moment, for monitors that are looking.
+            tracing::error!(reason = %why, "storage failed: exiting in {} s (a supervisor should restart this node; restore the data directory if the disk is damaged)", STORAGE_FAILED_GRACE.as_secs());
+            tokio::time::sleep(STORAGE_FAILED_GRACE).await;
+            tracing::error!("exiting: storage failed");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), node.shutdown()).await;
+            return ExitCode::FAILURE;
+        }
     }
     node.shutdown().await;
     ExitCode::SUCCESS

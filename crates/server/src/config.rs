@@ -76,6 +76,16 @@ pub struct Config {
     /// Record Prometheus metrics and serve them at the admin port's `/metrics`. `false` records
     /// nothing at all (the cost measured in BENCHMARKS.md is the difference).
     pub metrics: bool,
+    /// File descriptors kept free for storage and peers: client connections are refused (counted
+    /// with reason `descriptors`) once this process's open descriptors reach its limit minus this.
+    pub fd_reserve: u64,
+    /// A connection that has not completed its handshake (ConnectRequest or four-letter word) within
+    /// this many ms is closed (ZooKeeper: zookeeper.nio.sessionlessCnxnTimeout, 10 s).
+    pub handshake_timeout_ms: u64,
+    /// Most bytes of replies and watch events queued for one client that does not read them; a
+    /// connection over it is closed as a slow reader (its session lives on until its timeout). At
+    /// least twice `max_frame_bytes` is used, so one reply always fits.
+    pub max_outgoing_bytes: usize,
 }
 
 impl Default for Config {
@@ -103,6 +113,9 @@ impl Default for Config {
             admin_addr: "127.0.0.1:8080".to_string(),
             metrics: true,
             snapshot_log_keep: 1_000,
+            fd_reserve: 128,
+            handshake_timeout_ms: 10_000,
+            max_outgoing_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +185,12 @@ impl Config {
                     "must be between 1024 and 2^31-1, got {}",
                     self.max_frame_bytes
                 ),
+            });
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "handshake-timeout-ms",
+                message: "must be at least 1".into(),
             });
         }
         if self.session_tick_ms == 0 || self.session_tick_ms > 1000 {

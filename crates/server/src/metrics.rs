@@ -128,14 +128,26 @@ pub enum Rejection {
     session_expired,
     /// The handshake did not decode.
     bad_handshake,
+    /// Open file descriptors reached the limit minus `fd-reserve`.
+    descriptors,
+    /// No handshake within `handshake-timeout-ms`.
+    handshake_timeout,
+    /// More than `max-outgoing-bytes` queued for a client that does not read.
+    slow_reader,
+    /// Half-sent frames of all connections held more than their overall budget.
+    partial_frames,
 }
 
-const REJECTIONS: [Rejection; 5] = [
+const REJECTIONS: [Rejection; 9] = [
     Rejection::per_ip_limit,
     Rejection::no_leader,
     Rejection::zxid_ahead,
     Rejection::session_expired,
     Rejection::bad_handshake,
+    Rejection::descriptors,
+    Rejection::handshake_timeout,
+    Rejection::slow_reader,
+    Rejection::partial_frames,
 ];
 
 /// Why this node started an election.

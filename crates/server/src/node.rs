@@ -257,6 +257,7 @@ impl Node {
         let client = Arc::new(ClientCtx {
             node: ctx.clone(),
             routes,
+            partial_bytes: Default::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(net::routing::run(
@@ -416,6 +417,13 @@ impl Node {
         })
     }
 
+    /// Turns `Some(reason)` when this node's storage failed for good (a disk error that is not
+    /// transient): the node then refuses every client and answers no `ruok`; the application should
+    /// shut it down and exit (`roster serve` exits non-zero, for a supervisor to restart it).
+    pub fn storage_failed(&self) -> watch::Receiver<Option<String>> {
+        self.ctx.cluster.storage_failed.subscribe()
+    }
+
     /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
     pub async fn shutdown(self) {
         if self.ctx.shared.config.leave_on_shutdown {
@@ -477,6 +485,20 @@ async fn cluster_monitor(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        if let Some(why) = ctx.wal.failure().or_else(|| ctx.raft.fatal()) {
+            if ctx.cluster.fail_storage(why.clone()) {
+                ctx.cluster.serving.store(false, Ordering::Release);
+                tracing::error!(reason = %why, "storage failed: this node serves nothing more and must be restarted (restore the data directory if the disk is damaged)");
+                ctx.shared.events.publish(
+                    EventKind::Serving { serving: false },
+                    format!("storage failed: {why}"),
+                );
+                for c in ctx.shared.conns.lock().by_id.values() {
+                    let _ = c.tx.send(ConnMsg::Close("this server's storage failed"));
+                }
+            }
+            continue;
         }
         let healthy =
             ctx.cluster.recovered.load(Ordering::Acquire) && cluster::status::has_leader(&ctx);

@@ -22,6 +22,8 @@ pub struct Roster {
     pub extra: Vec<String>,
     /// Extra environment variables of the process (for example `ROSTER_PEER_LISTEN`).
     pub env: Vec<(String, String)>,
+    /// A command the binary runs under (for example `prlimit --nofile=1024:1024 --`).
+    pub wrap: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -37,6 +39,11 @@ fn free_port() -> u16 {
 impl Roster {
     /// Starts a node with extra `serve` flags.
     pub fn start(extra: &[&str]) -> Roster {
+        Roster::start_wrapped(&[], extra)
+    }
+
+    /// Starts a node run under the command `wrap` (which execs its arguments), with extra flags.
+    pub fn start_wrapped(wrap: &[&str], extra: &[&str]) -> Roster {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -49,6 +56,7 @@ impl Roster {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: vec![],
+            wrap: wrap.iter().map(|s| s.to_string()).collect(),
             child: None,
             log,
         };
@@ -73,6 +81,7 @@ impl Roster {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env,
+            wrap: vec![],
             child: None,
             log,
         };
@@ -86,7 +95,16 @@ impl Roster {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        let bin = env!("CARGO_BIN_EXE_roster");
+        let mut cmd = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--client-addr")
             .arg(self.addr.to_string())
@@ -171,6 +189,18 @@ impl Roster {
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its status if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// Whether the process is still running.

@@ -29,6 +29,12 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(ctx): State<Arc<AdminCtx>>) -> (StatusCode, String) {
     let node = &ctx.node;
+    if let Some(why) = node.cluster.storage_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: storage failed: {why}\n"),
+        );
+    }
     if !node.cluster.recovered.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,9 @@ pub struct Cluster {
     pub given_ids: parking_lot::Mutex<std::collections::BTreeMap<u64, i64>>,
     /// Fast-failover state (see `cluster::failover`).
     pub failover: Failover,
+    /// Why this node's storage failed for good (set once; the node then serves nothing and its
+    /// application, `roster serve`, exits so that a supervisor restarts it).
+    pub storage_failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Cluster {
@@ -46,7 +49,24 @@ impl Cluster {
             change_reason: parking_lot::Mutex::new(None),
             given_ids: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             failover: Failover::default(),
+            storage_failed: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Why storage failed for good, or `None` while it works.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.storage_failed.borrow().clone()
+    }
+
+    /// Records that storage failed for good; false if it was recorded already.
+    pub fn fail_storage(&self, why: String) -> bool {
+        self.storage_failed.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            *f = Some(why);
+            true
+        })
     }
 
     /// Records why the membership is about to change; reasons not yet taken by a membership event are

@@ -15,6 +15,8 @@ pub struct ClientCtx {
     pub node: Arc<NodeCtx>,
     /// Where client proposals go now.
     pub routes: watch::Receiver<Route>,
+    /// Bytes all client connections hold of frames not yet complete (bounded; see `connection`).
+    pub partial_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// Where proposals go now.

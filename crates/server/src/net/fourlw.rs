@@ -23,7 +23,10 @@ pub fn run(word: &str, ctx: &NodeCtx) -> String {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
     match word {
+        // ZooKeeper answers nothing to ruok when it is not running.
+        "ruok" if ctx.cluster.storage_failure().is_some() => String::new(),
         "ruok" => "imok".to_string(),
+        "mntr" if ctx.cluster.storage_failure().is_some() => NOT_SERVING.to_string(),
         "isro" => "rw".to_string(),
         "srvr" => server_summary(ctx, false),
         "stat" => server_summary(ctx, true),
@@ -145,6 +148,9 @@ fn server_summary(ctx: &NodeCtx, with_clients: bool) -> String {
 /// `standalone` for a one-node cluster, else this node's role (`leader`, `follower`, `observer`);
 /// `None` while it serves no client (no working leader, see `cluster::status::zk_mode`).
 fn mode(ctx: &NodeCtx) -> Option<&'static str> {
+    if ctx.cluster.storage_failure().is_some() {
+        return None;
+    }
     crate::cluster::status::zk_mode(ctx)
 }
 

@@ -12,6 +12,10 @@
 //! the Raft handle (`crate::raft::handle`) and the transport's links, and nothing uses it but the
 //! node's wiring.
 //!
+//! Descriptors: a connection accepted while this process's open descriptors are within `fd-reserve`
+//! of its limit is closed at once (counted with reason `descriptors`), so storage and peers always
+//! find a free descriptor; an `accept` that fails (EMFILE) is retried after 100 ms, not in a spin.
+//!
 //! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
 
 pub mod connection;
@@ -27,12 +31,27 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Whether this process's open file descriptors reached `limit - reserve`. `fd` is the descriptor just
+/// accepted: the kernel hands out the lowest free number, so at least `fd` descriptors are open; near
+/// the line the open ones are counted.
+fn descriptors_short(fd: u64, limit: u64, reserve: u64) -> bool {
+    if limit == 0 {
+        return false;
+    }
+    let line = limit.saturating_sub(reserve);
+    fd >= line || (fd + reserve >= line && fourlw::open_files() >= line)
+}
+
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ClientCtx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let fd_limit = fourlw::max_open_files();
+    let fd_reserve = ctx.node.shared.config.fd_reserve;
+    let mut last_short_log: Option<std::time::Instant> = None;
+    let mut last_accept_log: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -42,11 +61,41 @@ pub async fn serve(
             Ok(a) => a,
             Err(e) => {
                 // Running out of file descriptors must not kill the listener: wait and retry.
-                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                if last_accept_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+                {
+                    last_accept_log = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, "accept failed; retrying every 100 ms (logged at most every 10 s)");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
+        {
+            use std::os::fd::AsRawFd;
+            if descriptors_short(stream.as_raw_fd() as u64, fd_limit, fd_reserve) {
+                drop(stream);
+                ctx.node
+                    .shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                ctx.node
+                    .shared
+                    .metrics
+                    .rejected(crate::metrics::Rejection::descriptors);
+                if last_short_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+                {
+                    last_short_log = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        %peer,
+                        limit = fd_limit,
+                        reserve = fd_reserve,
+                        "connection refused: open file descriptors near the limit; the rest are kept for storage and peers (raise `ulimit -n` or close idle clients; logged at most every 10 s)"
+                    );
+                }
+                continue;
+            }
+        }
         let limit = ctx.node.shared.config.max_connections_per_ip;
         {
             let mut conns = ctx.node.shared.conns.lock();

@@ -326,6 +326,14 @@ impl RaftHandle {
         Status::of(&self.raft.metrics().borrow_watched())
     }
 
+    /// Why Raft stopped on a storage error or a panic, or `None` while it runs (or after a normal stop).
+    pub fn fatal(&self) -> Option<String> {
+        match &self.raft.metrics().borrow_watched().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{create_dir_durable, fsync_dir, Error, IoResultExt, Result};
+use super::{create_dir_durable, fsync_dir, retry_transient, Error, IoResultExt, Result};
 
 const MAGIC: &[u8; 4] = b"RMTA";
 const VERSION: u16 = 1;
@@ -122,16 +122,20 @@ impl MetaStore {
         let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
         let dst = self.path_of(name);
         {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .at(&tmp)?;
-            f.write_all(&buf).at(&tmp)?;
+            // Writing a fresh tmp file is repeatable; its fsync is not retried.
+            let f = retry_transient(&tmp, "write", || {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)?;
+                f.write_all(&buf)?;
+                Ok(f)
+            })
+            .at(&tmp)?;
             f.sync_all().at(&tmp)?;
         }
-        fs::rename(&tmp, &dst).at(&dst)?;
+        retry_transient(&dst, "rename", || fs::rename(&tmp, &dst)).at(&dst)?;
         fsync_dir(&self.dir)
     }
 

@@ -14,6 +14,12 @@
 //!
 //! All functions are synchronous and may block on disk I/O; async callers wrap them in
 //! `tokio::task::spawn_blocking` or use the callback/`WhenDurable` interfaces of [`log::Wal`].
+//!
+//! Transient errors (no free file descriptor, a full disk, EAGAIN, EINTR) on the operations that
+//! can be repeated safely (opening files, positioned writes, writing a fresh tmp file, renames) are
+//! retried with backoff for up to [`RETRY_FOR`] (see `retry_transient`); only then, or on any
+//! other error, does the store fail. A failed fsync is never retried: the kernel may have dropped
+//! the dirty pages, so what reached the disk is unknown.
 
 pub mod log;
 pub mod meta;
@@ -130,7 +136,59 @@ impl<T> IoResultExt<T> for io::Result<T> {
 
 /// fsync a directory so that file creations, renames and removals in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    retry_transient(dir, "open", || File::open(dir))
+        .and_then(|d| d.sync_all())
+        .at(dir)
+}
+
+/// How long a transient I/O error is retried before the store fails.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether `e` may clear by itself: no free file descriptor (EMFILE, ENFILE), a full disk (ENOSPC),
+/// EAGAIN or EINTR (Linux error numbers).
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::StorageFull
+    ) || matches!(e.raw_os_error(), Some(4 | 11 | 23 | 24 | 28))
+}
+
+/// Runs `f` (an operation on `path` that is safe to repeat) until it succeeds, fails with an error
+/// that is not [transient](is_transient), or [`RETRY_FOR`] has passed; waits 10 ms, doubling up to
+/// 1 s, between attempts. The first transient error is logged with its reason, then at most one line
+/// every 10 s.
+pub(crate) fn retry_transient<T>(
+    path: &Path,
+    op: &str,
+    mut f: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(10);
+    let mut logged: Option<std::time::Instant> = None;
+    let mut attempts = 0u32;
+    loop {
+        match f() {
+            Ok(v) => {
+                if logged.is_some() {
+                    tracing::info!(path = %path.display(), op, attempts, "storage operation succeeded after transient errors");
+                }
+                return Ok(v);
+            }
+            Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
+                attempts += 1;
+                if logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                    logged = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        path = %path.display(), op, error = %e,
+                        "transient storage error: retrying (free file descriptors or disk space; logged at most every 10 s)"
+                    );
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Create `dir` (and parents) if missing, making the creation itself durable.

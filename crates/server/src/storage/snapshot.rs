@@ -24,7 +24,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{create_dir_durable, fsync_dir, Error, IoResultExt, Result};
+use super::{create_dir_durable, fsync_dir, retry_transient, Error, IoResultExt, Result};
 
 const MAGIC: &[u8; 8] = b"RSTRSNAP";
 const VERSION: u32 = 1;
@@ -101,7 +101,8 @@ impl SnapshotStore {
 
         let dst = self.path_of(term, index);
         let tmp = dst.with_extension("snap.tmp");
-        let write = || -> io::Result<()> {
+        // Writing a fresh tmp file is repeatable on a transient error; its fsync is not retried.
+        let write = || -> io::Result<std::fs::File> {
             let f = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -111,11 +112,11 @@ impl SnapshotStore {
             w.write_all(&header)?;
             w.write_all(meta)?;
             w.write_all(body)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()
+            w.into_inner().map_err(|e| e.into_error())
         };
-        write().at(&tmp)?;
-        fs::rename(&tmp, &dst).at(&dst)?;
+        let f = retry_transient(&tmp, "write", write).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        retry_transient(&dst, "rename", || fs::rename(&tmp, &dst)).at(&dst)?;
         fsync_dir(&self.dir)?;
         self.prune()?;
         Ok(dst)
@@ -124,7 +125,7 @@ impl SnapshotStore {
     /// Complete snapshot files, newest (highest index, then term) first.
     pub fn list(&self) -> Result<Vec<(u64, u64, PathBuf)>> {
         let mut out = Vec::new();
-        for ent in fs::read_dir(&self.dir).at(&self.dir)? {
+        for ent in retry_transient(&self.dir, "list", || fs::read_dir(&self.dir)).at(&self.dir)? {
             let ent = ent.at(&self.dir)?;
             let name = ent.file_name();
             if let Some((term, index)) = parse_name(&name.to_string_lossy()) {
@@ -173,7 +174,7 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
 }
 
 fn load(path: &Path, term: u64, index: u64) -> Result<SnapshotFile> {
-    let data = fs::read(path).at(path)?;
+    let data = retry_transient(path, "read", || fs::read(path)).at(path)?;
     let bad = |offset: usize, reason: String| Err(Error::corrupt(path, offset as u64, reason));
     if data.len() < HEADER_LEN {
         return bad(

@@ -8,16 +8,24 @@
 //! cluster id, or the `roster cluster` tool): on such a connection every request that is not
 //! [`PeerRequest::is_admin`] is refused here, before the layer above sees it.
 //!
+//! A dialer gets 10 s to send its hello, of at most 64 KiB; frame buffers grow as bytes arrive.
+//!
 //! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits, TLS.
 
 use super::wire::{
-    read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse,
+    read_msg, read_msg_max, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
+    PeerResponse,
 };
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+
+/// How long a dialer has to send its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest hello accepted, bytes (a hello is a few hundred).
+const HELLO_MAX: usize = 64 << 10;
 
 /// Who this node is, for the hello check.
 #[derive(Clone, Debug)]
@@ -138,10 +146,17 @@ pub async fn serve(
 async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Option<PeerConn>> {
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
-    let hello = match read_msg(&mut reader).await? {
-        Some(PeerMsg::Hello(h)) => h,
-        _ => return Ok(None),
-    };
+    // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
+    let hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_msg_max(&mut reader, HELLO_MAX)).await {
+            Ok(Ok(Some(PeerMsg::Hello(h)))) => h,
+            Ok(Ok(_)) => return Ok(None),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                tracing::debug!("peer connection closed: no hello within {HELLO_TIMEOUT:?}");
+                return Ok(None);
+            }
+        };
     if let Err(reason) = check_hello(&hello, &me.cluster_id, me.node_id) {
         tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
         write_msg(&mut wr, &PeerMsg::HelloErr(reason)).await?;

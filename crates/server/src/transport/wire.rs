@@ -295,6 +295,16 @@ pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &PeerMsg) -> std::
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
 pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<PeerMsg>> {
+    read_msg_max(r, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes; `Ok(None)` on a clean end of stream between frames. The
+/// buffer grows as the bytes arrive, never to the declared length up front, so a half-sent frame
+/// holds only what was sent.
+pub async fn read_msg_max<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<PeerMsg>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -302,14 +312,17 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("peer frame of {len} bytes"),
+            format!("peer frame of {len} bytes (limit {max})"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     if buf[0] != FORMAT_VERSION {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

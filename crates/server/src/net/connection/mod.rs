@@ -20,6 +20,17 @@
 //! `MarshallingError` (an auth or sasl packet closes the connection), bytes after it are ignored; a
 //! frame over the limit or a broken handshake closes the connection. Each is logged
 //! with the reason and touches nothing else.
+//!
+//! Hostile clients: a connection that sends no first frame within `handshake-timeout-ms` is closed
+//! (reason `handshake_timeout`) and its first frame may not pass 64 KiB; the input buffer grows only
+//! as bytes arrive, never to a frame's declared length, and all connections together hold at most
+//! 256 MiB (or four frames of `max-frame-bytes`) of half-sent frames: past it, a connection holding
+//! more than 64 KiB of one is closed (reason `partial_frames`). Replies and events leave through a queue bounded by `max-outgoing-bytes`: a
+//! client that does not read past it is closed as a slow reader (reason `slow_reader`; its session
+//! lives on until its timeout, as after a connection loss). A closing connection (session expired,
+//! closed by the node) gets at most one second to take what is queued, then is closed. No reply
+//! passes `max-frame-bytes` (plus a header's slack): a multiRead's reply size is counted before it
+//! is built, and such a request (or any oversized reply) is answered MarshallingError.
 
 mod reads;
 
@@ -62,7 +73,25 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Closed(String),
+    #[error("no handshake within handshake-timeout-ms")]
+    HandshakeTimeout,
+    #[error("slow reader: more than max-outgoing-bytes queued")]
+    SlowReader,
 }
+
+/// How far a reply may pass `max-frame-bytes`: a node whose create request just fit must stay
+/// readable with its reply header and stat around its data.
+pub(super) const REPLY_SLACK: usize = 1024;
+
+/// The largest first frame (a ConnectRequest or a four-letter word) accepted, bytes.
+const FIRST_FRAME_MAX: usize = 64 << 10;
+
+/// Bytes all connections together may hold in frames not yet complete (at least four frames of
+/// `max-frame-bytes`); past it, a connection holding more than [`FIRST_FRAME_MAX`] of one is closed.
+const PARTIAL_BUDGET: usize = 256 << 20;
+
+/// How long a closing connection's queued replies may take to leave.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Bounds of how long a proposal with nothing else of its connection in flight may wait for a
 /// reachable leader (a third of the session timeout, clamped to these).
@@ -114,6 +143,8 @@ struct Conn {
     /// Whether this session's writes carry state views (registered in `Shared::view_sessions` once
     /// the connection pipelines a read behind a write).
     wants_views: bool,
+    /// Bytes of incomplete frames this connection holds, as counted in `ClientCtx::partial_bytes`.
+    partial: usize,
 }
 
 /// Serves one accepted connection until it closes.
@@ -152,10 +183,14 @@ pub async fn run(
         outstanding: 0,
         close: None,
         wants_views: false,
+        partial: 0,
     };
     let (rd, wr) = stream.into_split();
     match conn.serve(rd, wr, rx, shutdown).await {
-        Ok(()) | Err(ConnError::Eof) => {
+        Ok(())
+        | Err(ConnError::Eof)
+        | Err(ConnError::HandshakeTimeout)
+        | Err(ConnError::SlowReader) => {
             tracing::debug!(conn = id, %peer, session = format_args!("{:#x}", conn.session_id), "connection closed")
         }
         Err(e) => {
@@ -163,6 +198,7 @@ pub async fn run(
         }
     }
     conn.count_outstanding(0);
+    conn.hold_partial(0);
     ctx.node.shared.db.lock().watches.remove_watcher(id);
     if conn.wants_views {
         let mut vs = ctx.node.shared.view_sessions.lock();
@@ -225,16 +261,31 @@ impl Conn {
         mut rx: mpsc::UnboundedReceiver<ConnMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let max = self.ctx.node.shared.config.max_frame_bytes;
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let config = &self.ctx.node.shared.config;
+        let max = config.max_frame_bytes;
+        // One reply always fits.
+        let max_out = config.max_outgoing_bytes.max(2 * max);
+        let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+        let mut inbuf = BytesMut::with_capacity(4 * 1024);
+        // A ConnectRequest is a few dozen bytes: a first frame never needs the full frame limit.
+        let first_max = max.min(FIRST_FRAME_MAX);
         let first = tokio::select! {
-            f = read_frame(&mut rd, &mut inbuf, max, true) => f?,
+            f = tokio::time::timeout(handshake_timeout, read_frame(&mut rd, &mut inbuf, first_max, true)) => match f {
+                Ok(f) => f?,
+                Err(_) => {
+                    self.ctx.node.shared.metrics.rejected(Rejection::handshake_timeout);
+                    tracing::debug!(conn = self.id, peer = %self.peer, "closing: no handshake within handshake-timeout-ms");
+                    return Err(ConnError::HandshakeTimeout);
+                }
+            },
             _ = shutdown.changed() => return Ok(()),
         };
         let body = match first {
             FirstFrame::Word(w) => {
                 let text = fourlw::run(w, &self.ctx.node);
-                wr.write_all(text.as_bytes()).await?;
+                // A client that does not read the answer does not keep the connection.
+                let _ =
+                    tokio::time::timeout(handshake_timeout, wr.write_all(text.as_bytes())).await;
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
@@ -254,9 +305,12 @@ impl Conn {
         self.route = routes.borrow_and_update().clone();
         self.pipe = Pipeline::new(self.route.target, hold);
         let mut writes: FuturesOrdered<WriteInFlight> = FuturesOrdered::new();
+        // Encoded replies and events not yet written to the socket (bounded by max-outgoing-bytes).
+        let mut pending = BytesMut::new();
         loop {
             // Frames already buffered (for example sent right behind the handshake) go first.
-            while self.pipe.accepts_requests() {
+            // ... unless the replies already queued pass the outgoing bound (checked below).
+            while self.pipe.accepts_requests() && pending.len() + self.out.len() <= max_out {
                 let Some((frame, used)) = parse_frame(&inbuf, max, false)? else {
                     break;
                 };
@@ -268,12 +322,54 @@ impl Conn {
                 self.handle_packet(body)?;
                 self.carry_out(&mut writes).await;
             }
+            // What is left in `inbuf` is a frame not yet complete: counted against the budget of all
+            // connections; past it, the connections holding the most of one are closed.
+            self.hold_partial(inbuf.len());
+            let budget = PARTIAL_BUDGET.max(4 * max);
+            if inbuf.len() > FIRST_FRAME_MAX
+                && self.ctx.partial_bytes.load(Ordering::Relaxed) > budget
+            {
+                self.ctx
+                    .node
+                    .shared
+                    .metrics
+                    .rejected(Rejection::partial_frames);
+                tracing::warn!(
+                    conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                    held = inbuf.len(), budget,
+                    "closing: half-sent frames of all connections hold more memory than allowed, and this one holds a large one"
+                );
+                return Err(ConnError::Closed(
+                    "too much memory in half-sent frames".into(),
+                ));
+            }
             if !self.out.is_empty() {
                 self.ctx.node.shared.metrics.bytes_out(self.out.len());
-                wr.write_all(&self.out).await?;
-                self.out.clear();
+                if pending.is_empty() {
+                    // The usual case: nothing waits, so no copy.
+                    std::mem::swap(&mut pending, &mut self.out);
+                } else {
+                    pending.extend_from_slice(&self.out);
+                    self.out.clear();
+                }
+                if pending.len() > max_out {
+                    self.ctx
+                        .node
+                        .shared
+                        .metrics
+                        .rejected(Rejection::slow_reader);
+                    tracing::warn!(
+                        conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                        queued = pending.len(), limit = max_out,
+                        "closing a slow reader: more replies and events queued than max-outgoing-bytes; its session lives on until its timeout"
+                    );
+                    return Err(ConnError::SlowReader);
+                }
             }
             if let Some((reason, expected)) = self.close.take() {
+                // What is queued leaves if the client reads it soon; a client that does not read
+                // does not hold the connection open.
+                let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&pending)).await;
                 let _ = wr.shutdown().await;
                 return if expected {
                     tracing::debug!(conn = self.id, %reason, "closing connection");
@@ -285,6 +381,11 @@ impl Conn {
             let deadline = self.pipe.deadline();
             tokio::select! {
                 biased;
+                r = wr.write_buf(&mut pending), if !pending.is_empty() => {
+                    if r? == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => self.node_message(msg),
                     None => self.pipe.close_by_node("node shutting down"),
@@ -417,6 +518,17 @@ impl Conn {
             }
         }
         self.count_outstanding(self.pipe.queued() as u64);
+    }
+
+    /// Keeps this connection's share of `ClientCtx::partial_bytes` at `now` bytes.
+    fn hold_partial(&mut self, now: usize) {
+        let total = &self.ctx.partial_bytes;
+        if now > self.partial {
+            total.fetch_add(now - self.partial, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(self.partial - now, Ordering::Relaxed);
+        }
+        self.partial = now;
     }
 
     /// Keeps the `outstanding` statistics at `now` requests of this connection.
@@ -810,7 +922,24 @@ impl Conn {
         if h.zxid > 0 {
             self.stats.last_zxid.store(h.zxid as u64, Ordering::Relaxed);
         }
+        let start = self.out.len();
         write_reply(&mut self.out, &h, body);
+        // No reply larger than a client accepts (ZooKeeper sends it, and the client drops the
+        // connection): the request is answered MarshallingError instead.
+        let max = self.ctx.node.shared.config.max_frame_bytes + REPLY_SLACK;
+        if self.out.len() - start - 4 > max {
+            tracing::warn!(
+                conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                size = self.out.len() - start - 4, max,
+                "reply exceeds max-frame-bytes: answering MarshallingError instead"
+            );
+            self.out.truncate(start);
+            let h = ReplyHeader {
+                err: ErrorCode::MarshallingError.code(),
+                ..h
+            };
+            write_reply(&mut self.out, &h, None);
+        }
     }
 
     fn push_event(&mut self, ev: &WatcherEvent, zxid: i64) {

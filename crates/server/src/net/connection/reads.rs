@@ -6,6 +6,38 @@
 
 use super::*;
 
+/// The encoded size of a multiRead's reply over `state`, counted until it passes `max` (so the count
+/// stops early and nothing is copied). Nodes the reply would not show (missing, or refused by ACL)
+/// count as their data anyway: an upper bound.
+pub(super) fn multi_read_size(state: &State, ops: &[Request], max: usize) -> usize {
+    // Reply header, and the closing multi header.
+    let mut size = 16 + 9;
+    for op in ops {
+        // Each result's multi header (type, done, err).
+        size += 9;
+        size += match op {
+            Request::GetData(r) => {
+                4 + 68
+                    + state
+                        .node(&r.path)
+                        .and_then(|n| n.data.as_ref().map(|d| d.len()))
+                        .unwrap_or(0)
+            }
+            Request::GetChildren(r) => {
+                4 + state
+                    .children(&r.path)
+                    .map(|c| c.iter().map(|n| 4 + n.len()).sum::<usize>())
+                    .unwrap_or(0)
+            }
+            _ => 4,
+        };
+        if size > max {
+            break;
+        }
+    }
+    size
+}
+
 impl Conn {
     /// Runs a non-replicated request against the local state and watch table. With a `view` (the state right after this connection's last
     /// write), data reads answer from it and register their watches against the current state with
@@ -20,6 +52,21 @@ impl Conn {
             Ok(r) => r,
             Err(code) => return (Err(*code), Vec::new()),
         };
+        if let Request::MultiRead(ops) = req {
+            let max = self.ctx.node.shared.config.max_frame_bytes + REPLY_SLACK;
+            let size = {
+                let db = self.ctx.node.shared.db.lock();
+                multi_read_size(view.unwrap_or(&db.state), ops, max)
+            };
+            if size > max {
+                tracing::warn!(
+                    conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id),
+                    ops = ops.len(), max,
+                    "multiRead refused: its reply would exceed max-frame-bytes; answering MarshallingError (read fewer or smaller nodes per multiRead)"
+                );
+                return (Err(ErrorCode::MarshallingError), Vec::new());
+            }
+        }
         if let Some(view) = view {
             if let Some(answer) = self.read_from_view(req, view) {
                 return answer;

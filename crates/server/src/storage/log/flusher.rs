@@ -18,7 +18,7 @@ use super::{
     MAX_OPS_PER_BATCH, PURGE_KEY, RECORD_HEADER_LEN,
 };
 use crate::storage::meta::MetaStore;
-use crate::storage::{fsync_dir, Error, IoResultExt, Result};
+use crate::storage::{fsync_dir, retry_transient, Error, IoResultExt, Result};
 
 pub(super) enum Op {
     Append {
@@ -240,7 +240,7 @@ impl Flusher {
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
-            f.write_all_at(&ZEROS[..n], at).at(&path)?;
+            retry_transient(&path, "preallocate", || f.write_all_at(&ZEROS[..n], at)).at(&path)?;
             at += n as u64;
         }
         f.sync_data().at(&path)?;
@@ -301,7 +301,8 @@ impl Flusher {
                 .last()
                 .map(|s| s.path.clone())
                 .ok_or(Error::Invalid("no active segment".into()))?;
-            let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+            let f = retry_transient(&path, "open", || OpenOptions::new().write(true).open(&path))
+                .at(&path)?;
             self.active = Some(f);
         }
         Ok(self.active.as_ref().expect("just opened"))
@@ -326,9 +327,9 @@ impl Flusher {
                 (seg.len - self.buf.len() as u64, seg.path.clone())
             };
             let mut buf = std::mem::take(&mut self.buf);
-            let r = self
-                .active_file()
-                .and_then(|f| f.write_all_at(&buf, at).at(&path));
+            let r = self.active_file().and_then(|f| {
+                retry_transient(&path, "write", || f.write_all_at(&buf, at)).at(&path)
+            });
             buf.clear();
             self.buf = buf;
             r?;
@@ -397,11 +398,10 @@ impl Flusher {
             self.base = first;
         }
         let path = segment_path(&self.dir, first);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
+        let f = retry_transient(&path, "create", || {
+            OpenOptions::new().write(true).create_new(true).open(&path)
+        })
+        .at(&path)?;
         self.dir_sync()?;
         lock(&self.segs).push(Segment {
             first,
@@ -465,7 +465,8 @@ impl Flusher {
     /// [`Flusher::active_file`] for callers already holding the segment lock.
     fn active_file_of(&mut self, path: &Path) -> Result<&File> {
         if self.active.is_none() {
-            let f = OpenOptions::new().write(true).open(path).at(path)?;
+            let f = retry_transient(path, "open", || OpenOptions::new().write(true).open(path))
+                .at(path)?;
             self.active = Some(f);
         }
         Ok(self.active.as_ref().expect("just opened"))

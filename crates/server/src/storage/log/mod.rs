@@ -172,13 +172,19 @@ pub struct WalStats {
 
 /// Reads a log's [`WalStats`] (see [`Wal::stats_handle`]).
 #[derive(Clone)]
-pub struct WalStatsHandle(Arc<Counters>);
+pub struct WalStatsHandle(Arc<Counters>, Arc<Mutex<Option<String>>>);
 
 impl WalStatsHandle {
     /// Records fsync latencies and group-commit batch sizes into `m` from now on (the first call
     /// wins).
     pub fn observe(&self, m: crate::metrics::WalMetrics) {
         let _ = self.0.metrics.set(m);
+    }
+
+    /// Why the log failed (an I/O error that was not transient, or stayed for
+    /// [`crate::storage::RETRY_FOR`]), or `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The counters now.
@@ -558,7 +564,7 @@ impl Wal {
 
     /// A handle that reads the flusher counters and does not keep the log open.
     pub fn stats_handle(&self) -> WalStatsHandle {
-        WalStatsHandle(self.inner.stats.clone())
+        WalStatsHandle(self.inner.stats.clone(), self.inner.failed.clone())
     }
 
     /// Append records. They must be contiguous and start at [`Wal::next_index`] (or anywhere, if
