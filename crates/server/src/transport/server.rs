@@ -8,15 +8,19 @@
 //! cluster id, or the `roster cluster` tool): on such a connection every request that is not
 //! [`PeerRequest::is_admin`] is refused here, before the layer above sees it.
 //!
-//! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits, TLS.
+//! With TLS (`super::tls`) the handshake comes first and gives the dialer's [`PeerRole`]: an
+//! administrator's certificate may send only what `roster cluster` needs ([`tool_request`]),
+//! and a node's join must announce an address its certificate names; anything else is refused here.
+//!
+//! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits.
 
+use super::tls::{PeerRead, PeerRole, PeerTls, PeerWrite};
 use super::wire::{
     read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse,
 };
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// Who this node is, for the hello check.
@@ -44,7 +48,9 @@ impl Responder {
 pub struct PeerConn {
     /// The dialer's hello.
     pub hello: Hello,
-    reader: BufReader<OwnedReadHalf>,
+    /// Who the dialer is, by its certificate ([`PeerRole::Plain`] without TLS).
+    pub role: PeerRole,
+    reader: BufReader<PeerRead>,
     out: Responder,
     writer: tokio::task::JoinHandle<()>,
 }
@@ -75,13 +81,10 @@ impl PeerConn {
         loop {
             match read_msg(&mut self.reader).await {
                 Ok(Some(PeerMsg::Request { id, body })) => {
-                    if self.admin_only() && !body.is_admin() {
-                        self.out.send(
-                            id,
-                            PeerResponse::Err(PeerError::Refused(
-                                "this connection did not name a cluster id".into(),
-                            )),
-                        );
+                    if let Err(reason) = allowed(&self.role, self.admin_only(), &body) {
+                        tracing::warn!(from = self.hello.from, request = ?body, %reason, "peer request refused");
+                        self.out
+                            .send(id, PeerResponse::Err(PeerError::Refused(reason)));
                         continue;
                     }
                     return Ok((id, body));
@@ -100,11 +103,38 @@ impl PeerConn {
     }
 }
 
-/// Accepts peer connections until `shutdown` turns true; every connection whose hello passes is given
-/// to `serve` (which should spawn its own task).
+/// Whether `req` is one the `roster cluster` tool sends (all an administrator certificate may do).
+pub fn tool_request(req: &PeerRequest) -> bool {
+    matches!(
+        req,
+        PeerRequest::ClusterInfo
+            | PeerRequest::Status
+            | PeerRequest::Remove { .. }
+            | PeerRequest::Leave
+            | PeerRequest::Reconfig { .. }
+    )
+}
+
+/// Whether a connection of `role` (that named no cluster id: `admin_only`) may send `req`.
+fn allowed(role: &PeerRole, admin_only: bool, req: &PeerRequest) -> Result<(), String> {
+    if matches!(role, PeerRole::Admin) && !tool_request(req) {
+        return Err("an administrator certificate may only run `roster cluster` commands".into());
+    }
+    if admin_only && !req.is_admin() {
+        return Err("this connection did not name a cluster id".into());
+    }
+    if let PeerRequest::Join { peer_addr, .. } = req {
+        role.may_announce(peer_addr)?;
+    }
+    Ok(())
+}
+
+/// Accepts peer connections until `shutdown` turns true; every connection whose TLS handshake (with
+/// `tls`) and hello pass is given to `serve` (which should spawn its own task).
 pub async fn serve(
     listener: TcpListener,
     me: LocalIdentity,
+    tls: Option<Arc<PeerTls>>,
     serve: Arc<dyn Fn(PeerConn) + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -118,8 +148,16 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let me = me.clone();
                 let serve = serve.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    match handshake(stream, &me).await {
+                    let (rd, wr, role) = match super::tls::accept(stream, tls.as_deref()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(%addr, error = %e, "peer connection refused: it did not authenticate with a certificate of this cluster's CA");
+                            return;
+                        }
+                    };
+                    match handshake(rd, wr, role, &me).await {
                         Ok(Some(conn)) => serve(conn),
                         Ok(None) => {}
                         Err(e) => tracing::debug!(%addr, error = %e, "peer connection ended"),
@@ -135,8 +173,12 @@ pub async fn serve(
 }
 
 /// Reads and checks the hello, answers it, and starts the writer. `None` if the hello was refused.
-async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Option<PeerConn>> {
-    let (rd, mut wr) = stream.into_split();
+async fn handshake(
+    rd: PeerRead,
+    mut wr: PeerWrite,
+    role: PeerRole,
+    me: &LocalIdentity,
+) -> std::io::Result<Option<PeerConn>> {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     let hello = match read_msg(&mut reader).await? {
         Some(PeerMsg::Hello(h)) => h,
@@ -156,6 +198,7 @@ async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Opt
         },
     )
     .await?;
+    wr.flush().await?;
     tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
@@ -177,6 +220,7 @@ async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Opt
     });
     Ok(Some(PeerConn {
         hello,
+        role,
         reader,
         out: Responder(tx),
         writer,
