@@ -14,6 +14,7 @@ binaries and run directory: ``$ROSTER_RELEASE_BIN``, ``$FAULTS_CI_OUT``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -70,9 +71,9 @@ def hello(cluster_id: str, from_node: int) -> bytes:
 
 
 def vote(term: int, candidate: int, req_id: int = 1) -> bytes:
-    # RaftRequest::Vote(1) { vote: { term, node_id, committed: false }, last_log_id: None,
-    # leadership_transfer: true }
-    blob = varint(1) + varint(term) + varint(candidate) + b"\x00" + b"\x00" + b"\x01"
+    # RaftRequest::Vote(1) { vote: { leader_id: { term, voted_for: Some(candidate) }, committed: false },
+    # last_log_id: None, leadership_transfer: true } (crates/roster/tests/peer_tls.rs checks this layout)
+    blob = varint(1) + varint(term) + b"\x01" + varint(candidate) + b"\x00" + b"\x00" + b"\x01"
     # PeerMsg::Request(3) { id, body: PeerRequest::Raft(0)(Blob) }
     return frame(varint(3) + varint(req_id) + varint(0) + varint(len(blob)) + blob)
 
@@ -113,21 +114,22 @@ def status(tls_dir: Path) -> dict:
     return json.loads(p.stdout)["view"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def running(tls: bool, name: str):
+    """A 3-node Roster in the suite's namespaces, this process in the hub."""
     try:
         netns.preflight()
     except netns.NetError as e:
         pytest.fail(f"cannot run here: {e}", pytrace=False)
     if not ROSTER_BIN.exists():
         pytest.fail(f"{ROSTER_BIN} is missing: cargo build --release -p roster (scripts/test does it)", pytrace=False)
-    run_dir = OUT / "peer-security"
+    run_dir = OUT / name
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     with netns.Lock():
         netns.create()
         hub = netns.Hub()
         hub.__enter__()
-        c = RosterCluster(run_dir, ROSTER_BIN)
+        c = RosterCluster(run_dir, ROSTER_BIN, tls=tls)
         try:
             c.start_cluster()
             yield c
@@ -135,6 +137,28 @@ def cluster():
             c.stop_all()
             hub.__exit__()
             netns.cleanup()
+
+
+@pytest.fixture
+def cluster():
+    with running(True, "peer-security") as c:
+        yield c
+
+
+def test_the_forged_vote_is_answered_by_plain_peers():
+    """The control: the same attacker against --insecure-peers gets its vote answered."""
+    with running(False, "peer-security-plain") as c:
+        ready = c.wait_healthy()
+        follower = next(i for i, m in ready.items() if m == "follower")
+        # the cluster id, as any unauthenticated caller could ask it
+        p = roster("cluster", "status", "--server", SEED, "--json")
+        assert p.returncode == 0, p.stderr
+        view = json.loads(p.stdout)["view"]
+        CLUSTER.update(id=view["cluster_id"], term=view["term"])
+        got = attack(socket.create_connection((netns.node_ip(follower), PEER), timeout=5))
+        # HelloOk, then the Response to the vote: two peer frames of format version 2
+        assert not refused(got) and got[4] == 2, got[:40]
+        assert len(got) > 4 + int.from_bytes(got[:4], "big"), f"no answer after the hello: {got!r}"
 
 
 def test_tls_cluster_refuses_rogue_nodes_unauthenticated_removes_and_forged_votes(cluster):

@@ -277,12 +277,12 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
 }
 
 /// The bytes of a forged vote, as tests/faults/test_peer_security.py writes them by hand (so that
-/// its attacker sends what a node would): variant, term, candidate, committed, no last log id,
-/// leadership transfer.
+/// its attacker sends what a node would): variant, term, Some(candidate), committed, no last log
+/// id, leadership transfer.
 #[test]
 fn forged_vote_layout_matches_the_python_attacker() {
     match forged_vote(5) {
-        PeerRequest::Raft(blob) => assert_eq!(blob.0, [1, 5, 99, 0, 0, 1]),
+        PeerRequest::Raft(blob) => assert_eq!(blob.0, [1, 5, 1, 99, 0, 0, 1]),
         other => panic!("{other:?}"),
     }
 }
