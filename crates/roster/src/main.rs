@@ -411,16 +411,16 @@ async fn cluster(cmd: ClusterCommand, tls: &tls::ClusterTlsOpts, json: bool) -> 
                 for m in &st.members {
                     let role = if m.voter { "voter" } else { "learner" };
                     // Each member reports its own state and client address; an unreachable one shows "?".
-                    let (state, client, applied, serving) = match admin::status(&m.peer_addr, tls).await
-                    {
-                        Ok(s) if s.node_id == m.node_id => (
-                            s.state,
-                            s.client_addr,
-                            s.applied.to_string(),
-                            s.serving.to_string(),
-                        ),
-                        _ => ("?".into(), "?".into(), "?".into(), "?".into()),
-                    };
+                    let (state, client, applied, serving) =
+                        match admin::status(&m.peer_addr, tls).await {
+                            Ok(s) if s.node_id == m.node_id => (
+                                s.state,
+                                s.client_addr,
+                                s.applied.to_string(),
+                                s.serving.to_string(),
+                            ),
+                            _ => ("?".into(), "?".into(), "?".into(), "?".into()),
+                        };
                     println!(
                         "{:<20} {:<8} {:<10} {:<22} {:<22} {:>10} {}",
                         m.node_id, role, state, m.peer_addr, client, applied, serving

@@ -224,9 +224,11 @@ impl ClusterTlsOpts {
     pub fn load(&self) -> anyhow::Result<Option<roster_server::transport::tls::PeerTls>> {
         let (cert, key, ca) = match (&self.tls_dir, &self.cert, &self.key, &self.ca) {
             (None, None, None, None) => return Ok(None),
-            (Some(d), None, None, None) => {
-                (d.join("admin.pem"), d.join("admin-key.pem"), d.join("ca.pem"))
-            }
+            (Some(d), None, None, None) => (
+                d.join("admin.pem"),
+                d.join("admin-key.pem"),
+                d.join("ca.pem"),
+            ),
             (None, Some(c), Some(k), Some(a)) => (c.clone(), k.clone(), a.clone()),
             _ => bail!("give either --tls-dir DIR or all three of --cert, --key and --ca"),
         };

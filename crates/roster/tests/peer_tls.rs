@@ -88,7 +88,13 @@ impl Rogue {
     fn start(seed: &str, extra: &[String]) -> Rogue {
         let dir = tempfile::tempdir().unwrap();
         let child = roster()
-            .args(["serve", "--client-addr", &free_addr(), "--admin-addr", "off"])
+            .args([
+                "serve",
+                "--client-addr",
+                &free_addr(),
+                "--admin-addr",
+                "off",
+            ])
             .args(["--peer-addr", &free_addr(), "--join", seed, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(extra)
@@ -126,7 +132,10 @@ fn write_and_read(a: &Roster, c: &Roster, k: &str) {
     let r = w.create(&format!("/{k}"), k.as_bytes(), 0);
     assert_eq!(r.err, 0, "create /{k}");
     let got = subtree(c.addr, "");
-    assert_eq!(got.get(&format!("/{k}")).map(Vec::as_slice), Some(k.as_bytes()));
+    assert_eq!(
+        got.get(&format!("/{k}")).map(Vec::as_slice),
+        Some(k.as_bytes())
+    );
 }
 
 /// A vote request from a made-up node 99 for a term far ahead, as a leadership transfer (what moved
@@ -193,14 +202,21 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--tls-dir"), "the error says what to do: {err}");
+    assert!(
+        err.contains("--tls-dir"),
+        "the error says what to do: {err}"
+    );
     let out = roster()
         .args(["cluster", "--tls-dir"])
         .arg(&dir)
         .args(["status", "--server", &seed])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&before.cluster_id));
     let victim = status(&c.peer.to_string(), &admin_tls).node_id;
     let out = roster()
@@ -214,7 +230,10 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
         .arg(&other)
         .output()
         .unwrap();
-    assert!(!out.status.success(), "remove with another CA's certificate succeeded");
+    assert!(
+        !out.status.success(),
+        "remove with another CA's certificate succeeded"
+    );
     assert_eq!(status(&seed, &admin_tls).members.len(), 3);
 
     // Forged votes: plain TCP and another CA's certificate never get past the handshake; the
@@ -232,7 +251,9 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
             match Link::connect(&seed, hello(cid), Duration::from_secs(5), tls).await {
                 Err(_) => {}
                 Ok(l) => {
-                    let r = l.call(forged_vote(term + 100), Duration::from_secs(5)).await;
+                    let r = l
+                        .call(forged_vote(term + 100), Duration::from_secs(5))
+                        .await;
                     assert!(
                         !matches!(r, Ok(PeerResponse::Raft(_))),
                         "a forged vote was answered: {r:?}"
@@ -244,7 +265,10 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
             .await
             .unwrap();
         for _ in 0..20 {
-            match l.call(forged_vote(term + 100), Duration::from_secs(5)).await {
+            match l
+                .call(forged_vote(term + 100), Duration::from_secs(5))
+                .await
+            {
                 Ok(PeerResponse::Err(e)) => {
                     assert!(e.to_string().contains("administrator"), "{e}")
                 }
@@ -271,7 +295,11 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(status(&seed, &admin_tls).members.len(), 2);
     drop(b);
 }

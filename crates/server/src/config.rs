@@ -368,7 +368,11 @@ mod tests {
         let (cert, key, ca) = c.peer_tls().unwrap().unwrap();
         assert_eq!(
             (cert, key, ca),
-            (Path::new("n1.pem"), Path::new("n1-key.pem"), Path::new("ca.pem"))
+            (
+                Path::new("n1.pem"),
+                Path::new("n1-key.pem"),
+                Path::new("ca.pem")
+            )
         );
         // The single-machine default needs nothing.
         assert_eq!(Config::default().peer_tls().unwrap(), None);

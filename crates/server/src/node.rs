@@ -212,7 +212,7 @@ impl Node {
             peer_tls.clone(),
         )
         .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -475,7 +475,15 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let (voter, committed) = loop {
         let tls = ctx.peer_tls.as_deref();
-        match admin::join(seed, &id.cluster_id, id.node_id, &ctx.cluster.peer_addr, tls).await {
+        match admin::join(
+            seed,
+            &id.cluster_id,
+            id.node_id,
+            &ctx.cluster.peer_addr,
+            tls,
+        )
+        .await
+        {
             Ok(r) => break r,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "join not done yet; retrying");

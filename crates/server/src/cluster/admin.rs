@@ -115,7 +115,16 @@ pub async fn allocate_id(
 
 /// The status as the node at `addr` sees it.
 pub async fn status(addr: &str, tls: Option<&PeerTls>) -> Result<StatusInfo, Error> {
-    match call(addr, None, 0, PeerRequest::Status, Duration::from_secs(5), tls).await? {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::Status,
+        Duration::from_secs(5),
+        tls,
+    )
+    .await?
+    {
         PeerResponse::Status(s) => Ok(s),
         other => Err(unexpected(addr, other)),
     }
@@ -140,7 +149,16 @@ pub async fn remove(addr: &str, node_id: u64, tls: Option<&PeerTls>) -> Result<(
 
 /// Asks the node at `addr` to leave the cluster.
 pub async fn leave(addr: &str, tls: Option<&PeerTls>) -> Result<(), Error> {
-    match call(addr, None, 0, PeerRequest::Leave, Duration::from_secs(120), tls).await? {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::Leave,
+        Duration::from_secs(120),
+        tls,
+    )
+    .await?
+    {
         PeerResponse::Ack => Ok(()),
         other => Err(unexpected(addr, other)),
     }

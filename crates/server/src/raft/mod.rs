@@ -98,8 +98,12 @@ pub async fn start(
     )
     .map_err(|e| raft_error(&e))?;
     let sm = state_machine::StateMachine::new(shared.clone(), snapshots);
-    let network =
-        network::PeerNetwork::new(identity.cluster_id.clone(), identity.node_id, shared, peer_tls);
+    let network = network::PeerNetwork::new(
+        identity.cluster_id.clone(),
+        identity.node_id,
+        shared,
+        peer_tls,
+    );
     let raft = handle::Raft::new(
         identity.node_id,
         std::sync::Arc::new(raft_config),

@@ -228,7 +228,9 @@ impl PeerClient {
         };
         let stats = &self.shared.stats;
         stats.peer_dials.fetch_add(1, Ordering::Relaxed);
-        let r = match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX), self.tls.as_deref()).await {
+        let r = match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX), self.tls.as_deref())
+            .await
+        {
             Ok(l) if l.remote_cluster() != self.cluster_id => Err(format!(
                 "{} belongs to cluster {}",
                 self.addr,

@@ -148,12 +148,7 @@ impl PeerTls {
             .map_err(|e| format!("TLS 1.3: {e}"))?
             .with_root_certificates(roots.clone())
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| {
-                format!(
-                    "{} and its key do not go together: {e}",
-                    cert.display()
-                )
-            })?;
+            .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
         let server = if server {
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, p.clone())
                 .build()
@@ -163,12 +158,7 @@ impl PeerTls {
                 .map_err(|e| format!("TLS 1.3: {e}"))?
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(chain, key)
-                .map_err(|e| {
-                    format!(
-                        "{} and its key do not go together: {e}",
-                        cert.display()
-                    )
-                })?;
+                .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
             Some(Arc::new(config))
         } else {
             None
@@ -239,8 +229,8 @@ pub async fn accept(
 
 /// The role a CA-signed certificate gives: node if it names [`NODE_NAME`], admin if [`ADMIN_NAME`].
 fn role_of(cert: CertificateDer<'static>) -> Result<PeerRole, String> {
-    let parsed =
-        ParsedCertificate::try_from(&cert).map_err(|e| format!("certificate does not parse: {e}"))?;
+    let parsed = ParsedCertificate::try_from(&cert)
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
     let named = |n: &'static str| {
         ServerName::try_from(n)
             .map(|name| rustls::client::verify_server_name(&parsed, &name).is_ok())
