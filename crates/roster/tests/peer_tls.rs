@@ -169,7 +169,8 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
 
     let a = Roster::start(&as_strs(&flags(&dir, "n1")));
     let b = Roster::join(&a, &as_strs(&flags(&dir, "n2")));
-    let c = Roster::join(&a, &as_strs(&flags(&dir, "n3")));
+    // Through a follower: the leader accepts a join forwarded with a member's certificate.
+    let c = Roster::join(&b, &as_strs(&flags(&dir, "n3")));
     let admin_tls = admin_tls(&dir);
     let seed = a.peer.to_string();
     let deadline = Instant::now() + Duration::from_secs(60);

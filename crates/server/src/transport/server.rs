@@ -9,8 +9,9 @@
 //! [`PeerRequest::is_admin`] is refused here, before the layer above sees it.
 //!
 //! With TLS (`super::tls`) the handshake comes first and gives the dialer's [`PeerRole`]: an
-//! administrator's certificate may send only what `roster cluster` needs ([`tool_request`]),
-//! and a node's join must announce an address its certificate names; anything else is refused here.
+//! administrator's certificate may send only what `roster cluster` needs ([`tool_request`]);
+//! anything else is refused here. (Which address a node certificate may join with is the cluster
+//! layer's check: it needs the membership.)
 //!
 //! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits.
 
@@ -122,9 +123,6 @@ fn allowed(role: &PeerRole, admin_only: bool, req: &PeerRequest) -> Result<(), S
     }
     if admin_only && !req.is_admin() {
         return Err("this connection did not name a cluster id".into());
-    }
-    if let PeerRequest::Join { peer_addr, .. } = req {
-        role.may_announce(peer_addr)?;
     }
     Ok(())
 }

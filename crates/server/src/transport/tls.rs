@@ -10,8 +10,9 @@
 //! Roles ([`PeerRole`]) come from names in the certificate, as `roster tls init` writes them: a node
 //! certificate is valid for [`NODE_NAME`] (and its addresses), an administrator's for [`ADMIN_NAME`].
 //! A node may do anything a peer does; an administrator only what `roster cluster` needs (the
-//! listener enforces it, `transport::server`); a node's join must announce an address its certificate
-//! names, so a node certificate cannot be used to add a member at another address.
+//! listener enforces it, `transport::server`). A node's join must announce an address its certificate
+//! names ([`PeerRole::may_announce`], checked by `cluster::service`), so a node certificate cannot be
+//! used to add a member at another address.
 //!
 //! Left out: revocation lists, reloading certificates without a restart, binding a node id to a
 //! certificate (ids are given at join time; any holder of a node certificate is trusted as a member).
