@@ -83,7 +83,7 @@ impl PeerConn {
             match read_msg(&mut self.reader).await {
                 Ok(Some(PeerMsg::Request { id, body })) => {
                     if let Err(reason) = allowed(&self.role, self.admin_only(), &body) {
-                        tracing::warn!(from = self.hello.from, request = ?body, %reason, "peer request refused");
+                        tracing::warn!(from = self.hello.from, request = request_name(&body), %reason, "peer request refused");
                         self.out
                             .send(id, PeerResponse::Err(PeerError::Refused(reason)));
                         continue;
@@ -114,6 +114,23 @@ pub fn tool_request(req: &PeerRequest) -> bool {
             | PeerRequest::Leave
             | PeerRequest::Reconfig { .. }
     )
+}
+
+/// A request's name for the log (never its contents: a forwarded write carries client data).
+fn request_name(req: &PeerRequest) -> &'static str {
+    match req {
+        PeerRequest::Raft(_) => "raft",
+        PeerRequest::Write(_) => "write",
+        PeerRequest::ReadIndex => "read-index",
+        PeerRequest::Touch(_) => "touch",
+        PeerRequest::ClusterInfo => "cluster-info",
+        PeerRequest::Join { .. } => "join",
+        PeerRequest::Remove { .. } => "remove",
+        PeerRequest::Leave => "leave",
+        PeerRequest::Status => "status",
+        PeerRequest::Reconfig { .. } => "reconfig",
+        PeerRequest::AllocateId => "allocate-id",
+    }
 }
 
 /// Whether a connection of `role` (that named no cluster id: `admin_only`) may send `req`.
@@ -270,5 +287,33 @@ mod tests {
         let e = check_hello(&hello(Some("c"), Some(2), LinkKind::Raft), "c", 1).unwrap_err();
         assert!(e.contains("wrong node"), "{e}");
         assert!(check_hello(&hello(None, Some(1), LinkKind::Raft), "c", 1).is_err());
+    }
+
+    #[test]
+    fn roles_limit_requests() {
+        use super::super::wire::Blob;
+        let vote = PeerRequest::Raft(Blob(vec![1, 2, 3]));
+        // Plain (no TLS) and node certificates: everything, once a cluster id was named.
+        assert!(allowed(&PeerRole::Plain, false, &vote).is_ok());
+        assert!(allowed(&PeerRole::Plain, true, &vote).is_err());
+        assert!(allowed(&PeerRole::Plain, true, &PeerRequest::Status).is_ok());
+        // An administrator: `roster cluster` requests only, whatever its hello said.
+        let e = allowed(&PeerRole::Admin, false, &vote).unwrap_err();
+        assert!(e.contains("administrator"), "{e}");
+        assert!(allowed(&PeerRole::Admin, false, &PeerRequest::AllocateId).is_err());
+        let join = PeerRequest::Join {
+            node_id: 9,
+            peer_addr: "10.0.0.9:2888".into(),
+        };
+        assert!(allowed(&PeerRole::Admin, false, &join).is_err());
+        for ok in [
+            PeerRequest::Status,
+            PeerRequest::Remove { node_id: 2 },
+            PeerRequest::Leave,
+            PeerRequest::ClusterInfo,
+        ] {
+            assert!(allowed(&PeerRole::Admin, true, &ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(request_name(&vote), "raft");
     }
 }
