@@ -167,6 +167,11 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let (rd, wr, role) = match super::tls::accept(stream, tls.as_deref()).await {
                         Ok(s) => s,
+                        // Closed before saying anything: a port probe (`cluster::failover`), not an attempt.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(%addr, error = %e, "peer connection closed before the TLS handshake");
+                            return;
+                        }
                         Err(e) => {
                             tracing::warn!(%addr, error = %e, "peer connection refused: it did not authenticate with a certificate of this cluster's CA");
                             return;

@@ -209,7 +209,7 @@ pub async fn accept(
     };
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
     let s = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(r) => r.map_err(|e| std::io::Error::other(format!("TLS handshake: {e}")))?,
+        Ok(r) => r.map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))?,
         Err(_) => {
             return Err(std::io::Error::other(format!(
                 "no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
