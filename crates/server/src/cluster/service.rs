@@ -4,7 +4,7 @@
 //! order); session touches, status, joins, removals and reconfigs are answered concurrently.
 //!
 //! A join must come from a certificate that names the address it announces (the joining node's own),
-//! or, forwarded, from the member that forwards it ([`join_allowed`]); without peer TLS every join is
+//! or, forwarded, from the member that forwards it (`join_allowed`); without peer TLS every join is
 //! allowed.
 //!
 //! When a Raft or heartbeat connection from the current leader ends, [`super::failover`] checks whether

@@ -17,9 +17,9 @@
 //! Left out: revocation lists, reloading certificates without a restart, binding a node id to a
 //! certificate (ids are given at join time; any holder of a node certificate is trusted as a member).
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
