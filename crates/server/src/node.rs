@@ -171,6 +171,10 @@ impl Node {
             Some((cert, key, ca)) => Some(Arc::new(
                 PeerTls::load_node(cert, key, ca).map_err(StartError::Tls)?,
             )),
+            None if !config.peer_addr.ip().is_loopback() => {
+                tracing::warn!(peer_addr = %config.peer_addr, "insecure peers: the peer port is plain text and unauthenticated (anyone who reaches it can join, remove members and vote); set --peer-tls-cert/-key/-ca (docs/security.md)");
+                None
+            }
             None => None,
         };
         let dir = config.data_dir.clone();
