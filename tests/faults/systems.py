@@ -193,11 +193,28 @@ class Cluster:
 class RosterCluster(Cluster):
     kind = "roster"
 
-    def __init__(self, run_dir: Path, binary: Path, preload: str | None = None):
+    def __init__(self, run_dir: Path, binary: Path, preload: str | None = None, tls: bool = True):
         super().__init__(run_dir, preload)
         self.binary = Path(binary)
         if not self.binary.exists():
             raise ClusterError(f"{self.binary} missing: cargo build --release -p roster (or set ROSTER_RELEASE_BIN)")
+        # Peers on 10.x addresses need TLS (or --insecure-peers): the nodes run as deployed, with
+        # certificates from `roster tls init` (docs/security.md).
+        self.tls_dir = (self.run_dir / "tls").resolve() if tls else None
+
+    def tls_flags(self, i: int) -> list[str]:
+        """The peer TLS flags of node i (making the cluster's certificates on first use)."""
+        d = self.tls_dir
+        if d is None:
+            return ["--insecure-peers"]
+        if not (d / "ca.pem").exists():
+            nodes = ",".join(f"n{j}={node_ip(j)}" for j in NODES)
+            p = subprocess.run([str(self.binary), "tls", "init", "--dir", str(d), "--nodes", nodes],
+                               capture_output=True, text=True, timeout=60)
+            if p.returncode != 0:
+                raise ClusterError(f"roster tls init failed: {p.stderr.strip()}")
+        return ["--peer-tls-cert", str(d / f"n{i}.pem"), "--peer-tls-key", str(d / f"n{i}-key.pem"),
+                "--peer-tls-ca", str(d / "ca.pem")]
 
     def command(self, i: int) -> list[str]:
         ip = node_ip(i)
@@ -213,7 +230,7 @@ class RosterCluster(Cluster):
         ]
         if i != 1:
             cmd += ["--join", f"{node_ip(1)}:2888"]
-        return cmd
+        return cmd + self.tls_flags(i)
 
     def start_cluster(self) -> None:
         self.start(1)

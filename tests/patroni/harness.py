@@ -92,7 +92,7 @@ class RosterCluster:
         data = self.root / f"roster{i}"
         cmd = ["ip", "netns", "exec", net.NODE_NS[i], str(self.bin), "serve",
                "--client-addr", self.client_addr(i), "--peer-addr", self.peer_addr(i),
-               "--data-dir", str(data)]
+               "--data-dir", str(data), "--insecure-peers"]
         if i != 1:
             cmd += ["--join", self.peer_addr(1)]
         log = open(self.root / f"roster{i}.log", "ab")

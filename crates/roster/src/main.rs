@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod tls;
 
 use clap::{Args, Parser, Subcommand};
 use roster_server::Config;
@@ -49,9 +50,17 @@ enum Command {
     /// Benchmark any ZooKeeper-protocol server (Roster or Apache ZooKeeper): throughput, latency,
     /// sessions, watches, expiry, memory.
     Bench(bench::BenchArgs),
-    /// Inspect and change the cluster's membership through any node's peer port.
+    /// Inspect and change the cluster's membership through any node's peer port (with peer TLS:
+    /// --tls-dir DIR of `roster tls init`, for its administrator certificate).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        tls: tls::ClusterTlsOpts,
+    },
+    /// Certificates for authenticated, encrypted peers: `roster tls init --dir DIR --nodes n1=HOST,...`.
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Tls(tls::TlsCommand),
     /// Print the digest of USER:PASSWORD, for digest ACLs and the --super-digest setting.
     Digest {
         /// The credentials, as user:password.
@@ -181,6 +190,20 @@ struct ServeArgs {
     /// connection is closed as a slow reader; at least twice max-frame-bytes is used [default: 16777216].
     #[arg(long, env = "ROSTER_MAX_OUTGOING_BYTES")]
     max_outgoing_bytes: Option<usize>,
+    /// This node's peer certificate (PEM, from `roster tls init`); with --peer-tls-key and
+    /// --peer-tls-ca every peer connection is mutual TLS 1.3 [default: none].
+    #[arg(long, env = "ROSTER_PEER_TLS_CERT")]
+    peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM) [default: none].
+    #[arg(long, env = "ROSTER_PEER_TLS_KEY")]
+    peer_tls_key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); peers must present a certificate it signed [default: none].
+    #[arg(long, env = "ROSTER_PEER_TLS_CA")]
+    peer_tls_ca: Option<PathBuf>,
+    /// Allow plain-text, unauthenticated peers on a --peer-addr other than loopback: anyone who
+    /// reaches the peer port can then join, remove members and vote [default: false].
+    #[arg(long, env = "ROSTER_INSECURE_PEERS")]
+    insecure_peers: bool,
 }
 
 impl ServeArgs {
@@ -222,6 +245,18 @@ impl ServeArgs {
         }
         if self.super_digest.is_some() {
             c.super_digest = self.super_digest;
+        }
+        if self.peer_tls_cert.is_some() {
+            c.peer_tls_cert = self.peer_tls_cert;
+        }
+        if self.peer_tls_key.is_some() {
+            c.peer_tls_key = self.peer_tls_key;
+        }
+        if self.peer_tls_ca.is_some() {
+            c.peer_tls_ca = self.peer_tls_ca;
+        }
+        if self.insecure_peers {
+            c.insecure_peers = true;
         }
         c.validate()?;
         Ok(c)
@@ -284,11 +319,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Cluster(cmd) => match tokio::runtime::Builder::new_current_thread()
+        Command::Tls(cmd) => match tls::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cluster { command, tls } => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(cluster(cmd, cli.client.json)),
+            Ok(rt) => rt.block_on(cluster(command, &tls, cli.client.json)),
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 ExitCode::FAILURE
@@ -385,16 +427,24 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
+async fn cluster(cmd: ClusterCommand, tls: &tls::ClusterTlsOpts, json: bool) -> ExitCode {
     use roster_server::cluster::admin;
+    let tls = match tls.load() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = tls.as_ref();
     let result = match cmd {
-        ClusterCommand::Status { server } => match admin::status(&server).await {
+        ClusterCommand::Status { server } => match admin::status(&server, tls).await {
             Ok(st) if json => {
                 // The answering node's view, then each member's own report (null when unreachable).
                 let mut own = Vec::new();
                 for m in &st.members {
                     own.push(
-                        admin::status(&m.peer_addr)
+                        admin::status(&m.peer_addr, tls)
                             .await
                             .ok()
                             .filter(|s| s.node_id == m.node_id),
@@ -419,16 +469,16 @@ async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
                 for m in &st.members {
                     let role = if m.voter { "voter" } else { "learner" };
                     // Each member reports its own state and client address; an unreachable one shows "?".
-                    let (state, client, applied, serving) = match admin::status(&m.peer_addr).await
-                    {
-                        Ok(s) if s.node_id == m.node_id => (
-                            s.state,
-                            s.client_addr,
-                            s.applied.to_string(),
-                            s.serving.to_string(),
-                        ),
-                        _ => ("?".into(), "?".into(), "?".into(), "?".into()),
-                    };
+                    let (state, client, applied, serving) =
+                        match admin::status(&m.peer_addr, tls).await {
+                            Ok(s) if s.node_id == m.node_id => (
+                                s.state,
+                                s.client_addr,
+                                s.applied.to_string(),
+                                s.serving.to_string(),
+                            ),
+                            _ => ("?".into(), "?".into(), "?".into(), "?".into()),
+                        };
                     println!(
                         "{:<20} {:<8} {:<10} {:<22} {:<22} {:>10} {}",
                         m.node_id, role, state, m.peer_addr, client, applied, serving
@@ -438,10 +488,10 @@ async fn cluster(cmd: ClusterCommand, json: bool) -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        ClusterCommand::Remove { id, server } => admin::remove(&server, id)
+        ClusterCommand::Remove { id, server } => admin::remove(&server, id, tls)
             .await
             .map(|()| println!("node {id} removed")),
-        ClusterCommand::Leave { server } => admin::leave(&server)
+        ClusterCommand::Leave { server } => admin::leave(&server, tls)
             .await
             .map(|()| println!("{server} left the cluster")),
     };

@@ -424,18 +424,19 @@ fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_r
             0,
             PeerRequest::Status,
             Duration::from_secs(5),
+            None,
         )
         .await
         .unwrap_err();
         assert!(e.to_string().contains("wrong cluster"), "{e}");
-        let cluster = admin::cluster_id(&a.peer.to_string()).await.unwrap();
+        let cluster = admin::cluster_id(&a.peer.to_string(), None).await.unwrap();
         let hello = Hello {
             cluster_id: Some(cluster.clone()),
             from: 0,
             to: Some(424242),
             kind: LinkKind::Raft,
         };
-        let e = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5))
+        let e = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5), None)
             .await
             .err()
             .expect("refused");
@@ -447,7 +448,7 @@ fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_r
             to: None,
             kind: LinkKind::Admin,
         };
-        let l = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5))
+        let l = Link::connect(&a.peer.to_string(), hello, Duration::from_secs(5), None)
             .await
             .unwrap();
         match l

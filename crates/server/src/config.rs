@@ -6,13 +6,15 @@
 //! `roster serve` a usable single node with no file at all.
 //!
 //! Ensemble settings: `peer_addr` (the peer port, also announced to the other nodes), `join` (a member's
-//! peer address, for a pristine node to join its cluster) and `target_voters`.
+//! peer address, for a pristine node to join its cluster) and `target_voters`. Peer TLS:
+//! `peer_tls_cert`, `peer_tls_key`, `peer_tls_ca` (all three or none); without them a node refuses a
+//! peer address off loopback unless `insecure_peers` says so ([`Config::validate`]).
 //!
-//! Left out: TLS and SASL (not yet supported).
+//! Left out: reloading certificates without a restart.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// All server settings. Field docs are the `roster serve --help` texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +88,16 @@ pub struct Config {
     /// connection over it is closed as a slow reader (its session lives on until its timeout). At
     /// least twice `max_frame_bytes` is used, so one reply always fits.
     pub max_outgoing_bytes: usize,
+    /// This node's peer certificate (PEM), signed by the cluster CA, as `roster tls init` writes it.
+    /// With `peer_tls_key` and `peer_tls_ca`: every peer connection is mutual TLS 1.3.
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key of `peer_tls_cert` (PEM).
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): peers must present a certificate it signed.
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Allow plain-text, unauthenticated peers on an address other than loopback (anyone who reaches
+    /// the peer port can then join, remove members and vote). Only for networks you fully trust.
+    pub insecure_peers: bool,
 }
 
 impl Default for Config {
@@ -116,6 +128,10 @@ impl Default for Config {
             fd_reserve: 128,
             handshake_timeout_ms: 10_000,
             max_outgoing_bytes: 16 * 1024 * 1024,
+            peer_tls_cert: None,
+            peer_tls_key: None,
+            peer_tls_ca: None,
+            insecure_peers: false,
         }
     }
 }
@@ -229,6 +245,7 @@ impl Config {
                 });
             }
         }
+        self.peer_tls()?;
         if self.log_format != "text" && self.log_format != "json" {
             return Err(ConfigError::Invalid {
                 setting: "log-format",
@@ -236,6 +253,32 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The peer TLS files (certificate, key, CA), or `None` for plain-text peers. Errors when only
+    /// some are set, or when peers would be plain text on an address off loopback without
+    /// `insecure_peers`.
+    pub fn peer_tls(&self) -> Result<Option<(&Path, &Path, &Path)>, ConfigError> {
+        match (&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca) {
+            (Some(c), Some(k), Some(a)) => Ok(Some((c, k, a))),
+            (None, None, None) if self.peer_addr.ip().is_loopback() || self.insecure_peers => {
+                Ok(None)
+            }
+            (None, None, None) => Err(ConfigError::Invalid {
+                setting: "peer-addr",
+                message: format!(
+                    "{} is not a loopback address, and peers without TLS are unauthenticated (anyone who reaches the port can join, remove members and vote). \
+                     Make certificates with `roster tls init --dir DIR --nodes n1=HOST1,n2=HOST2,...` and pass \
+                     --peer-tls-cert DIR/n1.pem --peer-tls-key DIR/n1-key.pem --peer-tls-ca DIR/ca.pem \
+                     (or, on a network you fully trust, --insecure-peers); see docs/security.md",
+                    self.peer_addr
+                ),
+            }),
+            _ => Err(ConfigError::Invalid {
+                setting: "peer-tls-cert / peer-tls-key / peer-tls-ca",
+                message: "set all three (this node's certificate, its key and the cluster CA, as `roster tls init` writes them) or none".into(),
+            }),
+        }
     }
 
     /// Whether a four-letter word is allowed by the `four_letter_words` list.
@@ -320,6 +363,43 @@ mod tests {
         let mut bad = c;
         bad.join = Some("nohost".into());
         assert!(bad.validate().unwrap_err().to_string().contains("join"));
+    }
+
+    #[test]
+    fn peers_off_loopback_need_tls_or_the_insecure_flag() {
+        let mut c = Config {
+            peer_addr: "10.0.0.1:2888".parse().unwrap(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("roster tls init") && e.contains("--insecure-peers"),
+            "the error says how to fix it: {e}"
+        );
+        c.insecure_peers = true;
+        assert_eq!(c.peer_tls().unwrap(), None);
+        c.insecure_peers = false;
+        c.peer_tls_cert = Some("n1.pem".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("all three"), "{e}");
+        c.peer_tls_key = Some("n1-key.pem".into());
+        c.peer_tls_ca = Some("ca.pem".into());
+        let (cert, key, ca) = c.peer_tls().unwrap().unwrap();
+        assert_eq!(
+            (cert, key, ca),
+            (
+                Path::new("n1.pem"),
+                Path::new("n1-key.pem"),
+                Path::new("ca.pem")
+            )
+        );
+        // The single-machine default needs nothing.
+        assert_eq!(Config::default().peer_tls().unwrap(), None);
+        let v6 = Config {
+            peer_addr: "[::1]:2888".parse().unwrap(),
+            ..Config::default()
+        };
+        v6.validate().unwrap();
     }
 
     #[test]

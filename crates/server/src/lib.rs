@@ -30,7 +30,7 @@
 //! lock, after the connection's earlier writes.
 //!
 //! # Left out
-//! TLS, SASL, quotas enforcement, read-only mode.
+//! TLS and SASL on the client port (peers: `transport::tls`), quotas enforcement, read-only mode.
 
 #![warn(missing_docs)]
 

@@ -46,6 +46,7 @@ use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::meta::{ClusterIdentity, MetaStore};
 use crate::storage::snapshot::SnapshotStore;
 use crate::transport::server::{LocalIdentity, PeerConn};
+use crate::transport::tls::PeerTls;
 use crate::transport::wire::PeerResponse;
 use roster_state::{State, Txn, TxnOp};
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +84,9 @@ pub enum StartError {
     /// openraft refused to start or recover.
     #[error("raft: {0}")]
     Raft(String),
+    /// The peer TLS files could not be loaded.
+    #[error("peer TLS: {0}")]
+    Tls(String),
     /// Joining the cluster failed.
     #[error("cannot join the cluster: {0}")]
     Join(String),
@@ -117,10 +121,14 @@ pub enum StartError {
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
 /// Asks the cluster (through `seed`) for this joining node's id, retrying while it has no leader.
-async fn allocate_id(seed: &str, cluster_id: &str) -> Result<u64, StartError> {
+async fn allocate_id(
+    seed: &str,
+    cluster_id: &str,
+    tls: Option<&PeerTls>,
+) -> Result<u64, StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match admin::allocate_id(seed, cluster_id).await {
+        match admin::allocate_id(seed, cluster_id, tls).await {
             Ok(id) => return Ok(id),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "no node id yet; retrying");
@@ -136,10 +144,10 @@ async fn allocate_id(seed: &str, cluster_id: &str) -> Result<u64, StartError> {
 }
 
 /// Asks `seed` for its cluster id, retrying for a while (the seed may be starting too).
-async fn discover_cluster(seed: &str) -> Result<String, StartError> {
+async fn discover_cluster(seed: &str, tls: Option<&PeerTls>) -> Result<String, StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match admin::cluster_id(seed).await {
+        match admin::cluster_id(seed, tls).await {
             Ok(id) => return Ok(id),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "cluster id not known yet; retrying");
@@ -159,6 +167,16 @@ impl Node {
     /// client port is open; it serves when it has a leader).
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
+        let peer_tls = match config.peer_tls()? {
+            Some((cert, key, ca)) => Some(Arc::new(
+                PeerTls::load_node(cert, key, ca).map_err(StartError::Tls)?,
+            )),
+            None if !config.peer_addr.ip().is_loopback() => {
+                tracing::warn!(peer_addr = %config.peer_addr, "insecure peers: the peer port is plain text and unauthenticated (anyone who reaches it can join, remove members and vote); set --peer-tls-cert/-key/-ca (docs/security.md)");
+                None
+            }
+            None => None,
+        };
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
             path: dir.clone(),
@@ -171,8 +189,8 @@ impl Node {
                 let id = match &config.join {
                     None => ClusterIdentity::new_random(NODE_ID),
                     Some(seed) => {
-                        let cluster_id = discover_cluster(seed).await?;
-                        let node_id = allocate_id(seed, &cluster_id).await?;
+                        let cluster_id = discover_cluster(seed, peer_tls.as_deref()).await?;
+                        let node_id = allocate_id(seed, &cluster_id, peer_tls.as_deref()).await?;
                         ClusterIdentity {
                             cluster_id,
                             node_id,
@@ -189,9 +207,16 @@ impl Node {
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
         let shared = Arc::new(Shared::new(config.clone(), State::new()));
         shared.events.set_node(identity.node_id);
-        let raft = crate::raft::start(&identity, &config, log_store, shared.clone(), snapshots)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = crate::raft::start(
+            &identity,
+            &config,
+            log_store,
+            shared.clone(),
+            snapshots,
+            peer_tls.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -253,6 +278,7 @@ impl Node {
             identity: identity.clone(),
             cluster: Cluster::new(config.peer_addr.to_string(), config.target_voters, false),
             wal,
+            peer_tls: peer_tls.clone(),
         });
         let client = Arc::new(ClientCtx {
             node: ctx.clone(),
@@ -277,6 +303,7 @@ impl Node {
             tasks.push(tokio::spawn(crate::transport::server::serve(
                 l,
                 me,
+                peer_tls.clone(),
                 serve,
                 rx.clone(),
             )));
@@ -459,7 +486,16 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
     let id = &ctx.identity;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let (voter, committed) = loop {
-        match admin::join(seed, &id.cluster_id, id.node_id, &ctx.cluster.peer_addr).await {
+        let tls = ctx.peer_tls.as_deref();
+        match admin::join(
+            seed,
+            &id.cluster_id,
+            id.node_id,
+            &ctx.cluster.peer_addr,
+            tls,
+        )
+        .await
+        {
             Ok(r) => break r,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "join not done yet; retrying");

@@ -709,8 +709,11 @@ pub fn peer_status(peer: SocketAddr) -> Result<roster_server::transport::wire::S
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(roster_server::cluster::admin::status(&peer.to_string()))
-        .map_err(|e| e.to_string())
+    rt.block_on(roster_server::cluster::admin::status(
+        &peer.to_string(),
+        None,
+    ))
+    .map_err(|e| e.to_string())
 }
 
 /// Waits until `nodes` agree on one leader, with `voters` voters and `learners` learners, all serving.

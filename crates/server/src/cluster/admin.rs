@@ -1,11 +1,13 @@
 //! Calls made to a node's peer port by a tool (`roster cluster ...`) or by a node that is joining:
 //! ask the cluster id, ask to be added, ask for the status, ask to remove a node or to leave.
 //!
-//! Each call opens one admin connection, sends one request and closes. Left out: retries (callers
-//! decide), authentication.
+//! Each call opens one admin connection (over TLS when given a [`PeerTls`]: a node's own, or an
+//! administrator's certificate for the tool), sends one request and closes. Left out: retries
+//! (callers decide).
 
 use crate::error::Error;
-use crate::transport::link::Link;
+use crate::transport::link::{Link, LinkError};
+use crate::transport::tls::PeerTls;
 use crate::transport::wire::PeerError;
 use crate::transport::wire::{Hello, LinkKind, PeerRequest, PeerResponse, StatusInfo};
 use std::time::Duration;
@@ -17,6 +19,7 @@ pub async fn call(
     from: u64,
     req: PeerRequest,
     ttl: Duration,
+    tls: Option<&PeerTls>,
 ) -> Result<PeerResponse, Error> {
     let hello = Hello {
         cluster_id,
@@ -24,9 +27,14 @@ pub async fn call(
         to: None,
         kind: LinkKind::Admin,
     };
-    let link = Link::connect(addr, hello, Duration::from_secs(5))
+    let link = Link::connect(addr, hello, Duration::from_secs(5), tls)
         .await
-        .map_err(|e| Error::Peer(format!("{addr}: {e}")))?;
+        .map_err(|e| match (e, tls) {
+            (LinkError::Unreachable(m), None) => Error::Peer(format!(
+                "{addr}: {m} (if the cluster uses peer TLS, authenticate: roster cluster --tls-dir DIR, from `roster tls init`)"
+            )),
+            (e, _) => Error::Peer(format!("{addr}: {e}")),
+        })?;
     match link
         .call(req, ttl)
         .await
@@ -40,13 +48,14 @@ pub async fn call(
 }
 
 /// The cluster id of the node at `addr`.
-pub async fn cluster_id(addr: &str) -> Result<String, Error> {
+pub async fn cluster_id(addr: &str, tls: Option<&PeerTls>) -> Result<String, Error> {
     match call(
         addr,
         None,
         0,
         PeerRequest::ClusterInfo,
         Duration::from_secs(5),
+        tls,
     )
     .await?
     {
@@ -62,6 +71,7 @@ pub async fn join(
     cluster_id: &str,
     node_id: u64,
     peer_addr: &str,
+    tls: Option<&PeerTls>,
 ) -> Result<(bool, u64), Error> {
     let req = PeerRequest::Join {
         node_id,
@@ -73,6 +83,7 @@ pub async fn join(
         node_id,
         req,
         Duration::from_secs(300),
+        tls,
     )
     .await?
     {
@@ -82,13 +93,18 @@ pub async fn join(
 }
 
 /// Asks the cluster (through the node at `addr`, a member of `cluster_id`) for a joining node's id.
-pub async fn allocate_id(addr: &str, cluster_id: &str) -> Result<u64, Error> {
+pub async fn allocate_id(
+    addr: &str,
+    cluster_id: &str,
+    tls: Option<&PeerTls>,
+) -> Result<u64, Error> {
     match call(
         addr,
         Some(cluster_id.to_string()),
         0,
         PeerRequest::AllocateId,
         Duration::from_secs(30),
+        tls,
     )
     .await?
     {
@@ -98,21 +114,31 @@ pub async fn allocate_id(addr: &str, cluster_id: &str) -> Result<u64, Error> {
 }
 
 /// The status as the node at `addr` sees it.
-pub async fn status(addr: &str) -> Result<StatusInfo, Error> {
-    match call(addr, None, 0, PeerRequest::Status, Duration::from_secs(5)).await? {
+pub async fn status(addr: &str, tls: Option<&PeerTls>) -> Result<StatusInfo, Error> {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::Status,
+        Duration::from_secs(5),
+        tls,
+    )
+    .await?
+    {
         PeerResponse::Status(s) => Ok(s),
         other => Err(unexpected(addr, other)),
     }
 }
 
 /// Asks the cluster (through the node at `addr`) to remove node `node_id`.
-pub async fn remove(addr: &str, node_id: u64) -> Result<(), Error> {
+pub async fn remove(addr: &str, node_id: u64, tls: Option<&PeerTls>) -> Result<(), Error> {
     match call(
         addr,
         None,
         0,
         PeerRequest::Remove { node_id },
         Duration::from_secs(120),
+        tls,
     )
     .await?
     {
@@ -122,8 +148,17 @@ pub async fn remove(addr: &str, node_id: u64) -> Result<(), Error> {
 }
 
 /// Asks the node at `addr` to leave the cluster.
-pub async fn leave(addr: &str) -> Result<(), Error> {
-    match call(addr, None, 0, PeerRequest::Leave, Duration::from_secs(120)).await? {
+pub async fn leave(addr: &str, tls: Option<&PeerTls>) -> Result<(), Error> {
+    match call(
+        addr,
+        None,
+        0,
+        PeerRequest::Leave,
+        Duration::from_secs(120),
+        tls,
+    )
+    .await?
+    {
         PeerResponse::Ack => Ok(()),
         other => Err(unexpected(addr, other)),
     }

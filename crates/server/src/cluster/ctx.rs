@@ -9,6 +9,7 @@ use crate::raft::handle::RaftHandle;
 use crate::shared::Shared;
 use crate::storage::log::WalStatsHandle;
 use crate::storage::meta::ClusterIdentity;
+use crate::transport::tls::PeerTls;
 use std::sync::Arc;
 
 /// What the tasks of a node share.
@@ -23,4 +24,6 @@ pub struct NodeCtx {
     pub cluster: Cluster,
     /// The Raft log's group-commit counters (`mntr`).
     pub wal: WalStatsHandle,
+    /// This node's peer TLS (certificate, key, cluster CA); `None`: plain TCP peers.
+    pub peer_tls: Option<Arc<PeerTls>>,
 }

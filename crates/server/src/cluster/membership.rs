@@ -39,6 +39,7 @@ async fn forward(ctx: &NodeCtx, req: PeerRequest) -> PeerResponse {
         ctx.identity.node_id,
         req,
         Duration::from_secs(300),
+        ctx.peer_tls.as_deref(),
     )
     .await
     {

@@ -255,6 +255,7 @@ pub async fn apply_changes(
             ctx.identity.node_id,
             req,
             Duration::from_secs(300),
+            ctx.peer_tls.as_deref(),
         )
         .await
         {
@@ -577,8 +578,11 @@ pub async fn config_loop(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>)
             }
             asked.insert(*id, now);
             // Asked inline but bounded: a member that does not answer delays the config by at most this.
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_millis(500), super::admin::status(addr)).await
+            if let Ok(Ok(s)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                super::admin::status(addr, ctx.peer_tls.as_deref()),
+            )
+            .await
             {
                 if s.node_id == *id && !s.client_addr.is_empty() {
                     clients.insert(*id, (addr.clone(), s.client_addr));

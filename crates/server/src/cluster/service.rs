@@ -3,6 +3,10 @@
 //! in arrival order; forwarded writes and read barriers are proposed in arrival order (the follower's
 //! order); session touches, status, joins, removals and reconfigs are answered concurrently.
 //!
+//! A join must come from a certificate that names the address it announces (the joining node's own),
+//! or, forwarded, from the member that forwards it (`join_allowed`); without peer TLS every join is
+//! allowed.
+//!
 //! When a Raft or heartbeat connection from the current leader ends, [`super::failover`] checks whether
 //! the leader's process is gone.
 //!
@@ -13,12 +17,14 @@ use crate::error::Error;
 use crate::raft::rpc::{Inbound, OnVote, VoteSeen};
 use crate::shared::now_ms;
 use crate::transport::server::{Ended, PeerConn, Responder};
+use crate::transport::tls::PeerRole;
 use crate::transport::wire::{LinkKind, PeerError, PeerRequest, PeerResponse};
 use std::sync::Arc;
 
 /// Serves one accepted peer connection until it ends.
 pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
     let hello = conn.hello.clone();
+    let role = conn.role.clone();
     let out = conn.responder();
     let on_vote: OnVote = {
         let ctx = ctx.clone();
@@ -67,6 +73,17 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
                     Err(e) => out.send(id, PeerResponse::Err(peer_error(e))),
                 }
             }
+            PeerRequest::Join { node_id, peer_addr } => {
+                if let Err(reason) = join_allowed(&ctx, &role, hello.from, node_id, &peer_addr) {
+                    tracing::warn!(from = hello.from, node = node_id, %peer_addr, %reason, "join refused");
+                    out.send(id, PeerResponse::Err(PeerError::Refused(reason)));
+                    continue;
+                }
+                let ctx = ctx.clone();
+                let out: Responder = out.clone();
+                let req = PeerRequest::Join { node_id, peer_addr };
+                tokio::spawn(async move { out.send(id, handle(&ctx, req).await) });
+            }
             PeerRequest::Touch(list) => {
                 // Answered here: the sender's node id names where its sessions were last heard from.
                 out.send(id, touch(&ctx, hello.from, list));
@@ -89,6 +106,32 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
     raft.close();
     drop(out);
     conn.close().await;
+}
+
+/// Whether a connection of `role` from node `from` may ask to add node `node_id` at `peer_addr`: the
+/// joining node itself must hold a certificate naming that address; a join forwarded by member
+/// `from` must come with the certificate of that member's address.
+fn join_allowed(
+    ctx: &NodeCtx,
+    role: &PeerRole,
+    from: u64,
+    node_id: u64,
+    peer_addr: &str,
+) -> Result<(), String> {
+    if from == node_id {
+        return role.may_announce(peer_addr);
+    }
+    if matches!(role, PeerRole::Plain) {
+        return Ok(());
+    }
+    match ctx.raft.status().nodes.get(&from) {
+        Some(addr) => role.may_announce(addr).map_err(|e| {
+            format!("a join forwarded as node {from} must come from that member's certificate: {e}")
+        }),
+        None => Err(format!(
+            "a join forwarded as node {from}, which is not a member this node knows"
+        )),
+    }
 }
 
 /// Session touches a follower (`from`) sends for its connections: on the leader, each live session's

@@ -130,7 +130,7 @@ async fn dial(ctx: &NodeCtx, leader: u64) -> Result<Link, String> {
         to: Some(leader),
         kind: LinkKind::Forward,
     };
-    Link::connect(&addr, hello, DIAL_TIMEOUT)
+    Link::connect(&addr, hello, DIAL_TIMEOUT, ctx.peer_tls.as_deref())
         .await
         .map_err(|e| format!("leader {leader} at {addr}: {e}"))
 }

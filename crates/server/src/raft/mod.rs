@@ -88,6 +88,7 @@ pub async fn start(
     log_store: log_store::LogStore<types::TypeConfig>,
     shared: std::sync::Arc<crate::shared::Shared>,
     snapshots: std::sync::Arc<crate::storage::snapshot::SnapshotStore>,
+    peer_tls: Option<std::sync::Arc<crate::transport::tls::PeerTls>>,
 ) -> Result<handle::RaftHandle, crate::error::Error> {
     let raft_error = |e: &dyn std::fmt::Display| crate::error::Error::Raft(e.to_string());
     let raft_config = raft_config(
@@ -97,7 +98,12 @@ pub async fn start(
     )
     .map_err(|e| raft_error(&e))?;
     let sm = state_machine::StateMachine::new(shared.clone(), snapshots);
-    let network = network::PeerNetwork::new(identity.cluster_id.clone(), identity.node_id, shared);
+    let network = network::PeerNetwork::new(
+        identity.cluster_id.clone(),
+        identity.node_id,
+        shared,
+        peer_tls,
+    );
     let raft = handle::Raft::new(
         identity.node_id,
         std::sync::Arc::new(raft_config),

@@ -29,6 +29,7 @@ use super::rpc::{self, RaftRequest, RaftResponse};
 use super::types::TypeConfig;
 use crate::shared::Shared;
 use crate::transport::link::{Link, LinkError};
+use crate::transport::tls::PeerTls;
 use crate::transport::wire::{Hello, LinkKind, PeerRequest, PeerResponse};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -56,17 +57,25 @@ pub struct PeerNetwork {
     cluster_id: String,
     me: u64,
     shared: Arc<Shared>,
+    tls: Option<Arc<PeerTls>>,
     /// One dial gate per target, shared by its clients.
     gates: HashMap<u64, Arc<parking_lot::Mutex<DialGate>>>,
 }
 
 impl PeerNetwork {
-    /// The network of node `me` in cluster `cluster_id`; dial counts go to `shared.stats`.
-    pub fn new(cluster_id: String, me: u64, shared: Arc<Shared>) -> PeerNetwork {
+    /// The network of node `me` in cluster `cluster_id`, dialing over TLS with `tls`; dial counts go
+    /// to `shared.stats`.
+    pub fn new(
+        cluster_id: String,
+        me: u64,
+        shared: Arc<Shared>,
+        tls: Option<Arc<PeerTls>>,
+    ) -> PeerNetwork {
         PeerNetwork {
             cluster_id,
             me,
             shared,
+            tls,
             gates: HashMap::new(),
         }
     }
@@ -76,6 +85,7 @@ impl PeerNetwork {
         PeerClient {
             gate,
             shared: self.shared.clone(),
+            tls: self.tls.clone(),
             target,
             addr: node.addr.clone(),
             kind,
@@ -165,6 +175,7 @@ impl DialGate {
 pub struct PeerClient {
     gate: Arc<parking_lot::Mutex<DialGate>>,
     shared: Arc<Shared>,
+    tls: Option<Arc<PeerTls>>,
     target: u64,
     addr: String,
     kind: LinkKind,
@@ -217,7 +228,9 @@ impl PeerClient {
         };
         let stats = &self.shared.stats;
         stats.peer_dials.fetch_add(1, Ordering::Relaxed);
-        let r = match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX)).await {
+        let r = match Link::connect(&self.addr, hello, ttl.min(CONNECT_MAX), self.tls.as_deref())
+            .await
+        {
             Ok(l) if l.remote_cluster() != self.cluster_id => Err(format!(
                 "{} belongs to cluster {}",
                 self.addr,
@@ -676,7 +689,7 @@ mod tests {
             crate::Config::default(),
             roster_state::State::new(),
         ));
-        let mut net = PeerNetwork::new("c".into(), 1, shared.clone());
+        let mut net = PeerNetwork::new("c".into(), 1, shared.clone(), None);
         let node = BasicNode::new(dead);
         let mut clients = [
             net.new_client(2, &node).await,

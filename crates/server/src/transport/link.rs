@@ -1,12 +1,13 @@
 //! The dialing side of a peer connection: connect, say hello, then multiplex requests by id.
 //!
-//! A [`Link`] is one TCP connection. Frames leave in the order [`Link::send`] is called (one writer
+//! A [`Link`] is one TCP connection (TLS inside it when the node has peer certificates: `super::tls`). Frames leave in the order [`Link::send`] is called (one writer
 //! task behind a channel), which is what the follower's ordered write stream relies on. Answers are
 //! matched to waiting callers by request id. When the connection breaks, every waiting caller gets
 //! [`LinkError::Closed`] and the link reports [`Link::is_closed`]; the owner dials a new one.
 //!
 //! Left out: reconnection and retries (the owners decide), keep-alives (Raft heartbeats are enough).
 
+use super::tls::PeerTls;
 use super::wire::{read_msg, write_msg, Hello, PeerMsg, PeerRequest, PeerResponse};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -14,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a call failed.
@@ -49,9 +49,15 @@ struct Inner {
 pub struct Link(Arc<Inner>);
 
 impl Link {
-    /// Dials `addr`, sends `hello` and waits for the answer, all within `timeout`.
-    pub async fn connect(addr: &str, hello: Hello, timeout: Duration) -> Result<Link, LinkError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(addr, hello)).await {
+    /// Dials `addr` (over TLS with `tls`), sends `hello` and waits for the answer, all within
+    /// `timeout`.
+    pub async fn connect(
+        addr: &str,
+        hello: Hello,
+        timeout: Duration,
+        tls: Option<&PeerTls>,
+    ) -> Result<Link, LinkError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, hello, tls)).await {
             Ok(r) => r,
             Err(_) => Err(LinkError::Unreachable(format!(
                 "{addr}: no hello answer within {timeout:?}"
@@ -59,14 +65,19 @@ impl Link {
         }
     }
 
-    async fn connect_inner(addr: &str, hello: Hello) -> Result<Link, LinkError> {
+    async fn connect_inner(
+        addr: &str,
+        hello: Hello,
+        tls: Option<&PeerTls>,
+    ) -> Result<Link, LinkError> {
         let unreachable = |e: std::io::Error| LinkError::Unreachable(format!("{addr}: {e}"));
-        let stream = TcpStream::connect(addr).await.map_err(unreachable)?;
-        let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = super::tls::dial(addr, tls).await.map_err(unreachable)?;
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let expected = hello.to;
         write_msg(&mut wr, &PeerMsg::Hello(hello))
+            .await
+            .map_err(unreachable)?;
+        tokio::io::AsyncWriteExt::flush(&mut wr)
             .await
             .map_err(unreachable)?;
         let (remote_cluster, remote_node) = match read_msg(&mut rd).await.map_err(unreachable)? {

@@ -6,12 +6,15 @@
 //! - [`link`]: the dialing side, one TCP connection multiplexed by request id.
 //! - [`server`]: the listening side, hello checks, then a [`server::PeerConn`] per connection for the
 //!   layer above.
+//! - [`tls`]: mutual TLS 1.3 on both sides when the node has peer certificates, and the role a
+//!   certificate gives (node or administrator).
 //!
 //! Used by the Raft network (`crate::raft::network`) and by cluster management (`crate::cluster`),
 //! never the other way round.
 //!
-//! Left out: TLS and authentication of peers, compression.
+//! Left out: compression.
 
 pub mod link;
 pub mod server;
+pub mod tls;
 pub mod wire;

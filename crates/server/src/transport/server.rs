@@ -8,18 +8,23 @@
 //! cluster id, or the `roster cluster` tool): on such a connection every request that is not
 //! [`PeerRequest::is_admin`] is refused here, before the layer above sees it.
 //!
+//! With TLS (`super::tls`) the handshake comes first and gives the dialer's [`PeerRole`]: an
+//! administrator's certificate may send only what `roster cluster` needs ([`tool_request`]);
+//! anything else is refused here. (Which address a node certificate may join with is the cluster
+//! layer's check: it needs the membership.)
+//!
 //! A dialer gets 10 s to send its hello, of at most 64 KiB; frame buffers grow as bytes arrive.
 //!
-//! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits, TLS.
+//! Left out: what a request means (the cluster layer's `cluster::service`), per-peer rate limits.
 
+use super::tls::{PeerRead, PeerRole, PeerTls, PeerWrite};
 use super::wire::{
     read_msg, read_msg_max, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
     PeerResponse,
 };
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// How long a dialer has to send its hello.
@@ -52,7 +57,9 @@ impl Responder {
 pub struct PeerConn {
     /// The dialer's hello.
     pub hello: Hello,
-    reader: BufReader<OwnedReadHalf>,
+    /// Who the dialer is, by its certificate ([`PeerRole::Plain`] without TLS).
+    pub role: PeerRole,
+    reader: BufReader<PeerRead>,
     out: Responder,
     writer: tokio::task::JoinHandle<()>,
 }
@@ -83,13 +90,10 @@ impl PeerConn {
         loop {
             match read_msg(&mut self.reader).await {
                 Ok(Some(PeerMsg::Request { id, body })) => {
-                    if self.admin_only() && !body.is_admin() {
-                        self.out.send(
-                            id,
-                            PeerResponse::Err(PeerError::Refused(
-                                "this connection did not name a cluster id".into(),
-                            )),
-                        );
+                    if let Err(reason) = allowed(&self.role, self.admin_only(), &body) {
+                        tracing::warn!(from = self.hello.from, request = request_name(&body), %reason, "peer request refused");
+                        self.out
+                            .send(id, PeerResponse::Err(PeerError::Refused(reason)));
                         continue;
                     }
                     return Ok((id, body));
@@ -108,11 +112,52 @@ impl PeerConn {
     }
 }
 
-/// Accepts peer connections until `shutdown` turns true; every connection whose hello passes is given
-/// to `serve` (which should spawn its own task).
+/// Whether `req` is one the `roster cluster` tool sends (all an administrator certificate may do).
+pub fn tool_request(req: &PeerRequest) -> bool {
+    matches!(
+        req,
+        PeerRequest::ClusterInfo
+            | PeerRequest::Status
+            | PeerRequest::Remove { .. }
+            | PeerRequest::Leave
+            | PeerRequest::Reconfig { .. }
+    )
+}
+
+/// A request's name for the log (never its contents: a forwarded write carries client data).
+fn request_name(req: &PeerRequest) -> &'static str {
+    match req {
+        PeerRequest::Raft(_) => "raft",
+        PeerRequest::Write(_) => "write",
+        PeerRequest::ReadIndex => "read-index",
+        PeerRequest::Touch(_) => "touch",
+        PeerRequest::ClusterInfo => "cluster-info",
+        PeerRequest::Join { .. } => "join",
+        PeerRequest::Remove { .. } => "remove",
+        PeerRequest::Leave => "leave",
+        PeerRequest::Status => "status",
+        PeerRequest::Reconfig { .. } => "reconfig",
+        PeerRequest::AllocateId => "allocate-id",
+    }
+}
+
+/// Whether a connection of `role` (that named no cluster id: `admin_only`) may send `req`.
+fn allowed(role: &PeerRole, admin_only: bool, req: &PeerRequest) -> Result<(), String> {
+    if matches!(role, PeerRole::Admin) && !tool_request(req) {
+        return Err("an administrator certificate may only run `roster cluster` commands".into());
+    }
+    if admin_only && !req.is_admin() {
+        return Err("this connection did not name a cluster id".into());
+    }
+    Ok(())
+}
+
+/// Accepts peer connections until `shutdown` turns true; every connection whose TLS handshake (with
+/// `tls`) and hello pass is given to `serve` (which should spawn its own task).
 pub async fn serve(
     listener: TcpListener,
     me: LocalIdentity,
+    tls: Option<Arc<PeerTls>>,
     serve: Arc<dyn Fn(PeerConn) + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -126,8 +171,21 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let me = me.clone();
                 let serve = serve.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    match handshake(stream, &me).await {
+                    let (rd, wr, role) = match super::tls::accept(stream, tls.as_deref()).await {
+                        Ok(s) => s,
+                        // Closed before saying anything: a port probe (`cluster::failover`), not an attempt.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(%addr, error = %e, "peer connection closed before the TLS handshake");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, error = %e, "peer connection refused: it did not authenticate with a certificate of this cluster's CA");
+                            return;
+                        }
+                    };
+                    match handshake(rd, wr, role, &me).await {
                         Ok(Some(conn)) => serve(conn),
                         Ok(None) => {}
                         Err(e) => tracing::debug!(%addr, error = %e, "peer connection ended"),
@@ -143,8 +201,12 @@ pub async fn serve(
 }
 
 /// Reads and checks the hello, answers it, and starts the writer. `None` if the hello was refused.
-async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Option<PeerConn>> {
-    let (rd, mut wr) = stream.into_split();
+async fn handshake(
+    rd: PeerRead,
+    mut wr: PeerWrite,
+    role: PeerRole,
+    me: &LocalIdentity,
+) -> std::io::Result<Option<PeerConn>> {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
     let hello =
@@ -171,6 +233,7 @@ async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Opt
         },
     )
     .await?;
+    wr.flush().await?;
     tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
@@ -192,6 +255,7 @@ async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Opt
     });
     Ok(Some(PeerConn {
         hello,
+        role,
         reader,
         out: Responder(tx),
         writer,
@@ -243,5 +307,33 @@ mod tests {
         let e = check_hello(&hello(Some("c"), Some(2), LinkKind::Raft), "c", 1).unwrap_err();
         assert!(e.contains("wrong node"), "{e}");
         assert!(check_hello(&hello(None, Some(1), LinkKind::Raft), "c", 1).is_err());
+    }
+
+    #[test]
+    fn roles_limit_requests() {
+        use super::super::wire::Blob;
+        let vote = PeerRequest::Raft(Blob(vec![1, 2, 3]));
+        // Plain (no TLS) and node certificates: everything, once a cluster id was named.
+        assert!(allowed(&PeerRole::Plain, false, &vote).is_ok());
+        assert!(allowed(&PeerRole::Plain, true, &vote).is_err());
+        assert!(allowed(&PeerRole::Plain, true, &PeerRequest::Status).is_ok());
+        // An administrator: `roster cluster` requests only, whatever its hello said.
+        let e = allowed(&PeerRole::Admin, false, &vote).unwrap_err();
+        assert!(e.contains("administrator"), "{e}");
+        assert!(allowed(&PeerRole::Admin, false, &PeerRequest::AllocateId).is_err());
+        let join = PeerRequest::Join {
+            node_id: 9,
+            peer_addr: "10.0.0.9:2888".into(),
+        };
+        assert!(allowed(&PeerRole::Admin, false, &join).is_err());
+        for ok in [
+            PeerRequest::Status,
+            PeerRequest::Remove { node_id: 2 },
+            PeerRequest::Leave,
+            PeerRequest::ClusterInfo,
+        ] {
+            assert!(allowed(&PeerRole::Admin, true, &ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(request_name(&vote), "raft");
     }
 }

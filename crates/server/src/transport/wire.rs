@@ -11,7 +11,7 @@
 //! Version 2 carries Raft RPCs as opaque [`Blob`]s encoded by the Raft layer, so that this layer
 //! does not depend on openraft's types; version 1 (Raft messages inline) is refused.
 //!
-//! Left out: compression, authentication and encryption of peer traffic (run it on a private network).
+//! Left out: compression. Authentication and encryption are below the frames (`super::tls`).
 
 use crate::reply::WriteReply;
 use roster_state::Txn;

@@ -126,7 +126,12 @@ pub async fn view(api: &ApiCtx) -> ClusterView {
         .map(|(id, addr)| {
             let (id, addr) = (*id, addr.clone());
             async move {
-                let answer = match tokio::time::timeout(ASK_TIMEOUT, admin::status(&addr)).await {
+                let answer = match tokio::time::timeout(
+                    ASK_TIMEOUT,
+                    admin::status(&addr, node.peer_tls.as_deref()),
+                )
+                .await
+                {
                     Ok(Ok(s)) if s.node_id == id => Ok(s),
                     Ok(Ok(s)) => Err(format!(
                         "node {} answered at {addr} (expected node {id})",
