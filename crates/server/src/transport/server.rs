@@ -118,8 +118,9 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let me = me.clone();
                 let serve = serve.clone();
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    match handshake(stream, &me).await {
+                    match handshake(stream, &me, stop).await {
                         Ok(Some(conn)) => serve(conn),
                         Ok(None) => {}
                         Err(e) => tracing::debug!(%addr, error = %e, "peer connection ended"),
@@ -135,7 +136,13 @@ pub async fn serve(
 }
 
 /// Reads and checks the hello, answers it, and starts the writer. `None` if the hello was refused.
-async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Option<PeerConn>> {
+/// The writer also ends when `shutdown` turns true: a node stopped inside a process that goes on (an
+/// embedded node) must not leave its accepted connections open, or peers would keep talking to it.
+async fn handshake(
+    stream: TcpStream,
+    me: &LocalIdentity,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Option<PeerConn>> {
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     let hello = match read_msg(&mut reader).await? {
@@ -160,7 +167,12 @@ async fn handshake(stream: TcpStream, me: &LocalIdentity) -> std::io::Result<Opt
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
         let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            let Some(msg) = msg else { break };
             if write_msg(&mut wr, &msg).await.is_err() {
                 return;
             }
