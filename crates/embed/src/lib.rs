@@ -57,9 +57,18 @@ pub use roster_server::transport::wire::StatusInfo;
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
+    name: Option<String>,
 }
 
 impl Builder {
+    /// The name of the in-process server (`NAME.in-process:0` in connect strings); default
+    /// `roster-NODEID-N`, unique in the process. A fixed name keeps connect strings valid across a
+    /// restart of the node within the process.
+    pub fn name(mut self, name: &str) -> Builder {
+        self.name = Some(name.to_string());
+        self
+    }
+
     /// The address other instances reach this one's peer port on (Raft, joins); bound as given.
     /// Default 127.0.0.1:2888.
     pub fn peer_addr(mut self, addr: SocketAddr) -> Builder {
@@ -122,13 +131,15 @@ impl Builder {
     /// Starts the node on the current tokio runtime and returns once it serves (a single instance) or
     /// has joined its cluster (the in-process client then connects as soon as there is a leader).
     pub async fn start(self) -> Result<Embedded, StartError> {
-        let node = roster_server::Node::start(self.config).await?;
+        let node = roster_server::Node::start(self.config.clone()).await?;
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let name = format!(
-            "roster-{}-{}",
-            node.ctx.identity.node_id,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = self.name.unwrap_or_else(|| {
+            format!(
+                "roster-{}-{}",
+                node.ctx.identity.node_id,
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let inproc = node.in_process();
         let registration = roster_client::local::register(&name, move || {
             let s = inproc.connect()?;
@@ -159,7 +170,7 @@ impl Embedded {
             admin_addr: "off".into(),
             ..Config::default()
         };
-        Builder { config }
+        Builder { config, name: None }
     }
 
     /// Opens a session on this node through the in-process stream. Same API, recipes and session
