@@ -97,8 +97,9 @@ fn embedded_demo_kill_9_the_leader_instance_and_restart_it() {
         "{stdout}"
     );
     assert!(
-        after.iter().any(|l| *l
-            == "=== RESTARTED node-1 members=node-1,node-2,node-3 cluster=1:participant,2:participant,3:participant"),
+        after.contains(
+            &"=== RESTARTED node-1 members=node-1,node-2,node-3 cluster=1:participant,2:participant,3:participant"
+        ),
         "{stdout}"
     );
 }
