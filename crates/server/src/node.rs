@@ -25,6 +25,11 @@
 //!
 //! `/zookeeper/config` follows the membership and ZooKeeper's `reconfig` changes it (`cluster::reconfig`).
 //!
+//! A node is a library object: it never exits the process and installs no signal handler (the `roster
+//! serve` binary does both), so it can run inside an application (`roster-embed`). Without a client
+//! port (`client_addr` `None`) it serves in-process connections only ([`Node::in_process`]); a storage
+//! failure that stops Raft resolves [`Node::failed`] with the reason.
+//!
 //! This file only wires the layers together (see `lib.rs` for the layers): it starts storage, Raft
 //! (`raft::start`), the peer port (`transport::server` serving `cluster::service`), the client port
 //! (`net`), and the node's own tasks: the session ticker and the cluster monitor.
