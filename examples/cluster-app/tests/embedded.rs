@@ -179,10 +179,13 @@ fn free_addr() -> SocketAddr {
 }
 
 fn roster_bin() -> PathBuf {
-    match std::env::var("ROSTER_BIN") {
-        Ok(b) => PathBuf::from(b),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/roster"),
+    if let Ok(b) = std::env::var("ROSTER_BIN") {
+        return PathBuf::from(b);
     }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("debug/roster")
 }
 
 /// Runs the roster CLI against `server`; its standard output, or `None` if it failed.
