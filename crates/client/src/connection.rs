@@ -1,4 +1,5 @@
-//! The connection task: drives a `Session` over TCP.
+//! The connection task: drives a `Session` over TCP (or over an in-process stream, see
+//! [`crate::local`]).
 //!
 //! One tokio task per client owns the session, the socket and the timers; [`crate::Client`] handles
 //! talk to it through a channel of `Command`s and get their answers on oneshot channels. The task is a
@@ -31,6 +32,8 @@ use roster_proto::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::local::BoxStream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
@@ -105,7 +108,7 @@ impl Driver {
     }
 
     /// Tries servers until a handshake succeeds, or the session ends.
-    async fn establish(&mut self) -> Option<(TcpStream, ConnectResponse, BytesMut, HostAddr)> {
+    async fn establish(&mut self) -> Option<(BoxStream, ConnectResponse, BytesMut, HostAddr)> {
         loop {
             if self.session.state().is_terminal() {
                 return None;
@@ -170,8 +173,8 @@ impl Driver {
     }
 
     /// Serves one established connection until it is lost or the session ends.
-    async fn serve(&mut self, stream: TcpStream, mut rbuf: BytesMut) {
-        let (mut rd, mut wr) = stream.into_split();
+    async fn serve(&mut self, stream: BoxStream, mut rbuf: BytesMut) {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut wbuf = BytesMut::new();
         self.read_frames(&mut rbuf);
         loop {
@@ -264,15 +267,20 @@ impl Driver {
     }
 }
 
-/// Opens TCP to `addr` and performs the handshake. Returns the stream, the reply, and any bytes read
-/// past it.
+/// Opens TCP to `addr` (or an in-process stream, for a `.in-process` host) and performs the handshake.
+/// Returns the stream, the reply, and any bytes read past it.
 async fn handshake(
     addr: &HostAddr,
     req: ConnectRequest,
     max: usize,
-) -> io::Result<(TcpStream, ConnectResponse, BytesMut)> {
-    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
-    stream.set_nodelay(true)?;
+) -> io::Result<(BoxStream, ConnectResponse, BytesMut)> {
+    let mut stream: BoxStream = if crate::local::is_local(&addr.host) {
+        crate::local::dial(&addr.host)?
+    } else {
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+        tcp.set_nodelay(true)?;
+        Box::new(tcp)
+    };
     let mut out = BytesMut::new();
     write_frame(&mut out, |o| req.encode(o));
     stream.write_all(&out).await?;

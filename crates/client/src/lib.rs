@@ -52,6 +52,8 @@
 //! - [`session`]: the client session as a state machine without I/O: xids, pending replies, watches,
 //!   auth replay, ping and expiry deadlines, driven by frames and by `now`.
 //! - [`connection`]: the tokio task that drives a session over TCP, across reconnections.
+//! - [`local`]: in-process servers (an embedded Roster node): connect strings naming
+//!   `NAME.in-process:0` reach them through an in-memory stream instead of TCP.
 //! - [`client`]: [`Client`], the public API, with chroot handling and per-call timeouts.
 //! - [`watch`]: the watch table, [`Watch`] and [`WatchStream`].
 //! - [`error`]: [`Error`], ZooKeeper's codes plus the client's own conditions.
@@ -71,6 +73,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod hosts;
+pub mod local;
 pub mod ops;
 pub mod path;
 pub mod recipes;

@@ -1,6 +1,6 @@
 //! The recipes (membership, election, discovery, lock, owned names) against real servers: every test
-//! runs against each target of `ROSTER_CLIENT_TEST_TARGETS` (`zookeeper`, `roster`; default
-//! `zookeeper`), on a path of its own.
+//! runs against each target of `ROSTER_CLIENT_TEST_TARGETS` (`zookeeper`, `roster`, `embedded`: a node
+//! in this process, reached by the in-process client; default `zookeeper`), on a path of its own.
 //!
 //! Processes killed with `kill -9` are this test binary itself, re-executed as a helper
 //! (`recipe_helper` below, selected by `RECIPE_HELPER_ROLE`), which joins a group, enters an election,
@@ -144,7 +144,7 @@ impl Helper {
                 "--test-threads=1",
             ])
             .env("RECIPE_HELPER_ROLE", role)
-            .env("RECIPE_HELPER_ADDR", server.addr())
+            .env("RECIPE_HELPER_ADDR", server.tcp_addr())
             .env("RECIPE_HELPER_PATH", path)
             .env("RECIPE_HELPER_ID", id)
             .stdin(Stdio::piped())
@@ -1118,15 +1118,25 @@ async fn owned_names_concurrent_hosts_one_owner_each() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Server restart (Roster).
+// Server restart (Roster, as a process or embedded in this one).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipes_survive_a_server_restart() {
-    if !support::targets().contains(&TestServer::Roster) {
-        eprintln!("recipes_survive_a_server_restart: needs the roster target, skipped");
-        return;
+    let kinds: Vec<TestServer> = support::targets()
+        .into_iter()
+        .filter(|k| matches!(k, TestServer::Roster | TestServer::Embedded))
+        .collect();
+    if kinds.is_empty() {
+        eprintln!("recipes_survive_a_server_restart: needs the roster or embedded target, skipped");
     }
-    let mut server = ServerProcess::start(TestServer::Roster);
+    for kind in kinds {
+        eprintln!("recipes_survive_a_server_restart: against {}", kind.name());
+        restart_scenario(kind).await;
+    }
+}
+
+async fn restart_scenario(kind: TestServer) {
+    let mut server = ServerProcess::start(kind);
     let root = unique_root("restart");
     let group_path = format!("{root}/group");
     let path = format!("{root}/leader");

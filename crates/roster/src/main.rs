@@ -166,6 +166,10 @@ struct ServeArgs {
     /// [default: 3].
     #[arg(long, env = "ROSTER_TARGET_VOTERS")]
     target_voters: Option<usize>,
+    /// On the leader, replace a voter that acknowledged nothing for this many ms by a caught-up
+    /// learner (the dead voter becomes a learner); 0 never does (docs/embedding.md) [default: 0].
+    #[arg(long, env = "ROSTER_REPLACE_DEAD_VOTERS_MS")]
+    replace_dead_voters_ms: Option<u64>,
     /// Log entries kept behind the latest snapshot [default: 1000].
     #[arg(long, env = "ROSTER_SNAPSHOT_LOG_KEEP")]
     snapshot_log_keep: Option<u64>,
@@ -215,8 +219,10 @@ impl ServeArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
+        if let Some(a) = self.client_addr {
+            c.client_addr = Some(a);
+        }
         set!(
-            client_addr,
             data_dir,
             min_session_timeout_ms,
             max_session_timeout_ms,
@@ -233,6 +239,7 @@ impl ServeArgs {
             log_format,
             peer_addr,
             target_voters,
+            replace_dead_voters_ms,
             snapshot_log_keep,
             admin_addr,
             metrics,

@@ -54,7 +54,7 @@ async fn client(server: &ServerProcess) -> Client {
         request_timeout: Some(Duration::from_secs(10)),
         ..Default::default()
     };
-    Client::connect(&server.addr(), opts)
+    Client::connect(&server.tcp_addr(), opts)
         .await
         .expect("connect")
 }
@@ -63,7 +63,7 @@ async fn client(server: &ServerProcess) -> Client {
 fn read_and_write_nodes() {
     for target in targets() {
         let server = shared(target);
-        let s = &server.addr();
+        let s = &server.tcp_addr();
         let root = unique_root("cli");
         let x = format!("{root}/x");
 
@@ -164,10 +164,10 @@ fn connection_problems_exit_with_2() {
 fn status_uses_four_letter_words() {
     for target in targets() {
         let server = shared(target);
-        let table = ok(&server.addr(), &["status"]);
+        let table = ok(&server.tcp_addr(), &["status"]);
         assert!(table.starts_with("SERVER"), "{table}");
-        assert!(table.contains(&server.addr()), "{table}");
-        let v = json(&server.addr(), &["status"]);
+        assert!(table.contains(&server.tcp_addr()), "{table}");
+        let v = json(&server.tcp_addr(), &["status"]);
         let s = &v["servers"][0];
         assert_eq!(s["ok"], true, "{v}");
         if target == zk_support::TestServer::ZooKeeper {
@@ -196,7 +196,7 @@ async fn watch_streams_events_and_ephemerals_live_with_the_command() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args([
                 "--server",
-                &server.addr(),
+                &server.tcp_addr(),
                 "--json",
                 "watch",
                 "--recursive",
@@ -233,7 +233,7 @@ async fn watch_streams_events_and_ephemerals_live_with_the_command() {
         // `create --ephemeral` holds the session until interrupted; SIGTERM closes it cleanly.
         let e = format!("{root}/member");
         let mut holder = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["--server", &server.addr(), "create", "--ephemeral", &e])
+            .args(["--server", &server.tcp_addr(), "create", "--ephemeral", &e])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -60,7 +60,7 @@ async fn client(server: &ServerProcess) -> Client {
         request_timeout: Some(Duration::from_secs(10)),
         ..Default::default()
     };
-    Client::connect(&server.addr(), opts)
+    Client::connect(&server.tcp_addr(), opts)
         .await
         .expect("connect")
 }
@@ -69,7 +69,7 @@ async fn client(server: &ServerProcess) -> Client {
 async fn members_table_json_and_watch() {
     for target in targets() {
         let server = shared(target);
-        let s = &server.addr();
+        let s = &server.tcp_addr();
         let group = format!("{}/group", unique_root("cli-members"));
         let c = client(server).await;
 
@@ -163,7 +163,7 @@ async fn members_table_json_and_watch() {
 async fn leader_shows_the_leader_and_its_token() {
     for target in targets() {
         let server = shared(target);
-        let s = &server.addr();
+        let s = &server.tcp_addr();
         let path = format!("{}/election", unique_root("cli-leader"));
         let o = roster(s, &["leader", &path]).await;
         assert_eq!(o.status.code(), Some(3), "no leader: exit 3");
@@ -209,7 +209,7 @@ async fn leader_shows_the_leader_and_its_token() {
 async fn services_and_resolve() {
     for target in targets() {
         let server = shared(target);
-        let s = &server.addr();
+        let s = &server.tcp_addr();
         let root = unique_root("cli-services");
         let base = format!("{root}/services");
         let names = format!("{root}/names");

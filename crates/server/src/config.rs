@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address for ZooKeeper clients and four-letter words.
-    pub client_addr: SocketAddr,
+    /// Address for ZooKeeper clients and four-letter words. `None` (only from code: an embedded node,
+    /// see `roster-embed`): no client port at all, clients connect in process only.
+    pub client_addr: Option<SocketAddr>,
     /// Directory for the Raft log, snapshots and metadata; created if missing.
     pub data_dir: PathBuf,
     /// Smallest session timeout granted, ms (ZooKeeper: minSessionTimeout).
@@ -75,6 +76,11 @@ pub struct Config {
     /// Address of the admin HTTP port (metrics, JSON API, event stream, web view; ZooKeeper's
     /// AdminServer port), or `off`. If the port is taken the node runs without it and says so.
     pub admin_addr: String,
+    /// On the leader: a voter that has acknowledged nothing for this long (ms) is demoted to a learner
+    /// and a caught-up learner promoted in its place, in one joint-consensus change, so the cluster keeps
+    /// `target_voters` voters while an instance is dead. 0 (the default): never; a dead voter stays a
+    /// voter until it comes back or is removed (`roster cluster remove`). See docs/embedding.md.
+    pub replace_dead_voters_ms: u64,
     /// Record Prometheus metrics and serve them at the admin port's `/metrics`. `false` records
     /// nothing at all (the cost measured in BENCHMARKS.md is the difference).
     pub metrics: bool,
@@ -103,7 +109,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            client_addr: "127.0.0.1:2181".parse().expect("valid default address"),
+            client_addr: Some("127.0.0.1:2181".parse().expect("valid default address")),
             data_dir: PathBuf::from("roster-data"),
             min_session_timeout_ms: 4_000,
             max_session_timeout_ms: 40_000,
@@ -124,6 +130,7 @@ impl Default for Config {
             target_voters: 3,
             admin_addr: "127.0.0.1:8080".to_string(),
             metrics: true,
+            replace_dead_voters_ms: 0,
             snapshot_log_keep: 1_000,
             fd_reserve: 128,
             handshake_timeout_ms: 10_000,
@@ -326,7 +333,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::from_file(&p).unwrap();
-        assert_eq!(c.client_addr.port(), 3000);
+        assert_eq!(c.client_addr.map(|a| a.port()), Some(3000));
         assert_eq!(c.max_session_timeout_ms, 60000);
         assert_eq!(c.min_session_timeout_ms, 4000);
         std::fs::write(&p, "no_such_setting = 1\n").unwrap();

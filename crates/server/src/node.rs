@@ -25,11 +25,17 @@
 //!
 //! `/zookeeper/config` follows the membership and ZooKeeper's `reconfig` changes it (`cluster::reconfig`).
 //!
+//! A node is a library object: it never exits the process and installs no signal handler (the `roster
+//! serve` binary does both), so it can run inside an application (`roster-embed`). Without a client
+//! port (`client_addr` `None`) it serves in-process connections only ([`Node::in_process`]); a storage
+//! failure that stops Raft resolves [`Node::failed`] with the reason.
+//!
 //! This file only wires the layers together (see `lib.rs` for the layers): it starts storage, Raft
 //! (`raft::start`), the peer port (`transport::server` serving `cluster::service`), the client port
 //! (`net`), and the node's own tasks: the session ticker and the cluster monitor.
 //!
-//! Left out: replacing dead voters automatically, changing a member's peer address once it has peers.
+//! Left out: changing a member's peer address once it has peers. Replacing dead voters automatically
+//! is off unless `replace_dead_voters_ms` is set (`cluster::membership::replace_dead_voters`).
 
 use crate::cluster::ctx::NodeCtx;
 use crate::cluster::state::Cluster;
@@ -62,14 +68,16 @@ pub struct Node {
     /// Shared context.
     pub ctx: Arc<NodeCtx>,
     client: Arc<ClientCtx>,
-    /// The bound client address (useful with port 0).
-    pub client_addr: SocketAddr,
+    /// The bound client address (useful with port 0); `None` without a client port
+    /// ([`Config::client_addr`] `None`: in-process clients only, see [`Node::in_process`]).
+    pub client_addr: Option<SocketAddr>,
     /// The bound peer address, if the peer port could be bound.
     pub peer_addr: Option<SocketAddr>,
     /// The bound admin HTTP address, if the admin port is on and could be bound.
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Why a node could not start.
@@ -297,8 +305,18 @@ impl Node {
                 node_id: identity.node_id,
             };
             let node = ctx.clone();
+            let stop = rx.clone();
+            // Each connection's service ends at shutdown too (it would outlive the node in a process
+            // that goes on, as an embedded node's does).
             let serve = Arc::new(move |conn: PeerConn| {
-                tokio::spawn(cluster::service::serve(node.clone(), conn));
+                let mut stop = stop.clone();
+                let service = cluster::service::serve(node.clone(), conn);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = service => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                });
             });
             tasks.push(tokio::spawn(crate::transport::server::serve(
                 l,
@@ -381,23 +399,32 @@ impl Node {
             "recovered"
         );
 
-        let listener = TcpListener::bind(config.client_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.client_addr,
-                source,
-            })?;
-        let client_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.client_addr,
-            source,
-        })?;
-        *ctx.cluster.client_addr.lock() = client_addr.to_string();
-        tasks.push(tokio::spawn(net::serve(
-            listener,
-            client.clone(),
-            rx.clone(),
-        )));
+        let client_addr = match config.client_addr {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                *ctx.cluster.client_addr.lock() = bound.to_string();
+                tasks.push(tokio::spawn(net::serve(
+                    listener,
+                    client.clone(),
+                    rx.clone(),
+                )));
+                Some(bound)
+            }
+        };
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
+        if config.replace_dead_voters_ms > 0 {
+            tasks.push(tokio::spawn(cluster::membership::replace_dead_voters(
+                ctx.clone(),
+                Duration::from_millis(config.replace_dead_voters_ms),
+                rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(cluster_monitor(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster::watch::run(ctx.clone(), rx.clone())));
         tasks.push(tokio::spawn(cluster::reconfig::config_loop(
@@ -432,7 +459,14 @@ impl Node {
         if let Some(a) = admin_addr {
             tracing::info!("admin HTTP port: http://{a}/ (metrics at /metrics, API at /api/v1)");
         }
-        tracing::info!(%client_addr, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients");
+        match client_addr {
+            Some(a) => {
+                tracing::info!(client_addr = %a, peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving ZooKeeper clients")
+            }
+            None => {
+                tracing::info!(peer_addr = ?peer_addr, data_dir = %dir.display(), "roster is serving in-process clients (no client port)")
+            }
+        }
         Ok(Node {
             ctx,
             client,
@@ -441,6 +475,7 @@ impl Node {
             peer_addr,
             shutdown,
             tasks,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -451,9 +486,49 @@ impl Node {
         self.ctx.cluster.storage_failed.subscribe()
     }
 
-    /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft.
+    /// Opens connections to this node without a port (see [`net::InProcess`]): what an application
+    /// embedding the node gives its own ZooKeeper clients (`roster-embed`).
+    pub fn in_process(&self) -> net::InProcess {
+        net::InProcess::new(
+            self.client.clone(),
+            self.shutdown.subscribe(),
+            self.runtime.clone(),
+        )
+    }
+
+    /// Resolves when the node can no longer serve by itself: its storage failed for good (see
+    /// [`Node::storage_failed`]) or Raft stopped (the write-ahead log could not be written or
+    /// synced), with the reason; an application embedding the node decides what to do then. Never
+    /// resolves while the node runs normally.
+    pub async fn failed(&self) -> String {
+        let mut storage = self.storage_failed();
+        let storage = async move {
+            loop {
+                if let Some(reason) = storage.borrow_and_update().clone() {
+                    return reason;
+                }
+                if storage.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            reason = storage => reason,
+            reason = self.ctx.raft.stopped() => reason,
+        }
+    }
+
+    /// Stops accepting, closes connections (sessions stay alive for a later restart) and stops Raft;
+    /// leaves the cluster first if [`Config::leave_on_shutdown`] is set.
     pub async fn shutdown(self) {
-        if self.ctx.shared.config.leave_on_shutdown {
+        let leave = self.ctx.shared.config.leave_on_shutdown;
+        self.shutdown_leaving(leave).await
+    }
+
+    /// [`Node::shutdown`], leaving the cluster first (removed from the membership, a learner promoted
+    /// if voters fall short of the target) when `leave` is true, whatever the configuration says.
+    pub async fn shutdown_leaving(self, leave: bool) {
+        if leave {
             let members = self.ctx.raft.status().nodes.len();
             if members > 1 {
                 tracing::info!("leaving the cluster before shutting down (leave-on-shutdown)");

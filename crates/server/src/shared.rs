@@ -35,12 +35,41 @@ pub enum ConnMsg {
     Close(&'static str),
 }
 
+/// Where a client connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A client in the same process (an embedded node's in-process client): no socket, no port.
+    InProcess,
+}
+
+impl ClientAddr {
+    /// The IP address ZooKeeper's `ip` ACL scheme and the per-address limit see: the client's, or
+    /// 127.0.0.1 for an in-process client (it runs on this host).
+    pub fn ip(&self) -> std::net::IpAddr {
+        match self {
+            ClientAddr::Tcp(a) => a.ip(),
+            ClientAddr::InProcess => std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAddr::Tcp(a) => a.fmt(f),
+            ClientAddr::InProcess => f.write_str("in-process"),
+        }
+    }
+}
+
 /// What the registry knows of one open connection.
 pub struct ConnInfo {
     /// Where to send events and close requests.
     pub tx: mpsc::UnboundedSender<ConnMsg>,
     /// The client's address.
-    pub peer: SocketAddr,
+    pub peer: ClientAddr,
     /// The session, once the handshake is done.
     pub session_id: Option<i64>,
     /// Negotiated timeout.

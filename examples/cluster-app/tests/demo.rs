@@ -13,7 +13,7 @@ fn kill_9_the_leader_and_watch_the_cluster_recover() {
         let server = support::shared(target);
         let root = support::unique_root("cluster-app");
         let out = Command::new(env!("CARGO_BIN_EXE_cluster-app"))
-            .args(["demo", "--servers", &server.addr(), "--root", &root])
+            .args(["demo", "--servers", &server.tcp_addr(), "--root", &root])
             .args([
                 "--instances",
                 "3",

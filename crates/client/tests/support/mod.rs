@@ -1,8 +1,14 @@
 //! Test servers: a real Apache ZooKeeper, or the Roster binary, started by the tests themselves.
 //!
 //! [`TestServer`] names the kind of server; [`targets`] reads which kinds to test from
-//! `ROSTER_CLIENT_TEST_TARGETS` (comma-separated `zookeeper`, `roster`; default `zookeeper`). Each server
-//! listens on a free port on 127.0.0.1 with its data in a temporary directory.
+//! `ROSTER_CLIENT_TEST_TARGETS` (comma-separated `zookeeper`, `roster`, `embedded`; default
+//! `zookeeper`). Each server listens on a free port on 127.0.0.1 with its data in a temporary directory.
+//!
+//! `embedded` is a Roster node inside the test process (`roster-embed`, on a runtime of its own so it
+//! outlives each test's runtime): [`ServerProcess::addr`] is then its in-process connect string, so
+//! the test's own clients reach it without TCP, while helper processes and four-letter words use its
+//! client port ([`ServerProcess::tcp_addr`]). Its restart is a graceful shutdown and a new start on
+//! the same data directory, under the same in-process name.
 //!
 //! The server process is started under a small `bash` guard that reads its standard input from the test
 //! process: when the test process ends, however it ends (normal exit, panic, SIGKILL), the pipe closes,
@@ -39,6 +45,8 @@ pub enum TestServer {
     ZooKeeper,
     /// The Roster binary.
     Roster,
+    /// A Roster node embedded in the test process, reached in process.
+    Embedded,
 }
 
 impl TestServer {
@@ -47,6 +55,7 @@ impl TestServer {
         match self {
             TestServer::ZooKeeper => "zookeeper",
             TestServer::Roster => "roster",
+            TestServer::Embedded => "embedded",
         }
     }
 }
@@ -61,8 +70,9 @@ pub fn targets() -> Vec<TestServer> {
         .map(|s| match s.to_ascii_lowercase().as_str() {
             "zookeeper" | "zk" => TestServer::ZooKeeper,
             "roster" => TestServer::Roster,
+            "embedded" => TestServer::Embedded,
             other => panic!(
-                "ROSTER_CLIENT_TEST_TARGETS: unknown target {other:?} (want zookeeper, roster)"
+                "ROSTER_CLIENT_TEST_TARGETS: unknown target {other:?} (want zookeeper, roster, embedded)"
             ),
         })
         .collect()
@@ -74,7 +84,10 @@ pub struct ServerProcess {
     pub kind: TestServer,
     /// Its client port on 127.0.0.1.
     pub port: u16,
-    child: Child,
+    /// The process (`None` for an embedded node).
+    child: Option<Child>,
+    /// The embedded node (for [`TestServer::Embedded`]).
+    embedded: Option<EmbeddedNode>,
     /// Closing this makes the guard kill the server.
     guard: Option<ChildStdin>,
     dir: tempfile::TempDir,
@@ -104,16 +117,32 @@ impl ServerProcess {
         let port = free_port();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        if kind == TestServer::Embedded {
+            let embedded = EmbeddedNode::start(&data, port)?;
+            let mut server = ServerProcess {
+                kind,
+                port,
+                child: None,
+                embedded: Some(embedded),
+                guard: None,
+                dir,
+                argv: Vec::new(),
+            };
+            server.wait_ready()?;
+            return Ok(server);
+        }
         let argv = match kind {
             TestServer::ZooKeeper => zookeeper_argv(dir.path(), &data, port)?,
             TestServer::Roster => roster_argv(&data, port)?,
+            TestServer::Embedded => unreachable!("started above"),
         };
         let mut child = spawn_guarded(&argv, &dir.path().join("server.log"))?;
         let guard = child.stdin.take();
         let mut server = ServerProcess {
             kind,
             port,
-            child,
+            child: Some(child),
+            embedded: None,
             guard,
             dir,
             argv,
@@ -127,25 +156,39 @@ impl ServerProcess {
     pub fn restart(&mut self, downtime: Duration) {
         self.stop();
         std::thread::sleep(downtime);
+        if let Some(e) = &mut self.embedded {
+            e.start_again()
+                .unwrap_or_else(|e| panic!("restarting the embedded node: {e}"));
+            self.wait_ready()
+                .unwrap_or_else(|e| panic!("restarting the embedded node: {e}"));
+            return;
+        }
         let mut child = spawn_guarded(&self.argv, &self.dir.path().join("server.log"))
             .unwrap_or_else(|e| panic!("restarting {}: {e}", self.kind.name()));
         self.guard = child.stdin.take();
-        self.child = child;
+        self.child = Some(child);
         self.wait_ready()
             .unwrap_or_else(|e| panic!("restarting {}: {e}", self.kind.name()));
     }
 
     fn stop(&mut self) {
+        if let Some(e) = &mut self.embedded {
+            e.stop();
+            return;
+        }
         drop(self.guard.take());
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -153,7 +196,7 @@ impl ServerProcess {
         let server = self;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
                 return Err(format!(
                     "{} exited with {status} during startup; log:\n{}",
                     kind.name(),
@@ -184,8 +227,17 @@ impl ServerProcess {
                 .is_ok_and(|r| r.contains("Mode:"))
     }
 
-    /// `127.0.0.1:PORT`, for connect strings.
+    /// The connect string for this process's clients: `127.0.0.1:PORT`, or for an embedded node its
+    /// in-process connect string.
     pub fn addr(&self) -> String {
+        match &self.embedded {
+            Some(e) => e.connect_string(),
+            None => self.tcp_addr(),
+        }
+    }
+
+    /// `127.0.0.1:PORT`, for other processes.
+    pub fn tcp_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -244,9 +296,11 @@ fn spawn_guarded(argv: &[String], log: &std::path::Path) -> Result<Child, String
 pub fn shared(kind: TestServer) -> &'static ServerProcess {
     static ZK: OnceLock<ServerProcess> = OnceLock::new();
     static ROSTER: OnceLock<ServerProcess> = OnceLock::new();
+    static EMBEDDED: OnceLock<ServerProcess> = OnceLock::new();
     let cell = match kind {
         TestServer::ZooKeeper => &ZK,
         TestServer::Roster => &ROSTER,
+        TestServer::Embedded => &EMBEDDED,
     };
     cell.get_or_init(|| ServerProcess::start(kind))
 }
@@ -352,4 +406,89 @@ pub fn unique_root(test: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// An embedded Roster node on a runtime of its own (see the module docs).
+pub struct EmbeddedNode {
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    node: Option<roster_embed::Embedded>,
+    builder: roster_embed::Builder,
+    name: String,
+}
+
+impl EmbeddedNode {
+    fn start(data: &std::path::Path, port: u16) -> Result<EmbeddedNode, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let name = format!(
+            "client-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let peer = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?;
+        let builder = roster_embed::Embedded::builder(data)
+            .name(&name)
+            .peer_addr(peer)
+            .client_addr(Some(SocketAddr::from(([127, 0, 0, 1], port))))
+            // The same session-timeout range as the ZooKeeper config below.
+            .configure(|c| {
+                c.min_session_timeout_ms = (2 * ZK_TICK_MS) as i32;
+                c.max_session_timeout_ms = 60_000;
+            });
+        let mut e = EmbeddedNode {
+            runtime: Some(runtime),
+            node: None,
+            builder,
+            name,
+        };
+        e.start_again()?;
+        Ok(e)
+    }
+
+    /// Runs `f` to completion on the node's runtime, from a thread of its own (so it works inside
+    /// a test's runtime too).
+    fn on_runtime<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| self.runtime.as_ref().expect("runtime").block_on(f))
+                .join()
+                .expect("embedded node thread")
+        })
+    }
+
+    fn start_again(&mut self) -> Result<(), String> {
+        let builder = self.builder.clone();
+        let node = self
+            .on_runtime(builder.start())
+            .map_err(|e| e.to_string())?;
+        self.node = Some(node);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            self.on_runtime(node.shutdown());
+        }
+    }
+
+    fn connect_string(&self) -> String {
+        format!("{}{}:0", self.name, roster_client::local::SUFFIX)
+    }
+}
+
+impl Drop for EmbeddedNode {
+    fn drop(&mut self) {
+        self.stop();
+        // Dropping a runtime inside a test's runtime would panic: let it wind down in the background.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }

@@ -128,7 +128,7 @@ fn body(cmd: &str, node: &NodeCtx) -> Value {
             let c = &shared.config;
             let dir = std::fs::canonicalize(&c.data_dir).unwrap_or_else(|_| c.data_dir.clone());
             json!({
-                "client_port": c.client_addr.port(),
+                "client_port": c.client_addr.map(|a| a.port()).unwrap_or(0),
                 "client_port_listen_backlog": -1,
                 "data_dir": dir.join("snapshots").display().to_string(),
                 "data_log_dir": dir.join("log").display().to_string(),

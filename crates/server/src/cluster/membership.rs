@@ -3,8 +3,13 @@
 //! learner, an observer), remove and leave (then promote learners while voters are short of the
 //! target). A node that is not the leader forwards the request to the leader it knows.
 //!
+//! Dead voters (only with `replace_dead_voters_ms` set, see [`replace_dead_voters`]): the leader demotes
+//! a voter that acknowledged nothing for that long to a learner and promotes a caught-up learner in the
+//! same change, so the voters stay at the target while an instance is dead.
+//!
 //! One change at a time (openraft refuses overlapping ones): changes are serialized by a lock.
-//! Left out: automatic removal of dead voters, leader transfer before a leader removes itself.
+//! Left out: removing dead nodes from the membership (they stay learners, and rejoin as such),
+//! leader transfer before a leader removes itself.
 
 use super::ctx::NodeCtx;
 use crate::raft::handle::MembershipChange;
@@ -204,4 +209,94 @@ pub async fn remove(ctx: &Arc<NodeCtx>, node_id: u64) -> PeerResponse {
         return raft_err(e);
     }
     PeerResponse::Ack
+}
+
+/// How far behind the leader's log (entries) a learner may be to be promoted in place of a dead voter.
+const PROMOTE_LAG: u64 = 1_000;
+/// A learner is promoted only if it acknowledged the leader this recently (ms).
+const PROMOTE_FRESH_MS: i64 = 2_000;
+
+/// While this node leads, replaces voters silent for `after` by caught-up learners (see the module
+/// doc), checking once a second until `shutdown`.
+///
+/// Safety: the replacement is one joint-consensus change (old and new voter sets must both reach a
+/// majority to commit it), the same path as `roster cluster remove`, so no acknowledged write can be
+/// lost and no two leaders can be elected. What it costs: a voter that was only slow or partitioned
+/// for `after` comes back a learner, and replacing voters shrinks nothing a quorum needs only if a
+/// learner is there to promote (with none, nothing changes).
+pub async fn replace_dead_voters(
+    ctx: Arc<NodeCtx>,
+    after: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_since: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !ctx.raft.is_leader() || !super::status::has_leader(&ctx) {
+            leading_since = None;
+            continue;
+        }
+        let now = crate::shared::now_ms();
+        let since = *leading_since.get_or_insert(now);
+        let after_ms = after.as_millis() as i64;
+        if now - since < after_ms {
+            continue; // a new leader has not heard from everyone for long enough to judge
+        }
+        let m = ctx.raft.status();
+        if m.changing {
+            continue;
+        }
+        let me = ctx.identity.node_id;
+        let silent = |id: &u64| match m.replication.get(id).and_then(|r| r.acked_at) {
+            Some(at) => now - at >= after_ms,
+            None => true,
+        };
+        let Some(dead) = m.voters.iter().copied().find(|v| *v != me && silent(v)) else {
+            continue;
+        };
+        let caught_up = |id: &u64| {
+            m.replication.get(id).is_some_and(|r| {
+                r.acked_at.is_some_and(|at| now - at < PROMOTE_FRESH_MS)
+                    && r.matched.unwrap_or(0) + PROMOTE_LAG >= m.committed
+            })
+        };
+        let Some(learner) = m.learners().find(|l| caught_up(l)) else {
+            tracing::debug!(
+                node = dead,
+                "voter silent, but no caught-up learner to promote in its place"
+            );
+            continue;
+        };
+        let _g = ctx.cluster.membership_lock.lock().await;
+        let mut next: BTreeSet<u64> = m.voters.iter().copied().filter(|v| *v != dead).collect();
+        next.insert(learner);
+        tracing::warn!(
+            dead,
+            learner,
+            silent_ms = after_ms,
+            "voter acknowledged nothing for replace-dead-voters-ms: demoting it to learner and promoting a caught-up learner"
+        );
+        ctx.cluster.note_change(format!(
+            "voter {dead} silent for {after_ms} ms (replace-dead-voters-ms): replaced by learner {learner}"
+        ));
+        // `retain`: the dead voter stays a member (a learner) and catches up when it comes back.
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            ctx.raft
+                .change_membership(MembershipChange::ReplaceVoters(next), true),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "replacing a dead voter failed; will retry"),
+            Err(_) => {
+                tracing::warn!("replacing a dead voter did not commit within 30 s; will retry")
+            }
+        }
+    }
 }

@@ -306,7 +306,7 @@ fn conf(ctx: &NodeCtx) -> String {
     let dir = std::fs::canonicalize(&c.data_dir).unwrap_or_else(|_| c.data_dir.clone());
     format!(
         "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={}\ndataLogDir={}\ndataLogSize={}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId={}\n",
-        c.client_addr.port(),
+        c.client_addr.map(|a| a.port()).unwrap_or(0),
         dir.join("snapshots").display(),
         dir_sizes(ctx).1,
         dir.join("log").display(),

@@ -1,5 +1,7 @@
 //! The client port: accepts TCP connections, enforces the per-address connection limit, and runs one
 //! [`connection`] task per client. Four-letter words arrive on the same port (see `fourlw`).
+//! [`InProcess`] opens connections without a port: an in-memory byte pipe whose server end is served
+//! by the same connection task (an embedded node's own clients; no per-address limit applies).
 //!
 //! - [`pipeline`]: the ordering rules of one connection's requests, as a state machine without I/O.
 //! - [`connection`]: the task that drives it: decoding, executing reads, encoding replies.
@@ -25,6 +27,7 @@ pub mod fourlw;
 pub mod pipeline;
 pub mod routing;
 
+use crate::shared::ClientAddr;
 use ctx::ClientCtx;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -123,7 +126,13 @@ pub async fn serve(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection::run(stream, peer, ctx.clone(), shutdown).await;
+            connection::run(
+                Box::new(stream),
+                ClientAddr::Tcp(peer),
+                ctx.clone(),
+                shutdown,
+            )
+            .await;
             let mut conns = ctx.node.shared.conns.lock();
             if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);
@@ -132,5 +141,55 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// The bytes an in-process connection buffers in each direction before a writer waits for its reader.
+const IN_PROCESS_BUFFER: usize = 256 * 1024;
+
+/// Opens in-process client connections to this node: each is a `tokio::io::duplex` pipe whose server
+/// end runs the connection task a TCP client gets (same handshake, sessions, ordering, limits on frames
+/// and watches), shown as `in-process` by `cons` and the admin API. Cheap to clone.
+#[derive(Clone)]
+pub struct InProcess {
+    ctx: Arc<ClientCtx>,
+    shutdown: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl InProcess {
+    /// A connector for the node behind `ctx`; connection tasks run on `runtime` (the node's), whatever
+    /// runtime the client lives on.
+    pub fn new(
+        ctx: Arc<ClientCtx>,
+        shutdown: watch::Receiver<bool>,
+        runtime: tokio::runtime::Handle,
+    ) -> InProcess {
+        InProcess {
+            ctx,
+            shutdown,
+            runtime,
+        }
+    }
+
+    /// Opens a connection; the returned stream is the client's end. Fails once the node is shutting
+    /// down (a client then tries its other servers, or waits).
+    pub fn connect(&self) -> std::io::Result<tokio::io::DuplexStream> {
+        if *self.shutdown.borrow() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "the embedded Roster node is shut down",
+            ));
+        }
+        let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
+        let ctx = self.ctx.clone();
+        let shutdown = self.shutdown.clone();
+        self.runtime.spawn(connection::run(
+            Box::new(server),
+            ClientAddr::InProcess,
+            ctx,
+            shutdown,
+        ));
+        Ok(client)
     }
 }

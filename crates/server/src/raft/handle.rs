@@ -533,6 +533,20 @@ impl RaftHandle {
         self.raft.trigger().snapshot().await.map_err(raft_err)
     }
 
+    /// Waits until Raft stops by itself (a storage failure, a bug) and says why; never returns while
+    /// Raft runs. After [`RaftHandle::shutdown`] it returns "shut down".
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.raft.shutdown().await.map_err(raft_err)

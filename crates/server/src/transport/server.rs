@@ -172,6 +172,7 @@ pub async fn serve(
                 let me = me.clone();
                 let serve = serve.clone();
                 let tls = tls.clone();
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let (rd, wr, role) = match super::tls::accept(stream, tls.as_deref()).await {
                         Ok(s) => s,
@@ -185,7 +186,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    match handshake(rd, wr, role, &me).await {
+                    match handshake(rd, wr, role, &me, stop).await {
                         Ok(Some(conn)) => serve(conn),
                         Ok(None) => {}
                         Err(e) => tracing::debug!(%addr, error = %e, "peer connection ended"),
@@ -201,11 +202,14 @@ pub async fn serve(
 }
 
 /// Reads and checks the hello, answers it, and starts the writer. `None` if the hello was refused.
+/// The writer also ends when `shutdown` turns true: a node stopped inside a process that goes on (an
+/// embedded node) must not leave its accepted connections open, or peers would keep talking to it.
 async fn handshake(
     rd: PeerRead,
     mut wr: PeerWrite,
     role: PeerRole,
     me: &LocalIdentity,
+    mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Option<PeerConn>> {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
@@ -238,7 +242,12 @@ async fn handshake(
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
         let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            let Some(msg) = msg else { break };
             if write_msg(&mut wr, &msg).await.is_err() {
                 return;
             }

@@ -43,7 +43,7 @@ use super::routing;
 use crate::error::{ClientAnswer, Error};
 use crate::metrics::Rejection;
 use crate::reply::{Outcome, WriteReply};
-use crate::shared::{now_ms, ConnInfo, ConnMsg, ConnStats};
+use crate::shared::{now_ms, ClientAddr, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use roster_proto::{
@@ -53,14 +53,22 @@ use roster_proto::{
     WatcherType, WhoAmIResponse,
 };
 use roster_state::{State, Txn, TxnOp, WatchTable};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
+
+/// A client's byte stream, whatever carries it: a TCP stream, an in-process duplex pipe (an embedded
+/// node's own clients), or anything else that reads and writes.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ClientStream for T {}
+
+/// A boxed [`ClientStream`], what [`run`] serves.
+pub type BoxStream = Box<dyn ClientStream>;
+
+type Rd = ReadHalf<BoxStream>;
+type Wr = WriteHalf<BoxStream>;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +135,7 @@ enum FirstFrame {
 struct Conn {
     ctx: Arc<ClientCtx>,
     id: u64,
-    peer: SocketAddr,
+    peer: ClientAddr,
     stats: Arc<ConnStats>,
     session_id: i64,
     timeout_ms: i32,
@@ -149,8 +157,8 @@ struct Conn {
 
 /// Serves one accepted connection until it closes.
 pub async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: BoxStream,
+    peer: ClientAddr,
     ctx: Arc<ClientCtx>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -185,7 +193,7 @@ pub async fn run(
         wants_views: false,
         partial: 0,
     };
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     match conn.serve(rd, wr, rx, shutdown).await {
         Ok(())
         | Err(ConnError::Eof)
@@ -225,7 +233,7 @@ pub async fn run(
 
 /// Reads one frame, buffering as needed.
 async fn read_frame(
-    rd: &mut OwnedReadHalf,
+    rd: &mut Rd,
     buf: &mut BytesMut,
     max: usize,
     first: bool,
@@ -256,8 +264,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 impl Conn {
     async fn serve(
         &mut self,
-        mut rd: OwnedReadHalf,
-        mut wr: OwnedWriteHalf,
+        mut rd: Rd,
+        mut wr: Wr,
         mut rx: mpsc::UnboundedReceiver<ConnMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
