@@ -1,5 +1,7 @@
-//! The client port: accepts TCP connections, enforces the per-address connection limit, and runs one
-//! [`connection`] task per client. Four-letter words arrive on the same port (see `fourlw`).
+//! The client ports: accepts TCP connections on the plain port and, when configured, on the TLS port
+//! (ZooKeeper's secureClientPort), enforces the per-address connection limit (counted across both),
+//! and runs one [`connection`] task per client. Four-letter words arrive on the same ports (see
+//! `fourlw`; on the TLS port after the handshake, as ZooKeeper's Netty server answers them).
 //!
 //! - [`pipeline`]: the ordering rules of one connection's requests, as a state machine without I/O.
 //! - [`connection`]: the task that drives it: decoding, executing reads, encoding replies.
@@ -7,12 +9,14 @@
 //! - [`forward`]: the write path: proposing locally, forwarding to the leader, session touches.
 //! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
 //! - [`ctx`]: what the client side's tasks share.
+//! - [`tls`]: the TLS port's configuration, reloaded when its files change; client certificate subjects.
+//! - [`sasl`]: SASL DIGEST-MD5 logins and the users file.
 //!
 //! The client side is the top layer of the server: it uses cluster management (`crate::cluster`),
 //! the Raft handle (`crate::raft::handle`) and the transport's links, and nothing uses it but the
 //! node's wiring.
 //!
-//! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
+//! Left out: read-only mode, port unification (TLS and plain on one port).
 
 pub mod connection;
 pub mod ctx;
@@ -20,6 +24,8 @@ pub mod forward;
 pub mod fourlw;
 pub mod pipeline;
 pub mod routing;
+pub mod sasl;
+pub mod tls;
 
 use ctx::ClientCtx;
 use std::sync::atomic::Ordering;
@@ -27,9 +33,31 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Accepts connections until `shutdown` turns true.
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` turns true; with `tls`, each one does a TLS handshake first.
 pub async fn serve(
     listener: TcpListener,
+    ctx: Arc<ClientCtx>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_on(listener, None, ctx, shutdown).await
+}
+
+/// Accepts connections on the TLS port until `shutdown` turns true.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<tls::Reloading>,
+    ctx: Arc<ClientCtx>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_on(listener, Some(tls), ctx, shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<Arc<tls::Reloading>>,
     ctx: Arc<ClientCtx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -73,8 +101,31 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.current());
         tokio::spawn(async move {
-            connection::run(stream, peer, ctx.clone(), shutdown).await;
+            match tls {
+                None => connection::run(stream, peer, ctx.clone(), shutdown).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => {
+                            let mut auth = Vec::new();
+                            if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                                match tls::subject_dn(cert) {
+                                    Some(dn) => auth.push(roster_proto::Id::new("x509", &dn)),
+                                    None => tracing::warn!(%peer, "client certificate verified but its subject does not parse: no x509 identity"),
+                                }
+                            }
+                            connection::run_with(s, peer, auth, ctx.clone(), shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed (client does not trust the certificate, speaks plain ZooKeeper to the TLS port, or has no valid client certificate)")
+                        }
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out after 10 s; closing"),
+                    }
+                }
+            }
             let mut conns = ctx.node.shared.conns.lock();
             if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);
