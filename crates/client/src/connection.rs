@@ -1,4 +1,4 @@
-//! The connection task: drives a `Session` over TCP.
+//! The connection task: drives a `Session` over TCP, or TLS over TCP ([`crate::ClientOptions::tls`]).
 //!
 //! One tokio task per client owns the session, the socket and the timers; [`crate::Client`] handles
 //! talk to it through a channel of `Command`s and get their answers on oneshot channels. The task is a
@@ -29,8 +29,13 @@ use roster_proto::{
     decode_exact, parse_frame, write_frame, AuthPacket, ConnectRequest, ConnectResponse, Frame,
     Jute, Request,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A connection to a server: plain TCP or TLS.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+type BoxStream = Box<dyn Stream>;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
@@ -76,6 +81,8 @@ pub(crate) struct Driver {
     pub status: watch::Sender<Status>,
     pub events: broadcast::Sender<SessionEvent>,
     pub max_frame: usize,
+    /// TLS configuration, when connecting to secure client ports.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// False once every handle is gone.
     pub commands_open: bool,
     /// Test hook: no connection attempt before this instant.
@@ -105,7 +112,7 @@ impl Driver {
     }
 
     /// Tries servers until a handshake succeeds, or the session ends.
-    async fn establish(&mut self) -> Option<(TcpStream, ConnectResponse, BytesMut, HostAddr)> {
+    async fn establish(&mut self) -> Option<(BoxStream, ConnectResponse, BytesMut, HostAddr)> {
         loop {
             if self.session.state().is_terminal() {
                 return None;
@@ -117,9 +124,10 @@ impl Driver {
             let limit = self.session.connect_timeout(self.hosts.len());
             let max = self.max_frame;
             let target = addr.clone();
+            let tls = self.tls.clone();
             let attempt = async move {
                 tokio::time::sleep_until(start).await;
-                tokio::time::timeout(limit, handshake(&target, req, max)).await
+                tokio::time::timeout(limit, handshake(&target, req, max, tls)).await
             };
             tokio::pin!(attempt);
             loop {
@@ -170,8 +178,8 @@ impl Driver {
     }
 
     /// Serves one established connection until it is lost or the session ends.
-    async fn serve(&mut self, stream: TcpStream, mut rbuf: BytesMut) {
-        let (mut rd, mut wr) = stream.into_split();
+    async fn serve(&mut self, stream: BoxStream, mut rbuf: BytesMut) {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut wbuf = BytesMut::new();
         self.read_frames(&mut rbuf);
         loop {
@@ -264,15 +272,31 @@ impl Driver {
     }
 }
 
-/// Opens TCP to `addr` and performs the handshake. Returns the stream, the reply, and any bytes read
-/// past it.
+/// Opens TCP to `addr` (then TLS, with `tls`) and performs the handshake. Returns the stream, the
+/// reply, and any bytes read past it.
 async fn handshake(
     addr: &HostAddr,
     req: ConnectRequest,
     max: usize,
-) -> io::Result<(TcpStream, ConnectResponse, BytesMut)> {
-    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
-    stream.set_nodelay(true)?;
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> io::Result<(BoxStream, ConnectResponse, BytesMut)> {
+    let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream: BoxStream = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::try_from(addr.host.clone()).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a valid TLS server name: {e}", addr.host),
+                )
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Box::new(tls)
+        }
+    };
     let mut out = BytesMut::new();
     write_frame(&mut out, |o| req.encode(o));
     stream.write_all(&out).await?;
