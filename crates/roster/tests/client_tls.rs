@@ -103,7 +103,9 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
     rt.block_on(async {
         // A client certificate: the session holds x509:<subject DN> and owns a node by it.
         let with_cert = tls_config(&pki.ca, Some((&pki.client_cert, &pki.client_key))).unwrap();
-        let owner = Client::connect(&secure, options(Some(with_cert))).await.unwrap();
+        let owner = Client::connect(&secure, options(Some(with_cert)))
+            .await
+            .unwrap();
         let acl = vec![Acl {
             perms: perms::ALL,
             id: Id::new("x509", CLIENT_DN),
@@ -121,7 +123,8 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
             .unwrap();
         let me = owner.whoami().await.unwrap();
         assert!(
-            me.iter().any(|c| c.auth_scheme == "x509" && c.user == CLIENT_DN),
+            me.iter()
+                .any(|c| c.auth_scheme == "x509" && c.user == CLIENT_DN),
             "{me:?}"
         );
         assert_eq!(&owner.get_data("/tls-owned").await.unwrap().0[..], b"v1");
@@ -140,7 +143,9 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
         // A client that trusts another CA refuses the server.
         let other = make_pki(dir.path(), "other");
         let untrusting = tls_config(&other.ca, None).unwrap();
-        assert!(Client::connect(&secure, options(Some(untrusting))).await.is_err());
+        assert!(Client::connect(&secure, options(Some(untrusting)))
+            .await
+            .is_err());
 
         // Replace the certificate on disk with one from the other CA: new connections get it
         // (the files are checked at most once a second).
@@ -156,7 +161,10 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
                 break;
             }
         }
-        assert!(reloaded, "the replaced certificate was not served within 6 s");
+        assert!(
+            reloaded,
+            "the replaced certificate was not served within 6 s"
+        );
         // The established session keeps working.
         assert_eq!(&owner.get_data("/tls-owned").await.unwrap().0[..], b"v1");
     });
@@ -164,13 +172,19 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
     // The CLI over TLS, with the client certificate.
     let out = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["--server", &secure, "--timeout", "5s"])
-        .args(["--tls-ca", dir.path().join("other-ca.pem").to_str().unwrap()])
+        .args([
+            "--tls-ca",
+            dir.path().join("other-ca.pem").to_str().unwrap(),
+        ])
         .args(["get", "/tls-owned"])
         .output()
         .unwrap();
     // Reachable over TLS, but the node belongs to the first CA's client: NoAuth.
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("noauth") || err.contains("not authorized") || err.contains("no auth"), "{err}");
+    assert!(
+        err.contains("noauth") || err.contains("not authorized") || err.contains("no auth"),
+        "{err}"
+    );
     drop(roster);
 }

@@ -137,12 +137,11 @@ async fn start_tls_port(
         ca: config.client_tls_ca.clone(),
         require_client_cert: config.client_tls_client_auth == "need",
     };
-    let tls = net::tls::Reloading::new(files).map_err(|message| {
-        crate::config::ConfigError::Invalid {
+    let tls =
+        net::tls::Reloading::new(files).map_err(|message| crate::config::ConfigError::Invalid {
             setting: "client-tls-cert / client-tls-key / client-tls-ca",
             message,
-        }
-    })?;
+        })?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;

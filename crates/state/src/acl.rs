@@ -590,7 +590,10 @@ mod tests {
             acl(perms::READ, "sasl", "bob"),
             acl(perms::WRITE, "x509", "CN=client,O=Roster"),
         ];
-        assert_eq!(check_acl(&node, perms::READ, &[sasl_bob.clone()]), Ok(()));
+        assert_eq!(
+            check_acl(&node, perms::READ, std::slice::from_ref(&sasl_bob)),
+            Ok(())
+        );
         assert_eq!(
             check_acl(&node, perms::READ, &[Id::new("sasl", "alice")]),
             Err(ErrorCode::NoAuth)
@@ -599,7 +602,10 @@ mod tests {
             check_acl(&node, perms::READ, &[Id::new("sasl", "super")]),
             Ok(())
         );
-        assert_eq!(check_acl(&node, perms::WRITE, &[x509.clone()]), Ok(()));
+        assert_eq!(
+            check_acl(&node, perms::WRITE, std::slice::from_ref(&x509)),
+            Ok(())
+        );
         assert_eq!(
             check_acl(&node, perms::WRITE, &[sasl_bob]),
             Err(ErrorCode::NoAuth)

@@ -37,11 +37,7 @@ use tokio::sync::watch;
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections until `shutdown` turns true; with `tls`, each one does a TLS handshake first.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<ClientCtx>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<ClientCtx>, shutdown: watch::Receiver<bool>) {
     serve_on(listener, None, ctx, shutdown).await
 }
 
@@ -111,10 +107,14 @@ async fn serve_on(
                     {
                         Ok(Ok(s)) => {
                             let mut auth = Vec::new();
-                            if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                            if let Some(cert) =
+                                s.get_ref().1.peer_certificates().and_then(|c| c.first())
+                            {
                                 match tls::subject_dn(cert) {
                                     Some(dn) => auth.push(roster_proto::Id::new("x509", &dn)),
-                                    None => tracing::warn!(%peer, "client certificate verified but its subject does not parse: no x509 identity"),
+                                    None => {
+                                        tracing::warn!(%peer, "client certificate verified but its subject does not parse: no x509 identity")
+                                    }
                                 }
                             }
                             connection::run_with(s, peer, auth, ctx.clone(), shutdown).await
@@ -122,7 +122,9 @@ async fn serve_on(
                         Ok(Err(e)) => {
                             tracing::info!(%peer, error = %e, "TLS handshake failed (client does not trust the certificate, speaks plain ZooKeeper to the TLS port, or has no valid client certificate)")
                         }
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out after 10 s; closing"),
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out after 10 s; closing")
+                        }
                     }
                 }
             }

@@ -64,7 +64,11 @@ impl Users {
                         break;
                     }
                     Some(Tok::Word(_)) => {}
-                    other => return Err(format!("section {name}: expected a login module, found {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "section {name}: expected a login module, found {other:?}"
+                        ))
+                    }
                 }
                 i += 2; // module class and control flag
                 loop {
@@ -73,7 +77,11 @@ impl Users {
                             i += 1;
                             break;
                         }
-                        (Some(Tok::Word(k)), Some(Tok::Sym('=')), Some(Tok::Word(v) | Tok::Quoted(v))) => {
+                        (
+                            Some(Tok::Word(k)),
+                            Some(Tok::Sym('=')),
+                            Some(Tok::Word(v) | Tok::Quoted(v)),
+                        ) => {
                             if this {
                                 if let Some(user) = k.strip_prefix("user_") {
                                     users.insert(user.to_string(), v.clone());
@@ -82,7 +90,9 @@ impl Users {
                             i += 3;
                         }
                         (t, _, _) => {
-                            return Err(format!("section {name}: expected key=\"value\" or ';', found {t:?}"))
+                            return Err(format!(
+                                "section {name}: expected key=\"value\" or ';', found {t:?}"
+                            ))
                         }
                     }
                 }
@@ -92,7 +102,9 @@ impl Users {
             }
         }
         if !found {
-            return Err("no Server section (ZooKeeper's JAAS section for the server side)".to_string());
+            return Err(
+                "no Server section (ZooKeeper's JAAS section for the server side)".to_string(),
+            );
         }
         Ok(Users(users))
     }
@@ -239,7 +251,8 @@ impl DigestMd5 {
 
 /// Parses `key=value,key="quoted value",...` (RFC 2831's directive list).
 fn directives(token: &[u8]) -> Result<HashMap<String, String>, String> {
-    let text = std::str::from_utf8(token).map_err(|_| "digest-response is not UTF-8".to_string())?;
+    let text =
+        std::str::from_utf8(token).map_err(|_| "digest-response is not UTF-8".to_string())?;
     let mut out = HashMap::new();
     let mut chars = text.chars().peekable();
     loop {
@@ -332,7 +345,13 @@ fn verify(
     let Some(password) = users.0.get(user) else {
         return Err(format!("unknown SASL user {user:?}"));
     };
-    let inner = md5(&[user.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()]);
+    let inner = md5(&[
+        user.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ]);
     let mut a1: Vec<&[u8]> = vec![&inner, b":", nonce.as_bytes(), b":", cnonce.as_bytes()];
     if let Some(z) = d.get("authzid") {
         a1.push(b":");
@@ -408,7 +427,10 @@ mod tests {
         a1.extend_from_slice(format!(":{nonce}:{cnonce}").as_bytes());
         let ha1 = hex(&md5(&[&a1]));
         let ha2 = hex(&md5(&[b"AUTHENTICATE:zookeeper/zk-sasl-md5"]));
-        let resp = hex(&md5(&[format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}").as_bytes()]));
+        let resp = hex(&md5(&[format!(
+            "{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"
+        )
+        .as_bytes()]));
         format!(
             "charset=utf-8,username=\"{user}\",realm=\"{REALM}\",nonce=\"{nonce}\",nc=00000001,cnonce=\"{cnonce}\",digest-uri=\"zookeeper/zk-sasl-md5\",maxbuf=65536,response={resp},qop=auth"
         )
@@ -448,7 +470,9 @@ mod tests {
         let mut s = DigestMd5::Start;
         let ch = challenge(&mut s);
         let r = client_response(&ch, "super", "wrong", "abc");
-        assert!(matches!(s.step(r.as_bytes(), users), Step::Failed(e) if e.contains("wrong password")));
+        assert!(
+            matches!(s.step(r.as_bytes(), users), Step::Failed(e) if e.contains("wrong password"))
+        );
 
         let mut s = DigestMd5::Start;
         let ch = challenge(&mut s);
@@ -460,7 +484,13 @@ mod tests {
         assert!(matches!(s.step(b"\0bob\0pw", users), Step::Failed(_)));
 
         // Garbage and a replayed nonce.
-        for bad in [&b"\xff\xfe"[..], b"username", b"username=\"bob", b"a=1,a=2", b""] {
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"username",
+            b"username=\"bob",
+            b"a=1,a=2",
+            b"",
+        ] {
             let mut s = DigestMd5::Start;
             challenge(&mut s);
             assert!(matches!(s.step(bad, users), Step::Failed(_)), "{bad:?}");

@@ -312,7 +312,10 @@ mod tests {
         );
         assert_eq!(subject_dn(b"\x30\x03\x02\x01"), None);
         assert_eq!(subject_dn(b""), None);
-        assert_eq!(oid_name(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]), "1.2.840.113549.1.9.1");
+        assert_eq!(
+            oid_name(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]),
+            "1.2.840.113549.1.9.1"
+        );
     }
 
     #[test]
@@ -336,10 +339,18 @@ mod tests {
         std::fs::write(&files.cert, "not pem").unwrap();
         r.inner.lock().checked = Instant::now() - Duration::from_secs(2);
         r.inner.lock().mtimes = vec![None, None];
-        assert!(Arc::ptr_eq(&first, &r.current()), "bad file replaced the config");
+        assert!(
+            Arc::ptr_eq(&first, &r.current()),
+            "bad file replaced the config"
+        );
         std::fs::write(&files.cert, cert.pem()).unwrap();
         r.inner.lock().checked = Instant::now() - Duration::from_secs(2);
         assert!(!Arc::ptr_eq(&first, &r.current()), "good file not reloaded");
-        assert!(TlsFiles { cert: dir.path().join("missing"), ..files }.build().is_err());
+        assert!(TlsFiles {
+            cert: dir.path().join("missing"),
+            ..files
+        }
+        .build()
+        .is_err());
     }
 }
