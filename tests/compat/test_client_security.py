@@ -214,6 +214,23 @@ def test_kazoo_over_tls(server, pki):
         plain.close()
 
 
+def test_four_letter_words_over_tls(server, pki):
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    with socket.create_connection((HOST, server.secure_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=HOST) as s:
+            s.sendall(b"ruok")
+            answer = b""
+            while True:
+                b = s.recv(1024)
+                if not b:
+                    break
+                answer += b
+    assert answer == b"imok"
+
+
 def test_tls_refuses_an_untrusted_server(server, pki):
     zk = KazooClient(hosts=f"{HOST}:{server.secure_port}", use_ssl=True, ca=pki["other_ca"], timeout=2)
     with pytest.raises(Exception):

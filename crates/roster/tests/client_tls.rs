@@ -188,3 +188,32 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
     );
     drop(roster);
 }
+
+#[test]
+fn client_auth_need_refuses_clients_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "need");
+    let secure = free_addr();
+    let _roster = Roster::start(&[
+        "--secure-client-addr",
+        &secure,
+        "--client-tls-cert",
+        pki.server_cert.to_str().unwrap(),
+        "--client-tls-key",
+        pki.server_key.to_str().unwrap(),
+        "--client-tls-ca",
+        pki.ca.to_str().unwrap(),
+        "--client-tls-client-auth",
+        "need",
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let anon = tls_config(&pki.ca, None).unwrap();
+        assert!(Client::connect(&secure, options(Some(anon))).await.is_err());
+        let with_cert = tls_config(&pki.ca, Some((&pki.client_cert, &pki.client_key))).unwrap();
+        let c = Client::connect(&secure, options(Some(with_cert)))
+            .await
+            .unwrap();
+        assert!(c.exists("/").await.unwrap().is_some());
+    });
+}
