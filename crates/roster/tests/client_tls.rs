@@ -186,6 +186,27 @@ fn rust_client_and_cli_over_tls_with_x509_identity_and_reload() {
         err.contains("noauth") || err.contains("not authorized") || err.contains("no auth"),
         "{err}"
     );
+    // `roster status` sends its four-letter words over TLS too.
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["--server", &secure, "--timeout", "5s", "--json"])
+        .args([
+            "--tls-ca",
+            dir.path().join("other-ca.pem").to_str().unwrap(),
+        ])
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("standalone")
+            || String::from_utf8_lossy(&out.stdout).contains("leader")
+    );
     drop(roster);
 }
 
