@@ -1358,6 +1358,10 @@ def null_data(zk):
 # -10 createSession after the handshake: ZooKeeper answers a ConnectResponse-shaped frame
 # (xid 0) in place of a reply, Roster MarshallingError; 20 deleteContainer: internal, refused.
 MALFORMED_SKIP = {-10, 20}
+# 102 sasl with a valid (empty) token: ZooKeeper without SASL configured answers a null token, which
+# kazoo's SASL client answers with another empty token forever; Roster answers AuthFailed and closes
+# (a login never hangs; docs/security-clients.md).
+MALFORMED_SKIP_KIND = {(102, "trailing")}
 
 
 @scenario
@@ -1369,7 +1373,7 @@ def malformed_requests(zk):
     c = zk.raw()
     t.do("create base", c.create, zk.base)
     for op, kind, answer in malformed.probe_all(zk.port, zk.base):
-        if op not in MALFORMED_SKIP:
+        if op not in MALFORMED_SKIP and (op, kind) not in MALFORMED_SKIP_KIND:
             t.rec(f"op {op} {kind}", answer)
     t.do("base after the probes", c.exists, zk.base)
     t.do("children of base after the probes", raw_children, c, zk.base)

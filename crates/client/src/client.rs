@@ -58,6 +58,8 @@ pub struct ClientOptions {
     pub session: Option<(i64, Bytes)>,
     /// The largest reply frame accepted.
     pub max_frame_bytes: usize,
+    /// Connect with TLS (to a secure client port), with this configuration; see [`crate::tls_config`].
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +70,7 @@ impl Default for ClientOptions {
             request_timeout: None,
             session: None,
             max_frame_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -137,6 +140,7 @@ impl Client {
             status: status_tx,
             events: events_tx.clone(),
             max_frame: options.max_frame_bytes,
+            tls: options.tls.clone(),
             commands_open: true,
             offline_until: None,
             drop_requested: false,

@@ -1,5 +1,5 @@
-//! The connection task: drives a `Session` over TCP (or over an in-process stream, see
-//! [`crate::local`]).
+//! The connection task: drives a `Session` over TCP, TLS over TCP ([`crate::ClientOptions::tls`]),
+//! or an in-process stream (see [`crate::local`]).
 //!
 //! One tokio task per client owns the session, the socket and the timers; [`crate::Client`] handles
 //! talk to it through a channel of `Command`s and get their answers on oneshot channels. The task is a
@@ -79,6 +79,8 @@ pub(crate) struct Driver {
     pub status: watch::Sender<Status>,
     pub events: broadcast::Sender<SessionEvent>,
     pub max_frame: usize,
+    /// TLS configuration, when connecting to secure client ports.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// False once every handle is gone.
     pub commands_open: bool,
     /// Test hook: no connection attempt before this instant.
@@ -120,9 +122,10 @@ impl Driver {
             let limit = self.session.connect_timeout(self.hosts.len());
             let max = self.max_frame;
             let target = addr.clone();
+            let tls = self.tls.clone();
             let attempt = async move {
                 tokio::time::sleep_until(start).await;
-                tokio::time::timeout(limit, handshake(&target, req, max)).await
+                tokio::time::timeout(limit, handshake(&target, req, max, tls)).await
             };
             tokio::pin!(attempt);
             loop {
@@ -267,19 +270,35 @@ impl Driver {
     }
 }
 
-/// Opens TCP to `addr` (or an in-process stream, for a `.in-process` host) and performs the handshake.
-/// Returns the stream, the reply, and any bytes read past it.
+/// Opens TCP to `addr` (then TLS, with `tls`), or an in-process stream for a `.in-process` host, and
+/// performs the handshake. Returns the stream, the reply, and any bytes read past it.
 async fn handshake(
     addr: &HostAddr,
     req: ConnectRequest,
     max: usize,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> io::Result<(BoxStream, ConnectResponse, BytesMut)> {
     let mut stream: BoxStream = if crate::local::is_local(&addr.host) {
         crate::local::dial(&addr.host)?
     } else {
         let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
         tcp.set_nodelay(true)?;
-        Box::new(tcp)
+        match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name =
+                    rustls_pki_types::ServerName::try_from(addr.host.clone()).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{} is not a valid TLS server name: {e}", addr.host),
+                        )
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Box::new(tls)
+            }
+        }
     };
     let mut out = BytesMut::new();
     write_frame(&mut out, |o| req.encode(o));

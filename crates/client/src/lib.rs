@@ -78,6 +78,7 @@ pub mod ops;
 pub mod path;
 pub mod recipes;
 pub mod session;
+pub mod tls;
 pub mod watch;
 
 pub use acl::{digest_acl, digest_id};
@@ -86,6 +87,7 @@ pub use error::{Error, Result};
 pub use hosts::{ConnectString, HostAddr};
 pub use ops::{CreateOptions, Op, OpResult, ReadOp, ReadResult};
 pub use session::{SessionEvent, SessionState};
+pub use tls::tls_config;
 pub use watch::{Watch, WatchStream, WatchedEvent};
 
 pub use roster_proto::{

@@ -208,6 +208,28 @@ struct ServeArgs {
     /// reaches the peer port can then join, remove members and vote [default: false].
     #[arg(long, env = "ROSTER_INSECURE_PEERS")]
     insecure_peers: bool,
+    /// TLS client port (ZooKeeper's secureClientPort), beside --client-addr; needs --client-tls-cert
+    /// and --client-tls-key [default: none].
+    #[arg(long, env = "ROSTER_SECURE_CLIENT_ADDR")]
+    secure_client_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS client port; reloaded when the file changes.
+    #[arg(long, env = "ROSTER_CLIENT_TLS_CERT")]
+    client_tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS client port; reloaded when the file changes.
+    #[arg(long, env = "ROSTER_CLIENT_TLS_KEY")]
+    client_tls_key: Option<PathBuf>,
+    /// PEM CA file for client certificates: when set, TLS clients are asked for a certificate, whose
+    /// subject DN becomes their x509 identity [default: none].
+    #[arg(long, env = "ROSTER_CLIENT_TLS_CA")]
+    client_tls_ca: Option<PathBuf>,
+    /// With --client-tls-ca: want (a client certificate is optional) or need (required)
+    /// (ZooKeeper's ssl.clientAuth) [default: want].
+    #[arg(long, env = "ROSTER_CLIENT_TLS_CLIENT_AUTH")]
+    client_tls_client_auth: Option<String>,
+    /// JAAS file whose Server section lists SASL DIGEST-MD5 users (user_bob="secret";), as
+    /// ZooKeeper's; enables SASL logins (identity sasl:bob). Read at each login [default: none].
+    #[arg(long, env = "ROSTER_SASL_USERS_FILE")]
+    sasl_users_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -245,7 +267,18 @@ impl ServeArgs {
             metrics,
             fd_reserve,
             handshake_timeout_ms,
-            max_outgoing_bytes
+            max_outgoing_bytes,
+            client_tls_client_auth
+        );
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
+        }
+        set_opt!(
+            secure_client_addr,
+            client_tls_cert,
+            client_tls_key,
+            client_tls_ca,
+            sasl_users_file
         );
         if self.join.is_some() {
             c.join = self.join;

@@ -10,7 +10,11 @@
 //! `peer_tls_cert`, `peer_tls_key`, `peer_tls_ca` (all three or none); without them a node refuses a
 //! peer address off loopback unless `insecure_peers` says so ([`Config::validate`]).
 //!
-//! Left out: reloading certificates without a restart.
+//! Client security: `secure_client_addr` with `client_tls_cert`/`client_tls_key` (and
+//! `client_tls_ca`, `client_tls_client_auth` for client certificates) opens a TLS port beside the plain
+//! one; `sasl_users_file` enables SASL DIGEST-MD5 logins. See docs/security.md.
+//!
+//! Left out: reloading peer certificates without a restart (client certificates are reloaded).
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -104,6 +108,22 @@ pub struct Config {
     /// Allow plain-text, unauthenticated peers on an address other than loopback (anyone who reaches
     /// the peer port can then join, remove members and vote). Only for networks you fully trust.
     pub insecure_peers: bool,
+    /// Address of the TLS client port (ZooKeeper: secureClientPort), beside the plain `client_addr`.
+    /// Needs `client_tls_cert` and `client_tls_key`. Unset: no TLS port.
+    pub secure_client_addr: Option<SocketAddr>,
+    /// PEM file with the TLS port's certificate chain (leaf first). Reloaded when it changes.
+    pub client_tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS port's private key (PKCS#8, PKCS#1 or SEC1). Reloaded when it changes.
+    pub client_tls_key: Option<PathBuf>,
+    /// PEM file with the CAs that client certificates must chain to. Set: clients are asked for a
+    /// certificate (see `client_tls_client_auth`), whose subject becomes their `x509` identity.
+    pub client_tls_ca: Option<PathBuf>,
+    /// With `client_tls_ca`: `want` (a client may present a certificate; one that does not verify is
+    /// refused) or `need` (every client must present one) (ZooKeeper: ssl.clientAuth).
+    pub client_tls_client_auth: String,
+    /// JAAS file whose `Server` section lists SASL users (`user_bob="secret";`, as ZooKeeper's): enables
+    /// SASL DIGEST-MD5 logins, giving the session the identity `sasl:bob`. Read at each login.
+    pub sasl_users_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -139,6 +159,12 @@ impl Default for Config {
             peer_tls_key: None,
             peer_tls_ca: None,
             insecure_peers: false,
+            secure_client_addr: None,
+            client_tls_cert: None,
+            client_tls_key: None,
+            client_tls_ca: None,
+            client_tls_client_auth: "want".to_string(),
+            sasl_users_file: None,
         }
     }
 }
@@ -237,6 +263,23 @@ impl Config {
                             .into(),
                 });
             }
+        }
+        if self.secure_client_addr.is_some()
+            && (self.client_tls_cert.is_none() || self.client_tls_key.is_none())
+        {
+            return Err(ConfigError::Invalid {
+                setting: "secure-client-addr",
+                message: "the TLS port needs client-tls-cert and client-tls-key (PEM files)".into(),
+            });
+        }
+        if !matches!(self.client_tls_client_auth.as_str(), "want" | "need") {
+            return Err(ConfigError::Invalid {
+                setting: "client-tls-client-auth",
+                message: format!(
+                    "must be want or need, got {:?}",
+                    self.client_tls_client_auth
+                ),
+            });
         }
         if self.target_voters == 0 {
             return Err(ConfigError::Invalid {

@@ -128,6 +128,46 @@ pub enum StartError {
 
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
+/// Binds the TLS client port and starts accepting on it.
+async fn start_tls_port(
+    config: &Config,
+    addr: SocketAddr,
+    client: &Arc<ClientCtx>,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), StartError> {
+    let (Some(cert), Some(key)) = (&config.client_tls_cert, &config.client_tls_key) else {
+        return Err(crate::config::ConfigError::Invalid {
+            setting: "secure-client-addr",
+            message: "the TLS port needs client-tls-cert and client-tls-key".into(),
+        }
+        .into());
+    };
+    let files = net::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: config.client_tls_ca.clone(),
+        require_client_cert: config.client_tls_client_auth == "need",
+    };
+    let tls =
+        net::tls::Reloading::new(files).map_err(|message| crate::config::ConfigError::Invalid {
+            setting: "client-tls-cert / client-tls-key / client-tls-ca",
+            message,
+        })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(secure_client_addr = %bound, client_certs = ?config.client_tls_ca.as_ref().map(|_| config.client_tls_client_auth.as_str()), "TLS client port open");
+    tasks.push(tokio::spawn(net::serve_tls(
+        listener,
+        Arc::new(tls),
+        client.clone(),
+        rx.clone(),
+    )));
+    Ok(())
+}
+
 /// Asks the cluster (through `seed`) for this joining node's id, retrying while it has no leader.
 async fn allocate_id(
     seed: &str,
@@ -417,6 +457,18 @@ impl Node {
                 Some(bound)
             }
         };
+        if let Some(addr) = config.secure_client_addr {
+            start_tls_port(&config, addr, &client, &rx, &mut tasks).await?;
+        }
+        if let Some(path) = &config.sasl_users_file {
+            let users = net::sasl::Users::load(path).map_err(|message| {
+                crate::config::ConfigError::Invalid {
+                    setting: "sasl-users-file",
+                    message,
+                }
+            })?;
+            tracing::info!(file = %path.display(), users = users.0.len(), "SASL DIGEST-MD5 logins enabled");
+        }
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
         if config.replace_dead_voters_ms > 0 {
             tasks.push(tokio::spawn(cluster::membership::replace_dead_voters(

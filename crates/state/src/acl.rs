@@ -7,20 +7,26 @@
 //! session's auth packets: `digest:user:base64(sha1(user:password))` for each `addauth digest`, `ip:<addr>`
 //! for the connection's remote address (ZooKeeper adds it at connect time), and `super:` for a superuser
 //! (ZooKeeper adds it when the digest equals `zookeeper.DigestAuthenticationProvider.superDigest`).
-//! `world:anyone` need not be listed: it is matched by the ACL side.
+//! `world:anyone` need not be listed: it is matched by the ACL side. A SASL login adds `sasl:<user>`, a
+//! client certificate on the TLS port adds `x509:<subject DN, RFC 2253>`.
 //!
 //! # Checks (`ZooKeeperServer.checkACL`)
 //! An empty ACL allows everything; a `super` identity allows everything; otherwise some ACL entry must
 //! grant one of the requested permission bits *and* match an identity: `world:anyone` matches everyone,
-//! `digest` matches the identical id, `ip` matches an address inside the entry's `addr[/bits]` network.
+//! `digest` matches the identical id, `ip` matches an address inside the entry's `addr[/bits]` network,
+//! `sasl` and `x509` match the identical id, and a `sasl` identity named `super` matches every `sasl`
+//! entry (ZooKeeper's `SASLAuthenticationProvider.matches`).
 //!
 //! # Validation (`fixupACL`)
 //! Duplicates are removed (first occurrence kept). An empty list is `InvalidACL`. `world` is valid only as
 //! `world:anyone`; `auth` expands to every *authenticated* identity of the session (ZooKeeper's
 //! `isAuthenticated()`: digest yes, ip no, super has no provider) and is `InvalidACL` when there is none;
 //! `digest` needs `user:hash` (Java's `split(":").length == 2`); `ip` needs a parseable IPv4/IPv6 address
-//! with an optional prefix length in range. Any other scheme is `InvalidACL` (Roster registers no extra
-//! providers such as sasl or x509).
+//! with an optional prefix length in range; `sasl` needs a name Kerberos would parse (`KerberosName`: a
+//! name with `@` must be `[service[/host]]@realm` with no further `/` or `@`); `x509` takes any DN.
+//! Any other scheme is `InvalidACL`. Unlike ZooKeeper, where `sasl` and `x509` ids are valid only on a
+//! server that registers their providers, Roster always accepts them: validity must not depend on a
+//! node's settings, since every replica applies the same log.
 //!
 //! # Interning
 //! [`AclTable`] is ZooKeeper's `ReferenceCountedACLCache`: each distinct list gets a small id, nodes store
@@ -191,11 +197,28 @@ pub fn ip_matches(client_addr: &str, acl_expr: &str) -> bool {
     acl == remote
 }
 
+/// `KerberosName`'s parser: a name without `@` is a simple name; with `@` it must be
+/// `[^/@]*(/[^/@]*)?@[^/@]*`.
+fn is_valid_kerberos_name(name: &str) -> bool {
+    let Some((left, realm)) = name.split_once('@') else {
+        return true;
+    };
+    if realm.contains('@') || realm.contains('/') {
+        return false;
+    }
+    match left.split_once('/') {
+        Some((_, host)) => !host.contains('/'),
+        None => true,
+    }
+}
+
 /// Whether an ACL identity is well formed for its scheme (the provider's `isValid`).
 fn is_valid_id(id: &Id) -> bool {
     match id.scheme.as_str() {
         "digest" => is_valid_digest_id(&id.id),
         "ip" => parse_ip_expr(&id.id).is_some(),
+        "sasl" => is_valid_kerberos_name(&id.id),
+        "x509" => true,
         _ => false,
     }
 }
@@ -257,6 +280,20 @@ pub fn check_acl(acl: &[Acl], perm: i32, auth: &[Id]) -> Result<(), ErrorCode> {
             "ip" if auth
                 .iter()
                 .any(|id| id.scheme == "ip" && ip_matches(&id.id, &a.id.id)) =>
+            {
+                return Ok(())
+            }
+            "sasl"
+                if auth
+                    .iter()
+                    .any(|id| id.scheme == "sasl" && (id.id == a.id.id || id.id == "super")) =>
+            {
+                return Ok(())
+            }
+            "x509"
+                if auth
+                    .iter()
+                    .any(|id| id.scheme == "x509" && id.id == a.id.id) =>
             {
                 return Ok(())
             }
@@ -520,6 +557,62 @@ mod tests {
         assert_eq!(
             check_acl(&node, GET_ACL_PERMS, &[Id::new("digest", "bob:h")]),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn sasl_and_x509() {
+        assert!(is_valid_kerberos_name("bob"));
+        assert!(is_valid_kerberos_name("zookeeper/host@EXAMPLE.COM"));
+        assert!(is_valid_kerberos_name("bob@EXAMPLE.COM"));
+        assert!(!is_valid_kerberos_name("a@b@c"));
+        assert!(!is_valid_kerberos_name("a/b/c@R"));
+        assert_eq!(
+            fixup_acl(&[], &[acl(31, "sasl", "a@b@c")]),
+            Err(ErrorCode::InvalidAcl)
+        );
+        let sasl_bob = Id::new("sasl", "bob");
+        let x509 = Id::new("x509", "CN=client,O=Roster");
+        assert_eq!(
+            fixup_acl(&[sasl_bob.clone(), x509.clone()], &[acl(31, "auth", "")]),
+            Ok(vec![
+                Acl {
+                    perms: 31,
+                    id: sasl_bob.clone()
+                },
+                Acl {
+                    perms: 31,
+                    id: x509.clone()
+                }
+            ])
+        );
+        let node = vec![
+            acl(perms::READ, "sasl", "bob"),
+            acl(perms::WRITE, "x509", "CN=client,O=Roster"),
+        ];
+        assert_eq!(
+            check_acl(&node, perms::READ, std::slice::from_ref(&sasl_bob)),
+            Ok(())
+        );
+        assert_eq!(
+            check_acl(&node, perms::READ, &[Id::new("sasl", "alice")]),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check_acl(&node, perms::READ, &[Id::new("sasl", "super")]),
+            Ok(())
+        );
+        assert_eq!(
+            check_acl(&node, perms::WRITE, std::slice::from_ref(&x509)),
+            Ok(())
+        );
+        assert_eq!(
+            check_acl(&node, perms::WRITE, &[sasl_bob]),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check_acl(&node, perms::WRITE, &[Id::new("x509", "CN=other")]),
+            Err(ErrorCode::NoAuth)
         );
     }
 

@@ -2,6 +2,7 @@
 //! requests are encoded into a write buffer (`queue`), sent in one syscall (`flush`), and replies are
 //! parsed straight out of the read buffer without decoding bodies the caller does not need. One task owns
 //! one connection; there are no channels or per-request futures, so a session costs almost nothing per op.
+//! With `roster bench --tls-ca`, every connection is TLS (to a secure client port; [`set_tls`]).
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
@@ -11,9 +12,22 @@ use roster_proto::{
     DeleteRequest, Frame, ReplyHeader, Request, RequestHeader, WatcherEvent,
 };
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A connection to a server: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// The TLS configuration of every bench connection, set once from `--tls-ca` before any connects.
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Makes every later connection TLS, with this configuration.
+pub fn set_tls(config: Arc<rustls::ClientConfig>) {
+    let _ = TLS.set(config);
+}
 
 /// Largest reply frame accepted (replies can exceed the server's request limit, e.g. getChildren).
 const MAX_REPLY: usize = 64 << 20;
@@ -32,7 +46,7 @@ pub enum Incoming {
 
 /// An open session.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     next_xid: i32,
@@ -75,6 +89,20 @@ impl Conn {
             .with_context(|| format!("connect to {addr}: timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match TLS.get() {
+            None => Box::new(stream),
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::from(addr.ip());
+                let tls = tokio::time::timeout(
+                    connect_timeout,
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream),
+                )
+                .await
+                .with_context(|| format!("TLS handshake with {addr}: timed out"))?
+                .with_context(|| format!("TLS handshake with {addr}"))?;
+                Box::new(tls)
+            }
+        };
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),

@@ -137,6 +137,9 @@ pub struct BenchOpts {
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Connect with TLS (to secure client ports), trusting the CAs of this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Instead of running: print a Markdown table comparing saved --json outputs.
     #[arg(long, num_args = 1.., value_name = "JSON")]
     pub compare: Vec<PathBuf>,
@@ -220,6 +223,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return compare(&args);
     }
     let addrs = parse_addrs(&servers)?;
+    if let Some(ca) = &args.tls_ca {
+        conn::set_tls(roster_client::tls_config(ca, None)?);
+    }
     if args.internal_ephemeral_holder {
         workloads::hold_ephemeral(addrs[0], &args.holder_path, args.expiry_timeout_ms).await?;
         return Ok(ExitCode::SUCCESS);

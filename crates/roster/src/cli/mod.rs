@@ -80,6 +80,15 @@ pub struct GlobalClientOpts {
     /// Also the session timeout asked for.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Connect with TLS (to the servers' secure client ports), trusting the CAs of this PEM file.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: present this PEM client certificate (its subject is the x509 identity).
+    #[arg(long, global = true, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// With --tls-cert: the client certificate's PEM private key.
+    #[arg(long, global = true, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl GlobalClientOpts {
@@ -254,10 +263,21 @@ pub async fn run(cmd: ClientCommand, opts: &GlobalClientOpts) -> anyhow::Result<
         } => return top::top(admin, *every, *count, opts.timeout).await,
         _ => {}
     }
+    let tls = match &opts.tls_ca {
+        None => None,
+        Some(ca) => {
+            let client = opts.tls_cert.as_deref().zip(opts.tls_key.as_deref());
+            match roster_client::tls_config(ca, client) {
+                Ok(c) => Some(c),
+                Err(e) => return Ok(fail("cannot set up TLS", &e)),
+            }
+        }
+    };
     let options = ClientOptions {
         session_timeout: opts.timeout,
         connect_timeout: Some(opts.timeout),
         request_timeout: Some(opts.timeout),
+        tls,
         ..Default::default()
     };
     let servers = opts.servers();

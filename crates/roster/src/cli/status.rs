@@ -4,7 +4,8 @@
 //! server answers in plain text and closes (ZooKeeper's `NIOServerCnxn.checkFourLetterWord`). `srvr`
 //! answers `Key: value` lines (version, latency, zxid, mode, node count), `mntr` tab-separated
 //! `zk_key value` lines with more counters (watches, ephemerals, data size). A server that does not
-//! allow `mntr` (not in `4lw.commands.whitelist`) is shown with what `srvr` gave.
+//! allow `mntr` (not in `4lw.commands.whitelist`) is shown with what `srvr` gave. With `--tls-ca`
+//! the words go over TLS (secure client ports answer them after the handshake).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -33,13 +34,27 @@ pub(super) async fn run(opts: &GlobalClientOpts) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_ZK_ERROR));
         }
     };
+    let tls = match &opts.tls_ca {
+        None => None,
+        Some(ca) => {
+            let client = opts.tls_cert.as_deref().zip(opts.tls_key.as_deref());
+            match roster_client::tls_config(ca, client) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("error: cannot set up TLS: {e}");
+                    return Ok(ExitCode::from(EXIT_ZK_ERROR));
+                }
+            }
+        }
+    };
+    let tls = tls.as_ref();
     let reports = futures::future::join_all(cs.hosts.iter().map(|h| async move {
         let server = h.to_string();
-        let srvr = four_letter(&server, "srvr", opts.timeout)
+        let srvr = four_letter(h, "srvr", opts.timeout, tls)
             .await
             .map(|t| parse_srvr(&t));
         let mntr = match &srvr {
-            Ok(_) => four_letter(&server, "mntr", opts.timeout)
+            Ok(_) => four_letter(h, "mntr", opts.timeout, tls)
                 .await
                 .ok()
                 .and_then(|t| parse_mntr(&t)),
@@ -122,14 +137,41 @@ pub(super) async fn run(opts: &GlobalClientOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends `word` and reads the reply until the server closes.
-async fn four_letter(server: &str, word: &str, timeout: Duration) -> Result<String, String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(server).await?;
+/// Sends `word` (over TLS with `tls`) and reads the reply until the server closes.
+async fn four_letter(
+    server: &roster_client::HostAddr,
+    word: &str,
+    timeout: Duration,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<String, String> {
+    async fn talk<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+        mut s: S,
+        word: &str,
+    ) -> std::io::Result<String> {
         s.write_all(word.as_bytes()).await?;
         let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+        match s.read_to_end(&mut out).await {
+            // A TLS server may close without close_notify once it has answered.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+            r => {
+                r?;
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+    let exchange = async {
+        let tcp = TcpStream::connect((server.host.as_str(), server.port)).await?;
+        match tls {
+            None => talk(tcp, word).await,
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from(server.host.clone())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let s = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await?;
+                talk(s, word).await
+            }
+        }
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(text)) if text.contains("is not executed because it is not in the whitelist") => Err(

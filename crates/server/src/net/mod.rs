@@ -1,5 +1,7 @@
-//! The client port: accepts TCP connections, enforces the per-address connection limit, and runs one
-//! [`connection`] task per client. Four-letter words arrive on the same port (see `fourlw`).
+//! The client ports: accepts TCP connections on the plain port and, when configured, on the TLS port
+//! (ZooKeeper's secureClientPort), enforces the per-address connection limit (counted across both),
+//! and runs one [`connection`] task per client. Four-letter words arrive on the same ports (see
+//! `fourlw`; on the TLS port after the handshake, as ZooKeeper's Netty server answers them).
 //! [`InProcess`] opens connections without a port: an in-memory byte pipe whose server end is served
 //! by the same connection task (an embedded node's own clients; no per-address limit applies).
 //!
@@ -9,6 +11,8 @@
 //! - [`forward`]: the write path: proposing locally, forwarding to the leader, session touches.
 //! - [`fourlw`]: the four-letter words (`ruok`, `srvr`, `mntr`, ...).
 //! - [`ctx`]: what the client side's tasks share.
+//! - [`tls`]: the TLS port's configuration, reloaded when its files change; client certificate subjects.
+//! - [`sasl`]: SASL DIGEST-MD5 logins and the users file.
 //!
 //! The client side is the top layer of the server: it uses cluster management (`crate::cluster`),
 //! the Raft handle (`crate::raft::handle`) and the transport's links, and nothing uses it but the
@@ -18,7 +22,7 @@
 //! of its limit is closed at once (counted with reason `descriptors`), so storage and peers always
 //! find a free descriptor; an `accept` that fails (EMFILE) is retried after 100 ms, not in a spin.
 //!
-//! Left out: TLS (a separate secure port in ZooKeeper), read-only mode.
+//! Left out: read-only mode, port unification (TLS and plain on one port).
 
 pub mod connection;
 pub mod ctx;
@@ -26,6 +30,8 @@ pub mod forward;
 pub mod fourlw;
 pub mod pipeline;
 pub mod routing;
+pub mod sasl;
+pub mod tls;
 
 use crate::shared::ClientAddr;
 use ctx::ClientCtx;
@@ -45,9 +51,27 @@ fn descriptors_short(fd: u64, limit: u64, reserve: u64) -> bool {
     fd >= line || (fd + reserve >= line && fourlw::open_files() >= line)
 }
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve(
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections on the plain port until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<ClientCtx>, shutdown: watch::Receiver<bool>) {
+    serve_on(listener, None, ctx, shutdown).await
+}
+
+/// Accepts connections on the TLS port until `shutdown` turns true; each does a TLS handshake first.
+pub async fn serve_tls(
     listener: TcpListener,
+    tls: Arc<tls::Reloading>,
+    ctx: Arc<ClientCtx>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_on(listener, Some(tls), ctx, shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<Arc<tls::Reloading>>,
     ctx: Arc<ClientCtx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -125,14 +149,52 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.current());
         tokio::spawn(async move {
-            connection::run(
-                Box::new(stream),
-                ClientAddr::Tcp(peer),
-                ctx.clone(),
-                shutdown,
-            )
-            .await;
+            match tls {
+                None => {
+                    connection::run(
+                        Box::new(stream),
+                        ClientAddr::Tcp(peer),
+                        ctx.clone(),
+                        shutdown,
+                    )
+                    .await
+                }
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => {
+                            let mut auth = Vec::new();
+                            if let Some(cert) =
+                                s.get_ref().1.peer_certificates().and_then(|c| c.first())
+                            {
+                                match tls::subject_dn(cert) {
+                                    Some(dn) => auth.push(roster_proto::Id::new("x509", &dn)),
+                                    None => {
+                                        tracing::warn!(%peer, "client certificate verified but its subject does not parse: no x509 identity")
+                                    }
+                                }
+                            }
+                            connection::run_with(
+                                Box::new(s),
+                                ClientAddr::Tcp(peer),
+                                auth,
+                                ctx.clone(),
+                                shutdown,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed (client does not trust the certificate, speaks plain ZooKeeper to the TLS port, or has no valid client certificate)")
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out after 10 s; closing")
+                        }
+                    }
+                }
+            }
             let mut conns = ctx.node.shared.conns.lock();
             if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);

@@ -12,7 +12,7 @@
 //! the proposer, so before a proposal result is fed to the pipeline, every event already delivered is fed
 //! first.
 //!
-//! Pings and auth packets are answered here at once, never queued behind writes, fsyncs or snapshots;
+//! Pings, auth and sasl packets are answered here at once, never queued behind writes, fsyncs or snapshots;
 //! every packet touches the session. Stock clients match ping replies out of band (xid -2).
 //!
 //! Bad input: an unknown opcode (or 0, -1) is answered `Unimplemented` (in order) and the connection
@@ -148,6 +148,8 @@ struct Conn {
     outstanding: u64,
     /// Why the pipeline closed the connection, and whether that was an expected end.
     close: Option<(String, bool)>,
+    /// The SASL login in progress or done (created by the first `sasl` packet).
+    sasl: Option<super::sasl::DigestMd5>,
     /// Whether this session's writes carry state views (registered in `Shared::view_sessions` once
     /// the connection pipelines a read behind a write).
     wants_views: bool,
@@ -159,6 +161,17 @@ struct Conn {
 pub async fn run(
     stream: BoxStream,
     peer: ClientAddr,
+    ctx: Arc<ClientCtx>,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_with(stream, peer, Vec::new(), ctx, shutdown).await
+}
+
+/// [`run`], with identities the transport established (a TLS client certificate's `x509` id).
+pub async fn run_with(
+    stream: BoxStream,
+    peer: ClientAddr,
+    transport_auth: Vec<Id>,
     ctx: Arc<ClientCtx>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -184,7 +197,10 @@ pub async fn run(
         stats,
         session_id: 0,
         timeout_ms: 0,
-        auth: vec![Id::new("ip", &peer.ip().to_string())],
+        auth: std::iter::once(Id::new("ip", &peer.ip().to_string()))
+            .chain(transport_auth)
+            .collect(),
+        sasl: None,
         out: BytesMut::with_capacity(4096),
         pipe: Pipeline::new(route.target, HOLD_MIN),
         route,
@@ -755,6 +771,7 @@ impl Conn {
                 );
             }
             Request::Auth(a) => self.handle_auth(header.xid, a),
+            Request::Sasl(s) => self.handle_sasl(header.xid, &s.token),
 
             // reconfig travels the write path, apart from the ordered route (`routing::propose`).
             ref r if r.is_write() => {
@@ -878,6 +895,65 @@ impl Conn {
             self.pipe
                 .close_by_node("authentication failed: unknown scheme or malformed credentials");
         }
+    }
+
+    /// One SASL token: answered at once (as ZooKeeper does, outside its request pipeline); a failed
+    /// login answers AuthFailed and closes the connection.
+    fn handle_sasl(&mut self, xid_: i32, token: &[u8]) {
+        let users_file = self.ctx.node.shared.config.sasl_users_file.clone();
+        let step = match &users_file {
+            None => super::sasl::Step::Failed(
+                "SASL is not enabled on this server (set sasl-users-file)".to_string(),
+            ),
+            Some(path) => self
+                .sasl
+                .get_or_insert(super::sasl::DigestMd5::Start)
+                .step(token, || super::sasl::Users::load(path)),
+        };
+        let reply = match step {
+            super::sasl::Step::Reply(t) => t,
+            super::sasl::Step::Authenticated { user, reply } => {
+                tracing::info!(conn = self.id, peer = %self.peer, session = format_args!("{:#x}", self.session_id), %user, "SASL DIGEST-MD5 login");
+                let id = Id::new("sasl", &user);
+                if !self.auth.contains(&id) {
+                    self.auth.push(id);
+                }
+                reply
+            }
+            super::sasl::Step::Failed(reason) => {
+                tracing::info!(conn = self.id, peer = %self.peer, %reason, "SASL login failed: answering AuthFailed and closing");
+                // With a null token behind the error header, as ZooKeeper sends it: the Java client
+                // reads any reply during its SASL exchange as a token, and fails the login on null.
+                self.ctx
+                    .node
+                    .shared
+                    .stats
+                    .packets_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                write_frame(&mut self.out, |b| {
+                    ReplyHeader {
+                        xid: xid_,
+                        zxid: 0,
+                        err: ErrorCode::AuthFailed.code(),
+                    }
+                    .encode(b);
+                    (-1i32).encode(b);
+                });
+                self.pipe.close_by_node("SASL authentication failed");
+                return;
+            }
+        };
+        self.write_header(
+            ReplyHeader {
+                xid: xid_,
+                zxid: 0,
+                err: 0,
+            },
+            Some(&Response::Sasl(roster_proto::SetSaslResponse {
+                token: Bytes::from(reply),
+            })),
+        );
     }
 
     /// Writes a reply; `at` is the zxid of the view it was answered from (default: the current state).

@@ -197,10 +197,8 @@ impl Conn {
                     .check_watches(self.id, &r.path, t)
                     .map(|_| Response::Empty)
             }
-            // Like a ZooKeeper with no SASL configured: an empty (null) challenge, nothing authenticated.
-            Request::Sasl(_) => Ok(Response::Sasl(roster_proto::SetSaslResponse {
-                token: Bytes::new(),
-            })),
+            // Answered by the connection before the pipeline (`handle_sasl`); never queued.
+            Request::Sasl(_) => Err(ErrorCode::AuthFailed),
             Request::WhoAmI => Ok(Response::WhoAmI(WhoAmIResponse {
                 client_info: self
                     .auth
