@@ -1360,7 +1360,7 @@ def null_data(zk):
 MALFORMED_SKIP = {-10, 20}
 # 102 sasl with a valid (empty) token: ZooKeeper without SASL configured answers a null token, which
 # kazoo's SASL client answers with another empty token forever; Roster answers AuthFailed and closes
-# (a login never hangs; docs/security-clients.md).
+# (a login never hangs; docs/security.md).
 MALFORMED_SKIP_KIND = {(102, "trailing")}
 
 

@@ -100,9 +100,10 @@ struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. client_addr = "0.0.0.0:2181").
     #[arg(long, env = "ROSTER_CONFIG")]
     config: Option<PathBuf>,
-    /// Address for ZooKeeper clients and four-letter words [default: 127.0.0.1:2181].
-    #[arg(long, env = "ROSTER_CLIENT_ADDR")]
-    client_addr: Option<SocketAddr>,
+    /// Address for ZooKeeper clients and four-letter words, or `off` for no plain port (TLS only, with
+    /// --secure-client-addr) [default: 127.0.0.1:2181].
+    #[arg(long, env = "ROSTER_CLIENT_ADDR", value_parser = parse_client_addr)]
+    client_addr: Option<AddrOrOff>,
     /// Directory for the Raft log, snapshots and metadata; created if missing [default: ./roster-data].
     #[arg(long, env = "ROSTER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -241,8 +242,8 @@ impl ServeArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        if let Some(a) = self.client_addr {
-            c.client_addr = Some(a);
+        if let Some(AddrOrOff(a)) = self.client_addr {
+            c.client_addr = a;
         }
         set!(
             data_dir,
@@ -299,8 +300,22 @@ impl ServeArgs {
             c.insecure_peers = true;
         }
         c.validate()?;
+        if c.client_addr.is_none() && c.secure_client_addr.is_none() {
+            return Err(roster_server::config::ConfigError::Invalid {
+                setting: "client-addr",
+                message: "is off and no --secure-client-addr is set: give one of them, or clients could not reach this node".into(),
+            });
+        }
         Ok(c)
     }
+}
+
+/// `--client-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct AddrOrOff(Option<SocketAddr>);
+
+fn parse_client_addr(s: &str) -> Result<AddrOrOff, String> {
+    roster_server::config::parse_addr_or_off(s).map(AddrOrOff)
 }
 
 fn init_logging(filter: &str, format: &str) {
@@ -366,6 +381,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cluster { .. } if cli.client.tls_ca.is_some() || cli.client.tls_cert.is_some() => {
+            eprintln!(
+                "error: --tls-ca/--tls-cert/--tls-key are for client ports; `roster cluster` speaks to the peer port: use --tls-dir DIR (from `roster tls init`) or --cert, --key and --ca"
+            );
+            ExitCode::from(2)
+        }
         Command::Cluster { command, tls } => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -24,8 +24,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address for ZooKeeper clients and four-letter words. `None` (only from code: an embedded node,
-    /// see `roster-embed`): no client port at all, clients connect in process only.
+    /// Address for ZooKeeper clients and four-letter words. `None` (`"off"` in a file or flag): no plain
+    /// client port: clients use the TLS port (`secure_client_addr`) or, for an embedded node (see
+    /// `roster-embed`), connect in process only.
+    #[serde(with = "addr_or_off")]
     pub client_addr: Option<SocketAddr>,
     /// Directory for the Raft log, snapshots and metadata; created if missing.
     pub data_dir: PathBuf,
@@ -387,6 +389,22 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_client_port_can_be_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("roster.toml");
+        std::fs::write(&p, "client_addr = \"off\"\n").unwrap();
+        assert_eq!(Config::from_file(&p).unwrap().client_addr, None);
+        std::fs::write(&p, "client_addr = \"nowhere\"\n").unwrap();
+        let e = Config::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("not IP:PORT or off"), "{e}");
+        assert_eq!(parse_addr_or_off("OFF"), Ok(None));
+        assert_eq!(
+            parse_addr_or_off("127.0.0.1:2281"),
+            Ok(Some("127.0.0.1:2281".parse().unwrap()))
+        );
+    }
+
+    #[test]
     fn ensemble_settings() {
         let c = Config::default();
         assert_eq!(c.peer_addr.port(), 2888);
@@ -464,4 +482,33 @@ mod tests {
         c.min_session_timeout_ms = 50_000;
         assert!(c.validate().is_err());
     }
+}
+
+/// An address, or `"off"` for none (`client_addr`).
+mod addr_or_off {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_addr_or_off(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `HOST:PORT` (an IP address and port), or `off` for none.
+pub fn parse_addr_or_off(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?} is not IP:PORT or off ({e})"))
 }

@@ -108,6 +108,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Decodes a log record's payload as this node's Raft entry and returns the index it claims: what
+/// start-up does with every record it reads back (the fuzz target `log_segment` drives it).
+pub fn entry_index(bytes: &[u8]) -> std::result::Result<u64, String> {
+    postcard::from_bytes::<<crate::raft::types::TypeConfig as RaftTypeConfig>::Entry>(bytes)
+        .map(|e| e.index())
+        .map_err(|e| format!("does not decode as a Raft entry: {e}"))
+}
+
 /// Decode the entry stored as WAL record `index`, checking that it is the entry for `index`.
 fn decode_entry<C: RaftTypeConfig>(wal: &Wal, index: u64, bytes: &[u8]) -> io::Result<C::Entry> {
     let entry: C::Entry = postcard::from_bytes(bytes).map_err(|e| {
