@@ -30,7 +30,7 @@
 //! lock, after the connection's earlier writes.
 //!
 //! # Left out
-//! TLS and SASL on the client port (peers: `transport::tls`), quotas enforcement, read-only mode.
+//! Quotas enforcement, read-only mode, Kerberos (SASL is DIGEST-MD5 only: `net::sasl`).
 
 #![warn(missing_docs)]
 
