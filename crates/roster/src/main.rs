@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod import;
 
 use clap::{Args, Parser, Subcommand};
 use roster_server::Config;
@@ -52,6 +53,8 @@ enum Command {
     /// Inspect and change the cluster's membership through any node's peer port.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Make a new Roster data directory from an Apache ZooKeeper data directory (snapshot + logs).
+    Import(import::ImportArgs),
     /// Print the digest of USER:PASSWORD, for digest ACLs and the --super-digest setting.
     Digest {
         /// The credentials, as user:password.
@@ -258,6 +261,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Import(args) => match import::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             }
         },
         Command::Digest { user_password } => {
