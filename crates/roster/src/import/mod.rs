@@ -91,6 +91,8 @@ struct Report {
     acl_lists: usize,
     sessions: Vec<SessionReport>,
     dropped_ephemerals: Vec<DroppedReport>,
+    /// Containers that had children and have none: ZooKeeper's container manager would delete them.
+    dropped_empty_containers: Vec<String>,
     cluster_id: String,
     elapsed_ms: u64,
 }
@@ -310,6 +312,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         znodes,
         acl_lists,
         sessions,
+        dropped_empty_containers: dropped.empty_containers,
         dropped_ephemerals: dropped
             .ephemerals
             .into_iter()
@@ -369,6 +372,13 @@ fn print_report(r: &Report) {
     println!("  dropped         {dropped} ephemerals of sessions that are gone");
     for d in &r.dropped_ephemerals {
         println!("                  session {}: {}", d.session, d.paths.join(" "));
+    }
+    if !r.dropped_empty_containers.is_empty() {
+        println!(
+            "  dropped         {} empty containers (ZooKeeper would delete them): {}",
+            r.dropped_empty_containers.len(),
+            r.dropped_empty_containers.join(" ")
+        );
     }
     println!("  cluster id      {}", r.cluster_id);
     println!("  took            {} ms", r.elapsed_ms);

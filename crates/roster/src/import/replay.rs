@@ -6,7 +6,8 @@
 //! after its zxid are already in it): a create of an existing node or under a missing parent changes
 //! nothing except that the parent's cversion and pzxid move up to the txn's if they are larger; a
 //! delete of a missing node is ignored; a delete raises the parent's pzxid only if larger; setData and
-//! setACL write the version the txn carries. A closed session takes its ephemerals with it.
+//! setACL write the version the txn carries. A closed session takes its ephemerals with it. A multi
+//! with an error among its ops applies none of them.
 //!
 //! Stats are kept as ZooKeeper persists them (`StatPersisted`: cversion counts child creates), which is
 //! what Roster stores too, so the next sequential suffix is the one ZooKeeper would have given.
@@ -84,6 +85,9 @@ pub struct Tree {
 pub struct Dropped {
     /// Ephemeral paths whose owning session no longer exists, by session.
     pub ephemerals: BTreeMap<i64, Vec<String>>,
+    /// Containers that had children and have none left: ZooKeeper's container manager deletes
+    /// them at its next check, Roster only when a last child goes, so they are not imported.
+    pub empty_containers: Vec<String>,
 }
 
 fn parent_of(path: &str) -> Option<&str> {
@@ -294,10 +298,18 @@ impl Tree {
             }
             op::MULTI => {
                 let count = r.count("multi ops", 8)?;
+                let mut ops = Vec::with_capacity(count);
                 for _ in 0..count {
                     let sub = r.i32("multi op type")?;
                     let bytes = r.buffer("multi op")?.unwrap_or_default();
-                    self.apply_op(sub, bytes, rec, false)?;
+                    ops.push((sub, bytes));
+                }
+                // A multi that failed logs its ops before the failing one with their own types and
+                // the rest as errors; ZooKeeper applies none of them.
+                if ops.iter().all(|(sub, _)| *sub != op::ERROR) {
+                    for (sub, bytes) in ops {
+                        self.apply_op(sub, bytes, rec, false)?;
+                    }
                 }
             }
             op::CHECK | op::ERROR => {}
@@ -382,19 +394,43 @@ impl Tree {
     }
 
     /// Roster's nodes and sessions; ephemerals of sessions that are gone are dropped and returned.
-    pub fn into_imported(self) -> (Vec<ImportedNode>, Vec<ImportedSession>, Dropped) {
+    pub fn into_imported(mut self) -> (Vec<ImportedNode>, Vec<ImportedSession>, Dropped) {
         let mut dropped = Dropped::default();
+        let orphans: Vec<(String, i64)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                is_session_owner(n.ephemeral_owner) && !self.sessions.contains_key(&n.ephemeral_owner)
+            })
+            .map(|(p, n)| (p.clone(), n.ephemeral_owner))
+            .collect();
+        for (path, owner) in orphans {
+            self.remove_subtree(&path);
+            dropped.ephemerals.entry(owner).or_default().push(path);
+        }
+        // Empty used containers, until none is left (removing one may empty its parent).
+        loop {
+            let empty: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(p, n)| {
+                    n.ephemeral_owner == CONTAINER_OWNER
+                        && n.cversion > 0
+                        && self.children.get(p.as_str()).is_none_or(BTreeSet::is_empty)
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            if empty.is_empty() {
+                break;
+            }
+            for p in empty {
+                self.remove_subtree(&p);
+                dropped.empty_containers.push(p);
+            }
+        }
+        dropped.empty_containers.sort();
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for (path, n) in self.nodes {
-            if is_session_owner(n.ephemeral_owner) && !self.sessions.contains_key(&n.ephemeral_owner)
-            {
-                dropped
-                    .ephemerals
-                    .entry(n.ephemeral_owner)
-                    .or_default()
-                    .push(path);
-                continue;
-            }
             nodes.push(ImportedNode {
                 path,
                 data: n.data,
@@ -542,11 +578,55 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_multi_applies_nothing() {
+        let mut t = root_only();
+        let mut m = Vec::new();
+        m.extend_from_slice(&2i32.to_be_bytes());
+        let c = create_body("/m", false, 1);
+        m.extend_from_slice(&op::CREATE.to_be_bytes());
+        m.extend_from_slice(&(c.len() as i32).to_be_bytes());
+        m.extend_from_slice(&c);
+        m.extend_from_slice(&op::ERROR.to_be_bytes());
+        m.extend_from_slice(&4i32.to_be_bytes());
+        m.extend_from_slice(&(-101i32).to_be_bytes());
+        t.apply(&rec(11, op::MULTI, m.clone()), 10).ok().unwrap();
+        assert!(!t.nodes.contains_key("/m"));
+        // The same multi without the error applies its create.
+        m[3] = 1;
+        let cut = m.len() - 12;
+        m.truncate(cut);
+        t.apply(&rec(12, op::MULTI, m), 10).ok().unwrap();
+        assert!(t.nodes.contains_key("/m"));
+    }
+
+    #[test]
     fn ephemerals_of_gone_sessions_are_dropped() {
         let mut t = root_only();
         t.apply(&rec(11, op::CREATE, create_body("/e", true, 1)), 10).ok().unwrap();
         let (nodes, _, dropped) = t.into_imported();
         assert_eq!(nodes.len(), 1);
         assert_eq!(dropped.ephemerals[&7], vec!["/e".to_string()]);
+    }
+
+    #[test]
+    fn used_empty_containers_are_dropped_and_fresh_ones_kept() {
+        let mut t = root_only();
+        let mut c = create_body("/c", false, 1);
+        c.truncate(c.len() - 5); // CreateContainerTxn: no ephemeral flag
+        c.extend_from_slice(&1i32.to_be_bytes());
+        t.apply(&rec(11, op::CREATE_CONTAINER, c.clone()), 10).ok().unwrap();
+        let mut fresh = create_body("/fresh", false, 2);
+        fresh.truncate(fresh.len() - 5);
+        fresh.extend_from_slice(&2i32.to_be_bytes());
+        t.apply(&rec(12, op::CREATE_CONTAINER, fresh), 10).ok().unwrap();
+        t.apply(&rec(13, op::CREATE, create_body("/c/x", false, 1)), 10).ok().unwrap();
+        let mut del = Vec::new();
+        s(&mut del, "/c/x");
+        t.apply(&rec(14, op::DELETE, del), 10).ok().unwrap();
+        assert_eq!(t.nodes["/c"].ephemeral_owner, CONTAINER_OWNER);
+        let (nodes, _, dropped) = t.into_imported();
+        assert_eq!(dropped.empty_containers, vec!["/c".to_string()]);
+        let paths: Vec<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
+        assert!(paths.contains(&"/fresh") && !paths.contains(&"/c"), "{paths:?}");
     }
 }
