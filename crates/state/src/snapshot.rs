@@ -443,10 +443,12 @@ impl State {
     ) -> Result<State, SnapshotError> {
         nodes.sort_by(|a, b| a.path.cmp(&b.path));
         sessions.sort_by_key(|s| s.id);
-        let mut ids: BTreeMap<Vec<(i32, &str, &str)>, u64> = BTreeMap::new();
+        /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
+        type Key<'a> = Vec<(i32, &'a str, &'a str)>;
+        let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
         let mut acl_of = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            let key: Vec<(i32, &str, &str)> = n
+            let key: Key = n
                 .acl
                 .iter()
                 .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
@@ -454,8 +456,7 @@ impl State {
             let next = ids.len() as u64 + 1;
             acl_of.push(*ids.entry(key).or_insert(next));
         }
-        let mut acls: Vec<(u64, &Vec<(i32, &str, &str)>)> =
-            ids.iter().map(|(k, id)| (*id, k)).collect();
+        let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
         acls.sort_by_key(|(id, _)| *id);
         let next_acl_id = acls.len() as u64 + 1;
         let node_out = SeqOf(nodes.len(), || {
@@ -491,7 +492,8 @@ impl State {
         let mut out = Vec::new();
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        let out = postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let out =
+            postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         State::from_snapshot(&out)
     }
 }
@@ -585,6 +587,61 @@ mod tests {
             s.to_snapshot(),
             State::from_snapshot(&unhex(V1)).unwrap().to_snapshot()
         );
+    }
+
+    fn imported(path: &str, acl: Vec<Acl>, owner: i64, cversion: i64) -> ImportedNode {
+        ImportedNode {
+            path: path.into(),
+            data: Some(b"d".to_vec()),
+            acl,
+            czxid: 5,
+            mzxid: 6,
+            pzxid: 7,
+            ctime: 8,
+            mtime: 9,
+            version: 2,
+            cversion,
+            aversion: 1,
+            ephemeral_owner: owner,
+        }
+    }
+
+    #[test]
+    fn imported_states_keep_every_stat_and_intern_acls() {
+        let open = Acl::open_unsafe();
+        let nodes = vec![
+            imported("/a/e", open.clone(), 0x77, 0),
+            imported("/", open.clone(), 0, 1),
+            imported("/a", Acl::read_unsafe(), 0, 5),
+        ];
+        let sessions = vec![ImportedSession {
+            id: 0x77,
+            timeout_ms: 5000,
+            passwd: vec![1; 16],
+        }];
+        let s = State::from_imported(0x1_0000_0009, nodes, sessions).unwrap();
+        assert_eq!(s.last_zxid(), 0x1_0000_0009);
+        assert_eq!(s.tree().acl_list_count(), 2);
+        let a = s.stat("/a").unwrap();
+        assert_eq!(
+            (a.czxid, a.mzxid, a.pzxid, a.ctime, a.mtime),
+            (5, 6, 7, 8, 9)
+        );
+        assert_eq!((a.version, a.aversion, a.num_children), (2, 1, 1));
+        assert_eq!(
+            a.cversion,
+            5 * 2 - 1,
+            "visible cversion from the stored one"
+        );
+        assert_eq!(s.stat("/a/e").unwrap().ephemeral_owner, 0x77);
+        assert_eq!(s.session(0x77).unwrap().ephemerals.len(), 1);
+        assert_eq!(s.check_invariants(), Ok(()));
+        // An ephemeral of a session that is not there is refused, not imported.
+        let orphan = vec![
+            imported("/", open.clone(), 0, 0),
+            imported("/x", open, 0x9, 0),
+        ];
+        assert!(State::from_imported(1, orphan, vec![]).is_err());
     }
 
     #[test]

@@ -293,7 +293,12 @@ pub fn run(args: ImportArgs) -> Result<()> {
 
     pb.set_message(format!("writing {}", args.data_dir.display()));
     let id = roster_server::node::seed_data_dir(&args.data_dir, &state, &args.peer_addr)
-        .with_context(|| format!("cannot write the new data directory {}", args.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write the new data directory {}",
+                args.data_dir.display()
+            )
+        })?;
     pb.finish_and_clear();
 
     let report = Report {
@@ -334,7 +339,10 @@ pub fn run(args: ImportArgs) -> Result<()> {
 
 fn print_report(r: &Report) {
     println!("imported {} into {}", r.zk_data_dir, r.data_dir);
-    println!("  snapshot        {} (zxid {})", r.snapshot, r.snapshot_zxid);
+    println!(
+        "  snapshot        {} (zxid {})",
+        r.snapshot, r.snapshot_zxid
+    );
     for (f, e) in &r.skipped_snapshots {
         println!("  skipped         {f}: {e}");
     }
@@ -361,7 +369,10 @@ fn print_report(r: &Report) {
     println!("  zxids           {} to {}", r.first_zxid, r.last_zxid);
     println!("  znodes          {}", r.znodes);
     println!("  ACL lists       {}", r.acl_lists);
-    println!("  sessions        {} kept (they expire unless their clients reconnect to Roster)", r.sessions.len());
+    println!(
+        "  sessions        {} kept (they expire unless their clients reconnect to Roster)",
+        r.sessions.len()
+    );
     for s in &r.sessions {
         println!(
             "                  {} timeout {} ms, {} ephemerals",
@@ -371,7 +382,11 @@ fn print_report(r: &Report) {
     let dropped: usize = r.dropped_ephemerals.iter().map(|d| d.paths.len()).sum();
     println!("  dropped         {dropped} ephemerals of sessions that are gone");
     for d in &r.dropped_ephemerals {
-        println!("                  session {}: {}", d.session, d.paths.join(" "));
+        println!(
+            "                  session {}: {}",
+            d.session,
+            d.paths.join(" ")
+        );
     }
     if !r.dropped_empty_containers.is_empty() {
         println!(

@@ -141,10 +141,12 @@ impl Tree {
         for n in snap.nodes {
             let acl = match n.acl {
                 -1 => open.clone(),
-                id => acls
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| format!("node {} refers to ACL id {id}, which the snapshot does not define", n.path))?,
+                id => acls.get(&id).cloned().ok_or_else(|| {
+                    format!(
+                        "node {} refers to ACL id {id}, which the snapshot does not define",
+                        n.path
+                    )
+                })?,
             };
             let s = n.stat;
             t.insert(
@@ -400,7 +402,8 @@ impl Tree {
             .nodes
             .iter()
             .filter(|(_, n)| {
-                is_session_owner(n.ephemeral_owner) && !self.sessions.contains_key(&n.ephemeral_owner)
+                is_session_owner(n.ephemeral_owner)
+                    && !self.sessions.contains_key(&n.ephemeral_owner)
             })
             .map(|(p, n)| (p.clone(), n.ephemeral_owner))
             .collect();
@@ -552,21 +555,33 @@ mod tests {
     fn replay_follows_zookeepers_rules() {
         let mut t = root_only();
         // Covered by the snapshot: skipped.
-        t.apply(&rec(9, op::CREATE, create_body("/old", false, 1)), 10).ok().unwrap();
+        t.apply(&rec(9, op::CREATE, create_body("/old", false, 1)), 10)
+            .ok()
+            .unwrap();
         assert_eq!(t.covered, 1);
         let mut sess = Vec::new();
         sess.extend_from_slice(&5000i32.to_be_bytes());
-        t.apply(&rec(11, op::CREATE_SESSION, sess), 10).ok().unwrap();
-        t.apply(&rec(12, op::CREATE, create_body("/a", false, 1)), 10).ok().unwrap();
-        t.apply(&rec(13, op::CREATE, create_body("/e", true, 2)), 10).ok().unwrap();
+        t.apply(&rec(11, op::CREATE_SESSION, sess), 10)
+            .ok()
+            .unwrap();
+        t.apply(&rec(12, op::CREATE, create_body("/a", false, 1)), 10)
+            .ok()
+            .unwrap();
+        t.apply(&rec(13, op::CREATE, create_body("/e", true, 2)), 10)
+            .ok()
+            .unwrap();
         // A replayed create of an existing node moves only the parent's cversion and pzxid up.
-        t.apply(&rec(14, op::CREATE, create_body("/a", false, 3)), 10).ok().unwrap();
+        t.apply(&rec(14, op::CREATE, create_body("/a", false, 3)), 10)
+            .ok()
+            .unwrap();
         let root = &t.nodes["/"];
         assert_eq!((root.cversion, root.pzxid), (3, 14));
         assert_eq!(t.nodes["/e"].ephemeral_owner, 7);
         assert_eq!(t.nodes["/a"].czxid, 12);
         // Closing the session deletes its ephemeral; the parent's pzxid follows.
-        t.apply(&rec(15, op::CLOSE_SESSION, vec![]), 10).ok().unwrap();
+        t.apply(&rec(15, op::CLOSE_SESSION, vec![]), 10)
+            .ok()
+            .unwrap();
         assert!(!t.nodes.contains_key("/e"));
         assert_eq!(t.nodes["/"].pzxid, 15);
         assert_eq!(t.nodes["/"].cversion, 3);
@@ -602,7 +617,9 @@ mod tests {
     #[test]
     fn ephemerals_of_gone_sessions_are_dropped() {
         let mut t = root_only();
-        t.apply(&rec(11, op::CREATE, create_body("/e", true, 1)), 10).ok().unwrap();
+        t.apply(&rec(11, op::CREATE, create_body("/e", true, 1)), 10)
+            .ok()
+            .unwrap();
         let (nodes, _, dropped) = t.into_imported();
         assert_eq!(nodes.len(), 1);
         assert_eq!(dropped.ephemerals[&7], vec!["/e".to_string()]);
@@ -614,12 +631,18 @@ mod tests {
         let mut c = create_body("/c", false, 1);
         c.truncate(c.len() - 5); // CreateContainerTxn: no ephemeral flag
         c.extend_from_slice(&1i32.to_be_bytes());
-        t.apply(&rec(11, op::CREATE_CONTAINER, c.clone()), 10).ok().unwrap();
+        t.apply(&rec(11, op::CREATE_CONTAINER, c.clone()), 10)
+            .ok()
+            .unwrap();
         let mut fresh = create_body("/fresh", false, 2);
         fresh.truncate(fresh.len() - 5);
         fresh.extend_from_slice(&2i32.to_be_bytes());
-        t.apply(&rec(12, op::CREATE_CONTAINER, fresh), 10).ok().unwrap();
-        t.apply(&rec(13, op::CREATE, create_body("/c/x", false, 1)), 10).ok().unwrap();
+        t.apply(&rec(12, op::CREATE_CONTAINER, fresh), 10)
+            .ok()
+            .unwrap();
+        t.apply(&rec(13, op::CREATE, create_body("/c/x", false, 1)), 10)
+            .ok()
+            .unwrap();
         let mut del = Vec::new();
         s(&mut del, "/c/x");
         t.apply(&rec(14, op::DELETE, del), 10).ok().unwrap();
@@ -627,6 +650,9 @@ mod tests {
         let (nodes, _, dropped) = t.into_imported();
         assert_eq!(dropped.empty_containers, vec!["/c".to_string()]);
         let paths: Vec<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
-        assert!(paths.contains(&"/fresh") && !paths.contains(&"/c"), "{paths:?}");
+        assert!(
+            paths.contains(&"/fresh") && !paths.contains(&"/c"),
+            "{paths:?}"
+        );
     }
 }

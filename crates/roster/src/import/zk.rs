@@ -217,7 +217,10 @@ pub fn zxid_of_name(name: &str, prefix: &str) -> Option<i64> {
 /// The uncompressed bytes of a snapshot file.
 fn read_snapshot_bytes(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if name.ends_with(".gz") {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -238,7 +241,10 @@ fn read_snapshot_bytes(path: &Path) -> Result<Vec<u8>> {
 
 /// Reads a snapshot file, verifying its header, its structure and its checksum seals.
 pub fn read_snapshot(path: &Path) -> Result<Snapshot> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let zxid = zxid_of_name(&name, "snapshot")
         .with_context(|| format!("{}: not a snapshot file name", path.display()))?;
     let bytes = read_snapshot_bytes(path)?;
@@ -319,7 +325,11 @@ pub fn parse_snapshot(bytes: &[u8], zxid: i64) -> Result<Snapshot, FormatError> 
             pzxid: r.i64("pzxid")?,
         };
         // The root is written as "".
-        let path = if path.is_empty() { "/".to_string() } else { path };
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
         nodes.push(SnapNode {
             path,
             data,
@@ -406,8 +416,12 @@ pub fn read_log(path: &Path) -> Result<LogFile> {
             }
             break;
         }
-        let crc = r.i64("record checksum").map_err(|e| damaged(e.offset, e.reason))?;
-        let len = r.i32("record length").map_err(|e| damaged(e.offset, e.reason))?;
+        let crc = r
+            .i64("record checksum")
+            .map_err(|e| damaged(e.offset, e.reason))?;
+        let len = r
+            .i32("record length")
+            .map_err(|e| damaged(e.offset, e.reason))?;
         if len == 0 && crc == 0 {
             // The zero-filled preallocated tail.
             break;
@@ -429,7 +443,9 @@ pub fn read_log(path: &Path) -> Result<LogFile> {
                 format!("checksum {crc:#x} but the record gives {actual:#x}"),
             ));
         }
-        let end = r.u8("end marker").map_err(|e| damaged(e.offset, e.reason))?;
+        let end = r
+            .u8("end marker")
+            .map_err(|e| damaged(e.offset, e.reason))?;
         if end != RECORD_END {
             return Err(damaged(
                 r.pos - 1,
@@ -456,10 +472,7 @@ pub fn read_log(path: &Path) -> Result<LogFile> {
             offset: start,
         });
     }
-    Ok(LogFile {
-        records,
-        torn_tail,
-    })
+    Ok(LogFile { records, torn_tail })
 }
 
 #[cfg(test)]
@@ -483,7 +496,10 @@ mod tests {
     #[test]
     fn names_give_zxids() {
         assert_eq!(zxid_of_name("snapshot.1a", "snapshot"), Some(0x1a));
-        assert_eq!(zxid_of_name("snapshot.100000003.gz", "snapshot"), Some(0x1_0000_0003));
+        assert_eq!(
+            zxid_of_name("snapshot.100000003.gz", "snapshot"),
+            Some(0x1_0000_0003)
+        );
         assert_eq!(zxid_of_name("log.200000001", "log"), Some(0x2_0000_0001));
         assert_eq!(zxid_of_name("log.xyz", "log"), None);
         assert_eq!(zxid_of_name("snapshot.1", "log"), None);
@@ -542,7 +558,11 @@ mod tests {
         let mut b = tiny_snapshot();
         b[16..20].copy_from_slice(&i32::MAX.to_be_bytes());
         let e = parse_snapshot(&b, 5).unwrap_err();
-        assert!(e.reason.contains("larger than the bytes left"), "{}", e.reason);
+        assert!(
+            e.reason.contains("larger than the bytes left"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]
