@@ -3,8 +3,8 @@
 ZooKeeper runs a bounded write load with every create mode (persistent, ephemeral, both sequential,
 container, TTL, null data), ACLs (digest, world read-only, setACL), setData, multi (committed and
 failed) and a session that closes, with ``snapCount`` small so that snapshots are taken in the middle
-of the load (fuzzy ones: the newest is followed by logged txns). It is then stopped (``kill -9``, or
-SIGTERM), ``roster import`` makes a Roster data directory from its files, and ZooKeeper (restarted on
+of the load (fuzzy ones: the newest is followed by logged txns), plain or gzip-compressed. It is then
+stopped (``kill -9``, or SIGTERM), ``roster import`` makes a Roster data directory from its files, and ZooKeeper (restarted on
 its own directory) and Roster (started on the import) must show the same tree: every znode's data,
 ACL, full Stat and children. Then the next sequential create gets the same name on both, Roster's
 zxids continue above ZooKeeper's, and a session that was open in ZooKeeper resumes on Roster with
@@ -117,9 +117,12 @@ def run_import(zk_dir, data_dir, *extra) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("stop", ["kill", "term"])
-def test_import_matches_zookeeper(stop):
-    zk = ZooKeeperServer(name="zookeeper", extra_cfg={"snapCount": 30})
+@pytest.mark.parametrize("stop,compression", [("kill", ""), ("term", ""), ("kill", "gz")])
+def test_import_matches_zookeeper(stop, compression):
+    cfg = {"snapCount": 30}
+    if compression:
+        cfg["snapshot.compression.method"] = compression  # snapshot.<zxid>.gz files
+    zk = ZooKeeperServer(name="zookeeper", extra_cfg=cfg)
     zk2 = roster = None
     a = None
     try:
@@ -148,6 +151,7 @@ def test_import_matches_zookeeper(stop):
         version2 = zk.data_dir / "version-2"
         snaps = sorted(p.name for p in version2.glob("snapshot.*"))
         assert len(snaps) >= 3, f"snapCount=30 should have made several snapshots: {snaps}"
+        assert all(n.endswith(".gz") for n in snaps) if compression else True, snaps
 
         roster = RosterServer(name="roster")
         done = run_import(zk.data_dir, roster.data_dir, "--json")
