@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod import;
 mod tls;
 
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +62,8 @@ enum Command {
     /// Certificates for authenticated, encrypted peers: `roster tls init --dir DIR --nodes n1=HOST,...`.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// Make a new Roster data directory from an Apache ZooKeeper data directory (snapshot + logs).
+    Import(import::ImportArgs),
     /// Print the digest of USER:PASSWORD, for digest ACLs and the --super-digest setting.
     Digest {
         /// The credentials, as user:password.
@@ -348,6 +351,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Import(args) => match import::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             }
         },
         Command::Digest { user_password } => {

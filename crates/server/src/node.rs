@@ -210,6 +210,38 @@ async fn discover_cluster(seed: &str, tls: Option<&PeerTls>) -> Result<String, S
     }
 }
 
+/// Seeds a new data directory `dir` with `state` (made by `roster import`): the cluster identity a
+/// fresh node would create (node 1) and the state as its Raft snapshot at the state's last zxid
+/// (`raft::seed`), announcing `peer_addr` (corrected at start if `roster serve` uses another).
+/// `roster serve --data-dir DIR` then starts with the tree. Refuses a directory that holds anything.
+pub fn seed_data_dir(
+    dir: &std::path::Path,
+    state: &State,
+    peer_addr: &str,
+) -> Result<ClusterIdentity, StartError> {
+    let data_dir_error = |source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if let Ok(mut entries) = std::fs::read_dir(dir) {
+        if entries.next().is_some() {
+            return Err(data_dir_error(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the directory is not empty; import into a new or empty directory",
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(data_dir_error)?;
+    let meta = MetaStore::open(dir.join("meta"))?;
+    let id = ClusterIdentity::new_random(NODE_ID);
+    let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
+    crate::raft::seed::write_seed_snapshot(&snapshots, NODE_ID, peer_addr, state)?;
+    // The identity last: a directory without one is pristine, and a crash before this line leaves
+    // only a snapshot that the next import refuses to overwrite (delete the directory and retry).
+    meta.save_identity(&id)?;
+    Ok(id)
+}
+
 impl Node {
     /// Starts a node and returns once it serves clients (or, as a member of a larger cluster, once its
     /// client port is open; it serves when it has a leader).

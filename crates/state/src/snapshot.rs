@@ -390,6 +390,114 @@ impl State {
     }
 }
 
+/// One znode of a tree built outside Roster (by `roster import` from a ZooKeeper data directory), with
+/// ZooKeeper's persisted stat. `cversion` is the *stored* cversion (ZooKeeper's `StatPersisted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedNode {
+    /// Full path.
+    pub path: String,
+    /// Data; `None` for null data.
+    pub data: Option<Vec<u8>>,
+    /// The node's ACL list.
+    pub acl: Vec<Acl>,
+    /// zxid of the create.
+    pub czxid: i64,
+    /// zxid of the last setData.
+    pub mzxid: i64,
+    /// zxid of the last child create or delete.
+    pub pzxid: i64,
+    /// Create time (ms).
+    pub ctime: i64,
+    /// Last setData time (ms).
+    pub mtime: i64,
+    /// Data version.
+    pub version: i32,
+    /// Stored cversion: child creates.
+    pub cversion: i64,
+    /// ACL version.
+    pub aversion: i32,
+    /// Owning session, container or TTL marker, or 0.
+    pub ephemeral_owner: i64,
+}
+
+/// One live session of a state built outside Roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedSession {
+    /// Session id.
+    pub id: i64,
+    /// Negotiated timeout (ms).
+    pub timeout_ms: i32,
+    /// The session password clients reconnect with.
+    pub passwd: Vec<u8>,
+}
+
+impl State {
+    /// Builds a state from nodes (any order) and sessions assembled elsewhere, with `last_zxid` as the
+    /// zxid of the last applied change. ACL lists are interned here. The result goes through
+    /// [`State::from_snapshot`], so every invariant it checks (a root, parents before children, valid
+    /// paths, ephemerals of known sessions) is checked here too and reported as a [`SnapshotError`].
+    pub fn from_imported(
+        last_zxid: i64,
+        mut nodes: Vec<ImportedNode>,
+        mut sessions: Vec<ImportedSession>,
+    ) -> Result<State, SnapshotError> {
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        sessions.sort_by_key(|s| s.id);
+        /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
+        type Key<'a> = Vec<(i32, &'a str, &'a str)>;
+        let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
+        let mut acl_of = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let key: Key = n
+                .acl
+                .iter()
+                .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
+                .collect();
+            let next = ids.len() as u64 + 1;
+            acl_of.push(*ids.entry(key).or_insert(next));
+        }
+        let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
+        acls.sort_by_key(|(id, _)| *id);
+        let next_acl_id = acls.len() as u64 + 1;
+        let node_out = SeqOf(nodes.len(), || {
+            nodes.iter().zip(&acl_of).map(|(n, acl)| NodeOut {
+                path: &n.path,
+                data: n.data.as_deref().map(RawBytes),
+                acl: *acl,
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                ephemeral_owner: n.ephemeral_owner,
+            })
+        });
+        let passwds: Vec<Bytes> = sessions
+            .iter()
+            .map(|s| Bytes::from(s.passwd.clone()))
+            .collect();
+        let session_out = SeqOf(sessions.len(), || {
+            sessions.iter().zip(&passwds).map(|(s, p)| SessionOut {
+                id: s.id,
+                timeout_ms: s.timeout_ms,
+                passwd: p,
+            })
+        });
+        // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
+        // any imported session's, and apply skips ids in use).
+        let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
+        let mut out = Vec::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        let out =
+            postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        State::from_snapshot(&out)
+    }
+}
+
 impl State {
     /// Checks that every index kept beside the tree agrees with the tree itself: child counts, ACL
     /// reference counts, the container and TTL sets, session ephemerals and the data size. It rebuilds
@@ -479,6 +587,61 @@ mod tests {
             s.to_snapshot(),
             State::from_snapshot(&unhex(V1)).unwrap().to_snapshot()
         );
+    }
+
+    fn imported(path: &str, acl: Vec<Acl>, owner: i64, cversion: i64) -> ImportedNode {
+        ImportedNode {
+            path: path.into(),
+            data: Some(b"d".to_vec()),
+            acl,
+            czxid: 5,
+            mzxid: 6,
+            pzxid: 7,
+            ctime: 8,
+            mtime: 9,
+            version: 2,
+            cversion,
+            aversion: 1,
+            ephemeral_owner: owner,
+        }
+    }
+
+    #[test]
+    fn imported_states_keep_every_stat_and_intern_acls() {
+        let open = Acl::open_unsafe();
+        let nodes = vec![
+            imported("/a/e", open.clone(), 0x77, 0),
+            imported("/", open.clone(), 0, 1),
+            imported("/a", Acl::read_unsafe(), 0, 5),
+        ];
+        let sessions = vec![ImportedSession {
+            id: 0x77,
+            timeout_ms: 5000,
+            passwd: vec![1; 16],
+        }];
+        let s = State::from_imported(0x1_0000_0009, nodes, sessions).unwrap();
+        assert_eq!(s.last_zxid(), 0x1_0000_0009);
+        assert_eq!(s.tree().acl_list_count(), 2);
+        let a = s.stat("/a").unwrap();
+        assert_eq!(
+            (a.czxid, a.mzxid, a.pzxid, a.ctime, a.mtime),
+            (5, 6, 7, 8, 9)
+        );
+        assert_eq!((a.version, a.aversion, a.num_children), (2, 1, 1));
+        assert_eq!(
+            a.cversion,
+            5 * 2 - 1,
+            "visible cversion from the stored one"
+        );
+        assert_eq!(s.stat("/a/e").unwrap().ephemeral_owner, 0x77);
+        assert_eq!(s.session(0x77).unwrap().ephemerals.len(), 1);
+        assert_eq!(s.check_invariants(), Ok(()));
+        // An ephemeral of a session that is not there is refused, not imported.
+        let orphan = vec![
+            imported("/", open.clone(), 0, 0),
+            imported("/x", open, 0x9, 0),
+        ];
+        assert!(State::from_imported(1, orphan, vec![]).is_err());
     }
 
     #[test]

@@ -316,6 +316,11 @@ impl DataTree {
         self.acls.get(node.acl)
     }
 
+    /// Number of distinct ACL lists in use.
+    pub fn acl_list_count(&self) -> usize {
+        self.acls.len()
+    }
+
     /// Number of nodes, the root included.
     pub fn len(&self) -> usize {
         self.nodes.len()

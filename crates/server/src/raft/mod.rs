@@ -6,6 +6,7 @@
 //! - [`state_machine`]: applies entries to the replicated state, builds and installs snapshots.
 //! - [`network`]: the dialing side of the Raft RPCs, over the peer transport.
 //! - [`rpc`]: the Raft messages and their receiving end.
+//! - [`seed`]: a new data directory seeded with an imported state (a snapshot at its last zxid).
 //! - [`handle`]: [`handle::RaftHandle`], the door the layers above use (status, propose, read index,
 //!   membership changes), in Roster's own types.
 //!
@@ -17,6 +18,7 @@ pub mod handle;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
+pub mod seed;
 pub mod state_machine;
 pub mod types;
 
