@@ -6,6 +6,9 @@
 //! latency (one request in flight: create, setData, getData, delete), churn (connect + ephemeral + close),
 //! watch (create → child-watch notification), expiry (SIGKILL of a session holder → NodeDeleted), memory
 //! (server RSS idle and after loading `--znodes` nodes). Each is bounded by `--ops` and `--duration`.
+//! Scale workloads, only when named (`scale.rs`): sessions (many held sessions: memory, ping CPU, write
+//! p99, expiry accuracy), fanout (one znode watched by many sessions; a recursive watch over a subtree),
+//! values (large setData).
 //! `failover` (only when named) kills the leader of a cluster with kill -9 and measures the time to a new
 //! leader, to the next write of an existing session and of a new one (see `failover.rs`).
 //! With `--server-pids`, every workload also reports the servers' CPU time and resident memory.
@@ -17,6 +20,7 @@ mod failover;
 mod load;
 mod procfs;
 mod report;
+mod scale;
 mod workloads;
 
 use anyhow::{bail, Context};
@@ -36,6 +40,8 @@ const WORKLOADS: &[&str] = &[
 ];
 /// Workloads that kill servers: run only when named, never by `all`.
 const DESTRUCTIVE: &[&str] = &["failover"];
+/// Scale workloads (many sockets, long holds): run only when named, never by `all`.
+const SCALE: &[&str] = &["sessions", "fanout", "values"];
 
 /// Options of `roster bench` (the many workload settings are boxed to keep the command enum small).
 #[derive(Args, Debug)]
@@ -58,7 +64,7 @@ roster bench --servers 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 --server-pid
 roster bench --compare roster.json zookeeper.json --compare-labels roster,zookeeper")]
 pub struct BenchOpts {
     /// Workloads, comma-separated: all, create, set, get, mix, latency, churn, watch, expiry, memory,
-    /// failover (kills servers: never part of all).
+    /// failover (kills servers: never part of all), sessions, fanout, values (scale: never part of all).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Sessions of the throughput workloads.
@@ -122,6 +128,31 @@ pub struct BenchOpts {
     /// Session timeout of the bench sessions, ms.
     #[arg(long, default_value_t = 30_000)]
     pub session_timeout_ms: i32,
+    /// Sessions: how many to hold, each with an ephemeral znode and a data watch (e.g. 1000, 10000,
+    /// 50000; past 20,000 they are spread over source addresses 127.0.0.2, .3… on loopback).
+    #[arg(long, default_value_t = 1000)]
+    pub hold_sessions: usize,
+    /// Sessions: how long to hold them (half idle, half under a one-session write load).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Sessions: share dropped at once (sockets closed without closeSession) to time their expiry.
+    #[arg(long, default_value_t = 0.1)]
+    pub kill_fraction: f64,
+    /// Sessions: session timeout the held sessions ask for, ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub hold_timeout_ms: i32,
+    /// Fanout: sessions watching the one znode.
+    #[arg(long, default_value_t = 1000)]
+    pub fanout_watchers: usize,
+    /// Fanout: write-to-last-notification trials (also capped by --ops and --duration).
+    #[arg(long, default_value_t = 20)]
+    pub fanout_trials: u64,
+    /// Fanout: znodes under one persistent recursive watch (0 skips that part).
+    #[arg(long, default_value_t = 100_000)]
+    pub fanout_subtree: u64,
+    /// Values: value sizes in bytes, comma-separated (1 MB is 10^6 so it fits ZooKeeper's 1 MiB frame).
+    #[arg(long, value_delimiter = ',', default_value = "1024,102400,1000000")]
+    pub value_sizes: Vec<usize>,
     /// Server process ids, comma-separated, for CPU time and resident memory (Linux /proc).
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
@@ -200,13 +231,19 @@ fn selected(list: &str) -> anyhow::Result<Vec<&'static str>> {
             }
             continue;
         }
-        match WORKLOADS.iter().chain(DESTRUCTIVE).find(|x| **x == w) {
+        match WORKLOADS
+            .iter()
+            .chain(DESTRUCTIVE)
+            .chain(SCALE)
+            .find(|x| **x == w)
+        {
             Some(x) if !out.contains(x) => out.push(*x),
             Some(_) => {}
             None => bail!(
-                "unknown workload {w:?} (known: all, {}, {})",
+                "unknown workload {w:?} (known: all, {}, {}, {})",
                 WORKLOADS.join(", "),
-                DESTRUCTIVE.join(", ")
+                DESTRUCTIVE.join(", "),
+                SCALE.join(", ")
             ),
         }
     }
@@ -258,6 +295,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         leader_kill_cmd: args.leader_kill_cmd.clone(),
         restart_cmd: args.restart_cmd.clone(),
         failover_timeout: args.failover_timeout,
+        hold_sessions: args.hold_sessions,
+        hold: args.hold,
+        kill_fraction: args.kill_fraction,
+        hold_timeout_ms: args.hold_timeout_ms,
+        fanout_watchers: args.fanout_watchers,
+        fanout_trials: args.fanout_trials,
+        fanout_subtree: args.fanout_subtree,
+        value_sizes: args.value_sizes.clone(),
     };
     let mut report = Report {
         label: args.label.clone(),
@@ -298,6 +343,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "expiry" => workloads::expiry(&mut ctx, &pb).await.map(|r| vec![r]),
             "memory" => workloads::memory(&mut ctx, &pb).await.map(|r| vec![r]),
             "failover" => failover::failover(&mut ctx, &pb).await,
+            "sessions" => scale::sessions(&mut ctx, &pb).await.map(|r| vec![r]),
+            "fanout" => scale::fanout(&mut ctx, &pb).await,
+            "values" => scale::values(&mut ctx, &pb).await,
             _ => unreachable!("workload names are checked"),
         };
         pb.finish_and_clear();
@@ -408,6 +456,11 @@ mod tests {
         assert!(selected("nope").is_err());
         assert!(!selected("all").unwrap().contains(&"failover"));
         assert_eq!(selected("failover").unwrap(), vec!["failover"]);
+        assert!(!selected("all").unwrap().contains(&"sessions"));
+        assert_eq!(
+            selected("sessions,fanout,values").unwrap(),
+            vec!["sessions", "fanout", "values"]
+        );
         assert_eq!(parse_addrs("127.0.0.1:1,127.0.0.1:2").unwrap().len(), 2);
     }
 }
