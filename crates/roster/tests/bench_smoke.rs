@@ -238,7 +238,12 @@ fn bench_runs_the_scale_workloads_at_tiny_scale() {
         .arg(srv.addr.to_string())
         .arg("--server-pids")
         .arg(srv.child.id().to_string())
-        .args(["--workload", "sessions,fanout,values"])
+        .args([
+            "--workload",
+            "sessions,fanout,size,values",
+            "--znodes",
+            "500",
+        ])
         .args([
             "--hold-sessions",
             "40",
@@ -291,6 +296,12 @@ fn bench_runs_the_scale_workloads_at_tiny_scale() {
     extra(fo, "rss_per_watch");
     let rec = get("fanout-recursive-300");
     assert_eq!(f(rec, "ops"), 3.0);
+
+    // Size: all 500 members loaded in the registry-like tree, memory per znode reported.
+    let sz = get("size-500");
+    assert_eq!(f(sz, "ops"), 500.0);
+    assert!(extra(sz, "rss_loaded") > 0.0);
+    extra(sz, "rss_per_znode");
 
     // Values: one result per size, with bytes per second.
     for name in ["values-1KiB", "values-100KiB"] {

@@ -8,7 +8,7 @@
 //! (server RSS idle and after loading `--znodes` nodes). Each is bounded by `--ops` and `--duration`.
 //! Scale workloads, only when named (`scale.rs`): sessions (many held sessions: memory, ping CPU, write
 //! p99, expiry accuracy), fanout (one znode watched by many sessions; a recursive watch over a subtree),
-//! values (large setData).
+//! size (znodes in a registry-like tree: bytes per znode), values (large setData).
 //! `failover` (only when named) kills the leader of a cluster with kill -9 and measures the time to a new
 //! leader, to the next write of an existing session and of a new one (see `failover.rs`).
 //! With `--server-pids`, every workload also reports the servers' CPU time and resident memory.
@@ -41,7 +41,7 @@ const WORKLOADS: &[&str] = &[
 /// Workloads that kill servers: run only when named, never by `all`.
 const DESTRUCTIVE: &[&str] = &["failover"];
 /// Scale workloads (many sockets, long holds): run only when named, never by `all`.
-const SCALE: &[&str] = &["sessions", "fanout", "values"];
+const SCALE: &[&str] = &["sessions", "fanout", "size", "values"];
 
 /// Options of `roster bench` (the many workload settings are boxed to keep the command enum small).
 #[derive(Args, Debug)]
@@ -64,7 +64,8 @@ roster bench --servers 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 --server-pid
 roster bench --compare roster.json zookeeper.json --compare-labels roster,zookeeper")]
 pub struct BenchOpts {
     /// Workloads, comma-separated: all, create, set, get, mix, latency, churn, watch, expiry, memory,
-    /// failover (kills servers: never part of all), sessions, fanout, values (scale: never part of all).
+    /// failover (kills servers: never part of all), sessions, fanout, size, values (scale: never part
+    /// of all; size loads --znodes znodes).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Sessions of the throughput workloads.
@@ -103,7 +104,7 @@ pub struct BenchOpts {
     /// Session timeout the expiry holders ask for, ms (the server must allow it).
     #[arg(long, default_value_t = 2000)]
     pub expiry_timeout_ms: i32,
-    /// Znodes loaded by the memory workload.
+    /// Znodes loaded by the memory and size workloads.
     #[arg(long, default_value_t = 100_000)]
     pub znodes: u64,
     /// Time cap of the memory workload's load.
@@ -345,6 +346,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "failover" => failover::failover(&mut ctx, &pb).await,
             "sessions" => scale::sessions(&mut ctx, &pb).await.map(|r| vec![r]),
             "fanout" => scale::fanout(&mut ctx, &pb).await,
+            "size" => scale::size(&mut ctx, &pb).await.map(|r| vec![r]),
             "values" => scale::values(&mut ctx, &pb).await,
             _ => unreachable!("workload names are checked"),
         };
@@ -458,8 +460,8 @@ mod tests {
         assert_eq!(selected("failover").unwrap(), vec!["failover"]);
         assert!(!selected("all").unwrap().contains(&"sessions"));
         assert_eq!(
-            selected("sessions,fanout,values").unwrap(),
-            vec!["sessions", "fanout", "values"]
+            selected("sessions,fanout,size,values").unwrap(),
+            vec!["sessions", "fanout", "size", "values"]
         );
         assert_eq!(parse_addrs("127.0.0.1:1,127.0.0.1:2").unwrap().len(), 2);
     }

@@ -1,7 +1,8 @@
 //! The scale workloads of issue 15: `sessions` (many sessions held, each with an ephemeral znode and a
 //! data watch: memory and ping CPU per session, write p99 under them, expiry accuracy when 10 % are
 //! dropped at once), `fanout` (one znode watched by many sessions: write to last notification, memory per
-//! watch; and a persistent recursive watch over a subtree) and `values` (setData of large values:
+//! watch; and a persistent recursive watch over a subtree), `size` (znodes in a registry-like tree:
+//! RSS and bytes per znode) and `values` (setData of large values:
 //! throughput and p99 per size). Every wait is bounded; every count comes from a flag.
 //!
 //! Left out: the size workload's restart, snapshot and catch-up times (they need to restart servers:
@@ -665,6 +666,101 @@ async fn recursive(
     })
 }
 
+/// Instances per service in the size workload's registry-like tree.
+const PER_SERVICE: u64 = 100;
+
+/// The path of member `i` of the size workload: a service registry's
+/// `services/svc-NNNNN/instances/10.a.b.c:8080`.
+fn registry_member(dir: &str, i: u64) -> String {
+    format!(
+        "{dir}/services/svc-{:05}/instances/10.{}.{}.{}:8080",
+        i / PER_SERVICE,
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255
+    )
+}
+
+/// Size: `znodes` znodes of the payload in a registry-like tree (services of 100 instances): the load
+/// rate, the servers' RSS idle and loaded, bytes per znode. (Snapshot, restart and catch-up times need
+/// server control: see docs/scaling.md.)
+pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
+    let dir = format!("{}/size-{}", ctx.root, ctx.run_id);
+    let mut a = ctx.admin().await?;
+    ensure_path(&mut a, &format!("{dir}/services")).await?;
+    a.close().await;
+    let services = ctx.znodes.div_ceil(PER_SERVICE);
+    pb.set_message("creating services");
+    for suffix in ["", "/instances"] {
+        let d = dir.clone();
+        let mut spec = ctx.spec(Arc::new(move |seq, _| {
+            (
+                create_req(
+                    format!("{d}/services/svc-{seq:05}{suffix}"),
+                    Bytes::new(),
+                    0,
+                ),
+                0,
+            )
+        }));
+        spec.ops = services;
+        spec.warmup = Duration::ZERO;
+        spec.duration = ctx.memory_timeout;
+        let out = load::run(spec, &ProgressBar::hidden()).await?;
+        if out.ops < services || !out.errors.is_empty() {
+            bail!(
+                "created {} of {services} service nodes ({:?})",
+                out.ops,
+                out.errors
+            );
+        }
+    }
+    let (d, payload) = (dir.clone(), ctx.payload.clone());
+    let mut spec = ctx.spec(Arc::new(move |seq, _| {
+        (create_req(registry_member(&d, seq), payload.clone(), 0), 0)
+    }));
+    spec.ops = ctx.znodes;
+    spec.warmup = Duration::ZERO;
+    spec.duration = ctx.memory_timeout;
+    let out = load::run(spec, pb).await?;
+    pb.set_message("settling");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = procfs::Snapshot::take(&ctx.pids).rss_mib();
+    let mut r = super::workloads::load_result(
+        &format!("size-{}", super::workloads::human_count(ctx.znodes)),
+        format!(
+            "load {} znodes of {} B, registry-like paths ({} services of {PER_SERVICE})",
+            ctx.znodes,
+            ctx.payload.len(),
+            services
+        ),
+        &out,
+    );
+    r.unit = "znodes".into();
+    if out.ops < ctx.znodes && r.error.is_none() {
+        r.error = Some(format!(
+            "only {} of {} znodes loaded within {:?} (raise --memory-timeout)",
+            out.ops, ctx.znodes, ctx.memory_timeout
+        ));
+    }
+    if let (Some(i), Some(l)) = (idle, loaded) {
+        r.extra("rss_idle", i, "MiB", Some(true));
+        r.extra("rss_loaded", l, "MiB", Some(true));
+        let total = out.ops + 2 * services;
+        if total > 0 {
+            r.extra(
+                "rss_per_znode",
+                (l - i) * 1024.0 * 1024.0 / total as f64,
+                "B",
+                Some(true),
+            );
+        }
+    }
+    Ok(r)
+}
+
 /// Large values: for each of `value_sizes`, setData of that many bytes on a few keys (`sessions` x
 /// `depth` in flight): throughput, p99 and MiB/s.
 pub async fn values(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<WorkloadResult>> {
@@ -747,6 +843,10 @@ mod tests {
         );
         let other: SocketAddr = "10.0.0.1:2181".parse().unwrap();
         assert_eq!(source_for(other, 3 * PER_SOURCE), None);
+        assert_eq!(
+            registry_member("/r", 65_793),
+            "/r/services/svc-00657/instances/10.1.1.1:8080"
+        );
         assert_eq!(human_bytes(1024), "1KiB");
         assert_eq!(human_bytes(1_000_000), "1000000B");
         assert_eq!(count_children(&[0, 0, 0, 3]).unwrap(), 3);
