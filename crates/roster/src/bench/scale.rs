@@ -218,6 +218,10 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     // Kill every tenth (or the --kill-fraction share): the observer watches their ephemerals first.
     let step = (1.0 / ctx.kill_fraction.clamp(0.001, 1.0)).round().max(1.0) as usize;
     let victims: Vec<usize> = (0..n).step_by(step).collect();
+    let mut is_victim = vec![false; n];
+    for &i in &victims {
+        is_victim[i] = true;
+    }
     pb.set_message(format!("killing {}", victims.len()));
     for &i in &victims {
         observer
@@ -286,7 +290,7 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     }
     let mut surprises = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
-        if victims.contains(&i) {
+        if is_victim[i] {
             continue;
         }
         match tokio::time::timeout(Duration::from_secs(60), t).await {
