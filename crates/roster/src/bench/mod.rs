@@ -386,7 +386,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // Several results of one workload (latency) share one CPU figure: it goes on the first.
             if n == 0 {
                 r.client_cpu_s = after.client_cpu - before.client_cpu;
-                if total_ops > 0 && !r.workload.starts_with("failover") {
+                // Not for failover (restarts) nor sessions (mostly time spent holding, reported as
+                // ping CPU per second instead).
+                if total_ops > 0
+                    && !r.workload.starts_with("failover")
+                    && !r.workload.starts_with("sessions")
+                {
                     r.server_cpu_us_per_op = cpu.map(|c| c * 1e6 / total_ops as f64);
                 }
             }
