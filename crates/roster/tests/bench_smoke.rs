@@ -310,3 +310,50 @@ fn bench_runs_the_scale_workloads_at_tiny_scale() {
         assert!(extra(v, "mib_per_s") > 0.0, "{name}");
     }
 }
+
+#[test]
+fn size_workload_times_a_restart_after_kill_9() {
+    let srv = start_server();
+    let data = srv._dir.path().join("data");
+    let pidfile = srv._dir.path().join("restarted.pid");
+    // Restart the same node on the same address and data directory; its pid goes to a file (for the
+    // clean-up below) and to stdout (for the bench).
+    let restart = format!(
+        "ROSTER_LOG=warn '{}' serve --client-addr {} --min-session-timeout-ms 2000 --data-dir '{}' \
+         </dev/null >/dev/null 2>&1 & echo $! > '{}'; echo $!",
+        env!("CARGO_BIN_EXE_roster"),
+        srv.addr,
+        data.display(),
+        pidfile.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--json", "--no-progress", "--servers"])
+        .arg(srv.addr.to_string())
+        .arg("--server-pids")
+        .arg(srv.child.id().to_string())
+        .args(["--workload", "size", "--znodes", "300", "--sessions", "2"])
+        .args(["--depth", "4", "--memory-timeout", "60s"])
+        .args(["--failover-timeout", "60s", "--restart-cmd", &restart])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs");
+    let restarted: Option<u32> = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if let Some(pid) = restarted {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "roster bench failed: {stderr}");
+    assert!(restarted.is_some(), "the restart command never ran");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let r = &report["results"][0];
+    assert_eq!(r["workload"], "size-300");
+    assert!(r["error"].is_null(), "{}", r["error"]);
+    assert_eq!(f(r, "ops"), 300.0);
+    let (read, write) = (extra(r, "restart_to_read"), extra(r, "restart_to_write"));
+    assert!(
+        read > 0.0 && read <= write,
+        "read {read} s, write {write} s"
+    );
+}

@@ -118,12 +118,12 @@ pub struct BenchOpts {
     /// leader's pid from --server-pids (one per address, same order) gets kill -9.
     #[arg(long)]
     pub leader_kill_cmd: Option<String>,
-    /// Failover: shell command that restarts the killed node, run with ROSTER_BENCH_KILLED_INDEX,
+    /// Failover and size: shell command that restarts the killed node, run with ROSTER_BENCH_KILLED_INDEX,
     /// _ADDR and _PID set; it must not leave the server attached to its stdout, and may print the new
     /// pid as its last line. The bench then waits for every node to serve again.
     #[arg(long)]
     pub restart_cmd: Option<String>,
-    /// Failover: cap on each wait (new leader, writes, rejoin).
+    /// Failover and size: cap on each wait (new leader, writes, rejoin; size: the restart).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub failover_timeout: Duration,
     /// Session timeout of the bench sessions, ms.

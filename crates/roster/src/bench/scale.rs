@@ -5,8 +5,8 @@
 //! RSS and bytes per znode) and `values` (setData of large values:
 //! throughput and p99 per size). Every wait is bounded; every count comes from a flag.
 //!
-//! Left out: the size workload's restart, snapshot and catch-up times (they need to restart servers:
-//! `scripts/bench` territory), and anything that needs more than one bench process.
+//! Left out: the size workload's snapshot build time and size and a new node's catch-up, and anything
+//! that needs more than one bench process.
 
 use super::conn::{create_req, ensure_path, err_name, Conn, Incoming, ERR_NODE_EXISTS};
 use super::load;
@@ -686,8 +686,9 @@ fn registry_member(dir: &str, i: u64) -> String {
 }
 
 /// Size: `znodes` znodes of the payload in a registry-like tree (services of 100 instances): the load
-/// rate, the servers' RSS idle and loaded, bytes per znode. (Snapshot, restart and catch-up times need
-/// server control: see docs/scaling.md.)
+/// rate, the servers' RSS idle and loaded, bytes per znode. With `--restart-cmd`, then kill -9 of the
+/// first server and its restart: seconds until it serves a read and accepts a write. (Snapshot build
+/// time and size and a new node's catch-up are not measured: see docs/scaling.md.)
 pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
@@ -762,7 +763,90 @@ pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadRes
             );
         }
     }
+    if ctx.restart_cmd.is_some() && out.ops > 0 {
+        pb.set_message("kill -9 and restart");
+        let (read_s, write_s) = restart_after_kill(ctx, &registry_member(&dir, out.ops - 1))
+            .await
+            .context("restart after kill -9")?;
+        r.extra("restart_to_read", read_s, "s", Some(true));
+        r.extra("restart_to_write", write_s, "s", Some(true));
+    }
     Ok(r)
+}
+
+/// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
+/// seconds from the kill until a new session reads `probe` and until it creates a znode (bounded by
+/// `--failover-timeout`). The restarted server's pid (last line of the command's output) replaces the old.
+async fn restart_after_kill(ctx: &mut Ctx, probe: &str) -> anyhow::Result<(f64, f64)> {
+    let cmd = ctx.restart_cmd.clone().context("no --restart-cmd")?;
+    let t0 = super::failover::kill_leader(ctx, 0).await?;
+    let out = super::failover::shell(
+        &cmd,
+        &[
+            ("ROSTER_BENCH_KILLED_INDEX", "0".to_string()),
+            ("ROSTER_BENCH_KILLED_ADDR", ctx.addrs[0].to_string()),
+            (
+                "ROSTER_BENCH_KILLED_PID",
+                ctx.pids.first().map(|p| p.to_string()).unwrap_or_default(),
+            ),
+        ],
+        Duration::from_secs(60),
+    )
+    .await?;
+    if let Some(pid) = out.lines().rev().find_map(|l| l.trim().parse::<u32>().ok()) {
+        if let Some(p) = ctx.pids.first_mut() {
+            *p = pid;
+        }
+    }
+    let deadline = t0 + ctx.failover_timeout;
+    let mut read_at = None;
+    let mut n = 0u32;
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted server did not {} within {:?} of the kill",
+                if read_at.is_none() {
+                    "serve a read"
+                } else {
+                    "accept a write"
+                },
+                ctx.failover_timeout
+            );
+        }
+        let attempt = async {
+            let mut c = Conn::open(
+                ctx.addrs[0],
+                ctx.session_timeout_ms,
+                None,
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            )
+            .await?;
+            if read_at.is_none() {
+                c.call_ok(
+                    &Request::GetData(GetDataRequest {
+                        path: probe.to_string(),
+                        watch: false,
+                    }),
+                    &[],
+                )
+                .await?;
+                read_at = Some(t0.elapsed().as_secs_f64());
+            }
+            n += 1;
+            c.call_ok(
+                &create_req(format!("{probe}-restart-{n}"), Bytes::new(), 0),
+                &[],
+            )
+            .await?;
+            c.close().await;
+            anyhow::Ok(t0.elapsed().as_secs_f64())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(write_s)) => return Ok((read_at.unwrap_or(write_s), write_s)),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Large values: for each of `value_sizes`, setData of that many bytes on a few keys (`sessions` x
