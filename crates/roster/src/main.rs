@@ -368,9 +368,13 @@ fn main() -> ExitCode {
             println!("{}", roster_proto::digest(&user_password));
             ExitCode::SUCCESS
         }
-        Command::Bench(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
+        Command::Bench(args) => match {
+            // The sessions and fanout workloads hold one socket per session.
+            raise_fd_limit();
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        .enable_all()
+        .build()
         {
             Ok(rt) => match rt.block_on(bench::run(args)) {
                 Ok(code) => code,

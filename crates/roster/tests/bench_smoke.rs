@@ -219,3 +219,141 @@ fn bench_runs_every_workload_against_a_real_server() {
         "{md}"
     );
 }
+
+fn extra(r: &serde_json::Value, name: &str) -> f64 {
+    let e = r["extras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing in {}", r["extras"]));
+    f(e, "value")
+}
+
+#[test]
+fn bench_runs_the_scale_workloads_at_tiny_scale() {
+    let srv = start_server();
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--json", "--no-progress", "--servers"])
+        .arg(srv.addr.to_string())
+        .arg("--server-pids")
+        .arg(srv.child.id().to_string())
+        .args([
+            "--workload",
+            "sessions,fanout,size,values",
+            "--znodes",
+            "500",
+        ])
+        .args([
+            "--hold-sessions",
+            "40",
+            "--hold",
+            "2s",
+            "--hold-timeout-ms",
+            "2000",
+        ])
+        .args(["--fanout-watchers", "20", "--fanout-trials", "3"])
+        .args(["--fanout-subtree", "300", "--value-sizes", "1024,102400"])
+        .args(["--sessions", "2", "--depth", "2", "--duration", "3s"])
+        .args(["--warmup", "0s", "--ops", "100", "--memory-timeout", "60s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "roster bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let results = report["results"].as_array().expect("results");
+    let get = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["workload"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {stderr}"))
+    };
+    for r in results {
+        assert!(r["error"].is_null(), "{}: {}", r["workload"], r["error"]);
+    }
+
+    // Sessions: all 40 held, every tenth dropped; each of those expired (not before its timeout), and
+    // none of the healthy ones.
+    let s = get("sessions-40");
+    assert_eq!(f(s, "ops"), 40.0);
+    assert_eq!(extra(s, "killed"), 4.0);
+    assert_eq!(extra(s, "healthy_expired"), 0.0);
+    assert!(
+        extra(s, "expiry_lateness_min") > -500.0,
+        "expired early: {s}"
+    );
+    assert!(extra(s, "expiry_lateness_max") >= extra(s, "expiry_lateness_min"));
+    assert!(extra(s, "rss_held") > 0.0);
+    assert!(extra(s, "ping_cpu_per_s") >= 0.0);
+    assert!(extra(s, "write_ops_under_hold") > 0.0);
+    assert!(f(&s["latency"], "p99_ms") > 0.0);
+
+    // Fan-out: every trial saw all 20 notifications; memory per watch reported.
+    let fo = get("fanout-20");
+    assert_eq!(f(fo, "ops"), 3.0);
+    assert!(f(&fo["latency"], "max_ms") > 0.0);
+    extra(fo, "rss_per_watch");
+    let rec = get("fanout-recursive-300");
+    assert_eq!(f(rec, "ops"), 3.0);
+
+    // Size: all 500 members loaded in the registry-like tree, memory per znode reported.
+    let sz = get("size-500");
+    assert_eq!(f(sz, "ops"), 500.0);
+    assert!(extra(sz, "rss_loaded") > 0.0);
+    extra(sz, "rss_per_znode");
+
+    // Values: one result per size, with bytes per second.
+    for name in ["values-1KiB", "values-100KiB"] {
+        let v = get(name);
+        assert_eq!(f(v, "ops"), 100.0, "{name}");
+        assert!(extra(v, "mib_per_s") > 0.0, "{name}");
+    }
+}
+
+#[test]
+fn size_workload_times_a_restart_after_kill_9() {
+    let srv = start_server();
+    let data = srv._dir.path().join("data");
+    let pidfile = srv._dir.path().join("restarted.pid");
+    // Restart the same node on the same address and data directory; its pid goes to a file (for the
+    // clean-up below) and to stdout (for the bench).
+    let restart = format!(
+        "ROSTER_LOG=warn '{}' serve --client-addr {} --min-session-timeout-ms 2000 --data-dir '{}' \
+         </dev/null >/dev/null 2>&1 & echo $! > '{}'; echo $!",
+        env!("CARGO_BIN_EXE_roster"),
+        srv.addr,
+        data.display(),
+        pidfile.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--json", "--no-progress", "--servers"])
+        .arg(srv.addr.to_string())
+        .arg("--server-pids")
+        .arg(srv.child.id().to_string())
+        .args(["--workload", "size", "--znodes", "300", "--sessions", "2"])
+        .args(["--depth", "4", "--memory-timeout", "60s"])
+        .args(["--failover-timeout", "60s", "--restart-cmd", &restart])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs");
+    let restarted: Option<u32> = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if let Some(pid) = restarted {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "roster bench failed: {stderr}");
+    assert!(restarted.is_some(), "the restart command never ran");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let r = &report["results"][0];
+    assert_eq!(r["workload"], "size-300");
+    assert!(r["error"].is_null(), "{}", r["error"]);
+    assert_eq!(f(r, "ops"), 300.0);
+    let (read, write) = (extra(r, "restart_to_read"), extra(r, "restart_to_write"));
+    assert!(
+        read > 0.0 && read <= write,
+        "read {read} s, write {write} s"
+    );
+}

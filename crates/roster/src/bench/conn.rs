@@ -11,11 +11,11 @@ use roster_proto::{
     parse_frame, write_frame, xid, Acl, ConnectRequest, ConnectResponse, CreateRequest,
     DeleteRequest, Frame, ReplyHeader, Request, RequestHeader, WatcherEvent,
 };
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A connection to a server: plain TCP or TLS.
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -49,6 +49,8 @@ pub struct Conn {
     stream: Box<dyn Stream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Bytes reserved in the read buffer when it runs low (small for sessions that are only held).
+    read_chunk: usize,
     next_xid: i32,
     /// The session id the server granted.
     pub session_id: i64,
@@ -88,6 +90,49 @@ impl Conn {
             .await
             .with_context(|| format!("connect to {addr}: timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
+        Conn::handshake(stream, addr, timeout_ms, resume, handshake_timeout).await
+    }
+
+    /// A new session from the local address `local` (any port), with small buffers: for workloads that
+    /// hold tens of thousands of sessions (spreading them over loopback source addresses 127.0.0.x
+    /// when one address's ephemeral ports would run short).
+    pub async fn connect_held(
+        addr: SocketAddr,
+        local: Option<IpAddr>,
+        timeout_ms: i32,
+    ) -> anyhow::Result<Conn> {
+        let connect = async {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }?;
+            if let Some(ip) = local {
+                sock.bind(SocketAddr::new(ip, 0))?;
+            }
+            sock.connect(addr).await
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(30), connect)
+            .await
+            .with_context(|| format!("connect to {addr}: timed out"))?
+            .with_context(|| format!("connect to {addr} from {local:?} (file limit? ulimit -n)"))?;
+        let mut c =
+            Conn::handshake(stream, addr, timeout_ms, None, Duration::from_secs(60)).await?;
+        c.read_chunk = 1024;
+        if c.rbuf.is_empty() {
+            c.rbuf = BytesMut::with_capacity(1024);
+        }
+        c.wbuf = BytesMut::with_capacity(256);
+        Ok(c)
+    }
+
+    async fn handshake(
+        stream: TcpStream,
+        addr: SocketAddr,
+        timeout_ms: i32,
+        resume: Option<(i64, Bytes, i64)>,
+        handshake_timeout: Duration,
+    ) -> anyhow::Result<Conn> {
         stream.set_nodelay(true)?;
         let stream: Box<dyn Stream> = match TLS.get() {
             None => Box::new(stream),
@@ -107,6 +152,7 @@ impl Conn {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
+            read_chunk: 64 * 1024,
             next_xid: 1,
             session_id: 0,
             timeout_ms: 0,
@@ -184,8 +230,8 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-            self.rbuf.reserve(64 * 1024);
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 4 {
+            self.rbuf.reserve(self.read_chunk);
         }
         let n = self
             .stream

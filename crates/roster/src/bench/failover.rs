@@ -253,7 +253,11 @@ async fn new_leader(
 }
 
 /// Runs `sh -c cmd` with the given environment; returns its stdout.
-async fn shell(cmd: &str, env: &[(&str, String)], within: Duration) -> anyhow::Result<String> {
+pub(super) async fn shell(
+    cmd: &str,
+    env: &[(&str, String)],
+    within: Duration,
+) -> anyhow::Result<String> {
     let mut c = tokio::process::Command::new("sh");
     c.arg("-c").arg(cmd).stdin(std::process::Stdio::null());
     c.stderr(std::process::Stdio::inherit());
@@ -271,7 +275,7 @@ async fn shell(cmd: &str, env: &[(&str, String)], within: Duration) -> anyhow::R
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn kill_leader(ctx: &Ctx, idx: usize) -> anyhow::Result<Instant> {
+pub(super) async fn kill_leader(ctx: &Ctx, idx: usize) -> anyhow::Result<Instant> {
     let pid = ctx
         .pids
         .get(idx)

@@ -6,6 +6,9 @@
 //! latency (one request in flight: create, setData, getData, delete), churn (connect + ephemeral + close),
 //! watch (create → child-watch notification), expiry (SIGKILL of a session holder → NodeDeleted), memory
 //! (server RSS idle and after loading `--znodes` nodes). Each is bounded by `--ops` and `--duration`.
+//! Scale workloads, only when named (`scale.rs`): sessions (many held sessions: memory, ping CPU, write
+//! p99, expiry accuracy), fanout (one znode watched by many sessions; a recursive watch over a subtree),
+//! size (znodes in a registry-like tree: bytes per znode), values (large setData).
 //! `failover` (only when named) kills the leader of a cluster with kill -9 and measures the time to a new
 //! leader, to the next write of an existing session and of a new one (see `failover.rs`).
 //! With `--server-pids`, every workload also reports the servers' CPU time and resident memory.
@@ -17,6 +20,7 @@ mod failover;
 mod load;
 mod procfs;
 mod report;
+mod scale;
 mod workloads;
 
 use anyhow::{bail, Context};
@@ -36,6 +40,8 @@ const WORKLOADS: &[&str] = &[
 ];
 /// Workloads that kill servers: run only when named, never by `all`.
 const DESTRUCTIVE: &[&str] = &["failover"];
+/// Scale workloads (many sockets, long holds): run only when named, never by `all`.
+const SCALE: &[&str] = &["sessions", "fanout", "size", "values"];
 
 /// Options of `roster bench` (the many workload settings are boxed to keep the command enum small).
 #[derive(Args, Debug)]
@@ -58,7 +64,8 @@ roster bench --servers 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 --server-pid
 roster bench --compare roster.json zookeeper.json --compare-labels roster,zookeeper")]
 pub struct BenchOpts {
     /// Workloads, comma-separated: all, create, set, get, mix, latency, churn, watch, expiry, memory,
-    /// failover (kills servers: never part of all).
+    /// failover (kills servers: never part of all), sessions, fanout, size, values (scale: never part
+    /// of all; size loads --znodes znodes).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Sessions of the throughput workloads.
@@ -97,7 +104,7 @@ pub struct BenchOpts {
     /// Session timeout the expiry holders ask for, ms (the server must allow it).
     #[arg(long, default_value_t = 2000)]
     pub expiry_timeout_ms: i32,
-    /// Znodes loaded by the memory workload.
+    /// Znodes loaded by the memory and size workloads.
     #[arg(long, default_value_t = 100_000)]
     pub znodes: u64,
     /// Time cap of the memory workload's load.
@@ -111,17 +118,42 @@ pub struct BenchOpts {
     /// leader's pid from --server-pids (one per address, same order) gets kill -9.
     #[arg(long)]
     pub leader_kill_cmd: Option<String>,
-    /// Failover: shell command that restarts the killed node, run with ROSTER_BENCH_KILLED_INDEX,
+    /// Failover and size: shell command that restarts the killed node, run with ROSTER_BENCH_KILLED_INDEX,
     /// _ADDR and _PID set; it must not leave the server attached to its stdout, and may print the new
     /// pid as its last line. The bench then waits for every node to serve again.
     #[arg(long)]
     pub restart_cmd: Option<String>,
-    /// Failover: cap on each wait (new leader, writes, rejoin).
+    /// Failover and size: cap on each wait (new leader, writes, rejoin; size: the restart).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub failover_timeout: Duration,
     /// Session timeout of the bench sessions, ms.
     #[arg(long, default_value_t = 30_000)]
     pub session_timeout_ms: i32,
+    /// Sessions: how many to hold, each with an ephemeral znode and a data watch (e.g. 1000, 10000,
+    /// 50000; past 20,000 they are spread over source addresses 127.0.0.2, .3… on loopback).
+    #[arg(long, default_value_t = 1000)]
+    pub hold_sessions: usize,
+    /// Sessions: how long to hold them (half idle, half under a one-session write load).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Sessions: share dropped at once (sockets closed without closeSession) to time their expiry.
+    #[arg(long, default_value_t = 0.1)]
+    pub kill_fraction: f64,
+    /// Sessions: session timeout the held sessions ask for, ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub hold_timeout_ms: i32,
+    /// Fanout: sessions watching the one znode.
+    #[arg(long, default_value_t = 1000)]
+    pub fanout_watchers: usize,
+    /// Fanout: write-to-last-notification trials (also capped by --ops and --duration).
+    #[arg(long, default_value_t = 20)]
+    pub fanout_trials: u64,
+    /// Fanout: znodes under one persistent recursive watch (0 skips that part).
+    #[arg(long, default_value_t = 100_000)]
+    pub fanout_subtree: u64,
+    /// Values: value sizes in bytes, comma-separated (1 MB is 10^6 so it fits ZooKeeper's 1 MiB frame).
+    #[arg(long, value_delimiter = ',', default_value = "1024,102400,1000000")]
+    pub value_sizes: Vec<usize>,
     /// Server process ids, comma-separated, for CPU time and resident memory (Linux /proc).
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
@@ -203,13 +235,19 @@ fn selected(list: &str) -> anyhow::Result<Vec<&'static str>> {
             }
             continue;
         }
-        match WORKLOADS.iter().chain(DESTRUCTIVE).find(|x| **x == w) {
+        match WORKLOADS
+            .iter()
+            .chain(DESTRUCTIVE)
+            .chain(SCALE)
+            .find(|x| **x == w)
+        {
             Some(x) if !out.contains(x) => out.push(*x),
             Some(_) => {}
             None => bail!(
-                "unknown workload {w:?} (known: all, {}, {})",
+                "unknown workload {w:?} (known: all, {}, {}, {})",
                 WORKLOADS.join(", "),
-                DESTRUCTIVE.join(", ")
+                DESTRUCTIVE.join(", "),
+                SCALE.join(", ")
             ),
         }
     }
@@ -264,6 +302,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         leader_kill_cmd: args.leader_kill_cmd.clone(),
         restart_cmd: args.restart_cmd.clone(),
         failover_timeout: args.failover_timeout,
+        hold_sessions: args.hold_sessions,
+        hold: args.hold,
+        kill_fraction: args.kill_fraction,
+        hold_timeout_ms: args.hold_timeout_ms,
+        fanout_watchers: args.fanout_watchers,
+        fanout_trials: args.fanout_trials,
+        fanout_subtree: args.fanout_subtree,
+        value_sizes: args.value_sizes.clone(),
     };
     let mut report = Report {
         label: args.label.clone(),
@@ -304,6 +350,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "expiry" => workloads::expiry(&mut ctx, &pb).await.map(|r| vec![r]),
             "memory" => workloads::memory(&mut ctx, &pb).await.map(|r| vec![r]),
             "failover" => failover::failover(&mut ctx, &pb).await,
+            "sessions" => scale::sessions(&mut ctx, &pb).await.map(|r| vec![r]),
+            "fanout" => scale::fanout(&mut ctx, &pb).await,
+            "size" => scale::size(&mut ctx, &pb).await.map(|r| vec![r]),
+            "values" => scale::values(&mut ctx, &pb).await,
             _ => unreachable!("workload names are checked"),
         };
         pb.finish_and_clear();
@@ -342,7 +392,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // Several results of one workload (latency) share one CPU figure: it goes on the first.
             if n == 0 {
                 r.client_cpu_s = after.client_cpu - before.client_cpu;
-                if total_ops > 0 && !r.workload.starts_with("failover") {
+                // Not for failover (restarts) nor sessions (mostly time spent holding, reported as
+                // ping CPU per second instead).
+                if total_ops > 0
+                    && !r.workload.starts_with("failover")
+                    && !r.workload.starts_with("sessions")
+                {
                     r.server_cpu_us_per_op = cpu.map(|c| c * 1e6 / total_ops as f64);
                 }
             }
@@ -414,6 +469,11 @@ mod tests {
         assert!(selected("nope").is_err());
         assert!(!selected("all").unwrap().contains(&"failover"));
         assert_eq!(selected("failover").unwrap(), vec!["failover"]);
+        assert!(!selected("all").unwrap().contains(&"sessions"));
+        assert_eq!(
+            selected("sessions,fanout,size,values").unwrap(),
+            vec!["sessions", "fanout", "size", "values"]
+        );
         assert_eq!(parse_addrs("127.0.0.1:1,127.0.0.1:2").unwrap().len(), 2);
     }
 }

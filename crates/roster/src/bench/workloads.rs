@@ -68,6 +68,22 @@ pub struct Ctx {
     pub restart_cmd: Option<String>,
     /// Cap on each wait of the failover workload.
     pub failover_timeout: Duration,
+    /// Sessions held by the sessions workload.
+    pub hold_sessions: usize,
+    /// How long the sessions workload holds them.
+    pub hold: Duration,
+    /// Share of held sessions dropped at once.
+    pub kill_fraction: f64,
+    /// Session timeout of the held sessions, ms.
+    pub hold_timeout_ms: i32,
+    /// Watcher sessions of the fanout workload.
+    pub fanout_watchers: usize,
+    /// Trials of the fanout workload.
+    pub fanout_trials: u64,
+    /// Znodes under the persistent recursive watch (0: skip).
+    pub fanout_subtree: u64,
+    /// Value sizes of the values workload, bytes.
+    pub value_sizes: Vec<usize>,
 }
 
 impl Ctx {
@@ -75,7 +91,7 @@ impl Ctx {
         format!("{}/keys-{}", self.root, self.payload.len())
     }
 
-    fn spec(&self, generator: Arc<load::Generator>) -> LoadSpec {
+    pub(super) fn spec(&self, generator: Arc<load::Generator>) -> LoadSpec {
         LoadSpec {
             addrs: self.addrs.clone(),
             sessions: self.sessions,
@@ -89,7 +105,7 @@ impl Ctx {
         }
     }
 
-    async fn admin(&self) -> anyhow::Result<Conn> {
+    pub(super) async fn admin(&self) -> anyhow::Result<Conn> {
         Conn::connect(self.addrs[0], self.session_timeout_ms).await
     }
 
@@ -130,7 +146,11 @@ impl Ctx {
     }
 }
 
-fn load_result(name: &str, description: String, out: &load::LoadOutcome) -> WorkloadResult {
+pub(super) fn load_result(
+    name: &str,
+    description: String,
+    out: &load::LoadOutcome,
+) -> WorkloadResult {
     let mut all = new_hist();
     for h in &out.hist {
         let _ = all.add(h);
@@ -662,7 +682,7 @@ pub async fn memory(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadR
 }
 
 /// 100000 → "100k", 1000000 → "1M", 1500 → "1500".
-fn human_count(n: u64) -> String {
+pub(super) fn human_count(n: u64) -> String {
     if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
     } else if n >= 1000 && n.is_multiple_of(1000) {

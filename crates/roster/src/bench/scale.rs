@@ -1,0 +1,943 @@
+//! The scale workloads of issue 15: `sessions` (many sessions held, each with an ephemeral znode and a
+//! data watch: memory and ping CPU per session, write p99 under them, expiry accuracy when 10 % are
+//! dropped at once), `fanout` (one znode watched by many sessions: write to last notification, memory per
+//! watch; and a persistent recursive watch over a subtree), `size` (znodes in a registry-like tree:
+//! RSS and bytes per znode) and `values` (setData of large values:
+//! throughput and p99 per size). Every wait is bounded; every count comes from a flag.
+//!
+//! Left out: the size workload's snapshot build time and size and a new node's catch-up, and anything
+//! that needs more than one bench process.
+
+use super::conn::{create_req, ensure_path, err_name, Conn, Incoming, ERR_NODE_EXISTS};
+use super::load;
+use super::procfs;
+use super::report::{new_hist, Latency, WorkloadResult};
+use super::workloads::Ctx;
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use roster_proto::{
+    xid, AddWatchMode, AddWatchRequest, CreateMode, EventType, ExistsRequest, GetChildrenRequest,
+    GetDataRequest, Request, SetDataRequest,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Sessions opened from one loopback source address before moving to the next (one address has about
+/// 28,000 ephemeral ports).
+const PER_SOURCE: usize = 20_000;
+/// Sessions being opened at once.
+const OPENING: usize = 256;
+/// Allowed lateness of an expiry (the issue's criterion), ms.
+const EXPIRY_SLACK_MS: f64 = 100.0;
+
+/// The source address of held session `i`: the default for the first `PER_SOURCE`, then 127.0.0.2,
+/// 127.0.0.3… when the server is on IPv4 loopback.
+fn source_for(addr: SocketAddr, i: usize) -> Option<IpAddr> {
+    let n = i / PER_SOURCE;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() && n > 0 => {
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n.min(250) as u8)))
+        }
+        _ => None,
+    }
+}
+
+fn exists_watch(path: String) -> Request {
+    Request::Exists(ExistsRequest { path, watch: true })
+}
+
+/// What the main task tells a held session.
+enum Cmd {
+    /// Drop the socket without closeSession (a crashed client).
+    Kill,
+    /// closeSession, then go.
+    Close,
+}
+
+/// What a held session reports when it stops.
+struct Held {
+    /// When it last sent anything (its server-side deadline runs from there).
+    last_sent: Instant,
+    /// Notifications or unexpected replies it saw while held (a healthy one sees none).
+    surprises: Vec<String>,
+}
+
+/// Keeps `c` alive: a ping every third of the timeout, until told to stop.
+async fn hold(mut c: Conn, mut rx: oneshot::Receiver<Cmd>) -> anyhow::Result<Held> {
+    let every = Duration::from_millis((c.timeout_ms as u64 / 3).max(50));
+    let mut last_sent = Instant::now();
+    let mut surprises = Vec::new();
+    loop {
+        let next_ping = tokio::time::Instant::from_std(last_sent + every);
+        tokio::select! {
+            cmd = &mut rx => {
+                match cmd {
+                    Ok(Cmd::Kill) => drop(c),
+                    Ok(Cmd::Close) | Err(_) => c.close().await,
+                }
+                return Ok(Held { last_sent, surprises });
+            }
+            _ = tokio::time::sleep_until(next_ping) => {
+                c.queue(&Request::Ping);
+                c.flush().await?;
+                last_sent = Instant::now();
+            }
+            inc = c.next() => match inc? {
+                Incoming::Reply(h, _) if h.xid == xid::PING => {}
+                Incoming::Reply(h, _) => surprises.push(format!("reply xid {} err {}", h.xid, h.err)),
+                Incoming::Event(e) => surprises.push(format!("{e:?}")),
+            }
+        }
+    }
+}
+
+/// Sessions held: `hold_sessions` sessions, each with an ephemeral znode and an exists watch on it, held
+/// for `hold` (first half idle: ping CPU; second half under a one-session write load: its p99), then
+/// `kill_fraction` of them dropped at once; an observer's watches time each ephemeral's deletion.
+pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
+    let n = ctx.hold_sessions.max(1);
+    let dir = format!("{}/sessions-{}", ctx.root, ctx.run_id);
+    let mut observer = ctx.admin().await?;
+    ensure_path(&mut observer, &dir).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss0 = procfs::Snapshot::take(&ctx.pids).rss_mib();
+    pb.set_length(n as u64);
+    pb.set_message("opening sessions");
+    let ready = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(OPENING));
+    let (err_tx, mut err_rx) = mpsc::channel::<anyhow::Error>(16);
+    let mut cmds = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    let (to_tx, mut to_rx) = mpsc::unbounded_channel::<(usize, i32)>();
+    for i in 0..n {
+        let addr = ctx.addrs[i % ctx.addrs.len()];
+        let (tx, rx) = oneshot::channel();
+        cmds.push(Some(tx));
+        let (gate, ready, err_tx, to_tx, pb) = (
+            gate.clone(),
+            ready.clone(),
+            err_tx.clone(),
+            to_tx.clone(),
+            pb.clone(),
+        );
+        let path = format!("{dir}/s{i:06}");
+        let t = ctx.hold_timeout_ms;
+        tasks.push(tokio::spawn(async move {
+            let opened = async {
+                let _permit = gate.acquire().await?;
+                let mut c = Conn::connect_held(addr, source_for(addr, i), t).await?;
+                c.call_ok(
+                    &create_req(path.clone(), Bytes::new(), CreateMode::Ephemeral.code()),
+                    &[],
+                )
+                .await?;
+                c.call_ok(&exists_watch(path), &[]).await?;
+                anyhow::Ok(c)
+            };
+            let c = match opened.await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = err_tx.send(e).await;
+                    return None;
+                }
+            };
+            let _ = to_tx.send((i, c.timeout_ms));
+            ready.fetch_add(1, Ordering::Relaxed);
+            pb.inc(1);
+            Some(hold(c, rx).await)
+        }));
+    }
+    drop((err_tx, to_tx));
+    let open_start = Instant::now();
+    let open_cap = ctx.memory_timeout;
+    while ready.load(Ordering::Relaxed) < n {
+        if let Ok(e) = err_rx.try_recv() {
+            for c in cmds.iter_mut().filter_map(Option::take) {
+                let _ = c.send(Cmd::Close);
+            }
+            return Err(e.context(format!(
+                "opening session {} of {n}",
+                ready.load(Ordering::Relaxed) + 1
+            )));
+        }
+        if open_start.elapsed() > open_cap {
+            bail!(
+                "only {} of {n} sessions open after {open_cap:?} (raise --memory-timeout)",
+                ready.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open_s = open_start.elapsed().as_secs_f64();
+    timeouts.resize(n, 0);
+    while let Ok((i, t)) = to_rx.try_recv() {
+        timeouts[i] = t;
+    }
+    // Settle, then memory and an idle half of the hold: the server only answers pings.
+    pb.set_message("held, idle");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held_snap = procfs::Snapshot::take(&ctx.pids);
+    let half = ctx.hold / 2;
+    tokio::time::sleep(half).await;
+    let idle_snap = procfs::Snapshot::take(&ctx.pids);
+    let ping_cpu = cpu_delta(&held_snap, &idle_snap);
+    // The other half under a small write load: one session, one write in flight.
+    pb.set_message("held, under writes");
+    let key = format!("{dir}/write-key");
+    observer
+        .call_ok(
+            &create_req(key.clone(), Bytes::new(), 0),
+            &[ERR_NODE_EXISTS],
+        )
+        .await?;
+    let payload = ctx.payload.clone();
+    let mut spec = ctx.spec(Arc::new(move |_, _| {
+        (
+            Request::SetData(SetDataRequest {
+                path: key.clone(),
+                data: Some(payload.clone()),
+                version: -1,
+            }),
+            0,
+        )
+    }));
+    spec.sessions = 1;
+    spec.depth = 1;
+    spec.warmup = Duration::ZERO;
+    spec.duration = half.max(Duration::from_millis(200));
+    let writes = load::run(spec, &ProgressBar::hidden()).await?;
+    let mut wh = new_hist();
+    for h in &writes.hist {
+        let _ = wh.add(h);
+    }
+    // Kill every tenth (or the --kill-fraction share): the observer watches their ephemerals first.
+    let step = (1.0 / ctx.kill_fraction.clamp(0.001, 1.0)).round().max(1.0) as usize;
+    let victims: Vec<usize> = (0..n).step_by(step).collect();
+    let mut is_victim = vec![false; n];
+    for &i in &victims {
+        is_victim[i] = true;
+    }
+    pb.set_message(format!("killing {}", victims.len()));
+    for &i in &victims {
+        observer
+            .call_ok(&exists_watch(format!("{dir}/s{i:06}")), &[])
+            .await?;
+    }
+    observer.events.clear();
+    let mut killed = Vec::new();
+    for &i in &victims {
+        if let Some(tx) = cmds[i].take() {
+            let _ = tx.send(Cmd::Kill);
+        }
+    }
+    for &i in &victims {
+        let held = tokio::time::timeout(Duration::from_secs(30), &mut tasks[i])
+            .await
+            .context("a killed session did not stop within 30 s")??
+            .context("a killed session had failed to open")?
+            .context("a session failed while held")?;
+        killed.push((format!("{dir}/s{i:06}"), held.last_sent, timeouts[i]));
+    }
+    let max_t = killed.iter().map(|k| k.2).max().unwrap_or(0) as u64;
+    let limit = Duration::from_millis(4 * max_t) + Duration::from_secs(10);
+    let wait_start = Instant::now();
+    let mut lateness = Vec::new();
+    let mut pending = killed;
+    while !pending.is_empty() {
+        let left = limit.saturating_sub(wait_start.elapsed());
+        let ev = match tokio::time::timeout(left, observer.next_event()).await {
+            Ok(e) => e?,
+            Err(_) => bail!(
+                "{} ephemerals of killed sessions still present {limit:?} after the kill",
+                pending.len()
+            ),
+        };
+        if ev.event_type == EventType::NodeDeleted.code() {
+            if let Some(pos) = pending.iter().position(|p| p.0 == ev.path) {
+                let (_, sent, t) = pending.remove(pos);
+                let due = sent + Duration::from_millis(t as u64);
+                let now = Instant::now();
+                let late_ms = if now >= due {
+                    (now - due).as_secs_f64() * 1e3
+                } else {
+                    -(due - now).as_secs_f64() * 1e3
+                };
+                lateness.push(late_ms);
+            }
+        }
+    }
+    // The healthy ones: their ephemerals all there, and none saw an event.
+    let (hd, body) = observer
+        .call(&Request::GetChildren(GetChildrenRequest {
+            path: dir.clone(),
+            watch: false,
+        }))
+        .await?;
+    if hd.err != 0 {
+        bail!("getChildren {dir}: {}", err_name(hd.err));
+    }
+    let children = count_children(&body).context("decoding getChildren")?;
+    let healthy_expected = n - victims.len();
+    let healthy_present = children.saturating_sub(1); // minus write-key
+    pb.set_message("closing");
+    for tx in cmds.iter_mut().filter_map(Option::take) {
+        let _ = tx.send(Cmd::Close);
+    }
+    let mut surprises = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if is_victim[i] {
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok(Some(Ok(h)))) => surprises.extend(h.surprises),
+            Ok(Ok(Some(Err(e)))) => surprises.push(format!("session {i} failed: {e:#}")),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => surprises.push(format!("session {i} task: {e}")),
+            Err(_) => surprises.push(format!("session {i} did not close within 60 s")),
+        }
+    }
+    observer.close().await;
+    lateness.sort_by(f64::total_cmp);
+    let mut r = WorkloadResult {
+        workload: format!("sessions-{}", super::workloads::human_count(n as u64)),
+        description: format!(
+            "{n} sessions held (ephemeral + data watch each, timeout {} ms), {} killed at once",
+            ctx.hold_timeout_ms,
+            victims.len()
+        ),
+        elapsed_s: open_s + ctx.hold.as_secs_f64(),
+        ops: n as u64,
+        unit: "sessions".into(),
+        throughput: (open_s > 0.0).then(|| n as f64 / open_s),
+        latency: Latency::of(&wh),
+        ..Default::default()
+    };
+    r.extra("write_ops_under_hold", writes.ops as f64, "ops", None);
+    if let (Some(a), Some(b)) = (rss0, held_snap.rss_mib()) {
+        r.extra("rss_held", b, "MiB", Some(true));
+        r.extra(
+            "rss_per_session",
+            (b - a) * 1024.0 * 1024.0 / n as f64,
+            "B",
+            Some(true),
+        );
+    }
+    if let Some(c) = ping_cpu {
+        r.extra(
+            "ping_cpu_per_s",
+            c / half.as_secs_f64().max(1e-3),
+            "cpu-s/s",
+            Some(true),
+        );
+    }
+    r.extra("killed", lateness.len() as f64, "sessions", None);
+    if let (Some(first), Some(last)) = (lateness.first(), lateness.last()) {
+        let p99 = lateness[((lateness.len() - 1) as f64 * 0.99) as usize];
+        r.extra("expiry_lateness_min", *first, "ms", None);
+        r.extra("expiry_lateness_p99", p99, "ms", Some(true));
+        r.extra("expiry_lateness_max", *last, "ms", Some(true));
+        let late = lateness.iter().filter(|l| **l > EXPIRY_SLACK_MS).count();
+        r.extra(
+            "expired_over_100ms_late",
+            late as f64,
+            "sessions",
+            Some(true),
+        );
+    }
+    r.extra(
+        "healthy_expired",
+        healthy_expected.saturating_sub(healthy_present) as f64,
+        "sessions",
+        Some(true),
+    );
+    if healthy_present != healthy_expected || !surprises.is_empty() {
+        r.error = Some(format!(
+            "{healthy_present} of {healthy_expected} healthy sessions' ephemerals present; {} surprises{}",
+            surprises.len(),
+            surprises
+                .first()
+                .map(|s| format!(", first: {s}"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(r)
+}
+
+fn cpu_delta(a: &procfs::Snapshot, b: &procfs::Snapshot) -> Option<f64> {
+    if a.procs.is_empty() {
+        return None;
+    }
+    let mut t = 0.0;
+    for (x, y) in a.procs.iter().zip(&b.procs) {
+        t += y.1? - x.1?;
+    }
+    Some(t)
+}
+
+/// Number of names in a getChildren reply body (a jute vector of strings).
+fn count_children(body: &[u8]) -> anyhow::Result<usize> {
+    let n = i32::from_be_bytes(body.get(..4).context("short reply")?.try_into()?);
+    Ok(n.max(0) as usize)
+}
+
+/// What the fan-out driver tells its watchers.
+#[derive(Clone, Copy, PartialEq)]
+enum Round {
+    /// Before the first trial.
+    Start,
+    /// Set the watch for trial k.
+    Arm(u64),
+    /// Close and go.
+    Stop,
+}
+
+/// Watch fan-out: `fanout_watchers` sessions each set a data watch on one znode; a writer's setData then
+/// fires them all. Per trial: time from sending the write to the last notification received. Memory per
+/// watch from the RSS before and after the first arming. With `fanout_subtree`, also a persistent
+/// recursive watch over a subtree of that many znodes (`fanout-recursive`).
+pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<WorkloadResult>> {
+    let n = ctx.fanout_watchers.max(1);
+    let dir = format!("{}/fanout-{}", ctx.root, ctx.run_id);
+    let target = format!("{dir}/target");
+    let mut writer = ctx.admin().await?;
+    ensure_path(&mut writer, &dir).await?;
+    writer
+        .call_ok(&create_req(target.clone(), Bytes::new(), 0), &[])
+        .await?;
+    let trials = ctx.fanout_trials.min(ctx.ops).max(1);
+    pb.set_length(trials);
+    pb.set_message(format!("opening {n} watchers"));
+    let (round_tx, round_rx) = tokio::sync::watch::channel(Round::Start);
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<anyhow::Result<(u64, Option<Instant>)>>();
+    let gate = Arc::new(Semaphore::new(OPENING));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let addr = ctx.addrs[i % ctx.addrs.len()];
+        let (mut round_rx, ev_tx, gate, target) = (
+            round_rx.clone(),
+            ev_tx.clone(),
+            gate.clone(),
+            target.clone(),
+        );
+        let t = ctx.session_timeout_ms;
+        tasks.push(tokio::spawn(async move {
+            let run = async {
+                let mut c = {
+                    let _p = gate.acquire().await?;
+                    Conn::connect_held(addr, source_for(addr, i), t).await?
+                };
+                let _ = ev_tx.send(Ok((0, None)));
+                loop {
+                    round_rx.changed().await?;
+                    let r = *round_rx.borrow_and_update();
+                    match r {
+                        Round::Start => {}
+                        Round::Stop => {
+                            c.close().await;
+                            return anyhow::Ok(());
+                        }
+                        Round::Arm(k) => {
+                            c.call_ok(
+                                &Request::GetData(GetDataRequest {
+                                    path: target.clone(),
+                                    watch: true,
+                                }),
+                                &[],
+                            )
+                            .await?;
+                            let _ = ev_tx.send(Ok((k, None)));
+                            let ev = tokio::time::timeout(Duration::from_secs(60), c.next_event())
+                                .await
+                                .context("no notification within 60 s")??;
+                            if ev.event_type != EventType::NodeDataChanged.code() {
+                                bail!("unexpected event {ev:?}");
+                            }
+                            let _ = ev_tx.send(Ok((k, Some(Instant::now()))));
+                        }
+                    }
+                }
+            };
+            if let Err(e) = run.await {
+                let _ = ev_tx.send(Err(e));
+            }
+        }));
+    }
+    drop(ev_tx);
+    // Every watcher connected, then each trial: arm all, write, wait for all.
+    let cap = ctx.memory_timeout;
+    let result = async {
+        wait_for(n, 0, false, &mut ev_rx, cap).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss_connected = procfs::Snapshot::take(&ctx.pids).rss_mib();
+        let mut rss_armed = None;
+        let mut h = new_hist();
+        let start = Instant::now();
+        for k in 1..=trials {
+            if start.elapsed() >= ctx.duration && k > 1 {
+                break;
+            }
+            round_tx.send_replace(Round::Arm(k));
+            wait_for(n, k, false, &mut ev_rx, cap).await?;
+            if k == 1 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                rss_armed = procfs::Snapshot::take(&ctx.pids).rss_mib();
+            }
+            let t0 = Instant::now();
+            writer
+                .call_ok(
+                    &Request::SetData(SetDataRequest {
+                        path: target.clone(),
+                        data: Some(ctx.payload.clone()),
+                        version: -1,
+                    }),
+                    &[],
+                )
+                .await?;
+            let last = wait_for(n, k, true, &mut ev_rx, cap).await?;
+            let dt = last
+                .map(|l| l.saturating_duration_since(t0))
+                .unwrap_or_default();
+            h.saturating_record((dt.as_nanos() as u64).max(1));
+            pb.inc(1);
+        }
+        let mut r = WorkloadResult {
+            workload: format!("fanout-{}", super::workloads::human_count(n as u64)),
+            description: format!(
+                "setData to the last of {n} data-watch notifications (one per session)"
+            ),
+            elapsed_s: start.elapsed().as_secs_f64(),
+            ops: h.len(),
+            unit: "trials".into(),
+            latency: Latency::of(&h),
+            ..Default::default()
+        };
+        if let (Some(a), Some(b)) = (rss_connected, rss_armed) {
+            r.extra(
+                "rss_per_watch",
+                (b - a) * 1024.0 * 1024.0 / n as f64,
+                "B",
+                Some(true),
+            );
+        }
+        anyhow::Ok(r)
+    }
+    .await;
+    round_tx.send_replace(Round::Stop);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    let mut out = vec![result?];
+    if ctx.fanout_subtree > 0 {
+        out.push(recursive(ctx, &mut writer, &dir, pb).await?);
+    }
+    writer.close().await;
+    Ok(out)
+}
+
+/// Waits for `want` watcher reports of round `k` (armed, or `fired` with the notification's arrival);
+/// returns the latest arrival.
+async fn wait_for(
+    want: usize,
+    k: u64,
+    fired: bool,
+    rx: &mut mpsc::UnboundedReceiver<anyhow::Result<(u64, Option<Instant>)>>,
+    cap: Duration,
+) -> anyhow::Result<Option<Instant>> {
+    let deadline = Instant::now() + cap;
+    let mut got = 0usize;
+    let mut last = None;
+    while got < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, rx.recv())
+            .await
+            .with_context(|| format!("{got} of {want} watchers after {cap:?}"))?;
+        let (rk, at) = m.context("every watcher stopped")??;
+        if rk == k && at.is_some() == fired {
+            got += 1;
+            last = last.max(at);
+        }
+    }
+    Ok(last)
+}
+
+/// A persistent recursive watch over `fanout_subtree` znodes (parents of 1,000): one watcher, setData on
+/// random members one at a time, write to notification.
+async fn recursive(
+    ctx: &Ctx,
+    writer: &mut Conn,
+    dir: &str,
+    pb: &ProgressBar,
+) -> anyhow::Result<WorkloadResult> {
+    let tree = format!("{dir}/tree");
+    let m = ctx.fanout_subtree;
+    pb.set_message(format!("creating {m} znodes"));
+    writer
+        .call_ok(&create_req(tree.clone(), Bytes::new(), 0), &[])
+        .await?;
+    let per = 1000u64;
+    let t2 = tree.clone();
+    let mut spec = ctx.spec(Arc::new(move |seq, _| {
+        (create_req(format!("{t2}/p{seq:05}"), Bytes::new(), 0), 0)
+    }));
+    spec.ops = m.div_ceil(per);
+    spec.warmup = Duration::ZERO;
+    spec.duration = ctx.memory_timeout;
+    load::run(spec, &ProgressBar::hidden()).await?;
+    let (t2, payload) = (tree.clone(), ctx.payload.clone());
+    let mut spec = ctx.spec(Arc::new(move |seq, _| {
+        (
+            create_req(
+                format!("{t2}/p{:05}/n{:03}", seq / per, seq % per),
+                payload.clone(),
+                0,
+            ),
+            0,
+        )
+    }));
+    spec.ops = m;
+    spec.warmup = Duration::ZERO;
+    spec.duration = ctx.memory_timeout;
+    let out = load::run(spec, &ProgressBar::hidden()).await?;
+    if out.ops < m || !out.errors.is_empty() {
+        bail!(
+            "created {} of {m} subtree znodes ({:?})",
+            out.ops,
+            out.errors
+        );
+    }
+    let mut watcher = ctx.admin().await?;
+    watcher
+        .call_ok(
+            &Request::AddWatch(AddWatchRequest {
+                path: tree.clone(),
+                mode: AddWatchMode::PersistentRecursive.code(),
+            }),
+            &[],
+        )
+        .await?;
+    let mut rng = load::Rng::new(m);
+    let mut h = new_hist();
+    let trials = ctx.fanout_trials.min(ctx.ops).max(1);
+    let start = Instant::now();
+    for _ in 0..trials {
+        if start.elapsed() >= ctx.duration && !h.is_empty() {
+            break;
+        }
+        let k = rng.below(m);
+        let path = format!("{tree}/p{:05}/n{:03}", k / per, k % per);
+        let x = writer.queue(&Request::SetData(SetDataRequest {
+            path: path.clone(),
+            data: Some(ctx.payload.clone()),
+            version: -1,
+        }));
+        let t0 = Instant::now();
+        writer.flush().await?;
+        let ev = tokio::time::timeout(Duration::from_secs(30), watcher.next_event())
+            .await
+            .context("no recursive-watch notification within 30 s")??;
+        let dt = t0.elapsed();
+        if ev.event_type != EventType::NodeDataChanged.code() || ev.path != path {
+            bail!("unexpected event {ev:?} for a write to {path}");
+        }
+        loop {
+            if let Incoming::Reply(hd, _) = writer.next().await? {
+                if hd.xid == x {
+                    if hd.err != 0 {
+                        bail!("setData {path}: {}", err_name(hd.err));
+                    }
+                    break;
+                }
+            }
+        }
+        h.saturating_record((dt.as_nanos() as u64).max(1));
+    }
+    watcher.close().await;
+    Ok(WorkloadResult {
+        workload: format!("fanout-recursive-{}", super::workloads::human_count(m)),
+        description: format!(
+            "persistent recursive watch over {m} znodes: setData of a random one to its notification"
+        ),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        ops: h.len(),
+        unit: "trials".into(),
+        latency: Latency::of(&h),
+        ..Default::default()
+    })
+}
+
+/// Instances per service in the size workload's registry-like tree.
+const PER_SERVICE: u64 = 100;
+
+/// The path of member `i` of the size workload: a service registry's
+/// `services/svc-NNNNN/instances/10.a.b.c:8080`.
+fn registry_member(dir: &str, i: u64) -> String {
+    format!(
+        "{dir}/services/svc-{:05}/instances/10.{}.{}.{}:8080",
+        i / PER_SERVICE,
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255
+    )
+}
+
+/// Size: `znodes` znodes of the payload in a registry-like tree (services of 100 instances): the load
+/// rate, the servers' RSS idle and loaded, bytes per znode. With `--restart-cmd`, then kill -9 of the
+/// first server and its restart: seconds until it serves a read and accepts a write. (Snapshot build
+/// time and size and a new node's catch-up are not measured: see docs/scaling.md.)
+pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
+    let dir = format!("{}/size-{}", ctx.root, ctx.run_id);
+    let mut a = ctx.admin().await?;
+    ensure_path(&mut a, &format!("{dir}/services")).await?;
+    a.close().await;
+    let services = ctx.znodes.div_ceil(PER_SERVICE);
+    pb.set_message("creating services");
+    for suffix in ["", "/instances"] {
+        let d = dir.clone();
+        let mut spec = ctx.spec(Arc::new(move |seq, _| {
+            (
+                create_req(
+                    format!("{d}/services/svc-{seq:05}{suffix}"),
+                    Bytes::new(),
+                    0,
+                ),
+                0,
+            )
+        }));
+        spec.ops = services;
+        spec.warmup = Duration::ZERO;
+        spec.duration = ctx.memory_timeout;
+        let out = load::run(spec, &ProgressBar::hidden()).await?;
+        if out.ops < services || !out.errors.is_empty() {
+            bail!(
+                "created {} of {services} service nodes ({:?})",
+                out.ops,
+                out.errors
+            );
+        }
+    }
+    let (d, payload) = (dir.clone(), ctx.payload.clone());
+    let mut spec = ctx.spec(Arc::new(move |seq, _| {
+        (create_req(registry_member(&d, seq), payload.clone(), 0), 0)
+    }));
+    spec.ops = ctx.znodes;
+    spec.warmup = Duration::ZERO;
+    spec.duration = ctx.memory_timeout;
+    let out = load::run(spec, pb).await?;
+    pb.set_message("settling");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = procfs::Snapshot::take(&ctx.pids).rss_mib();
+    let mut r = super::workloads::load_result(
+        &format!("size-{}", super::workloads::human_count(ctx.znodes)),
+        format!(
+            "load {} znodes of {} B, registry-like paths ({} services of {PER_SERVICE})",
+            ctx.znodes,
+            ctx.payload.len(),
+            services
+        ),
+        &out,
+    );
+    r.unit = "znodes".into();
+    if out.ops < ctx.znodes && r.error.is_none() {
+        r.error = Some(format!(
+            "only {} of {} znodes loaded within {:?} (raise --memory-timeout)",
+            out.ops, ctx.znodes, ctx.memory_timeout
+        ));
+    }
+    if let (Some(i), Some(l)) = (idle, loaded) {
+        r.extra("rss_idle", i, "MiB", Some(true));
+        r.extra("rss_loaded", l, "MiB", Some(true));
+        let total = out.ops + 2 * services;
+        if total > 0 {
+            r.extra(
+                "rss_per_znode",
+                (l - i) * 1024.0 * 1024.0 / total as f64,
+                "B",
+                Some(true),
+            );
+        }
+    }
+    if ctx.restart_cmd.is_some() && out.ops > 0 {
+        pb.set_message("kill -9 and restart");
+        let (read_s, write_s) = restart_after_kill(ctx, &registry_member(&dir, out.ops - 1))
+            .await
+            .context("restart after kill -9")?;
+        r.extra("restart_to_read", read_s, "s", Some(true));
+        r.extra("restart_to_write", write_s, "s", Some(true));
+    }
+    Ok(r)
+}
+
+/// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
+/// seconds from the kill until a new session reads `probe` and until it creates a znode (bounded by
+/// `--failover-timeout`). The restarted server's pid (last line of the command's output) replaces the old.
+async fn restart_after_kill(ctx: &mut Ctx, probe: &str) -> anyhow::Result<(f64, f64)> {
+    let cmd = ctx.restart_cmd.clone().context("no --restart-cmd")?;
+    let t0 = super::failover::kill_leader(ctx, 0).await?;
+    let out = super::failover::shell(
+        &cmd,
+        &[
+            ("ROSTER_BENCH_KILLED_INDEX", "0".to_string()),
+            ("ROSTER_BENCH_KILLED_ADDR", ctx.addrs[0].to_string()),
+            (
+                "ROSTER_BENCH_KILLED_PID",
+                ctx.pids.first().map(|p| p.to_string()).unwrap_or_default(),
+            ),
+        ],
+        Duration::from_secs(60),
+    )
+    .await?;
+    if let Some(pid) = out.lines().rev().find_map(|l| l.trim().parse::<u32>().ok()) {
+        if let Some(p) = ctx.pids.first_mut() {
+            *p = pid;
+        }
+    }
+    let deadline = t0 + ctx.failover_timeout;
+    let mut read_at = None;
+    let mut n = 0u32;
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted server did not {} within {:?} of the kill",
+                if read_at.is_none() {
+                    "serve a read"
+                } else {
+                    "accept a write"
+                },
+                ctx.failover_timeout
+            );
+        }
+        let attempt = async {
+            let mut c = Conn::open(
+                ctx.addrs[0],
+                ctx.session_timeout_ms,
+                None,
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            )
+            .await?;
+            if read_at.is_none() {
+                c.call_ok(
+                    &Request::GetData(GetDataRequest {
+                        path: probe.to_string(),
+                        watch: false,
+                    }),
+                    &[],
+                )
+                .await?;
+                read_at = Some(t0.elapsed().as_secs_f64());
+            }
+            n += 1;
+            c.call_ok(
+                &create_req(format!("{probe}-restart-{n}"), Bytes::new(), 0),
+                &[],
+            )
+            .await?;
+            c.close().await;
+            anyhow::Ok(t0.elapsed().as_secs_f64())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(write_s)) => return Ok((read_at.unwrap_or(write_s), write_s)),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Large values: for each of `value_sizes`, setData of that many bytes on a few keys (`sessions` x
+/// `depth` in flight): throughput, p99 and MiB/s.
+pub async fn values(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<WorkloadResult>> {
+    let mut out = Vec::new();
+    for &size in &ctx.value_sizes.clone() {
+        let dir = format!("{}/values-{}/{size}", ctx.root, ctx.run_id);
+        let mut a = ctx.admin().await?;
+        ensure_path(&mut a, &dir).await?;
+        let keys = 16u64;
+        let data = Bytes::from(vec![b'v'; size]);
+        for k in 0..keys {
+            a.call_ok(
+                &create_req(format!("{dir}/k{k:02}"), Bytes::new(), 0),
+                &[ERR_NODE_EXISTS],
+            )
+            .await?;
+        }
+        a.close().await;
+        pb.set_message(format!("{size} B"));
+        let d2 = dir.clone();
+        let spec = ctx.spec(Arc::new(move |_, rng| {
+            (
+                Request::SetData(SetDataRequest {
+                    path: format!("{d2}/k{:02}", rng.below(keys)),
+                    data: Some(data.clone()),
+                    version: -1,
+                }),
+                0,
+            )
+        }));
+        let lo = load::run(spec, pb).await?;
+        let mut r = super::workloads::load_result(
+            &format!("values-{}", human_bytes(size)),
+            format!(
+                "setData of {size} B on {keys} keys, {} sessions x {} in flight",
+                ctx.sessions, ctx.depth
+            ),
+            &lo,
+        );
+        if let Some(t) = r.throughput {
+            r.extra(
+                "mib_per_s",
+                t * size as f64 / 1048576.0,
+                "MiB/s",
+                Some(false),
+            );
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// 1024 → "1KiB", 102400 → "100KiB", 1000000 → "1000000B".
+fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{}KiB", n >> 10)
+    } else {
+        format!("{n}B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_spread_only_on_loopback_past_one_address() {
+        let lo: SocketAddr = "127.0.0.1:2181".parse().unwrap();
+        assert_eq!(source_for(lo, 0), None);
+        assert_eq!(source_for(lo, PER_SOURCE - 1), None);
+        assert_eq!(
+            source_for(lo, PER_SOURCE),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            source_for(lo, 2 * PER_SOURCE + 5),
+            Some("127.0.0.3".parse().unwrap())
+        );
+        let other: SocketAddr = "10.0.0.1:2181".parse().unwrap();
+        assert_eq!(source_for(other, 3 * PER_SOURCE), None);
+        assert_eq!(
+            registry_member("/r", 65_793),
+            "/r/services/svc-00657/instances/10.1.1.1:8080"
+        );
+        assert_eq!(human_bytes(1024), "1KiB");
+        assert_eq!(human_bytes(1_000_000), "1000000B");
+        assert_eq!(count_children(&[0, 0, 0, 3]).unwrap(), 3);
+        assert!(count_children(&[0]).is_err());
+    }
+}
