@@ -139,7 +139,7 @@ impl Conn {
             Some(config) => {
                 let name = rustls_pki_types::ServerName::from(addr.ip());
                 let tls = tokio::time::timeout(
-                    connect_timeout,
+                    handshake_timeout,
                     tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream),
                 )
                 .await
