@@ -401,6 +401,30 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// The cluster members an outside client reads from `/zookeeper/config`: `id:participant|observer`.
+/// Prints the demo's `=== SUMMARY` line (the tests read it): who was killed, the group's members, the
+/// elected leader and the registered scheduler instances, as `observer` sees them now.
+async fn print_summary(observer: &Client, root: &str, killed: &str) -> anyhow::Result<()> {
+    let members = Group::new(observer, &format!("{root}/members"))
+        .members()
+        .await?;
+    let now_leader = election::leader(observer, &format!("{root}/leader")).await?;
+    let sched = ServiceDiscovery::new(observer, &format!("{root}/services"))
+        .instances("scheduler")
+        .await?;
+    println!(
+        "=== SUMMARY killed={} members={} leader={} scheduler={}",
+        killed,
+        members.ids().join(","),
+        now_leader.map(|l| l.id).unwrap_or_else(|| "-".into()),
+        sched
+            .iter()
+            .map(|i| i.id.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(())
+}
+
 async fn config_members(c: &Client) -> anyhow::Result<String> {
     let (data, _) = c.get_data("/zookeeper/config").await?;
     let text = String::from_utf8_lossy(&data).to_string();
@@ -535,24 +559,7 @@ async fn demo_embedded(d: Demo, work_dir: Option<PathBuf>) -> anyhow::Result<()>
         );
         c.close().await.ok();
     }
-    let members = Group::new(&observer, &format!("{root}/members"))
-        .members()
-        .await?;
-    let now_leader = election::leader(&observer, &format!("{root}/leader")).await?;
-    let sched = ServiceDiscovery::new(&observer, &format!("{root}/services"))
-        .instances("scheduler")
-        .await?;
-    println!(
-        "=== SUMMARY killed={} members={} leader={} scheduler={}",
-        leader.id,
-        members.ids().join(","),
-        now_leader.map(|l| l.id).unwrap_or_else(|| "-".into()),
-        sched
-            .iter()
-            .map(|i| i.id.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    print_summary(&observer, &root, &leader.id).await?;
     // The killed instance restarts on its data directory: it rejoins the cluster as itself.
     println!("=== restart {}", leader.id);
     children[killed].1 = spawn(killed)?;
@@ -639,24 +646,7 @@ async fn demo_servers(d: Demo) -> anyhow::Result<()> {
     while start.elapsed() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let members = Group::new(&observer, &format!("{root}/members"))
-        .members()
-        .await?;
-    let now_leader = election::leader(&observer, &format!("{root}/leader")).await?;
-    let sched = ServiceDiscovery::new(&observer, &format!("{root}/services"))
-        .instances("scheduler")
-        .await?;
-    println!(
-        "=== SUMMARY killed={} members={} leader={} scheduler={}",
-        leader.id,
-        members.ids().join(","),
-        now_leader.map(|l| l.id).unwrap_or_else(|| "-".into()),
-        sched
-            .iter()
-            .map(|i| i.id.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    print_summary(&observer, &root, &leader.id).await?;
     // The survivors leave gracefully (SIGTERM).
     for (_, mut c) in children {
         if let Some(pid) = c.id() {
