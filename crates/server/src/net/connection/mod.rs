@@ -924,13 +924,7 @@ impl Conn {
                 tracing::info!(conn = self.id, peer = %self.peer, %reason, "SASL login failed: answering AuthFailed and closing");
                 // With a null token behind the error header, as ZooKeeper sends it: the Java client
                 // reads any reply during its SASL exchange as a token, and fails the login on null.
-                self.ctx
-                    .node
-                    .shared
-                    .stats
-                    .packets_sent
-                    .fetch_add(1, Ordering::Relaxed);
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.count_sent();
                 write_frame(&mut self.out, |b| {
                     ReplyHeader {
                         xid: xid_,
@@ -995,7 +989,8 @@ impl Conn {
         self.stats.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    fn write_header(&mut self, h: ReplyHeader, body: Option<&Response>) {
+    /// Counts one packet sent, in the server's statistics (`srvr`) and this connection's (`cons`).
+    fn count_sent(&self) {
         self.ctx
             .node
             .shared
@@ -1003,6 +998,10 @@ impl Conn {
             .packets_sent
             .fetch_add(1, Ordering::Relaxed);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write_header(&mut self, h: ReplyHeader, body: Option<&Response>) {
+        self.count_sent();
         if h.zxid > 0 {
             self.stats.last_zxid.store(h.zxid as u64, Ordering::Relaxed);
         }
@@ -1027,13 +1026,7 @@ impl Conn {
     }
 
     fn push_event(&mut self, ev: &WatcherEvent, zxid: i64) {
-        self.ctx
-            .node
-            .shared
-            .stats
-            .packets_sent
-            .fetch_add(1, Ordering::Relaxed);
-        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.count_sent();
         write_frame(&mut self.out, |b| {
             ReplyHeader {
                 xid: xid::NOTIFICATION,
