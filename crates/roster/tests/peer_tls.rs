@@ -99,10 +99,24 @@ impl Rogue {
             .arg(dir.path().join("data"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
         Rogue { child, _dir: dir }
+    }
+
+    /// Waits up to `limit` for the process to exit; its status and what it printed.
+    fn exit_within(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let err =
+                    std::fs::read_to_string(self._dir.path().join("stderr")).unwrap_or_default();
+                return Some((st, err));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 }
 
@@ -188,9 +202,19 @@ fn tls_peers_form_a_cluster_and_refuse_every_peer_port_attack() {
     {
         let _plain = Rogue::start(&seed, &[]);
         wait_log(&a, "peer connection refused");
-        let _wrong_ca = Rogue::start(&seed, &flags(&other, "r"));
+        let mut wrong_ca = Rogue::start(&seed, &flags(&other, "r"));
         let _wrong_addr = Rogue::start(&seed, &flags(&dir, "n4"));
         wait_log(&a, "is not valid for 127.0.0.1");
+        // A certificate failure is permanent: the node stops at once with the reason, instead of
+        // retrying its join for a minute.
+        let (st, err) = wrong_ca
+            .exit_within(Duration::from_secs(20))
+            .expect("a node with another CA's certificate still runs after 20 s");
+        assert!(!st.success(), "it exited with success: {err}");
+        assert!(
+            err.contains("certificate refused") && err.contains("docs/security.md"),
+            "the error names the certificate and where to read: {err}"
+        );
         std::thread::sleep(Duration::from_secs(3));
         let s = status(&seed, &admin_tls);
         assert_eq!(s.members.len(), 3, "a rogue node was admitted: {s:?}");

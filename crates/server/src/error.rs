@@ -38,6 +38,10 @@ pub enum Error {
     /// The link to another node failed, or it answered with an error.
     #[error("peer: {0}")]
     Peer(String),
+    /// The TLS handshake with another node failed on a certificate (permanent: retrying with the
+    /// same certificates cannot succeed).
+    #[error("certificate refused: {0}")]
+    Certificate(String),
     /// Raft refused the request for another reason.
     #[error("raft: {0}")]
     Raft(String),

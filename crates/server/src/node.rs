@@ -178,6 +178,11 @@ async fn allocate_id(
     loop {
         match admin::allocate_id(seed, cluster_id, tls).await {
             Ok(id) => return Ok(id),
+            Err(e @ crate::error::Error::Certificate(_)) => {
+                return Err(StartError::Join(format!(
+                    "asking {seed} for a node id: {e}"
+                )))
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "no node id yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,6 +202,11 @@ async fn discover_cluster(seed: &str, tls: Option<&PeerTls>) -> Result<String, S
     loop {
         match admin::cluster_id(seed, tls).await {
             Ok(id) => return Ok(id),
+            Err(e @ crate::error::Error::Certificate(_)) => {
+                return Err(StartError::Join(format!(
+                    "asking {seed} for the cluster id: {e}"
+                )))
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "cluster id not known yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -656,6 +666,9 @@ async fn join(ctx: &Arc<NodeCtx>, seed: &str) -> Result<(), StartError> {
         .await
         {
             Ok(r) => break r,
+            Err(e @ crate::error::Error::Certificate(_)) => {
+                return Err(StartError::Join(e.to_string()))
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%seed, error = %e, "join not done yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -33,6 +33,9 @@ pub async fn call(
             (LinkError::Unreachable(m), None) => Error::Peer(format!(
                 "{addr}: {m} (if the cluster uses peer TLS, authenticate: roster cluster --tls-dir DIR, from `roster tls init`)"
             )),
+            (LinkError::Certificate(m), _) => Error::Certificate(format!(
+                "{m} (peers must hold certificates from the same cluster CA, each for the address it announces: docs/security.md)"
+            )),
             (e, _) => Error::Peer(format!("{addr}: {e}")),
         })?;
     match link

@@ -26,6 +26,10 @@ pub enum LinkError {
     /// The remote refused the hello (wrong cluster or node).
     #[error("refused: {0}")]
     Refused(String),
+    /// The TLS handshake failed on a certificate: the remote's is not from this node's CA (or not
+    /// for its address), or the remote refused this node's. Retrying does not help.
+    #[error("certificate refused: {0}")]
+    Certificate(String),
     /// No answer within the deadline.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -70,7 +74,13 @@ impl Link {
         hello: Hello,
         tls: Option<&PeerTls>,
     ) -> Result<Link, LinkError> {
-        let unreachable = |e: std::io::Error| LinkError::Unreachable(format!("{addr}: {e}"));
+        let unreachable = |e: std::io::Error| {
+            if super::tls::is_certificate_failure(&e) {
+                LinkError::Certificate(format!("{addr}: {e}"))
+            } else {
+                LinkError::Unreachable(format!("{addr}: {e}"))
+            }
+        };
         let (rd, mut wr) = super::tls::dial(addr, tls).await.map_err(unreachable)?;
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let expected = hello.to;

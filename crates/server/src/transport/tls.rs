@@ -191,7 +191,7 @@ pub async fn dial(addr: &str, tls: Option<&PeerTls>) -> std::io::Result<(PeerRea
             let s = tokio_rustls::TlsConnector::from(tls.client.clone())
                 .connect(name, stream)
                 .await
-                .map_err(|e| std::io::Error::other(format!("TLS handshake: {e}")))?;
+                .map_err(|e| std::io::Error::new(e.kind(), TlsFailure(e)))?;
             Ok(split(s))
         }
     }
@@ -278,4 +278,56 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("/nonexistent/n.pem"), "{e}");
     }
+}
+
+/// A dialer's TLS handshake error, kept whole so [`is_certificate_failure`] can look inside it.
+#[derive(Debug)]
+struct TlsFailure(std::io::Error);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake: {}", self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e` (from [`dial`], or a read or write on a dialed connection) is a certificate failure:
+/// the listener's certificate is not from this node's CA or not for the address dialed, or the
+/// listener refused this node's certificate (with TLS 1.3 its alert arrives on the first read).
+/// Such a failure is permanent: retrying with the same certificates cannot succeed.
+pub fn is_certificate_failure(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return match r {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    true
+                }
+                rustls::Error::AlertReceived(a) => matches!(
+                    a,
+                    A::BadCertificate
+                        | A::UnsupportedCertificate
+                        | A::CertificateRevoked
+                        | A::CertificateExpired
+                        | A::CertificateUnknown
+                        | A::UnknownCA
+                        | A::AccessDenied
+                        | A::CertificateRequired
+                ),
+                _ => false,
+            };
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            cur = io.get_ref().map(|i| i as _);
+        } else {
+            cur = err.source();
+        }
+    }
+    false
 }
