@@ -19,9 +19,10 @@
 
 use super::tls::{PeerRead, PeerRole, PeerTls, PeerWrite};
 use super::wire::{
-    read_msg, read_msg_max, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
+    read_frame, read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
     PeerResponse,
 };
+use crate::format::Formats;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,6 +40,9 @@ pub struct LocalIdentity {
     pub cluster_id: String,
     /// This node's id.
     pub node_id: u64,
+    /// The cluster's format version (a dialer that cannot speak it is refused) and where to note
+    /// what each dialer announced.
+    pub formats: Arc<Formats>,
 }
 
 /// Sends answers on one connection, by request id (cheap to clone; answers to a closed connection are
@@ -57,6 +61,8 @@ impl Responder {
 pub struct PeerConn {
     /// The dialer's hello.
     pub hello: Hello,
+    /// The format version spoken on this connection (`crate::format::negotiate`).
+    pub version: u8,
     /// Who the dialer is, by its certificate ([`PeerRole::Plain`] without TLS).
     pub role: PeerRole,
     reader: BufReader<PeerRead>,
@@ -214,8 +220,8 @@ async fn handshake(
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
     let hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_msg_max(&mut reader, HELLO_MAX)).await {
-            Ok(Ok(Some(PeerMsg::Hello(h)))) => h,
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, HELLO_MAX)).await {
+            Ok(Ok(Some((v, PeerMsg::Hello(h))))) => (v, h),
             Ok(Ok(_)) => return Ok(None),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -223,22 +229,34 @@ async fn handshake(
                 return Ok(None);
             }
         };
-    if let Err(reason) = check_hello(&hello, &me.cluster_id, me.node_id) {
-        tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
-        write_msg(&mut wr, &PeerMsg::HelloErr(reason)).await?;
-        let _ = wr.shutdown().await;
-        return Ok(None);
-    }
+    let (theirs, hello) = hello;
+    let checked = check_hello(&hello, &me.cluster_id, me.node_id)
+        .and_then(|()| crate::format::negotiate(theirs, me.formats.cluster()));
+    let version = match checked {
+        Ok(v) => v,
+        Err(reason) => {
+            tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
+            // Answered in a version the dialer reads: its own when this build speaks it.
+            let answer = theirs.clamp(crate::format::BASE, crate::format::CURRENT);
+            write_msg(&mut wr, &PeerMsg::HelloErr(reason), answer).await?;
+            let _ = wr.shutdown().await;
+            return Ok(None);
+        }
+    };
     write_msg(
         &mut wr,
         &PeerMsg::HelloOk {
             cluster_id: me.cluster_id.clone(),
             node_id: me.node_id,
         },
+        version,
     )
     .await?;
     wr.flush().await?;
-    tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
+    if hello.cluster_id.is_some() {
+        me.formats.note_peer(hello.from, version);
+    }
+    tracing::debug!(from = hello.from, kind = ?hello.kind, version, "peer connected");
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
         let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
@@ -248,11 +266,11 @@ async fn handshake(
                 _ = shutdown.wait_for(|s| *s) => None,
             };
             let Some(msg) = msg else { break };
-            if write_msg(&mut wr, &msg).await.is_err() {
+            if write_msg(&mut wr, &msg, version).await.is_err() {
                 return;
             }
             while let Ok(msg) = rx.try_recv() {
-                if write_msg(&mut wr, &msg).await.is_err() {
+                if write_msg(&mut wr, &msg, version).await.is_err() {
                     return;
                 }
             }
@@ -264,6 +282,7 @@ async fn handshake(
     });
     Ok(Some(PeerConn {
         hello,
+        version,
         role,
         reader,
         out: Responder(tx),
