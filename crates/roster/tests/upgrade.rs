@@ -144,7 +144,9 @@ impl Load {
                     session_timeout: Duration::from_secs(20),
                     ..ClientOptions::default()
                 };
-                let setup = Client::connect(&hosts, opts.clone()).await.expect("connect");
+                let setup = Client::connect(&hosts, opts.clone())
+                    .await
+                    .expect("connect");
                 match setup
                     .create("/upgrade", b"", &CreateOptions::default())
                     .await
@@ -337,7 +339,11 @@ fn rolling_upgrade_under_load_loses_nothing_and_keeps_sessions() {
     let mut expected = std::collections::BTreeMap::new();
     for r in &reports {
         assert!(r.error.is_none(), "writer failed: {:?}", r.error);
-        assert!(!r.expired, "session {:#x} expired during the upgrade", r.session_id);
+        assert!(
+            !r.expired,
+            "session {:#x} expired during the upgrade",
+            r.session_id
+        );
         for (p, d) in &r.written {
             expected.insert(p.clone(), d.as_bytes().to_vec());
         }
@@ -368,7 +374,9 @@ fn rolling_upgrade_under_load_loses_nothing_and_keeps_sessions() {
     let st = a.stop();
     assert!(st.is_some_and(|s| s.success()));
     a.bin = None;
-    let status = a.try_spawn().expect_err("this build must refuse a format-3 directory");
+    let status = a
+        .try_spawn()
+        .expect_err("this build must refuse a format-3 directory");
     assert!(!status.success());
     let log = a.log_text();
     assert!(
@@ -402,7 +410,11 @@ fn a_next_version_node_joins_leads_and_serves_a_cluster_of_this_version() {
         if leader == new_id {
             break;
         }
-        let old = if node_id(&a) == leader { &mut a } else { &mut b };
+        let old = if node_id(&a) == leader {
+            &mut a
+        } else {
+            &mut b
+        };
         let st = old.stop();
         assert!(st.is_some_and(|s| s.success()));
         wait_new_leader(&n, leader);

@@ -88,6 +88,8 @@ pub fn check_data_dir(dir: &std::path::Path, recorded: u8) -> Result<(), String>
 /// What the node knows of format versions: the cluster version and each peer's announced one.
 pub struct Formats {
     cluster: AtomicU8,
+    /// The version the data directory records: the newest its files may hold.
+    dir: AtomicU8,
     peers: Mutex<HashMap<u64, u8>>,
     meta: Mutex<Option<MetaStore>>,
 }
@@ -112,6 +114,7 @@ impl Formats {
     pub fn new(cluster: u8) -> Formats {
         Formats {
             cluster: AtomicU8::new(cluster),
+            dir: AtomicU8::new(cluster),
             peers: Mutex::new(HashMap::new()),
             meta: Mutex::new(None),
         }
@@ -128,6 +131,7 @@ impl Formats {
         })?;
         check_data_dir(dir, recorded)?;
         self.cluster.store(recorded, Ordering::Release);
+        self.dir.store(recorded, Ordering::Release);
         *self.meta.lock() = Some(meta);
         Ok(recorded)
     }
@@ -137,16 +141,30 @@ impl Formats {
         self.cluster.load(Ordering::Acquire)
     }
 
+    /// Files of version `v` are about to be written (a log entry recording it is appended): the
+    /// data directory records `v` first (fsynced), so that an older binary refuses it rather than
+    /// meeting an entry it cannot decode. A lower `v` than recorded is ignored.
+    pub fn mark_dir(&self, v: u8) -> std::io::Result<()> {
+        let meta = self.meta.lock();
+        if v <= self.dir.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(meta) = meta.as_ref() {
+            meta.put_value(KEY_FORMAT, &v)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        self.dir.store(v, Ordering::Release);
+        Ok(())
+    }
+
     /// The cluster version became `v` (an applied log entry or an installed snapshot says so):
-    /// recorded in the data directory first (fsynced), then taken. A lower `v` than known is ignored.
+    /// recorded in the data directory first ([`mark_dir`](Self::mark_dir)), then taken. A lower `v`
+    /// than known is ignored.
     pub fn set_cluster(&self, v: u8) -> std::io::Result<()> {
         if v <= self.cluster() {
             return Ok(());
         }
-        if let Some(meta) = self.meta.lock().as_ref() {
-            meta.put_value(KEY_FORMAT, &v)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
+        self.mark_dir(v)?;
         tracing::info!(
             from = self.cluster(),
             to = v,
@@ -276,7 +294,11 @@ mod tests {
     #[test]
     fn snapshots_carry_the_cluster_version_from_format_3() {
         let state = vec![0x02, 0x00, 0x07];
-        assert_eq!(wrap_snapshot(BASE, state.clone()), state, "format 2: the state alone");
+        assert_eq!(
+            wrap_snapshot(BASE, state.clone()),
+            state,
+            "format 2: the state alone"
+        );
         assert_eq!(unwrap_snapshot(&state), Ok((BASE, &state[..])));
         assert_eq!((snapshot_layout(2), snapshot_layout(3)), (1, 2));
         let wrapped = wrap_snapshot(3, state.clone());
@@ -286,7 +308,10 @@ mod tests {
         } else {
             // An older build names both versions rather than misreading the state.
             let e = unwrap_snapshot(&wrapped).unwrap_err();
-            assert!(e.contains("format version 3") && e.contains("2 to 2"), "{e}");
+            assert!(
+                e.contains("format version 3") && e.contains("2 to 2"),
+                "{e}"
+            );
         }
         let mut newer = wrapped.clone();
         newer[SNAPSHOT_MARK.len()] = CURRENT + 1;
@@ -300,6 +325,16 @@ mod tests {
         let f = Formats::default();
         let meta = || MetaStore::open(d.path().join("meta")).unwrap();
         assert_eq!(f.open_dir(d.path(), meta()), Ok(BASE), "absent: the base");
+        f.mark_dir(CURRENT).unwrap();
+        assert_eq!(
+            f.cluster(),
+            BASE,
+            "marking the directory does not raise the cluster"
+        );
+        if CURRENT > BASE {
+            let e = Formats::default().open_dir(d.path(), meta());
+            assert_eq!(e, Ok(CURRENT), "but it is recorded");
+        }
         f.set_cluster(CURRENT).unwrap();
         assert_eq!(f.cluster(), CURRENT);
         f.set_cluster(BASE).unwrap();
@@ -308,9 +343,15 @@ mod tests {
         // A directory written by a newer build is refused with both versions and what to do.
         meta().put_value(KEY_FORMAT, &(CURRENT + 1)).unwrap();
         let e = Formats::default().open_dir(d.path(), meta()).unwrap_err();
-        assert!(e.contains(&format!("format version {}", CURRENT + 1)), "{e}");
+        assert!(
+            e.contains(&format!("format version {}", CURRENT + 1)),
+            "{e}"
+        );
         assert!(e.contains(&format!("{BASE} to {CURRENT}")), "{e}");
-        assert!(e.contains("Run the newer binary") && e.contains("restore the backup"), "{e}");
+        assert!(
+            e.contains("Run the newer binary") && e.contains("restore the backup"),
+            "{e}"
+        );
         assert!(readable(BASE) && readable(CURRENT) && !readable(CURRENT + 1));
     }
 }

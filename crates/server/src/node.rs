@@ -805,6 +805,11 @@ async fn raise_format(ctx: &NodeCtx, now: i64) {
         members = ?st.nodes.keys().collect::<Vec<_>>(),
         "every member runs format {version}: recording it as the cluster's format version"
     );
+    // The directory first: the entry is in this node's log before it commits.
+    if let Err(e) = ctx.shared.formats.mark_dir(version) {
+        tracing::error!(error = %e, "cannot record the data directory's format version");
+        return;
+    }
     let txn = Txn {
         session_id: 0,
         time: now,

@@ -295,7 +295,10 @@ pub fn mntr(ctx: &NodeCtx) -> String {
         ),
         // Format versions (docs/operations.md, "Upgrading"): the newest this binary speaks, and the
         // cluster's (the lowest any member runs, as recorded in the log and applied here).
-        ("zk_roster_format_version", crate::format::CURRENT.to_string()),
+        (
+            "zk_roster_format_version",
+            crate::format::CURRENT.to_string(),
+        ),
         (
             "zk_roster_cluster_format_version",
             shared.formats.cluster().to_string(),

@@ -229,7 +229,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = std::time::Instant::now();
         let size = snapshot.len();
         let (cluster, body) = format::unwrap_snapshot(&snapshot).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {term}-{index}: {e}"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot {term}-{index}: {e}"),
+            )
         })?;
         let state = State::from_snapshot(body).map_err(|e| {
             io::Error::new(
@@ -247,9 +250,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tokio::task::spawn_blocking(move || {
                 store.write_layout(layout, term, index, &meta_bytes, &snapshot)
             })
-                .await
-                .map_err(to_io)?
-                .map_err(io::Error::from)?;
+            .await
+            .map_err(to_io)?
+            .map_err(io::Error::from)?;
         }
         self.shared.db.lock().state = state;
         if !already_stored {

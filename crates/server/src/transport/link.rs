@@ -84,9 +84,7 @@ impl Link {
         tokio::io::AsyncWriteExt::flush(&mut wr)
             .await
             .map_err(unreachable)?;
-        let answer = read_frame(&mut rd, MAX_FRAME)
-            .await
-            .map_err(unreachable)?;
+        let answer = read_frame(&mut rd, MAX_FRAME).await.map_err(unreachable)?;
         let (remote_cluster, remote_node, version) = match answer {
             Some((
                 version,

@@ -19,8 +19,7 @@
 
 use super::tls::{PeerRead, PeerRole, PeerTls, PeerWrite};
 use super::wire::{
-    read_frame, read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
-    PeerResponse,
+    read_frame, read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse,
 };
 use crate::format::Formats;
 use std::sync::Arc;
@@ -219,16 +218,16 @@ async fn handshake(
 ) -> std::io::Result<Option<PeerConn>> {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
-    let hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, HELLO_MAX)).await {
-            Ok(Ok(Some((v, PeerMsg::Hello(h))))) => (v, h),
-            Ok(Ok(_)) => return Ok(None),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                tracing::debug!("peer connection closed: no hello within {HELLO_TIMEOUT:?}");
-                return Ok(None);
-            }
-        };
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, HELLO_MAX)).await
+    {
+        Ok(Ok(Some((v, PeerMsg::Hello(h))))) => (v, h),
+        Ok(Ok(_)) => return Ok(None),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            tracing::debug!("peer connection closed: no hello within {HELLO_TIMEOUT:?}");
+            return Ok(None);
+        }
+    };
     let (theirs, hello) = hello;
     let checked = check_hello(&hello, &me.cluster_id, me.node_id)
         .and_then(|()| crate::format::negotiate(theirs, me.formats.cluster()));
