@@ -229,8 +229,14 @@ async fn handshake(
         }
     };
     let (theirs, hello) = hello;
+    // Members must speak the cluster's version; tools and joining nodes (no cluster id) only need
+    // a version in common (a join is checked against the cluster's version by the layer above).
+    let floor = match hello.cluster_id {
+        Some(_) => me.formats.cluster(),
+        None => crate::format::BASE,
+    };
     let checked = check_hello(&hello, &me.cluster_id, me.node_id)
-        .and_then(|()| crate::format::negotiate(theirs, me.formats.cluster()));
+        .and_then(|()| crate::format::negotiate(theirs, floor));
     let version = match checked {
         Ok(v) => v,
         Err(reason) => {
@@ -334,6 +340,68 @@ mod tests {
         let e = check_hello(&hello(Some("c"), Some(2), LinkKind::Raft), "c", 1).unwrap_err();
         assert!(e.contains("wrong node"), "{e}");
         assert!(check_hello(&hello(None, Some(1), LinkKind::Raft), "c", 1).is_err());
+    }
+
+    /// Sends a member's hello (or a tool's, `admin`) in a frame of `version` to a listener whose
+    /// cluster runs `cluster`; its answer and the version of the answer's frame.
+    async fn hello_at(version: u8, cluster: u8, admin: bool) -> (u8, PeerMsg) {
+        use super::super::wire::{encode_v, read_frame, MAX_FRAME};
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = LocalIdentity {
+            cluster_id: "c".into(),
+            node_id: 1,
+            formats: Arc::new(Formats::new(cluster)),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let formats = me.formats.clone();
+        let task = tokio::spawn(serve(listener, me, None, Arc::new(|_conn| {}), stop));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let h = match admin {
+            true => hello(None, None, LinkKind::Admin),
+            false => hello(Some("c"), Some(1), LinkKind::Raft),
+        };
+        let frame = encode_v(&PeerMsg::Hello(h), version).unwrap();
+        s.write_all(&frame).await.unwrap();
+        let answer = read_frame(&mut s, MAX_FRAME).await.unwrap().unwrap();
+        if !admin && matches!(answer.1, PeerMsg::HelloOk { .. }) {
+            assert_eq!(
+                formats.peer(5),
+                Some(answer.0),
+                "the dialer's version is noted"
+            );
+        }
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn hellos_negotiate_the_lower_version() {
+        use crate::format::{BASE, CURRENT};
+        // A newer dialer is answered in this node's version, an older one in its own.
+        let (v, msg) = hello_at(CURRENT + 1, BASE, false).await;
+        assert!(
+            matches!(msg, PeerMsg::HelloOk { node_id: 1, .. }),
+            "{msg:?}"
+        );
+        assert_eq!(v, CURRENT);
+        let (v, msg) = hello_at(BASE, BASE, false).await;
+        assert!(matches!(msg, PeerMsg::HelloOk { .. }), "{msg:?}");
+        assert_eq!(v, BASE);
+        // Once the cluster runs a newer version than the dialer speaks, a member is refused, in a
+        // frame of the dialer's version, with what to do.
+        let (v, msg) = hello_at(BASE, BASE + 1, false).await;
+        assert_eq!(v, BASE);
+        match msg {
+            PeerMsg::HelloErr(e) => assert!(e.contains("run a Roster that supports"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // A tool (or a joining node asking for the cluster id) is answered: it is no member.
+        let (v, msg) = hello_at(BASE, BASE + 1, true).await;
+        assert!(matches!(msg, PeerMsg::HelloOk { .. }), "{msg:?}");
+        assert_eq!(v, BASE);
     }
 
     #[test]
