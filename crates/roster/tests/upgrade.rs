@@ -122,6 +122,8 @@ struct WriterReport {
     written: Vec<(String, String)>,
     expired: bool,
     error: Option<String>,
+    /// Writes whose connection was lost and were retried on the same path.
+    retried: usize,
 }
 
 const WRITERS: usize = 2;
@@ -217,6 +219,7 @@ async fn writer(
         written: Vec::new(),
         expired: false,
         error: None,
+        retried: 0,
     };
     let started = Instant::now();
     'load: for i in 0..MAX_WRITES {
@@ -242,6 +245,9 @@ async fn writer(
                 }
                 // Outcome unknown: retried on the same path.
                 Err(Error::ConnectionLoss | Error::Timeout) if tries < 100 => {
+                    if !lost {
+                        report.retried += 1;
+                    }
                     lost = true;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -314,6 +320,23 @@ fn wait_caught_up(n: &Roster) {
     }
 }
 
+/// The layout versions of a node's snapshot files (header bytes 8..12), newest (highest index) last.
+fn snapshot_layouts(n: &Roster) -> Vec<u32> {
+    let dir = n.dir.path().join("data/snapshots");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "snap"));
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| {
+            let b = std::fs::read(p).ok()?;
+            Some(u32::from_be_bytes(b.get(8..12)?.try_into().ok()?))
+        })
+        .collect()
+}
+
 fn hosts(nodes: &[&Roster]) -> String {
     nodes
         .iter()
@@ -338,13 +361,15 @@ fn rolling_upgrade_under_load_loses_nothing_and_keeps_sessions() {
         );
     }
     let load = Load::start(hosts(&[&a, &b, &c]));
-    load.wait_progress(50, "before the upgrade");
+    // Enough for a snapshot (every 300 entries) before the upgrade.
+    load.wait_progress(300, "before the upgrade");
 
     // Followers first, the leader last.
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     let mut order: Vec<&mut Roster> = vec![&mut a, &mut b, &mut c];
     order.sort_by_key(|n| node_id(n) == leader);
     let total = order.len();
+    let mut before = Vec::new();
     for (step, n) in order.into_iter().enumerate() {
         replace(n, Some(next.clone()));
         assert_eq!(formats(n).0.as_deref(), Some("3"), "the next build runs");
@@ -359,11 +384,29 @@ fn rolling_upgrade_under_load_loses_nothing_and_keeps_sessions() {
                 Some("2"),
                 "the cluster format rose while a member still runs format 2"
             );
+            // Every snapshot so far is in the format-2 layout.
+            before.extend(snapshot_layouts(n));
         }
     }
     wait_formed(&[&a, &b, &c], 3, 0);
     wait_cluster_format(&[&a, &b, &c], "3", Duration::from_secs(30));
-    load.wait_progress(50, "after the cluster format rose");
+    assert!(
+        !before.is_empty() && before.iter().all(|l| *l == 1),
+        "snapshots of the replaced nodes before the cluster format rose: layouts {before:?}"
+    );
+    // The next snapshot of every node is in the new layout (it carries the cluster format).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while ![&a, &b, &c]
+        .iter()
+        .all(|n| snapshot_layouts(n).last() == Some(&2))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no format-3 snapshot within 90 s: {:?}",
+            [&a, &b, &c].map(snapshot_layouts)
+        );
+        load.wait_progress(20, "after the cluster format rose");
+    }
     let reports = load.finish();
 
     // Every acknowledged write, with its value, on every node; nothing else under /upgrade.
@@ -380,6 +423,11 @@ fn rolling_upgrade_under_load_loses_nothing_and_keeps_sessions() {
         }
     }
     assert!(expected.len() >= 200, "too little load: {}", expected.len());
+    eprintln!(
+        "rolling upgrade: {} writes acknowledged, {} retried after a lost connection",
+        expected.len(),
+        reports.iter().map(|r| r.retried).sum::<usize>()
+    );
     for n in [&a, &b, &c] {
         let mut found = subtree(n.addr, "/upgrade");
         for r in &reports {
