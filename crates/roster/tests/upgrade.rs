@@ -14,7 +14,8 @@
 //! The next binary comes from `ROSTER_NEXT_BIN` (scripts/test builds it) or is built here into
 //! `<target>/format-next` (`cargo build -p roster --features format-next`, without debug info: only
 //! roster-state, roster-server and roster are compiled once the dependencies are there). Cost: about
-//! a minute of clusters, plus that build the first time (a few minutes from nothing).
+//! 20 s of clusters (some 1,000 writes), plus that build: every dependency once (several minutes),
+//! then one to a few minutes for the three crates.
 //!
 //! Left out: upgrades across TLS peers (the hello is the same under TLS), and a rollback after the
 //! cluster version rose (refused by design: restore the backup).
