@@ -664,9 +664,10 @@ async fn proxy_conn(
     me: SocketAddr,
     inner: std::sync::Arc<std::sync::Mutex<NetState>>,
 ) -> std::io::Result<()> {
-    use roster_server::transport::wire::{encode, read_msg, PeerMsg};
+    use roster_server::transport::wire::{encode_v, read_frame, PeerMsg, MAX_FRAME};
     use tokio::io::AsyncWriteExt;
-    let Some(hello) = read_msg(&mut down).await? else {
+    // The hello is passed on in the version it came in (the version the dialer offers).
+    let Some((version, hello)) = read_frame(&mut down, MAX_FRAME).await? else {
         return Ok(());
     };
     let from = match &hello {
@@ -684,7 +685,7 @@ async fn proxy_conn(
     let mut up = tokio::net::TcpStream::connect(upstream).await?;
     up.set_nodelay(true)?;
     down.set_nodelay(true)?;
-    up.write_all(&encode(&hello)?).await?;
+    up.write_all(&encode_v(&hello, version)?).await?;
     // Copy both ways until either side closes or the pair is cut (dropping both sockets closes them).
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);
