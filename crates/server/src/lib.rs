@@ -10,7 +10,8 @@
 //! 1. Bottom, shared by all: [`config`] (every setting), [`error`] (why a replicated request failed,
 //!    and what the client is told), [`events`] (the journal of membership, leadership and session
 //!    events, each logged once with its cause), [`metrics`] (the Prometheus registry and the handles
-//!    every layer records into), [`reply`] (what an applied write answers), [`shared`] (the tree,
+//!    every layer records into), [`format`](mod@format) (the format versions this build reads and writes, and the
+//!    cluster's), [`reply`] (what an applied write answers), [`shared`] (the tree,
 //!    watches, connections and counters every task reaches, and their lock order), [`storage`] (the
 //!    write-ahead log, metadata and snapshot files on disk).
 //! 2. [`transport`]: the peer port's frames, links and listener; knows nothing of Raft.
@@ -39,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod format;
 pub mod metrics;
 pub mod net;
 pub mod node;

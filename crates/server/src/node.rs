@@ -116,6 +116,10 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data directory is in a format this build does not read (the message names both versions
+    /// and what to do).
+    #[error("{0}")]
+    Format(String),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -273,6 +277,12 @@ impl Node {
             source,
         })?;
         let meta = MetaStore::open(dir.join("meta"))?;
+        // Before anything else of the directory is read: a directory of a newer format is refused
+        // here, with both versions named, rather than misread (`format`).
+        let formats = Arc::new(crate::format::Formats::default());
+        formats
+            .open_dir(&dir, meta.clone())
+            .map_err(StartError::Format)?;
         let identity = match meta.load_identity()? {
             Some(id) => id,
             None => {
@@ -295,7 +305,9 @@ impl Node {
         let log_store = LogStore::<TypeConfig>::open(&dir)?;
         let wal = log_store.wal().stats_handle();
         let snapshots = Arc::new(SnapshotStore::open(dir.join("snapshots"))?);
-        let shared = Arc::new(Shared::new(config.clone(), State::new()));
+        let mut shared = Shared::new(config.clone(), State::new());
+        shared.formats = formats;
+        let shared = Arc::new(shared);
         shared.events.set_node(identity.node_id);
         let raft = crate::raft::start(
             &identity,
@@ -385,6 +397,7 @@ impl Node {
             let me = LocalIdentity {
                 cluster_id: identity.cluster_id.clone(),
                 node_id: identity.node_id,
+                formats: ctx.shared.formats.clone(),
             };
             let node = ctx.clone();
             let stop = rx.clone();
@@ -786,6 +799,44 @@ fn publish_expiry(ctx: &NodeCtx, session_id: i64, deadline: i64, now: i64) {
 
 /// Expires sessions and TTL nodes while this node leads. Time is read here, once per tick, and travels
 /// in the proposed transactions.
+/// As the leader: once every member announced a newer format version than the cluster's, records
+/// the lowest of them as the cluster's in the log (`format`). Not during a membership change (a
+/// joining node's version is not known yet).
+#[cfg(feature = "format-next")]
+async fn raise_format(ctx: &NodeCtx, now: i64) {
+    let st = ctx.raft.status();
+    if st.changing {
+        return;
+    }
+    let others: Vec<u64> = st.nodes.keys().copied().filter(|n| *n != st.id).collect();
+    let Some(version) = ctx.shared.formats.decide(&others) else {
+        return;
+    };
+    tracing::info!(
+        version,
+        from = ctx.shared.formats.cluster(),
+        members = ?st.nodes.keys().collect::<Vec<_>>(),
+        "every member runs format {version}: recording it as the cluster's format version"
+    );
+    // The directory first: the entry is in this node's log before it commits.
+    if let Err(e) = ctx.shared.formats.mark_dir(version) {
+        tracing::error!(error = %e, "cannot record the data directory's format version");
+        return;
+    }
+    let txn = Txn {
+        session_id: 0,
+        time: now,
+        op: TxnOp::SetFormat { version },
+    };
+    if let Err(e) = ctx.raft.submit(txn).await {
+        tracing::warn!(error = %e, "cannot propose the cluster format version; retrying in 1 s");
+    }
+}
+
+/// A build of format 2 (the base) never has a newer version to record.
+#[cfg(not(feature = "format-next"))]
+async fn raise_format(_: &NodeCtx, _: i64) {}
+
 async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
     let shared = ctx.shared.clone();
     let mut tick = tokio::time::interval(shared.config.session_tick());
@@ -793,6 +844,7 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
     let mut ttl_proposed: HashMap<String, i64> = HashMap::new();
     let mut last_ttl_check = 0i64;
     let mut last_prune = 0i64;
+    let mut last_format = 0i64;
     let mut was_leader = false;
     loop {
         tokio::select! {
@@ -848,6 +900,10 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             if let Err(e) = ctx.raft.submit(txn).await {
                 tracing::warn!(error = %e, "cannot propose session close");
             }
+        }
+        if now - last_format >= 1_000 {
+            last_format = now;
+            raise_format(&ctx, now).await;
         }
         if now - last_prune >= 10_000 {
             // Forget where sessions that are gone were last seen.

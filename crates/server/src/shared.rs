@@ -15,6 +15,7 @@ use roster_state::{ExpiryTracker, State, WatchTable};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -211,6 +212,8 @@ pub struct Shared {
     pub last_seen_on: Mutex<HashMap<i64, u64>>,
     /// Prometheus metrics (recorded by every layer, rendered by the admin port's `/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Format versions: the cluster's, and what each peer announced (`crate::format`).
+    pub formats: Arc<crate::format::Formats>,
 }
 
 impl Shared {
@@ -235,6 +238,7 @@ impl Shared {
             events: crate::events::Events::new(),
             last_seen_on: Mutex::new(HashMap::new()),
             metrics,
+            formats: Arc::new(crate::format::Formats::default()),
         }
     }
 

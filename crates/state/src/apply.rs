@@ -246,6 +246,8 @@ impl State {
                 self.expire_ttl(&mut ctx, paths);
                 TxnResult::None
             }
+            #[cfg(feature = "format-next")]
+            TxnOp::SetFormat { .. } => TxnResult::None,
             TxnOp::SetConfig { data } => {
                 self.set_config(&mut ctx, data);
                 TxnResult::None

@@ -72,6 +72,14 @@ pub enum TxnOp {
         /// The session's identities (digest, ip, super...), for ACL checks and the `auth` scheme.
         auth: Vec<Id>,
     },
+    /// The cluster's format version rose to `version` (the leader decided every member runs it; see
+    /// the server's `format.rs`). Changes nothing in the tree; the server records it. Exists only in
+    /// builds of format 3 (`format-next`), and is only written once every member runs one.
+    #[cfg(feature = "format-next")]
+    SetFormat {
+        /// The new cluster format version.
+        version: u8,
+    },
 }
 
 /// serde for [`TxnOp::RequestV1`]'s request: the request's own encoding with data in the old layout.

@@ -24,6 +24,8 @@ pub struct Roster {
     pub env: Vec<(String, String)>,
     /// A command the binary runs under (for example `prlimit --nofile=1024:1024 --`).
     pub wrap: Vec<String>,
+    /// Another `roster` binary to run (the upgrade test's next-format build); `None`: this build's.
+    pub bin: Option<PathBuf>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -44,6 +46,11 @@ impl Roster {
 
     /// Starts a node run under the command `wrap` (which execs its arguments), with extra flags.
     pub fn start_wrapped(wrap: &[&str], extra: &[&str]) -> Roster {
+        Roster::start_bin(None, wrap, extra)
+    }
+
+    /// Starts the `roster` binary `bin` (`None`: this build's) under `wrap`, with extra flags.
+    pub fn start_bin(bin: Option<PathBuf>, wrap: &[&str], extra: &[&str]) -> Roster {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -57,6 +64,7 @@ impl Roster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: vec![],
             wrap: wrap.iter().map(|s| s.to_string()).collect(),
+            bin,
             child: None,
             log,
         };
@@ -82,6 +90,7 @@ impl Roster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env,
             wrap: vec![],
+            bin: None,
             child: None,
             log,
         };
@@ -90,19 +99,33 @@ impl Roster {
     }
 
     fn spawn(&mut self) {
+        if let Err(status) = self.try_spawn() {
+            panic!(
+                "roster exited with {status} while starting; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Starts the process (again) on its data directory and ports and waits until it answers `ruok`;
+    /// `Err` with its exit status if it exits first (panics if it neither answers nor exits in 30 s).
+    pub fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let bin = env!("CARGO_BIN_EXE_roster");
+        let bin = self
+            .bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_roster")));
         let mut cmd = match self.wrap.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(bin);
+                c.args(rest).arg(&bin);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(&bin),
         };
         let child = cmd
             .arg("serve")
@@ -128,14 +151,12 @@ impl Roster {
                 .map(|s| s == "imok")
                 .unwrap_or(false)
             {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "roster exited with {status} while starting; log:\n{}",
-                        self.log_text()
-                    );
+                    self.child = None;
+                    return Err(status);
                 }
             }
             assert!(
@@ -158,6 +179,14 @@ impl Roster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERM (a graceful shutdown), then waits up to 30 s for the process to exit; its status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        let st = self.wait_exit(Duration::from_secs(30));
+        self.kill9();
+        st
     }
 
     /// Starts again on the same data directory and port.
@@ -635,9 +664,10 @@ async fn proxy_conn(
     me: SocketAddr,
     inner: std::sync::Arc<std::sync::Mutex<NetState>>,
 ) -> std::io::Result<()> {
-    use roster_server::transport::wire::{encode, read_msg, PeerMsg};
+    use roster_server::transport::wire::{encode_v, read_frame, PeerMsg, MAX_FRAME};
     use tokio::io::AsyncWriteExt;
-    let Some(hello) = read_msg(&mut down).await? else {
+    // The hello is passed on in the version it came in (the version the dialer offers).
+    let Some((version, hello)) = read_frame(&mut down, MAX_FRAME).await? else {
         return Ok(());
     };
     let from = match &hello {
@@ -655,7 +685,7 @@ async fn proxy_conn(
     let mut up = tokio::net::TcpStream::connect(upstream).await?;
     up.set_nodelay(true)?;
     down.set_nodelay(true)?;
-    up.write_all(&encode(&hello)?).await?;
+    up.write_all(&encode_v(&hello, version)?).await?;
     // Copy both ways until either side closes or the pair is cut (dropping both sockets closes them).
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);

@@ -42,6 +42,21 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
             Ok(r) => r,
             Err(e) => break e,
         };
+        // A node that cannot speak the cluster's format version could never receive its log.
+        if matches!(body, PeerRequest::Join { .. } | PeerRequest::AllocateId) {
+            let cluster = ctx.shared.formats.cluster();
+            if conn.version < cluster {
+                let reason = format!(
+                    "the cluster runs format version {cluster} and the joining node only speaks \
+                     up to {}: run a Roster that supports format {cluster} on it \
+                     (docs/operations.md, \"Upgrading\")",
+                    conn.version
+                );
+                tracing::warn!(from = hello.from, %reason, "join refused");
+                out.send(id, PeerResponse::Err(PeerError::Refused(reason)));
+                continue;
+            }
+        }
         match body {
             // Ordered by the Raft layer (stream appends, snapshot pieces).
             PeerRequest::Raft(blob) => raft.handle(id, &blob).await,

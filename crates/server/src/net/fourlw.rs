@@ -293,6 +293,16 @@ pub fn mntr(ctx: &NodeCtx) -> String {
             "zk_roster_peer_dials_failed",
             st.peer_dials_failed.load(Ordering::Relaxed).to_string(),
         ),
+        // Format versions (docs/operations.md, "Upgrading"): the newest this binary speaks, and the
+        // cluster's (the lowest any member runs, as recorded in the log and applied here).
+        (
+            "zk_roster_format_version",
+            crate::format::CURRENT.to_string(),
+        ),
+        (
+            "zk_roster_cluster_format_version",
+            shared.formats.cluster().to_string(),
+        ),
     ];
     let mut s = String::new();
     for (k, v) in rows {

@@ -236,9 +236,24 @@ impl PeerClient {
                 self.addr,
                 l.remote_cluster()
             )),
+            // A peer that cannot speak the cluster's format (a node rolled back to an older binary
+            // after the cluster version rose) gets no entries it would misread.
+            Ok(l) if l.version() < self.shared.formats.cluster() => Err(format!(
+                "{} speaks format version {} but the cluster runs {}: run a Roster that supports \
+                 format {} on node {} (docs/operations.md, \"Upgrading\")",
+                self.addr,
+                l.version(),
+                self.shared.formats.cluster(),
+                self.shared.formats.cluster(),
+                self.target
+            )),
             Ok(l) => Ok(l),
             Err(e) => Err(e.to_string()),
         };
+        match &r {
+            Ok(l) => self.shared.formats.note_peer(self.target, l.version()),
+            Err(_) => self.shared.formats.forget_peer(self.target),
+        }
         let log = self.gate.lock().record(r.is_ok(), Instant::now());
         match r {
             Ok(l) => {

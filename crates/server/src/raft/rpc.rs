@@ -160,6 +160,10 @@ impl Inbound {
                 return answer(&self.out, id, Err(PeerError::Refused(e)));
             }
         };
+        if let Err(e) = mark_newer_format(&self.shared, &req) {
+            tracing::error!(from = self.from, error = %e, "cannot record the data directory's format version: refusing the entries");
+            return answer(&self.out, id, Err(PeerError::Raft(e.to_string())));
+        }
         match req {
             RaftRequest::StreamAppend(rpc) => {
                 let rpc = match &self.appends {
@@ -262,6 +266,32 @@ impl Inbound {
     pub fn close(self) {
         drop(self.appends);
     }
+}
+
+/// Before entries that record a newer cluster format version reach the log, the data directory
+/// records that version (`crate::format::Formats::mark_dir`).
+#[cfg(feature = "format-next")]
+fn mark_newer_format(shared: &Shared, req: &RaftRequest) -> std::io::Result<()> {
+    use openraft::EntryPayload;
+    use roster_state::TxnOp;
+    let entries = match req {
+        RaftRequest::StreamAppend(rpc) | RaftRequest::AppendEntries(rpc) => &rpc.entries,
+        _ => return Ok(()),
+    };
+    for e in entries {
+        if let EntryPayload::Normal(cmd) = &e.payload {
+            if let TxnOp::SetFormat { version } = cmd.0.op {
+                shared.formats.mark_dir(version)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A build of the base format knows no entry of a newer one.
+#[cfg(not(feature = "format-next"))]
+fn mark_newer_format(_: &Shared, _: &RaftRequest) -> std::io::Result<()> {
+    Ok(())
 }
 
 async fn unordered(

@@ -9,10 +9,15 @@
 //! serializes it on a blocking thread while applying goes on; the bytes go to a checksummed snapshot
 //! file (`storage::snapshot`). The state itself is not persisted on apply: after a restart openraft
 //! installs the latest snapshot and re-applies the committed log (the log store persists `committed`).
+//!
+//! Format versions (`crate::format`): a `SetFormat` entry (builds of format 3) records the new cluster
+//! version in the data directory as it is applied; snapshots are written in the cluster's format, and
+//! one taken at format 3 carries the version, which a follower installing it records too.
 
 use super::types::{
     Command, LogId, Outcome, SnapshotMeta, StateView, StoredMembership, TypeConfig, WriteReply,
 };
+use crate::format;
 use crate::shared::{now_ms, ConnMsg, Shared};
 use crate::storage::snapshot::SnapshotStore;
 use futures::TryStreamExt;
@@ -95,6 +100,8 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
+    /// The cluster format version as of `last_applied` (`crate::format`).
+    cluster_format: u8,
     /// For the snapshot metrics.
     shared: Arc<Shared>,
 }
@@ -123,10 +130,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.snapshots.clone();
         let meta_bytes = postcard::to_allocvec(&meta).map_err(to_io)?;
         let started = std::time::Instant::now();
+        let cluster = self.cluster_format;
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, io::Error> {
-            let body = state.to_snapshot();
+            // In the format every member reads (`format`): the cluster's.
+            let body = format::wrap_snapshot(cluster, state.to_snapshot());
             store
-                .write(term, index, &meta_bytes, &body)
+                .write_layout(
+                    format::snapshot_layout(cluster),
+                    term,
+                    index,
+                    &meta_bytes,
+                    &body,
+                )
                 .map_err(io::Error::from)?;
             Ok(body)
         })
@@ -167,7 +182,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let zxid = i64::try_from(entry.log_id.index)
                 .map_err(|_| to_io("log index beyond i64: zxid would wrap"))?;
             let reply = match entry.payload {
-                EntryPayload::Normal(cmd) => self.apply_command(zxid, &cmd),
+                EntryPayload::Normal(cmd) => {
+                    // Recorded in the data directory before anything of the new format is written.
+                    #[cfg(feature = "format-next")]
+                    if let TxnOp::SetFormat { version } = cmd.0.op {
+                        self.shared.formats.set_cluster(version)?;
+                    }
+                    self.apply_command(zxid, &cmd)
+                }
                 EntryPayload::Blank => {
                     self.shared.db.lock().state.note_zxid(zxid);
                     WriteReply::new(zxid, Outcome::None)
@@ -193,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             snapshots: self.snapshots.clone(),
+            cluster_format: self.shared.formats.cluster(),
             shared: self.shared.clone(),
         }
     }
@@ -205,21 +228,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (term, index) = position(&meta.last_log_id);
         let started = std::time::Instant::now();
         let size = snapshot.len();
-        let state = State::from_snapshot(&snapshot).map_err(|e| {
+        let (cluster, body) = format::unwrap_snapshot(&snapshot).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot {term}-{index}: {e}"),
+            )
+        })?;
+        let state = State::from_snapshot(body).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("snapshot {term}-{index} does not decode: {e}"),
             )
         })?;
+        self.shared.formats.set_cluster(cluster)?;
         // On restart openraft installs the snapshot it just read from disk: do not write it again.
         let already_stored = self.snapshots.path_of(term, index).exists();
         if !already_stored {
             let meta_bytes = postcard::to_allocvec(meta).map_err(to_io)?;
             let store = self.snapshots.clone();
-            tokio::task::spawn_blocking(move || store.write(term, index, &meta_bytes, &snapshot))
-                .await
-                .map_err(to_io)?
-                .map_err(io::Error::from)?;
+            let layout = format::snapshot_layout(cluster);
+            tokio::task::spawn_blocking(move || {
+                store.write_layout(layout, term, index, &meta_bytes, &snapshot)
+            })
+            .await
+            .map_err(to_io)?
+            .map_err(io::Error::from)?;
         }
         self.shared.db.lock().state = state;
         if !already_stored {

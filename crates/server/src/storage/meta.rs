@@ -38,6 +38,9 @@ pub const KEY_VOTE: &str = "vote";
 pub const KEY_COMMITTED: &str = "committed";
 /// Key under which [`ClusterIdentity`] is stored (see [`MetaStore::load_identity`]).
 pub const KEY_IDENTITY: &str = "identity";
+/// Key under which the format version the directory is written in is stored (`crate::format`; absent
+/// in directories of format 2, the first that had format versions).
+pub const KEY_FORMAT: &str = "format";
 
 /// The identity of a node's data directory: which cluster it belongs to and which node it is.
 ///

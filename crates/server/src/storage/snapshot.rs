@@ -5,9 +5,14 @@
 //! integers big-endian:
 //!
 //! ```text
-//! [8 bytes magic "RSTRSNAP"][u32 format version = 1][u32 meta len][u64 body len]
+//! [8 bytes magic "RSTRSNAP"][u32 layout version][u32 meta len][u64 body len]
 //! [u32 crc32c over the whole file except this field][meta bytes][body bytes]
 //! ```
+//!
+//! Layout 1: the body is the state. Layout 2 (written by builds of format 3 once the cluster runs
+//! it, `crate::format::snapshot_layout`): the body opens with the cluster format version
+//! (`crate::format::wrap_snapshot`). A file of a layout this build does not read is an error naming
+//! both layouts and what to do, never read as something else.
 //!
 //! Writing goes to `<name>.snap.tmp`, is fsynced, renamed into place, and the directory is
 //! fsynced; then all but the newest [`KEEP`] snapshots are deleted. A leftover `.tmp` (a crash
@@ -28,6 +33,8 @@ use super::{create_dir_durable, fsync_dir, retry_transient, Error, IoResultExt, 
 
 const MAGIC: &[u8; 8] = b"RSTRSNAP";
 const VERSION: u32 = 1;
+/// The newest layout this build reads.
+const VERSION_MAX: u32 = crate::format::SNAPSHOT_LAYOUT_MAX;
 /// Size of the fixed file header.
 pub const HEADER_LEN: usize = 28;
 /// Number of complete snapshots kept on disk.
@@ -87,13 +94,25 @@ impl SnapshotStore {
         self.dir.join(format!("snap-{term:020}-{index:020}.snap"))
     }
 
-    /// Durably write a snapshot, then delete all but the newest [`KEEP`]. Returns its path.
+    /// Durably write a snapshot of layout 1, then delete all but the newest [`KEEP`]. Returns its path.
     pub fn write(&self, term: u64, index: u64, meta: &[u8], body: &[u8]) -> Result<PathBuf> {
+        self.write_layout(VERSION, term, index, meta, body)
+    }
+
+    /// Like [`write`](Self::write), with the file's layout version (see the module doc).
+    pub fn write_layout(
+        &self,
+        layout: u32,
+        term: u64,
+        index: u64,
+        meta: &[u8],
+        body: &[u8],
+    ) -> Result<PathBuf> {
         let meta_len = u32::try_from(meta.len())
             .map_err(|_| Error::Invalid("snapshot metadata larger than 4 GiB".into()))?;
         let mut header = [0u8; HEADER_LEN];
         header[0..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_be_bytes());
+        header[8..12].copy_from_slice(&layout.to_be_bytes());
         header[12..16].copy_from_slice(&meta_len.to_be_bytes());
         header[16..24].copy_from_slice(&(body.len() as u64).to_be_bytes());
         let crc = checksum(&header, meta, body);
@@ -187,8 +206,15 @@ fn load(path: &Path, term: u64, index: u64) -> Result<SnapshotFile> {
         return bad(0, "bad magic, not a roster snapshot".into());
     }
     let version = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return bad(8, format!("unsupported snapshot format version {version}"));
+    if !(VERSION..=VERSION_MAX).contains(&version) {
+        return bad(
+            8,
+            format!(
+                "snapshot file layout {version}, written by a newer Roster; this binary reads \
+                 layouts {VERSION} to {VERSION_MAX}: run the newer binary, or restore the backup \
+                 taken before the upgrade (docs/operations.md, \"Upgrading\")"
+            ),
+        );
     }
     let meta_len = u32::from_be_bytes(header[12..16].try_into().expect("4 bytes")) as u64;
     let body_len = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
@@ -242,6 +268,20 @@ mod tests {
         assert_eq!(l.body, vec![7u8; 100_000]);
         let idx: Vec<u64> = s.list().unwrap().iter().map(|x| x.1).collect();
         assert_eq!(idx, vec![30, 20]);
+    }
+
+    #[test]
+    fn layouts_this_build_does_not_read_are_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(d.path()).unwrap();
+        s.write_layout(VERSION_MAX, 1, 10, b"m", b"b").unwrap();
+        assert_eq!(s.latest().unwrap().unwrap().body, b"b");
+        s.write_layout(VERSION_MAX + 1, 1, 20, b"m", b"b").unwrap();
+        let msg = s.latest().unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("layout {}", VERSION_MAX + 1)) && msg.contains("newer Roster"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! Left out: reconnection and retries (the owners decide), keep-alives (Raft heartbeats are enough).
 
 use super::tls::PeerTls;
-use super::wire::{read_msg, write_msg, Hello, PeerMsg, PeerRequest, PeerResponse};
+use super::wire::{
+    read_frame, read_msg, write_msg, Hello, PeerMsg, PeerRequest, PeerResponse, FORMAT_VERSION,
+    MAX_FRAME,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +49,7 @@ struct Inner {
     remote_node: u64,
     remote_cluster: String,
     addr: String,
+    version: u8,
 }
 
 /// One connection to a peer. Cheap to clone; the connection closes when the last clone is dropped.
@@ -84,21 +88,32 @@ impl Link {
         let (rd, mut wr) = super::tls::dial(addr, tls).await.map_err(unreachable)?;
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let expected = hello.to;
-        write_msg(&mut wr, &PeerMsg::Hello(hello))
+        write_msg(&mut wr, &PeerMsg::Hello(hello), FORMAT_VERSION)
             .await
             .map_err(unreachable)?;
         tokio::io::AsyncWriteExt::flush(&mut wr)
             .await
             .map_err(unreachable)?;
-        let (remote_cluster, remote_node) = match read_msg(&mut rd).await.map_err(unreachable)? {
-            Some(PeerMsg::HelloOk {
-                cluster_id,
-                node_id,
-            }) => (cluster_id, node_id),
-            Some(PeerMsg::HelloErr(reason)) => {
+        let answer = read_frame(&mut rd, MAX_FRAME).await.map_err(unreachable)?;
+        let (remote_cluster, remote_node, version) = match answer {
+            Some((
+                version,
+                PeerMsg::HelloOk {
+                    cluster_id,
+                    node_id,
+                },
+            )) if crate::format::readable(version) => (cluster_id, node_id, version),
+            Some((version, PeerMsg::HelloOk { .. })) => {
+                return Err(LinkError::Refused(format!(
+                    "{addr} answered in format version {version}, this node speaks {} to \
+                     {FORMAT_VERSION}",
+                    crate::format::BASE
+                )))
+            }
+            Some((_, PeerMsg::HelloErr(reason))) => {
                 return Err(LinkError::Refused(format!("{addr}: {reason}")))
             }
-            Some(other) => {
+            Some((_, other)) => {
                 return Err(LinkError::Unreachable(format!(
                     "{addr}: unexpected answer to hello: {other:?}"
                 )))
@@ -123,19 +138,20 @@ impl Link {
             remote_node,
             remote_cluster,
             addr: addr.to_string(),
+            version,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
             use tokio::io::AsyncWriteExt;
             while let Some(msg) = rx.recv().await {
-                if write_msg(&mut wr, &msg).await.is_err() {
+                if write_msg(&mut wr, &msg, version).await.is_err() {
                     break;
                 }
                 // Write out whatever is queued behind this frame in one go, then flush.
                 let mut ok = true;
                 while let Ok(msg) = rx.try_recv() {
-                    if write_msg(&mut wr, &msg).await.is_err() {
+                    if write_msg(&mut wr, &msg, version).await.is_err() {
                         ok = false;
                         break;
                     }
@@ -186,6 +202,12 @@ impl Link {
     /// The node at the other end.
     pub fn remote_node(&self) -> u64 {
         self.0.remote_node
+    }
+
+    /// The format version spoken on this connection: the lower of this build's and the other end's
+    /// (`crate::format::negotiate`).
+    pub fn version(&self) -> u8 {
+        self.0.version
     }
 
     /// The cluster id the other end announced.

@@ -19,9 +19,9 @@
 
 use super::tls::{PeerRead, PeerRole, PeerTls, PeerWrite};
 use super::wire::{
-    read_msg, read_msg_max, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest,
-    PeerResponse,
+    read_frame, read_msg, write_msg, Hello, LinkKind, PeerError, PeerMsg, PeerRequest, PeerResponse,
 };
+use crate::format::Formats;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,6 +39,9 @@ pub struct LocalIdentity {
     pub cluster_id: String,
     /// This node's id.
     pub node_id: u64,
+    /// The cluster's format version (a dialer that cannot speak it is refused) and where to note
+    /// what each dialer announced.
+    pub formats: Arc<Formats>,
 }
 
 /// Sends answers on one connection, by request id (cheap to clone; answers to a closed connection are
@@ -57,6 +60,8 @@ impl Responder {
 pub struct PeerConn {
     /// The dialer's hello.
     pub hello: Hello,
+    /// The format version spoken on this connection (`crate::format::negotiate`).
+    pub version: u8,
     /// Who the dialer is, by its certificate ([`PeerRole::Plain`] without TLS).
     pub role: PeerRole,
     reader: BufReader<PeerRead>,
@@ -213,32 +218,50 @@ async fn handshake(
 ) -> std::io::Result<Option<PeerConn>> {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     // A dialer that sends no hello, or a huge one, does not hold the connection or its memory.
-    let hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_msg_max(&mut reader, HELLO_MAX)).await {
-            Ok(Ok(Some(PeerMsg::Hello(h)))) => h,
-            Ok(Ok(_)) => return Ok(None),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                tracing::debug!("peer connection closed: no hello within {HELLO_TIMEOUT:?}");
-                return Ok(None);
-            }
-        };
-    if let Err(reason) = check_hello(&hello, &me.cluster_id, me.node_id) {
-        tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
-        write_msg(&mut wr, &PeerMsg::HelloErr(reason)).await?;
-        let _ = wr.shutdown().await;
-        return Ok(None);
-    }
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, HELLO_MAX)).await
+    {
+        Ok(Ok(Some((v, PeerMsg::Hello(h))))) => (v, h),
+        Ok(Ok(_)) => return Ok(None),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            tracing::debug!("peer connection closed: no hello within {HELLO_TIMEOUT:?}");
+            return Ok(None);
+        }
+    };
+    let (theirs, hello) = hello;
+    // Members must speak the cluster's version; tools and joining nodes (no cluster id) only need
+    // a version in common (a join is checked against the cluster's version by the layer above).
+    let floor = match hello.cluster_id {
+        Some(_) => me.formats.cluster(),
+        None => crate::format::BASE,
+    };
+    let checked = check_hello(&hello, &me.cluster_id, me.node_id)
+        .and_then(|()| crate::format::negotiate(theirs, floor));
+    let version = match checked {
+        Ok(v) => v,
+        Err(reason) => {
+            tracing::warn!(from = hello.from, kind = ?hello.kind, %reason, "peer hello refused");
+            // Answered in a version the dialer reads: its own when this build speaks it.
+            let answer = theirs.clamp(crate::format::BASE, crate::format::CURRENT);
+            write_msg(&mut wr, &PeerMsg::HelloErr(reason), answer).await?;
+            let _ = wr.shutdown().await;
+            return Ok(None);
+        }
+    };
     write_msg(
         &mut wr,
         &PeerMsg::HelloOk {
             cluster_id: me.cluster_id.clone(),
             node_id: me.node_id,
         },
+        version,
     )
     .await?;
     wr.flush().await?;
-    tracing::debug!(from = hello.from, kind = ?hello.kind, "peer connected");
+    if hello.cluster_id.is_some() {
+        me.formats.note_peer(hello.from, version);
+    }
+    tracing::debug!(from = hello.from, kind = ?hello.kind, version, "peer connected");
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMsg>();
     let writer = tokio::spawn(async move {
         let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
@@ -248,11 +271,11 @@ async fn handshake(
                 _ = shutdown.wait_for(|s| *s) => None,
             };
             let Some(msg) = msg else { break };
-            if write_msg(&mut wr, &msg).await.is_err() {
+            if write_msg(&mut wr, &msg, version).await.is_err() {
                 return;
             }
             while let Ok(msg) = rx.try_recv() {
-                if write_msg(&mut wr, &msg).await.is_err() {
+                if write_msg(&mut wr, &msg, version).await.is_err() {
                     return;
                 }
             }
@@ -264,6 +287,7 @@ async fn handshake(
     });
     Ok(Some(PeerConn {
         hello,
+        version,
         role,
         reader,
         out: Responder(tx),
@@ -316,6 +340,68 @@ mod tests {
         let e = check_hello(&hello(Some("c"), Some(2), LinkKind::Raft), "c", 1).unwrap_err();
         assert!(e.contains("wrong node"), "{e}");
         assert!(check_hello(&hello(None, Some(1), LinkKind::Raft), "c", 1).is_err());
+    }
+
+    /// Sends a member's hello (or a tool's, `admin`) in a frame of `version` to a listener whose
+    /// cluster runs `cluster`; its answer and the version of the answer's frame.
+    async fn hello_at(version: u8, cluster: u8, admin: bool) -> (u8, PeerMsg) {
+        use super::super::wire::{encode_v, read_frame, MAX_FRAME};
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = LocalIdentity {
+            cluster_id: "c".into(),
+            node_id: 1,
+            formats: Arc::new(Formats::new(cluster)),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let formats = me.formats.clone();
+        let task = tokio::spawn(serve(listener, me, None, Arc::new(|_conn| {}), stop));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let h = match admin {
+            true => hello(None, None, LinkKind::Admin),
+            false => hello(Some("c"), Some(1), LinkKind::Raft),
+        };
+        let frame = encode_v(&PeerMsg::Hello(h), version).unwrap();
+        s.write_all(&frame).await.unwrap();
+        let answer = read_frame(&mut s, MAX_FRAME).await.unwrap().unwrap();
+        if !admin && matches!(answer.1, PeerMsg::HelloOk { .. }) {
+            assert_eq!(
+                formats.peer(5),
+                Some(answer.0),
+                "the dialer's version is noted"
+            );
+        }
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn hellos_negotiate_the_lower_version() {
+        use crate::format::{BASE, CURRENT};
+        // A newer dialer is answered in this node's version, an older one in its own.
+        let (v, msg) = hello_at(CURRENT + 1, BASE, false).await;
+        assert!(
+            matches!(msg, PeerMsg::HelloOk { node_id: 1, .. }),
+            "{msg:?}"
+        );
+        assert_eq!(v, CURRENT);
+        let (v, msg) = hello_at(BASE, BASE, false).await;
+        assert!(matches!(msg, PeerMsg::HelloOk { .. }), "{msg:?}");
+        assert_eq!(v, BASE);
+        // Once the cluster runs a newer version than the dialer speaks, a member is refused, in a
+        // frame of the dialer's version, with what to do.
+        let (v, msg) = hello_at(BASE, BASE + 1, false).await;
+        assert_eq!(v, BASE);
+        match msg {
+            PeerMsg::HelloErr(e) => assert!(e.contains("run a Roster that supports"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // A tool (or a joining node asking for the cluster id) is answered: it is no member.
+        let (v, msg) = hello_at(BASE, BASE + 1, true).await;
+        assert!(matches!(msg, PeerMsg::HelloOk { .. }), "{msg:?}");
+        assert_eq!(v, BASE);
     }
 
     #[test]

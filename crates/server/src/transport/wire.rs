@@ -1,11 +1,17 @@
 //! The peer protocol's frames and messages.
 //!
-//! A frame is a big-endian `u32` length, then a `u8` format version ([`FORMAT_VERSION`]), then one
+//! A frame is a big-endian `u32` length, then a `u8` format version (`crate::format`), then one
 //! postcard-encoded [`PeerMsg`]; the length counts the version byte and the body. postcard is not
-//! self-describing, so a frame of another version is refused rather than guessed at.
+//! self-describing, so a frame of a version this build does not read is refused rather than guessed
+//! at, with one exception that makes versions negotiable: the hello and its two answers (the first
+//! three variants of [`PeerMsg`]) keep their shape in every version, so they are read at any version
+//! from `format::BASE` up.
 //!
-//! Every connection opens with a [`Hello`] from the dialer, answered by `HelloOk` or `HelloErr` (wrong
-//! cluster id, wrong expected node id). After it, the dialer sends `Request`s tagged with an id and the
+//! Every connection opens with a [`Hello`] from the dialer, in a frame of the dialer's newest version
+//! (`format::CURRENT`), answered by `HelloOk` or `HelloErr` (wrong cluster id, wrong expected node id,
+//! a version the cluster no longer speaks) in a frame of the negotiated version
+//! (`format::negotiate`: the lower of the two); every later frame on the connection, both ways, is of
+//! that version. After it, the dialer sends `Request`s tagged with an id and the
 //! listener answers `Response`s with the same id, in any order (request ids multiplex one connection).
 //!
 //! Version 2 carries Raft RPCs as opaque [`Blob`]s encoded by the Raft layer, so that this layer
@@ -18,8 +24,8 @@ use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The frame format version this build speaks.
-pub const FORMAT_VERSION: u8 = 2;
+/// The newest frame format version this build speaks (`format::CURRENT`).
+pub const FORMAT_VERSION: u8 = crate::format::CURRENT;
 /// Largest peer frame accepted, bytes (snapshot chunks and append batches stay far below it).
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -275,10 +281,15 @@ pub enum PeerMsg {
     },
 }
 
-/// Encodes one frame.
+/// Encodes one frame of this build's newest version.
 pub fn encode(msg: &PeerMsg) -> std::io::Result<Vec<u8>> {
+    encode_v(msg, FORMAT_VERSION)
+}
+
+/// Encodes one frame of format `version` (the one negotiated on its connection).
+pub fn encode_v(msg: &PeerMsg, version: u8) -> std::io::Result<Vec<u8>> {
     let mut out = vec![0u8; 5];
-    out[4] = FORMAT_VERSION;
+    out[4] = version;
     let out = postcard::to_extend(msg, out)
         .map_err(|e| std::io::Error::other(format!("peer message does not encode: {e}")))?;
     let len =
@@ -288,9 +299,13 @@ pub fn encode(msg: &PeerMsg) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Writes one frame.
-pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &PeerMsg) -> std::io::Result<()> {
-    w.write_all(&encode(msg)?).await
+/// Writes one frame of format `version`.
+pub async fn write_msg<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &PeerMsg,
+    version: u8,
+) -> std::io::Result<()> {
+    w.write_all(&encode_v(msg, version)?).await
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
@@ -298,13 +313,21 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option
     read_msg_max(r, MAX_FRAME).await
 }
 
-/// Reads one frame of at most `max` bytes; `Ok(None)` on a clean end of stream between frames. The
-/// buffer grows as the bytes arrive, never to the declared length up front, so a half-sent frame
-/// holds only what was sent.
+/// Reads one frame of at most `max` bytes; `Ok(None)` on a clean end of stream between frames.
 pub async fn read_msg_max<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> std::io::Result<Option<PeerMsg>> {
+    Ok(read_frame(r, max).await?.map(|(_, m)| m))
+}
+
+/// Reads one frame of at most `max` bytes with its format version; `Ok(None)` on a clean end of
+/// stream between frames. The buffer grows as the bytes arrive, never to the declared length up
+/// front, so a half-sent frame holds only what was sent.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<(u8, PeerMsg)>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -323,18 +346,38 @@ pub async fn read_msg_max<R: AsyncRead + Unpin>(
     if buf.len() < len {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    if buf[0] != FORMAT_VERSION {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("peer frame format version {} (this build speaks {FORMAT_VERSION}): upgrade the older node", buf[0]),
-        ));
-    }
-    postcard::from_bytes(&buf[1..]).map(Some).map_err(|e| {
+    let version = buf[0];
+    let refuse = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("peer frame does not decode: {e}"),
+            format!(
+                "peer frame format version {version} (this build speaks {} to {FORMAT_VERSION}): \
+                 upgrade the older node (docs/operations.md, \"Upgrading\")",
+                crate::format::BASE
+            ),
         )
-    })
+    };
+    if version < crate::format::BASE {
+        return Err(refuse());
+    }
+    let msg: PeerMsg = postcard::from_bytes(&buf[1..]).map_err(|e| {
+        if crate::format::readable(version) {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("peer frame does not decode: {e}"),
+            )
+        } else {
+            refuse()
+        }
+    })?;
+    let handshake = matches!(
+        msg,
+        PeerMsg::Hello(_) | PeerMsg::HelloOk { .. } | PeerMsg::HelloErr(_)
+    );
+    if !crate::format::readable(version) && !handshake {
+        return Err(refuse());
+    }
+    Ok(Some((version, msg)))
 }
 
 #[cfg(test)]
@@ -367,9 +410,29 @@ mod tests {
         // A clean end between frames is the end of the stream; a torn frame is an error.
         assert!(read_msg(&mut &[][..]).await.unwrap().is_none());
         assert!(read_msg(&mut &bytes[..bytes.len() - 1]).await.is_err());
+        // A hello of a newer version is read (versions are negotiated on it); other frames of a
+        // version this build does not read, and frames older than the base, are refused.
         bytes[4] = FORMAT_VERSION + 1;
-        let e = read_msg(&mut bytes.as_slice()).await.unwrap_err();
+        let (v, _) = read_frame(&mut bytes.as_slice(), MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, FORMAT_VERSION + 1);
+        let ack = PeerMsg::Response {
+            id: 1,
+            body: PeerResponse::Ack,
+        };
+        let newer = encode_v(&ack, FORMAT_VERSION + 1).unwrap();
+        let e = read_msg(&mut newer.as_slice()).await.unwrap_err();
         assert!(e.to_string().contains("format version"), "{e}");
+        let older = encode_v(&ack, crate::format::BASE - 1).unwrap();
+        let e = read_msg(&mut older.as_slice()).await.unwrap_err();
+        assert!(e.to_string().contains("upgrade the older node"), "{e}");
+        let base = encode_v(&ack, crate::format::BASE).unwrap();
+        assert!(matches!(
+            read_frame(&mut base.as_slice(), MAX_FRAME).await.unwrap(),
+            Some((crate::format::BASE, PeerMsg::Response { id: 1, .. }))
+        ));
         let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
         assert!(read_msg(&mut &huge[..]).await.is_err());
     }

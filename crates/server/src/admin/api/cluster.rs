@@ -52,6 +52,10 @@ pub struct ClusterView {
     pub snapshot: u64,
     /// Voters it aims for when nodes join.
     pub target_voters: usize,
+    /// The newest format version this node's binary speaks (docs/operations.md, "Upgrading").
+    pub format_version: u8,
+    /// The cluster's format version, as this node applied it.
+    pub cluster_format_version: u8,
     /// Every member, by id.
     pub members: Vec<Member>,
     /// When this view was taken, ms since the epoch.
@@ -195,6 +199,8 @@ pub async fn view(api: &ApiCtx) -> ClusterView {
         committed: m.committed,
         snapshot: m.snapshot,
         target_voters: node.cluster.target_voters,
+        format_version: crate::format::CURRENT,
+        cluster_format_version: node.shared.formats.cluster(),
         members,
         time_ms: now,
     }
