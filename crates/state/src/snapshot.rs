@@ -498,6 +498,69 @@ impl State {
     }
 }
 
+/// The parts of a snapshot (written by [`State::to_snapshot`] or [`State::from_imported`]) in the form
+/// [`State::from_imported`] takes: last zxid, nodes in path order with their ACL lists and stored
+/// stats, and sessions. For `roster import --update`, which continues ZooKeeper's replay on a tree it
+/// imported before; it decodes without building a [`State`], so nothing but the encoding is checked.
+pub fn imported_parts(
+    bytes: &[u8],
+) -> Result<(i64, Vec<ImportedNode>, Vec<ImportedSession>), SnapshotError> {
+    if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let snap: SnapshotIn = match version {
+        SNAPSHOT_VERSION => decode_body(&bytes[8..])?,
+        SNAPSHOT_VERSION_V1 => decode_body::<SnapshotIn<Bytes>>(&bytes[8..])?.upgrade(),
+        _ => return Err(SnapshotError::UnsupportedVersion(version)),
+    };
+    let acls: BTreeMap<u64, Vec<Acl>> = snap
+        .acls
+        .into_iter()
+        .map(|(id, list)| {
+            let acl = list
+                .into_iter()
+                .map(|(perms, scheme, id)| Acl {
+                    perms,
+                    id: Id { scheme, id },
+                })
+                .collect();
+            (id, acl)
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(snap.nodes.len());
+    for n in snap.nodes {
+        let acl = acls
+            .get(&n.acl)
+            .cloned()
+            .ok_or_else(|| bad(format!("node {} has unknown ACL id {}", n.path, n.acl)))?;
+        nodes.push(ImportedNode {
+            path: n.path,
+            data: n.data.map(|d| d.to_vec()),
+            acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        });
+    }
+    let sessions = snap
+        .sessions
+        .into_iter()
+        .map(|s| ImportedSession {
+            id: s.id,
+            timeout_ms: s.timeout_ms,
+            passwd: s.passwd.to_vec(),
+        })
+        .collect();
+    Ok((snap.last_zxid, nodes, sessions))
+}
+
 impl State {
     /// Checks that every index kept beside the tree agrees with the tree itself: child counts, ACL
     /// reference counts, the container and TTL sets, session ephemerals and the data size. It rebuilds
@@ -642,6 +705,34 @@ mod tests {
             imported("/x", open, 0x9, 0),
         ];
         assert!(State::from_imported(1, orphan, vec![]).is_err());
+    }
+
+    #[test]
+    fn imported_parts_inverts_from_imported() {
+        let open = vec![Acl {
+            perms: 31,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }];
+        let mut nodes = vec![
+            imported("/", open.clone(), 0, 0),
+            imported("/a", open.clone(), 0, 5),
+            imported("/a/e", open, 0x77, 6),
+        ];
+        nodes[2].data = None;
+        let sessions = vec![ImportedSession {
+            id: 0x77,
+            timeout_ms: 4000,
+            passwd: vec![1; 16],
+        }];
+        let s = State::from_imported(0x1_0000_0009, nodes.clone(), sessions.clone()).unwrap();
+        let (zxid, back, back_sessions) = imported_parts(&s.to_snapshot()).unwrap();
+        assert_eq!(zxid, 0x1_0000_0009);
+        assert_eq!(back, nodes);
+        assert_eq!(back_sessions, sessions);
+        assert_eq!(imported_parts(b"nope").err(), Some(SnapshotError::BadMagic));
     }
 
     #[test]

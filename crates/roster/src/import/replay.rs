@@ -88,6 +88,9 @@ pub struct Dropped {
     /// Containers that had children and have none left: ZooKeeper's container manager deletes
     /// them at its next check, Roster only when a last child goes, so they are not imported.
     pub empty_containers: Vec<String>,
+    /// Every dropped node as it was in ZooKeeper's tree: `roster import --update` puts them back
+    /// before it replays later txns (one may delete the container or give it a child).
+    pub nodes: Vec<ImportedNode>,
 }
 
 fn parent_of(path: &str) -> Option<&str> {
@@ -168,6 +171,50 @@ impl Tree {
         }
         if !t.nodes.contains_key("/") {
             return Err("the snapshot has no root node".into());
+        }
+        Ok(t)
+    }
+
+    /// The tree of an earlier import (`roster import --update`): Roster's nodes and sessions at
+    /// `last_zxid`, plus the nodes that import dropped.
+    pub fn from_imported(
+        last_zxid: i64,
+        nodes: Vec<ImportedNode>,
+        sessions: Vec<ImportedSession>,
+    ) -> Result<Tree, String> {
+        let mut t = Tree {
+            nodes: HashMap::with_capacity(nodes.len()),
+            sessions: sessions.iter().map(|s| (s.id, s.timeout_ms)).collect(),
+            ephemerals: HashMap::new(),
+            children: HashMap::new(),
+            last_zxid,
+            applied: 0,
+            covered: 0,
+            unknown: Vec::new(),
+        };
+        for n in nodes {
+            let acl = Arc::new(n.acl);
+            let cversion = i32::try_from(n.cversion)
+                .map_err(|_| format!("node {} has cversion {} beyond ZooKeeper's", n.path, n.cversion))?;
+            t.insert(
+                n.path,
+                ZNode {
+                    data: n.data,
+                    acl,
+                    czxid: n.czxid,
+                    mzxid: n.mzxid,
+                    pzxid: n.pzxid,
+                    ctime: n.ctime,
+                    mtime: n.mtime,
+                    version: n.version,
+                    cversion,
+                    aversion: n.aversion,
+                    ephemeral_owner: n.ephemeral_owner,
+                },
+            );
+        }
+        if !t.nodes.contains_key("/") {
+            return Err("the imported tree has no root node".into());
         }
         Ok(t)
     }
@@ -385,6 +432,13 @@ impl Tree {
         }
     }
 
+    /// The node at `path` as Roster imports it.
+    fn imported_node(&self, path: &str) -> Option<ImportedNode> {
+        self.nodes
+            .get(path)
+            .map(|n| to_imported(path.to_string(), n.clone()))
+    }
+
     /// The live sessions: id and timeout.
     pub fn sessions(&self) -> &BTreeMap<i64, i32> {
         &self.sessions
@@ -408,6 +462,7 @@ impl Tree {
             .map(|(p, n)| (p.clone(), n.ephemeral_owner))
             .collect();
         for (path, owner) in orphans {
+            dropped.nodes.extend(self.imported_node(&path));
             self.remove_subtree(&path);
             dropped.ephemerals.entry(owner).or_default().push(path);
         }
@@ -427,6 +482,7 @@ impl Tree {
                 break;
             }
             for p in empty {
+                dropped.nodes.extend(self.imported_node(&p));
                 self.remove_subtree(&p);
                 dropped.empty_containers.push(p);
             }
@@ -434,20 +490,7 @@ impl Tree {
         dropped.empty_containers.sort();
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for (path, n) in self.nodes {
-            nodes.push(ImportedNode {
-                path,
-                data: n.data,
-                acl: (*n.acl).clone(),
-                czxid: n.czxid,
-                mzxid: n.mzxid,
-                pzxid: n.pzxid,
-                ctime: n.ctime,
-                mtime: n.mtime,
-                version: n.version,
-                cversion: n.cversion as i64,
-                aversion: n.aversion,
-                ephemeral_owner: n.ephemeral_owner,
-            });
+            nodes.push(to_imported(path, n));
         }
         for paths in dropped.ephemerals.values_mut() {
             paths.sort();
@@ -462,6 +505,23 @@ impl Tree {
             })
             .collect();
         (nodes, sessions, dropped)
+    }
+}
+
+fn to_imported(path: String, n: ZNode) -> ImportedNode {
+    ImportedNode {
+        path,
+        data: n.data,
+        acl: Arc::unwrap_or_clone(n.acl),
+        czxid: n.czxid,
+        mzxid: n.mzxid,
+        pzxid: n.pzxid,
+        ctime: n.ctime,
+        mtime: n.mtime,
+        version: n.version,
+        cversion: n.cversion as i64,
+        aversion: n.aversion,
+        ephemeral_owner: n.ephemeral_owner,
     }
 }
 

@@ -1,0 +1,222 @@
+//! `roster import --update`: catches a data directory that an earlier `roster import` made up with
+//! the txns ZooKeeper logged since, for the cut-over of docs/operations.md (import the whole tree
+//! while ZooKeeper serves, stop ZooKeeper, update, serve).
+//!
+//! It reads the directory's state back as ZooKeeper's tree (plus the nodes the import dropped, from
+//! the import's record), replays ZooKeeper's transaction logs from the one holding the imported
+//! zxid, skipping what the tree holds, with the same rules and checksums as the import, and writes
+//! the result as the directory's new seed. Every Stat stays ZooKeeper's because the txns are
+//! ZooKeeper's own log records (the client protocol could not reproduce their zxids and versions).
+//!
+//! It refuses, saying why: a directory without the import's record (not made by `roster import`), a
+//! directory Roster has served since (`node::open_unserved_seed`: Roster's own writes would
+//! diverge), an update that did not finish, logs whose txn at the imported zxid is not the imported
+//! one or missing (another ZooKeeper, or a history that forked), and logs purged since the import.
+//!
+//! Left out: catching up from a newer ZooKeeper snapshot when the logs holding the imported zxid
+//! were purged (a full import does that), and following the logs while ZooKeeper runs.
+
+use super::{
+    file_size, files_of, hex, print_dropped, progress, replay, replay_logs, save_marker,
+    version_dir, ImportArgs, LogReport, Marker, SavedNode, MARKER_KEY,
+};
+use anyhow::{bail, Context, Result};
+use roster_server::storage::meta::MetaStore;
+use roster_state::ImportedNode;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize, Debug)]
+struct UpdateReport {
+    zk_data_dir: String,
+    data_dir: String,
+    /// The zxid the directory was at.
+    from_zxid: String,
+    /// The zxid it is at now.
+    last_zxid: String,
+    logs: Vec<LogReport>,
+    checksums_verified: u64,
+    txns_applied: u64,
+    txns_already_imported: u64,
+    unknown_txn_types: Vec<(String, i32)>,
+    znodes: usize,
+    sessions: usize,
+    /// Ephemerals of sessions that are gone, by session.
+    dropped_ephemerals: Vec<super::DroppedReport>,
+    dropped_empty_containers: Vec<String>,
+    /// Whether the directory was rewritten (false: nothing new in ZooKeeper's logs).
+    rewritten: bool,
+    elapsed_ms: u64,
+}
+
+/// Runs `roster import --update`; prints the report.
+pub fn run(args: ImportArgs) -> Result<()> {
+    let started = Instant::now();
+    let dir = &args.data_dir;
+    let marker_file = dir.join("meta").join(format!("{MARKER_KEY}.meta"));
+    if !marker_file.is_file() {
+        bail!(
+            "cannot update {}: it was not made by roster import (no {}); run a full roster import \
+             into a new directory",
+            dir.display(),
+            marker_file.display()
+        );
+    }
+    let (_, seed) = roster_server::node::open_unserved_seed(dir)?;
+    let meta = MetaStore::open(dir.join("meta"))?;
+    let bytes = meta
+        .get(MARKER_KEY)?
+        .with_context(|| format!("{} vanished while it was read", marker_file.display()))?;
+    let marker: Marker = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} does not decode: run a full roster import into a new directory",
+            marker_file.display()
+        )
+    })?;
+    let (base, mut nodes, sessions) = roster_state::imported_parts(&seed.body).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; run a full roster import into a new directory",
+            seed.path.display()
+        )
+    })?;
+    if base != marker.last_zxid || seed.index != base.max(1) as u64 {
+        bail!(
+            "cannot update {}: its state is at zxid {} (snapshot index {}) but the import's record \
+             says {}: an earlier update did not finish; run a full roster import into a new directory",
+            dir.display(),
+            hex(base),
+            seed.index,
+            hex(marker.last_zxid)
+        );
+    }
+
+    let snap_dir = version_dir(&args.zk_data_dir)?;
+    let log_dir = match &args.zk_log_dir {
+        Some(d) => version_dir(d)?,
+        None => snap_dir.clone(),
+    };
+    let logs_all = files_of(&log_dir, "log")?;
+    let Some(first_log) = logs_all.iter().rposition(|(z, _)| *z <= base) else {
+        let oldest = logs_all
+            .first()
+            .map_or("none".to_string(), |(z, _)| format!("the oldest starts at {}", hex(*z)));
+        bail!(
+            "no ZooKeeper log in {} holds the imported zxid {} ({oldest}): ZooKeeper purged the logs \
+             since the import (or this is another ZooKeeper); run a full roster import into a new \
+             directory",
+            log_dir.display(),
+            hex(base)
+        );
+    };
+    let logs = &logs_all[first_log..];
+    let pb = progress(logs.iter().map(|(_, p)| file_size(p)).sum(), args.json);
+
+    nodes.extend(marker.dropped.into_iter().map(ImportedNode::from));
+    let mut tree = replay::Tree::from_imported(base, nodes, sessions).map_err(|e| {
+        anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display())
+    })?;
+    let replayed = replay_logs(&mut tree, logs, base, marker.anchor.as_ref(), &pb)?;
+    if let Some(a) = &marker.anchor {
+        if !replayed.anchor_seen {
+            bail!(
+                "ZooKeeper's logs in {} hold no txn at the imported zxid {}: this is not the history \
+                 the import read (another ZooKeeper data directory?); run a full roster import into \
+                 a new directory",
+                log_dir.display(),
+                hex(a.zxid)
+            );
+        }
+    }
+
+    let last_zxid = tree.last_zxid;
+    let (applied, covered) = (tree.applied, tree.covered);
+    let unknown: Vec<(String, i32)> = tree.unknown.iter().map(|(z, t)| (hex(*z), *t)).collect();
+    let session_count = tree.sessions().len();
+    let (nodes, imported_sessions, dropped) = tree.into_imported();
+    let znodes = nodes.len();
+    let rewritten = last_zxid != base;
+    let dropped_ephemerals = dropped
+        .ephemerals
+        .into_iter()
+        .map(|(s, paths)| super::DroppedReport {
+            session: hex(s),
+            paths,
+        })
+        .collect();
+    if rewritten {
+        pb.set_message("building the state");
+        let state = roster_state::State::from_imported(last_zxid, nodes, imported_sessions)
+            .map_err(|e| anyhow::anyhow!("the updated tree is not a valid Roster state: {e}"))?;
+        pb.set_message(format!("writing {}", dir.display()));
+        // The new seed first, then the record: a crash between leaves them disagreeing, which the
+        // next update refuses (above) rather than replaying txns twice.
+        roster_server::node::reseed_data_dir(dir, &seed, &state)?;
+        save_marker(
+            dir,
+            &Marker {
+                zk_data_dir: snap_dir.display().to_string(),
+                last_zxid,
+                anchor: replayed.newest.filter(|a| a.zxid == last_zxid),
+                dropped: dropped.nodes.into_iter().map(SavedNode::from).collect(),
+            },
+        )?;
+    }
+    pb.finish_and_clear();
+
+    let report = UpdateReport {
+        zk_data_dir: snap_dir.display().to_string(),
+        data_dir: dir.display().to_string(),
+        from_zxid: hex(base),
+        last_zxid: hex(last_zxid),
+        logs: replayed.logs,
+        checksums_verified: replayed.checksums,
+        txns_applied: applied,
+        txns_already_imported: covered,
+        unknown_txn_types: unknown,
+        znodes,
+        sessions: session_count,
+        dropped_ephemerals,
+        dropped_empty_containers: dropped.empty_containers,
+        rewritten,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &UpdateReport) {
+    println!("updated {} from {}", r.data_dir, r.zk_data_dir);
+    for l in &r.logs {
+        println!(
+            "  log             {} ({} records, zxid {} to {}){}",
+            l.file,
+            l.records,
+            l.first_zxid.as_deref().unwrap_or("-"),
+            l.last_zxid.as_deref().unwrap_or("-"),
+            l.torn_tail_at
+                .map(|o| format!(", record cut short at byte {o} ignored"))
+                .unwrap_or_default()
+        );
+    }
+    println!("  checksums       {} verified", r.checksums_verified);
+    println!(
+        "  txns            {} replayed, {} already imported",
+        r.txns_applied, r.txns_already_imported
+    );
+    for (z, t) in &r.unknown_txn_types {
+        println!("  unknown txn     type {t} at zxid {z}, skipped");
+    }
+    println!("  zxid            {} -> {}", r.from_zxid, r.last_zxid);
+    println!("  znodes          {}", r.znodes);
+    println!("  sessions        {} kept", r.sessions);
+    print_dropped(&r.dropped_ephemerals, &r.dropped_empty_containers);
+    if !r.rewritten {
+        println!("  nothing new in ZooKeeper's logs: the directory is unchanged");
+    }
+    println!("  took            {} ms", r.elapsed_ms);
+    println!("start it with: roster serve --data-dir {}", r.data_dir);
+}
