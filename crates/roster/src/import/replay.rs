@@ -652,6 +652,59 @@ mod tests {
         assert!(dropped.ephemerals.is_empty());
     }
 
+    /// `--update` reads an import back (with the nodes it dropped) and replays on: the result is
+    /// what replaying everything at once gives.
+    #[test]
+    fn an_import_read_back_replays_like_one_replay() {
+        let mut sess = Vec::new();
+        sess.extend_from_slice(&5000i32.to_be_bytes());
+        let mut c = create_body("/c", false, 1);
+        c.truncate(c.len() - 5);
+        c.extend_from_slice(&1i32.to_be_bytes());
+        let mut del = Vec::new();
+        s(&mut del, "/c/x");
+        let first = vec![
+            rec(11, op::CREATE_SESSION, sess),
+            rec(12, op::CREATE, create_body("/a", false, 1)),
+            rec(13, op::CREATE, create_body("/e", true, 2)),
+            rec(14, op::CREATE_CONTAINER, c),
+            rec(15, op::CREATE, create_body("/c/x", false, 1)),
+            rec(16, op::DELETE, del),
+        ];
+        // After the import: the emptied container gets a child again, the session closes.
+        let later = vec![
+            rec(17, op::CREATE, create_body("/c/y", false, 2)),
+            rec(18, op::CREATE, create_body("/a/b", false, 1)),
+            rec(19, op::CLOSE_SESSION, vec![]),
+        ];
+        let mut whole = root_only();
+        for r in first.iter().chain(&later) {
+            whole.apply(r, 10).ok().unwrap();
+        }
+        let mut part = root_only();
+        for r in &first {
+            part.apply(r, 10).ok().unwrap();
+        }
+        let base = part.last_zxid;
+        let (mut nodes, sessions, dropped) = part.into_imported();
+        assert_eq!(dropped.empty_containers, vec!["/c".to_string()]);
+        assert_eq!(dropped.nodes.len(), 1);
+        nodes.extend(dropped.nodes);
+        let mut resumed = Tree::from_imported(base, nodes, sessions).unwrap();
+        for r in first.iter().chain(&later) {
+            resumed.apply(r, base).ok().unwrap();
+        }
+        assert_eq!((resumed.covered, resumed.applied), (6, 3));
+        let sorted = |t: Tree| {
+            let (mut n, s, d) = t.into_imported();
+            n.sort_by(|a, b| a.path.cmp(&b.path));
+            (n, s, d.empty_containers)
+        };
+        let want = sorted(whole);
+        assert!(want.0.iter().any(|n| n.path == "/c/y"));
+        assert_eq!(sorted(resumed), want);
+    }
+
     #[test]
     fn a_failed_multi_applies_nothing() {
         let mut t = root_only();

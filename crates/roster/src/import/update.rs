@@ -46,12 +46,31 @@ struct UpdateReport {
     dropped_empty_containers: Vec<String>,
     /// Whether the directory was rewritten (false: nothing new in ZooKeeper's logs).
     rewritten: bool,
+    /// Milliseconds of each step: reading the directory back as ZooKeeper's tree, replaying the
+    /// logs, building (and checking) the new state, writing it.
+    steps_ms: Steps,
     elapsed_ms: u64,
+}
+
+#[derive(Serialize, Debug, Default)]
+struct Steps {
+    read_dir: u64,
+    replay: u64,
+    build_state: u64,
+    write: u64,
+}
+
+fn lap(t: &mut Instant) -> u64 {
+    let ms = t.elapsed().as_millis() as u64;
+    *t = Instant::now();
+    ms
 }
 
 /// Runs `roster import --update`; prints the report.
 pub fn run(args: ImportArgs) -> Result<()> {
     let started = Instant::now();
+    let mut t = started;
+    let mut steps = Steps::default();
     let dir = &args.data_dir;
     let marker_file = dir.join("meta").join(format!("{MARKER_KEY}.meta"));
     if !marker_file.is_file() {
@@ -115,6 +134,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let mut tree = replay::Tree::from_imported(base, nodes, sessions).map_err(|e| {
         anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display())
     })?;
+    steps.read_dir = lap(&mut t);
     let replayed = replay_logs(&mut tree, logs, base, marker.anchor.as_ref(), &pb)?;
     if let Some(a) = &marker.anchor {
         if !replayed.anchor_seen {
@@ -135,6 +155,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let (nodes, imported_sessions, dropped) = tree.into_imported();
     let znodes = nodes.len();
     let rewritten = last_zxid != base;
+    steps.replay = lap(&mut t);
     let dropped_ephemerals = dropped
         .ephemerals
         .into_iter()
@@ -147,6 +168,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         pb.set_message("building the state");
         let state = roster_state::State::from_imported(last_zxid, nodes, imported_sessions)
             .map_err(|e| anyhow::anyhow!("the updated tree is not a valid Roster state: {e}"))?;
+        steps.build_state = lap(&mut t);
         pb.set_message(format!("writing {}", dir.display()));
         // The new seed first, then the record: a crash between leaves them disagreeing, which the
         // next update refuses (above) rather than replaying txns twice.
@@ -160,6 +182,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
                 dropped: dropped.nodes.into_iter().map(SavedNode::from).collect(),
             },
         )?;
+        steps.write = lap(&mut t);
     }
     pb.finish_and_clear();
 
@@ -178,6 +201,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         dropped_ephemerals,
         dropped_empty_containers: dropped.empty_containers,
         rewritten,
+        steps_ms: steps,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     if args.json {
