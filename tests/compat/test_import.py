@@ -15,8 +15,9 @@ Also: importing into a non-empty directory is refused, and a damaged log names t
 The cut-over with the least downtime (docs/operations.md): ``roster import`` reads the files of a
 ZooKeeper that still serves, ZooKeeper then takes the same kind of load again plus changes to the
 imported nodes (sets, deletes, setACL, emptied containers, ephemerals of the held session), is
-stopped, and ``roster import --update`` replays only the txns logged since; the differential read of
-the whole tree must again equal ZooKeeper's. ``--update`` refuses a directory Roster has served, one
+stopped, and ``roster import --update`` replays only the txns logged since (or, with ``--follow``,
+has replayed them while ZooKeeper wrote them and finishes when it stops); the differential read of the
+whole tree must again equal ZooKeeper's. ``--update`` refuses a directory Roster has served, one
 not made by an import, and the logs of another ZooKeeper.
 """
 
@@ -257,10 +258,10 @@ def compare_trees(zk_hostport: str, roster_hostport: str) -> dict:
     return want
 
 
-@pytest.mark.parametrize("stop", ["kill", "term"])
-def test_cutover_imports_live_then_updates_to_the_stop(stop):
+@pytest.mark.parametrize("stop,follow", [("kill", False), ("term", False), ("term", True)])
+def test_cutover_imports_live_then_updates_to_the_stop(stop, follow):
     zk = ZooKeeperServer(name="zookeeper", extra_cfg={"snapCount": 30})
-    zk2 = roster = None
+    zk2 = roster = follower = None
     a = None
     try:
         zk.start()
@@ -272,6 +273,14 @@ def test_cutover_imports_live_then_updates_to_the_stop(stop):
         done = run_import(zk.data_dir, roster.data_dir, "--json")
         assert done.returncode == 0, done.stderr
         first = json.loads(done.stdout)
+        if follow:  # replays ZooKeeper's logs as they grow, until ZooKeeper stops
+            follower = subprocess.Popen(
+                [str(roster_bin()), "import", "--update", "--follow", zk.hostport, "--json",
+                 "--zk-data-dir", str(zk.data_dir), "--data-dir", str(roster.data_dir)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
 
         # ZooKeeper goes on: the same load under a new root (every create mode, multi, a session
         # that closes, the held session's ephemerals) and changes to what phase 1 imported.
@@ -306,9 +315,14 @@ def test_cutover_imports_live_then_updates_to_the_stop(stop):
             client.stop()  # the server is gone: nothing reaches it
             client.close()
         a = None
-        done = run_import(zk.data_dir, roster.data_dir, "--update", "--json")
-        assert done.returncode == 0, done.stderr
-        update = json.loads(done.stdout)
+        if follower is not None:
+            out, err = follower.communicate(timeout=120)
+            assert follower.returncode == 0, err
+            update = json.loads(out)
+        else:
+            done = run_import(zk.data_dir, roster.data_dir, "--update", "--json")
+            assert done.returncode == 0, done.stderr
+            update = json.loads(done.stdout)
         assert update["from_zxid"] == first["last_zxid"]
         assert int(update["last_zxid"], 16) > int(first["last_zxid"], 16)
         assert update["txns_applied"] > 0 and update["rewritten"]
@@ -332,6 +346,9 @@ def test_cutover_imports_live_then_updates_to_the_stop(stop):
         served = run_import(zk.data_dir, roster.data_dir, "--update")
         assert served.returncode != 0 and "roster serve has run on it" in served.stderr, served.stderr
     finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
         if a is not None:
             a.stop()
             a.close()

@@ -55,6 +55,11 @@ pub struct ImportArgs {
     /// directory Roster has served, and logs that do not continue the imported history.
     #[arg(long)]
     update: bool,
+    /// With --update: keep replaying ZooKeeper's logs as they grow while ZooKeeper accepts
+    /// connections on this address (its client port, e.g. 127.0.0.1:2181); once it refuses them
+    /// (ZooKeeper stopped), replay the rest, write the directory and exit. Stop ZooKeeper to finish.
+    #[arg(long, value_name = "ZK_CLIENT_ADDR", requires = "update")]
+    follow: Option<std::net::SocketAddr>,
     /// The peer address the node will announce (`roster serve --peer-addr`; corrected at start if it
     /// differs).
     #[arg(long, default_value = "127.0.0.1:2888")]

@@ -13,8 +13,12 @@
 //! diverge), an update that did not finish, logs whose txn at the imported zxid is not the imported
 //! one or missing (another ZooKeeper, or a history that forked), and logs purged since the import.
 //!
+//! With `--follow ADDR` it keeps replaying the logs as ZooKeeper appends to them, holding the tree
+//! in memory, until ZooKeeper refuses connections on ADDR (stopped); then only the last txns are
+//! left to replay before the directory is written.
+//!
 //! Left out: catching up from a newer ZooKeeper snapshot when the logs holding the imported zxid
-//! were purged (a full import does that), and following the logs while ZooKeeper runs.
+//! were purged (a full import does that).
 
 use super::{
     file_size, files_of, hex, print_dropped, progress, replay, replay_logs, save_marker,
@@ -47,7 +51,8 @@ struct UpdateReport {
     /// Whether the directory was rewritten (false: nothing new in ZooKeeper's logs).
     rewritten: bool,
     /// Milliseconds of each step: reading the directory back as ZooKeeper's tree, replaying the
-    /// logs, building (and checking) the new state, writing it.
+    /// logs (with `--follow`: following while ZooKeeper ran, then the rest), building (and
+    /// checking) the new state, writing it.
     steps_ms: Steps,
     elapsed_ms: u64,
 }
@@ -55,6 +60,8 @@ struct UpdateReport {
 #[derive(Serialize, Debug, Default)]
 struct Steps {
     read_dir: u64,
+    /// `--follow`: replaying while ZooKeeper ran (the replay step is from its stop on).
+    followed: u64,
     replay: u64,
     build_state: u64,
     write: u64,
@@ -135,7 +142,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display())
     })?;
     steps.read_dir = lap(&mut t);
-    let replayed = replay_logs(&mut tree, logs, base, marker.anchor.as_ref(), &pb)?;
+    let mut replayed = replay_logs(&mut tree, logs, base, marker.anchor.as_ref(), &pb)?;
     if let Some(a) = &marker.anchor {
         if !replayed.anchor_seen {
             bail!(
@@ -146,6 +153,15 @@ pub fn run(args: ImportArgs) -> Result<()> {
                 hex(a.zxid)
             );
         }
+    }
+    if let Some(addr) = args.follow {
+        let covered = tree.covered;
+        let stopped;
+        (replayed, stopped) = follow(&mut tree, &log_dir, addr, replayed, &pb)?;
+        tree.covered = covered; // the records read again while following are not counted
+        // The replay step from ZooKeeper's stop on, not the time spent following.
+        steps.followed = stopped.duration_since(t).as_millis() as u64;
+        t = stopped;
     }
 
     let last_zxid = tree.last_zxid;
@@ -210,6 +226,59 @@ pub fn run(args: ImportArgs) -> Result<()> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// How often `--follow` looks at ZooKeeper's port and logs.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether ZooKeeper still takes connections at `addr` (a refused connection: it stopped; a slow
+/// or failed dial for any other reason counts as running, to be asked again).
+fn zookeeper_runs(addr: std::net::SocketAddr) -> bool {
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+    }
+}
+
+/// `--follow`: replays what ZooKeeper logs while it runs, then, once it stopped, the rest. While it
+/// runs, a log that fails to read (a record being written as it is read) is read again at the next
+/// poll; after the stop, every log must read whole.
+fn follow(
+    tree: &mut replay::Tree,
+    log_dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    mut replayed: super::Replayed,
+    pb: &indicatif::ProgressBar,
+) -> Result<(super::Replayed, Instant)> {
+    tracing::info!(%addr, "following ZooKeeper's logs until it stops");
+    loop {
+        let running = zookeeper_runs(addr);
+        let polled = Instant::now();
+        let logs_all = files_of(log_dir, "log")?;
+        let first = logs_all
+            .iter()
+            .rposition(|(z, _)| *z <= tree.last_zxid)
+            .unwrap_or(0);
+        let base = tree.last_zxid;
+        match replay_logs(tree, &logs_all[first..], base, None, pb) {
+            Ok(more) => {
+                replayed.checksums += more.checksums;
+                if more.newest.as_ref().is_some_and(|n| n.zxid > base) {
+                    replayed.newest = more.newest;
+                }
+                if !running {
+                    replayed.logs.extend(more.logs);
+                    tracing::info!(zxid = %hex(tree.last_zxid), "ZooKeeper stopped; its logs are replayed to the end");
+                    return Ok((replayed, polled));
+                }
+            }
+            Err(e) if running => {
+                tracing::debug!(error = %format!("{e:#}"), "a log did not read whole while ZooKeeper writes it; reading it again");
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
 }
 
 fn print_report(r: &UpdateReport) {
