@@ -8,8 +8,11 @@ scripts/bench-import, not by the test suite).
    directory into directory A (timed, not downtime).
 3. A write load on ZooKeeper between phase 1 and the stop (CATCHUP_WRITES, default 20,000: creates,
    setData of loaded znodes, deletes, kazoo pipelined).
+   A copy of A (C) is followed during the load by `roster import --update --follow`.
 4. ZooKeeper stopped (SIGTERM), then, timed step by step from the SIGTERM:
-   - two-phase: `roster import --update` of A, `roster serve` on A until it serves (ruok, srvr);
+   - following: the follower on C notices the stop, replays the rest and writes C; `roster serve`
+     on C until it serves (ruok, srvr);
+   - two-phase: `roster import --update` of A, `roster serve` on A until it serves;
    - one-phase (for comparison, on the same stopped ZooKeeper): `roster import` of the whole tree into
      a new directory B, `roster serve` on B until it serves.
 5. Checks on both: Roster's znode count (mntr) equals the import's report, and a sample of znodes
@@ -134,6 +137,8 @@ def main():
     zk = BigZooKeeper(name="zookeeper")
     two = RosterServer(name="roster-two-phase")
     one = RosterServer(name="roster-one-phase")
+    fol = RosterServer(name="roster-follow")
+    follower = None
     try:
         zk.start()
         t = time.monotonic()
@@ -144,6 +149,15 @@ def main():
         first, phase1_s = roster_import("--zk-data-dir", zk.data_dir, "--data-dir", two.data_dir)
         print(f"phase 1 (live import) in {phase1_s:.1f} s at zxid {first['last_zxid']}", flush=True)
 
+        shutil.rmtree(fol.data_dir, ignore_errors=True)
+        shutil.copytree(two.data_dir, fol.data_dir, symlinks=True)
+        follower = subprocess.Popen(
+            [str(roster_bin()), "import", "--update", "--follow", zk.hostport, "--json",
+             "--zk-data-dir", str(zk.data_dir), "--data-dir", str(fol.data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         c = KazooClient(hosts=zk.hostport, timeout=30)
         c.start(timeout=15)
         t = time.monotonic()
@@ -158,6 +172,12 @@ def main():
         t_stop = time.monotonic()
         zk.stop()
         stop_s = time.monotonic() - t_stop
+        out, err = follower.communicate(timeout=1800)
+        follow_done_s = time.monotonic() - t_stop
+        if follower.returncode != 0:
+            sys.exit(f"roster import --update --follow failed: {err}")
+        followed = json.loads(out)
+        fol_serve_s = serve_and_check(fol, followed, sample)
 
         update, update_s = roster_import("--update", "--zk-data-dir", zk.data_dir, "--data-dir", two.data_dir)
         two_serve_s = serve_and_check(two, update, sample)
@@ -181,9 +201,16 @@ def main():
                     "catchup_writes": CATCHUP,
                     "catchup_load_s": round(catchup_s, 2),
                     "stop_zookeeper_s": round(stop_s, 2),
+                    "two_phase_follow": {
+                        "sigterm_to_written_s": round(follow_done_s, 2),
+                        "steps_ms": followed["steps_ms"],
+                        "txns_replayed": followed["txns_applied"],
+                        "roster_start_to_serving_s": round(fol_serve_s, 2),
+                        "downtime_s": round(follow_done_s + fol_serve_s, 2),
+                    },
                     "two_phase": {
                         "update_s": round(update_s, 2),
-                        "update_report_ms": update["elapsed_ms"],
+                        "steps_ms": update["steps_ms"],
                         "txns_replayed": update["txns_applied"],
                         "zxids": f"{update['from_zxid']} -> {update['last_zxid']}",
                         "roster_start_to_serving_s": round(two_serve_s, 2),
@@ -204,7 +231,10 @@ def main():
             flush=True,
         )
     finally:
-        for s in (two, one, zk):
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        for s in (fol, two, one, zk):
             s.cleanup()
         shutil.rmtree(zk.workdir, ignore_errors=True)
 

@@ -194,8 +194,12 @@ impl Tree {
         };
         for n in nodes {
             let acl = Arc::new(n.acl);
-            let cversion = i32::try_from(n.cversion)
-                .map_err(|_| format!("node {} has cversion {} beyond ZooKeeper's", n.path, n.cversion))?;
+            let cversion = i32::try_from(n.cversion).map_err(|_| {
+                format!(
+                    "node {} has cversion {} beyond ZooKeeper's",
+                    n.path, n.cversion
+                )
+            })?;
             t.insert(
                 n.path,
                 ZNode {

@@ -123,9 +123,9 @@ pub fn run(args: ImportArgs) -> Result<()> {
     };
     let logs_all = files_of(&log_dir, "log")?;
     let Some(first_log) = logs_all.iter().rposition(|(z, _)| *z <= base) else {
-        let oldest = logs_all
-            .first()
-            .map_or("none".to_string(), |(z, _)| format!("the oldest starts at {}", hex(*z)));
+        let oldest = logs_all.first().map_or("none".to_string(), |(z, _)| {
+            format!("the oldest starts at {}", hex(*z))
+        });
         bail!(
             "no ZooKeeper log in {} holds the imported zxid {} ({oldest}): ZooKeeper purged the logs \
              since the import (or this is another ZooKeeper); run a full roster import into a new \
@@ -138,9 +138,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let pb = progress(logs.iter().map(|(_, p)| file_size(p)).sum(), args.json);
 
     nodes.extend(marker.dropped.into_iter().map(ImportedNode::from));
-    let mut tree = replay::Tree::from_imported(base, nodes, sessions).map_err(|e| {
-        anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display())
-    })?;
+    let mut tree = replay::Tree::from_imported(base, nodes, sessions)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display()))?;
     steps.read_dir = lap(&mut t);
     let mut replayed = replay_logs(&mut tree, logs, base, marker.anchor.as_ref(), &pb)?;
     if let Some(a) = &marker.anchor {
@@ -159,7 +158,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         let stopped;
         (replayed, stopped) = follow(&mut tree, &log_dir, addr, replayed, &pb)?;
         tree.covered = covered; // the records read again while following are not counted
-        // The replay step from ZooKeeper's stop on, not the time spent following.
+                                // The replay step from ZooKeeper's stop on, not the time spent following.
         steps.followed = stopped.duration_since(t).as_millis() as u64;
         t = stopped;
     }

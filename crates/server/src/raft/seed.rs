@@ -106,7 +106,11 @@ pub fn read_unserved_seed(
         )));
     }
     let meta: SnapshotMeta = postcard::from_bytes(&file.meta).map_err(|e| {
-        Error::corrupt(&file.path, 0, format!("snapshot metadata does not decode: {e}"))
+        Error::corrupt(
+            &file.path,
+            0,
+            format!("snapshot metadata does not decode: {e}"),
+        )
     })?;
     let membership = meta.last_membership.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
