@@ -116,6 +116,15 @@ pub fn run(args: ImportArgs) -> Result<()> {
         );
     }
 
+    if marker.anchor.is_none() && base != 0 {
+        bail!(
+            "cannot update {}: the import found no logged txn at its zxid {} (it read a snapshot \
+             whose logs were gone), so it cannot check that ZooKeeper's logs continue that \
+             history; run a full roster import into a new directory",
+            dir.display(),
+            hex(base)
+        );
+    }
     let snap_dir = version_dir(&args.zk_data_dir)?;
     let log_dir = match &args.zk_log_dir {
         Some(d) => version_dir(d)?,
