@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -382,6 +383,14 @@ def test_update_refuses_another_history_and_other_directories(tmp_path):
         ok = run_import(zk.data_dir, tmp_path / "imported", "--update", "--json")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["txns_applied"] == 1
+
+        # The logs holding the imported zxid are gone (purged): refused, not guessed.
+        purged = tmp_path / "purged"
+        shutil.copytree(zk.data_dir, purged)
+        for log in (purged / "version-2").glob("log.*"):
+            log.unlink()
+        refused = run_import(purged, tmp_path / "imported", "--update")
+        assert refused.returncode != 0 and "purged the logs" in refused.stderr, refused.stderr
 
         # Not made by an import: an empty directory, and one roster serve made.
         refused = run_import(zk.data_dir, tmp_path / "empty", "--update")
