@@ -286,16 +286,18 @@ pub fn open_unserved_seed(
     }
 }
 
-/// Replaces the seed `old` of `dir` (from [`open_unserved_seed`]) by `state`, keeping the cluster
+/// Replaces the seed `old` of `dir` (from [`open_unserved_seed`]) by a state encoded as
+/// `State::to_snapshot` does (`roster_state::imported_snapshot`) at `last_zxid`, keeping the cluster
 /// identity and the announced peer address; returns the new snapshot file.
 pub fn reseed_data_dir(
     dir: &std::path::Path,
     old: &crate::raft::seed::Seed,
-    state: &State,
+    last_zxid: i64,
+    body: &[u8],
 ) -> Result<std::path::PathBuf, StartError> {
     let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
     Ok(crate::raft::seed::replace_seed(
-        &snapshots, NODE_ID, old, state,
+        &snapshots, NODE_ID, old, last_zxid, body,
     )?)
 }
 

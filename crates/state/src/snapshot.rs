@@ -438,64 +438,86 @@ impl State {
     /// paths, ephemerals of known sessions) is checked here too and reported as a [`SnapshotError`].
     pub fn from_imported(
         last_zxid: i64,
-        mut nodes: Vec<ImportedNode>,
-        mut sessions: Vec<ImportedSession>,
+        nodes: Vec<ImportedNode>,
+        sessions: Vec<ImportedSession>,
     ) -> Result<State, SnapshotError> {
-        nodes.sort_by(|a, b| a.path.cmp(&b.path));
-        sessions.sort_by_key(|s| s.id);
-        /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
-        type Key<'a> = Vec<(i32, &'a str, &'a str)>;
-        let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
-        let mut acl_of = Vec::with_capacity(nodes.len());
-        for n in &nodes {
-            let key: Key = n
-                .acl
-                .iter()
-                .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
-                .collect();
-            let next = ids.len() as u64 + 1;
-            acl_of.push(*ids.entry(key).or_insert(next));
-        }
-        let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
-        acls.sort_by_key(|(id, _)| *id);
-        let next_acl_id = acls.len() as u64 + 1;
-        let node_out = SeqOf(nodes.len(), || {
-            nodes.iter().zip(&acl_of).map(|(n, acl)| NodeOut {
-                path: &n.path,
-                data: n.data.as_deref().map(RawBytes),
-                acl: *acl,
-                czxid: n.czxid,
-                mzxid: n.mzxid,
-                pzxid: n.pzxid,
-                ctime: n.ctime,
-                mtime: n.mtime,
-                version: n.version,
-                cversion: n.cversion,
-                aversion: n.aversion,
-                ephemeral_owner: n.ephemeral_owner,
-            })
-        });
-        let passwds: Vec<Bytes> = sessions
-            .iter()
-            .map(|s| Bytes::from(s.passwd.clone()))
-            .collect();
-        let session_out = SeqOf(sessions.len(), || {
-            sessions.iter().zip(&passwds).map(|(s, p)| SessionOut {
-                id: s.id,
-                timeout_ms: s.timeout_ms,
-                passwd: p,
-            })
-        });
-        // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
-        // any imported session's, and apply skips ids in use).
-        let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
-        let mut out = Vec::new();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        let out =
-            postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        State::from_snapshot(&out)
+        State::from_snapshot(&imported_snapshot(last_zxid, nodes, sessions)?)
     }
+}
+
+/// The snapshot bytes (the format of [`State::to_snapshot`]) of the state [`State::from_imported`]
+/// builds, without building it: for `roster import --update`, whose tree comes from a checked state
+/// plus ZooKeeper's replay rules and must be written fast (writes are stopped meanwhile). Nothing but
+/// the encoding is checked here; [`State::from_snapshot`] checks every invariant when the snapshot is
+/// loaded (`roster serve` refuses one that breaks any).
+pub fn imported_snapshot(
+    last_zxid: i64,
+    mut nodes: Vec<ImportedNode>,
+    mut sessions: Vec<ImportedSession>,
+) -> Result<Vec<u8>, SnapshotError> {
+    // Paths are unique (a repeat fails the check on load), so an unstable sort gives one order.
+    nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    sessions.sort_by_key(|s| s.id);
+    /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
+    type Key<'a> = Vec<(i32, &'a str, &'a str)>;
+    let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
+    let mut acl_of = Vec::with_capacity(nodes.len());
+    let mut prev: Option<(&Vec<Acl>, u64)> = None;
+    for n in &nodes {
+        // Siblings mostly share a list: skip the lookup when it is the previous node's.
+        if let Some((acl, id)) = prev {
+            if *acl == n.acl {
+                acl_of.push(id);
+                continue;
+            }
+        }
+        let key: Key = n
+            .acl
+            .iter()
+            .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
+            .collect();
+        let next = ids.len() as u64 + 1;
+        let id = *ids.entry(key).or_insert(next);
+        acl_of.push(id);
+        prev = Some((&n.acl, id));
+    }
+    let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
+    acls.sort_by_key(|(id, _)| *id);
+    let next_acl_id = acls.len() as u64 + 1;
+    let node_out = SeqOf(nodes.len(), || {
+        nodes.iter().zip(&acl_of).map(|(n, acl)| NodeOut {
+            path: &n.path,
+            data: n.data.as_deref().map(RawBytes),
+            acl: *acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        })
+    });
+    let passwds: Vec<Bytes> = sessions
+        .iter()
+        .map(|s| Bytes::from(s.passwd.clone()))
+        .collect();
+    let session_out = SeqOf(sessions.len(), || {
+        sessions.iter().zip(&passwds).map(|(s, p)| SessionOut {
+            id: s.id,
+            timeout_ms: s.timeout_ms,
+            passwd: p,
+        })
+    });
+    // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
+    // any imported session's, and apply skips ids in use).
+    let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
+    let mut out = Vec::new();
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+    postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))
 }
 
 /// The parts of a snapshot (written by [`State::to_snapshot`] or [`State::from_imported`]) in the form

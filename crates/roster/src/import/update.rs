@@ -190,13 +190,15 @@ pub fn run(args: ImportArgs) -> Result<()> {
         .collect();
     if rewritten {
         pb.set_message("building the state");
-        let state = roster_state::State::from_imported(last_zxid, nodes, imported_sessions)
-            .map_err(|e| anyhow::anyhow!("the updated tree is not a valid Roster state: {e}"))?;
+        // Encoded without building (and checking) a State: the tree is a checked one plus
+        // ZooKeeper's replay rules, and roster serve checks it all when it loads the snapshot.
+        let body = roster_state::imported_snapshot(last_zxid, nodes, imported_sessions)
+            .map_err(|e| anyhow::anyhow!("the updated tree does not encode: {e}"))?;
         steps.build_state = lap(&mut t);
         pb.set_message(format!("writing {}", dir.display()));
         // The new seed first, then the record: a crash between leaves them disagreeing, which the
         // next update refuses (above) rather than replaying txns twice.
-        roster_server::node::reseed_data_dir(dir, &seed, &state)?;
+        roster_server::node::reseed_data_dir(dir, &seed, last_zxid, &body)?;
         save_marker(
             dir,
             &Marker {

@@ -33,7 +33,25 @@ pub fn write_seed_snapshot(
     peer_addr: &str,
     state: &State,
 ) -> crate::storage::Result<PathBuf> {
-    let index = state.last_zxid().max(1) as u64;
+    write_seed_bytes(
+        snapshots,
+        node_id,
+        peer_addr,
+        state.last_zxid(),
+        &state.to_snapshot(),
+    )
+}
+
+/// [`write_seed_snapshot`] of a state already encoded (`State::to_snapshot`'s format) at
+/// `last_zxid`.
+pub fn write_seed_bytes(
+    snapshots: &SnapshotStore,
+    node_id: u64,
+    peer_addr: &str,
+    last_zxid: i64,
+    body: &[u8],
+) -> crate::storage::Result<PathBuf> {
+    let index = last_zxid.max(1) as u64;
     let log_id = LogId::new_term_index(0, index);
     let membership = Membership::new(
         vec![BTreeSet::from([node_id])],
@@ -46,7 +64,7 @@ pub fn write_seed_snapshot(
     };
     let meta_bytes = postcard::to_allocvec(&meta)
         .map_err(|e| crate::storage::Error::Invalid(format!("snapshot metadata: {e}")))?;
-    snapshots.write(0, index, &meta_bytes, &state.to_snapshot())
+    snapshots.write(0, index, &meta_bytes, body)
 }
 
 /// The seed snapshot of a directory that nothing has served since it was seeded.
@@ -131,15 +149,16 @@ pub fn read_unserved_seed(
     }))
 }
 
-/// Writes `state` as the new seed of a directory whose seed `old` was (see
-/// [`read_unserved_seed`]), then deletes every older seed.
+/// Writes a state (encoded, at `last_zxid`) as the new seed of a directory whose seed `old` was
+/// (see [`read_unserved_seed`]), then deletes every older seed.
 pub fn replace_seed(
     snapshots: &SnapshotStore,
     node_id: u64,
     old: &Seed,
-    state: &State,
+    last_zxid: i64,
+    body: &[u8],
 ) -> crate::storage::Result<PathBuf> {
-    let new = write_seed_snapshot(snapshots, node_id, &old.peer_addr, state)?;
+    let new = write_seed_bytes(snapshots, node_id, &old.peer_addr, last_zxid, body)?;
     for (_, _, path) in snapshots.list()? {
         if path != new {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
