@@ -51,8 +51,8 @@ struct UpdateReport {
     /// Whether the directory was rewritten (false: nothing new in ZooKeeper's logs).
     rewritten: bool,
     /// Milliseconds of each step: reading the directory back as ZooKeeper's tree, replaying the
-    /// logs (with `--follow`: following while ZooKeeper ran, then the rest), building (and
-    /// checking) the new state, writing it.
+    /// logs (with `--follow`: following while ZooKeeper ran, then the rest) and listing the
+    /// resulting nodes, encoding them as Roster's state, writing it.
     steps_ms: Steps,
     elapsed_ms: u64,
 }
