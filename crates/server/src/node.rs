@@ -120,6 +120,14 @@ pub enum StartError {
     /// and what to do).
     #[error("{0}")]
     Format(String),
+    /// `roster import --update` was given a directory it cannot update.
+    #[error("cannot update {path}: {reason}")]
+    NotUpdatable {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -254,6 +262,57 @@ pub fn seed_data_dir(
     // only a snapshot that the next import refuses to overwrite (delete the directory and retry).
     meta.save_identity(&id)?;
     Ok(id)
+}
+
+/// The seed of a data directory that [`seed_data_dir`] wrote and that nothing has served since
+/// (`roster import --update`); refuses any other directory, saying why.
+pub fn open_unserved_seed(
+    dir: &std::path::Path,
+) -> Result<(ClusterIdentity, crate::raft::seed::Seed), StartError> {
+    let refuse = |reason: String| StartError::NotUpdatable {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if !dir.join("meta").is_dir() {
+        return Err(refuse(
+            "it is not a Roster data directory (no meta/): run a full roster import into a new directory".into(),
+        ));
+    }
+    let meta = MetaStore::open(dir.join("meta"))?;
+    let Some(id) = meta.load_identity()? else {
+        return Err(refuse(
+            "it has no cluster identity (an import that did not finish): delete it and run a full roster import".into(),
+        ));
+    };
+    if id.node_id != NODE_ID {
+        return Err(refuse(format!(
+            "it belongs to node {} of a cluster, not to the one node an import makes",
+            id.node_id
+        )));
+    }
+    let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
+    match crate::raft::seed::read_unserved_seed(dir, &snapshots, NODE_ID)? {
+        Ok(seed) => Ok((id, seed)),
+        Err(why) => Err(refuse(format!(
+            "{why}; Roster's own writes would diverge from ZooKeeper's, so run a full roster import \
+             into a new directory"
+        ))),
+    }
+}
+
+/// Replaces the seed `old` of `dir` (from [`open_unserved_seed`]) by a state encoded as
+/// `State::to_snapshot` does (`roster_state::imported_snapshot`) at `last_zxid`, keeping the cluster
+/// identity and the announced peer address; returns the new snapshot file.
+pub fn reseed_data_dir(
+    dir: &std::path::Path,
+    old: &crate::raft::seed::Seed,
+    last_zxid: i64,
+    body: &[u8],
+) -> Result<std::path::PathBuf, StartError> {
+    let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
+    Ok(crate::raft::seed::replace_seed(
+        &snapshots, NODE_ID, old, last_zxid, body,
+    )?)
 }
 
 impl Node {

@@ -52,7 +52,9 @@ pub use acl::digest;
 pub use apply::{Applied, Change, State, TxnResult};
 pub use read::read;
 pub use session::{ExpiryTracker, Session};
-pub use snapshot::{ImportedNode, ImportedSession, SnapshotError};
+pub use snapshot::{
+    imported_parts, imported_snapshot, ImportedNode, ImportedSession, SnapshotError,
+};
 pub use tree::{DataTree, Node, NodeKind};
 pub use txn::{Txn, TxnOp};
 pub use watch::WatchTable;

@@ -438,64 +438,149 @@ impl State {
     /// paths, ephemerals of known sessions) is checked here too and reported as a [`SnapshotError`].
     pub fn from_imported(
         last_zxid: i64,
-        mut nodes: Vec<ImportedNode>,
-        mut sessions: Vec<ImportedSession>,
+        nodes: Vec<ImportedNode>,
+        sessions: Vec<ImportedSession>,
     ) -> Result<State, SnapshotError> {
-        nodes.sort_by(|a, b| a.path.cmp(&b.path));
-        sessions.sort_by_key(|s| s.id);
-        /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
-        type Key<'a> = Vec<(i32, &'a str, &'a str)>;
-        let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
-        let mut acl_of = Vec::with_capacity(nodes.len());
-        for n in &nodes {
-            let key: Key = n
-                .acl
-                .iter()
-                .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
-                .collect();
-            let next = ids.len() as u64 + 1;
-            acl_of.push(*ids.entry(key).or_insert(next));
-        }
-        let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
-        acls.sort_by_key(|(id, _)| *id);
-        let next_acl_id = acls.len() as u64 + 1;
-        let node_out = SeqOf(nodes.len(), || {
-            nodes.iter().zip(&acl_of).map(|(n, acl)| NodeOut {
-                path: &n.path,
-                data: n.data.as_deref().map(RawBytes),
-                acl: *acl,
-                czxid: n.czxid,
-                mzxid: n.mzxid,
-                pzxid: n.pzxid,
-                ctime: n.ctime,
-                mtime: n.mtime,
-                version: n.version,
-                cversion: n.cversion,
-                aversion: n.aversion,
-                ephemeral_owner: n.ephemeral_owner,
-            })
-        });
-        let passwds: Vec<Bytes> = sessions
-            .iter()
-            .map(|s| Bytes::from(s.passwd.clone()))
-            .collect();
-        let session_out = SeqOf(sessions.len(), || {
-            sessions.iter().zip(&passwds).map(|(s, p)| SessionOut {
-                id: s.id,
-                timeout_ms: s.timeout_ms,
-                passwd: p,
-            })
-        });
-        // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
-        // any imported session's, and apply skips ids in use).
-        let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
-        let mut out = Vec::new();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        let out =
-            postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        State::from_snapshot(&out)
+        State::from_snapshot(&imported_snapshot(last_zxid, nodes, sessions)?)
     }
+}
+
+/// The snapshot bytes (the format of [`State::to_snapshot`]) of the state [`State::from_imported`]
+/// builds, without building it: for `roster import --update`, whose tree comes from a checked state
+/// plus ZooKeeper's replay rules and must be written fast (writes are stopped meanwhile). Nothing but
+/// the encoding is checked here; [`State::from_snapshot`] checks every invariant when the snapshot is
+/// loaded (`roster serve` refuses one that breaks any).
+pub fn imported_snapshot(
+    last_zxid: i64,
+    mut nodes: Vec<ImportedNode>,
+    mut sessions: Vec<ImportedSession>,
+) -> Result<Vec<u8>, SnapshotError> {
+    // Paths are unique (a repeat fails the check on load), so an unstable sort gives one order.
+    nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    sessions.sort_by_key(|s| s.id);
+    /// An ACL list as (perms, scheme, id) triples, borrowed from the nodes.
+    type Key<'a> = Vec<(i32, &'a str, &'a str)>;
+    let mut ids: BTreeMap<Key, u64> = BTreeMap::new();
+    let mut acl_of = Vec::with_capacity(nodes.len());
+    let mut prev: Option<(&Vec<Acl>, u64)> = None;
+    for n in &nodes {
+        // Siblings mostly share a list: skip the lookup when it is the previous node's.
+        if let Some((acl, id)) = prev {
+            if *acl == n.acl {
+                acl_of.push(id);
+                continue;
+            }
+        }
+        let key: Key = n
+            .acl
+            .iter()
+            .map(|a| (a.perms, a.id.scheme.as_str(), a.id.id.as_str()))
+            .collect();
+        let next = ids.len() as u64 + 1;
+        let id = *ids.entry(key).or_insert(next);
+        acl_of.push(id);
+        prev = Some((&n.acl, id));
+    }
+    let mut acls: Vec<(u64, &Key)> = ids.iter().map(|(k, id)| (*id, k)).collect();
+    acls.sort_by_key(|(id, _)| *id);
+    let next_acl_id = acls.len() as u64 + 1;
+    let node_out = SeqOf(nodes.len(), || {
+        nodes.iter().zip(&acl_of).map(|(n, acl)| NodeOut {
+            path: &n.path,
+            data: n.data.as_deref().map(RawBytes),
+            acl: *acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        })
+    });
+    let passwds: Vec<Bytes> = sessions
+        .iter()
+        .map(|s| Bytes::from(s.passwd.clone()))
+        .collect();
+    let session_out = SeqOf(sessions.len(), || {
+        sessions.iter().zip(&passwds).map(|(s, p)| SessionOut {
+            id: s.id,
+            timeout_ms: s.timeout_ms,
+            passwd: p,
+        })
+    });
+    // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
+    // any imported session's, and apply skips ids in use).
+    let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
+    let mut out = Vec::new();
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+    postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))
+}
+
+/// The parts of a snapshot (written by [`State::to_snapshot`] or [`State::from_imported`]) in the form
+/// [`State::from_imported`] takes: last zxid, nodes in path order with their ACL lists and stored
+/// stats, and sessions. For `roster import --update`, which continues ZooKeeper's replay on a tree it
+/// imported before; it decodes without building a [`State`], so nothing but the encoding is checked.
+pub fn imported_parts(
+    bytes: &[u8],
+) -> Result<(i64, Vec<ImportedNode>, Vec<ImportedSession>), SnapshotError> {
+    if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let snap: SnapshotIn = match version {
+        SNAPSHOT_VERSION => decode_body(&bytes[8..])?,
+        SNAPSHOT_VERSION_V1 => decode_body::<SnapshotIn<Bytes>>(&bytes[8..])?.upgrade(),
+        _ => return Err(SnapshotError::UnsupportedVersion(version)),
+    };
+    let acls: BTreeMap<u64, Vec<Acl>> = snap
+        .acls
+        .into_iter()
+        .map(|(id, list)| {
+            let acl = list
+                .into_iter()
+                .map(|(perms, scheme, id)| Acl {
+                    perms,
+                    id: Id { scheme, id },
+                })
+                .collect();
+            (id, acl)
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(snap.nodes.len());
+    for n in snap.nodes {
+        let acl = acls
+            .get(&n.acl)
+            .cloned()
+            .ok_or_else(|| bad(format!("node {} has unknown ACL id {}", n.path, n.acl)))?;
+        nodes.push(ImportedNode {
+            path: n.path,
+            data: n.data.map(|d| d.to_vec()),
+            acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        });
+    }
+    let sessions = snap
+        .sessions
+        .into_iter()
+        .map(|s| ImportedSession {
+            id: s.id,
+            timeout_ms: s.timeout_ms,
+            passwd: s.passwd.to_vec(),
+        })
+        .collect();
+    Ok((snap.last_zxid, nodes, sessions))
 }
 
 impl State {
@@ -642,6 +727,34 @@ mod tests {
             imported("/x", open, 0x9, 0),
         ];
         assert!(State::from_imported(1, orphan, vec![]).is_err());
+    }
+
+    #[test]
+    fn imported_parts_inverts_from_imported() {
+        let open = vec![Acl {
+            perms: 31,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }];
+        let mut nodes = vec![
+            imported("/", open.clone(), 0, 0),
+            imported("/a", open.clone(), 0, 5),
+            imported("/a/e", open, 0x77, 6),
+        ];
+        nodes[2].data = None;
+        let sessions = vec![ImportedSession {
+            id: 0x77,
+            timeout_ms: 4000,
+            passwd: vec![1; 16],
+        }];
+        let s = State::from_imported(0x1_0000_0009, nodes.clone(), sessions.clone()).unwrap();
+        let (zxid, back, back_sessions) = imported_parts(&s.to_snapshot()).unwrap();
+        assert_eq!(zxid, 0x1_0000_0009);
+        assert_eq!(back, nodes);
+        assert_eq!(back_sessions, sessions);
+        assert_eq!(imported_parts(b"nope").err(), Some(SnapshotError::BadMagic));
     }
 
     #[test]

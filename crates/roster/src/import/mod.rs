@@ -10,17 +10,28 @@
 //! ZooKeeper's. Imported sessions keep their ids, timeouts and passwords: their clients may reconnect
 //! to Roster, and those that do not expire after their timeout, as on a restarted ZooKeeper.
 //!
-//! Left out: snappy-compressed snapshots (`zk.rs` says what to do), importing into a directory that
-//! holds anything (refused), and catching up with writes made after the files were read (see
-//! docs/operations.md for the cut-over).
+//! The import may read the files of a ZooKeeper that still serves (phase 1 of the cut-over in
+//! docs/operations.md): snapshots are never changed once written (one still being written fails its
+//! checksum and the one before it is used) and logs are only appended to (a record cut short at the
+//! end of the newest is ignored). `roster import --update` (`update.rs`) then catches the directory
+//! up with the txns ZooKeeper logged since. For it the import leaves a record in the directory
+//! (`meta/zk-import.meta`, [`Marker`]): the last imported zxid, the txn logged at it, and the nodes
+//! it dropped.
+//!
+//! Left out: snappy-compressed snapshots (`zk.rs` says what to do), and importing into a directory
+//! that holds anything (refused).
 
 mod replay;
+mod update;
 mod zk;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use roster_proto::Acl;
+use roster_server::storage::meta::MetaStore;
+use roster_state::ImportedNode;
+use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,9 +46,20 @@ pub struct ImportArgs {
     /// ZooKeeper's transaction log directory (`dataLogDir`), if it is not the data directory.
     #[arg(long)]
     zk_log_dir: Option<PathBuf>,
-    /// The new Roster data directory; must not exist or be empty.
+    /// The new Roster data directory; must not exist or be empty (with --update: the directory an
+    /// earlier import made).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Catch up a directory an earlier import made (and nothing has served since) with the txns
+    /// ZooKeeper logged after it: replays only those, from ZooKeeper's transaction logs. Refuses a
+    /// directory Roster has served, and logs that do not continue the imported history.
+    #[arg(long)]
+    update: bool,
+    /// With --update: keep replaying ZooKeeper's logs as they grow while ZooKeeper accepts
+    /// connections on this address (its client port, e.g. 127.0.0.1:2181); once it refuses them
+    /// (ZooKeeper stopped), replay the rest, write the directory and exit. Stop ZooKeeper to finish.
+    #[arg(long, value_name = "ZK_CLIENT_ADDR", requires = "update")]
+    follow: Option<std::net::SocketAddr>,
     /// The peer address the node will announce (`roster serve --peer-addr`; corrected at start if it
     /// differs).
     #[arg(long, default_value = "127.0.0.1:2888")]
@@ -97,6 +119,228 @@ struct Report {
     elapsed_ms: u64,
 }
 
+/// The key of the import's record in the data directory's `meta/` ([`Marker`]).
+const MARKER_KEY: &str = "zk-import";
+
+/// The txn ZooKeeper logged at the last imported zxid, as `--update` recognises it in the logs
+/// again: the same zxid with another time, session, type or body means another history.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct Anchor {
+    zxid: i64,
+    time: i64,
+    session_id: i64,
+    op: i32,
+    body_len: usize,
+    body_adler32: u32,
+}
+
+impl Anchor {
+    fn of(rec: &zk::LogRecord) -> Anchor {
+        Anchor {
+            zxid: rec.zxid,
+            time: rec.time,
+            session_id: rec.session_id,
+            op: rec.op,
+            body_len: rec.body.len(),
+            body_adler32: zk::adler32(&rec.body),
+        }
+    }
+}
+
+/// A node ZooKeeper's tree has and the import dropped (see `replay::Dropped`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct SavedNode {
+    path: String,
+    data: Option<Vec<u8>>,
+    acl: Vec<Acl>,
+    czxid: i64,
+    mzxid: i64,
+    pzxid: i64,
+    ctime: i64,
+    mtime: i64,
+    version: i32,
+    cversion: i64,
+    aversion: i32,
+    ephemeral_owner: i64,
+}
+
+impl From<ImportedNode> for SavedNode {
+    fn from(n: ImportedNode) -> SavedNode {
+        SavedNode {
+            path: n.path,
+            data: n.data,
+            acl: n.acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        }
+    }
+}
+
+impl From<SavedNode> for ImportedNode {
+    fn from(n: SavedNode) -> ImportedNode {
+        ImportedNode {
+            path: n.path,
+            data: n.data,
+            acl: n.acl,
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            ephemeral_owner: n.ephemeral_owner,
+        }
+    }
+}
+
+/// What an import leaves in the data directory for `--update` (JSON in `meta/zk-import.meta`).
+#[derive(Serialize, Deserialize, Debug)]
+struct Marker {
+    /// The ZooKeeper directory it was read from (for messages only).
+    zk_data_dir: String,
+    /// The zxid the directory's state is at.
+    last_zxid: i64,
+    /// The txn logged at `last_zxid`; `None` if no log held it (nothing after a snapshot).
+    anchor: Option<Anchor>,
+    /// Nodes of ZooKeeper's tree the import dropped.
+    dropped: Vec<SavedNode>,
+}
+
+fn save_marker(data_dir: &Path, marker: &Marker) -> Result<()> {
+    let meta = MetaStore::open(data_dir.join("meta"))?;
+    meta.put(MARKER_KEY, &serde_json::to_vec(marker)?)
+        .with_context(|| format!("cannot write the import record in {}", data_dir.display()))
+}
+
+/// What replaying logs found.
+struct Replayed {
+    logs: Vec<LogReport>,
+    checksums: u64,
+    /// The logged txn with the highest zxid.
+    newest: Option<Anchor>,
+    /// Whether the expected anchor was found (and matched).
+    anchor_seen: bool,
+}
+
+/// Replays `logs` (oldest first) onto `tree`: txns at or below `base` are skipped (the tree holds
+/// them). With `expect`, the txn at its zxid must be that one, and found before any later txn.
+fn replay_logs(
+    tree: &mut replay::Tree,
+    logs: &[(i64, PathBuf)],
+    base: i64,
+    expect: Option<&Anchor>,
+    pb: &ProgressBar,
+) -> Result<Replayed> {
+    let mut out = Replayed {
+        logs: Vec::new(),
+        checksums: 0,
+        newest: None,
+        anchor_seen: false,
+    };
+    let mut prev_zxid = base;
+    let mut ended_torn: Option<PathBuf> = None;
+    for (_, path) in logs {
+        pb.set_message(format!("replaying {}", path.display()));
+        if let Some(torn) = &ended_torn {
+            bail!(
+                "{} ends with a record cut short, yet a later log {} follows: the logs are not \
+                 one history; import from a consistent copy of ZooKeeper's data directory",
+                torn.display(),
+                path.display()
+            );
+        }
+        let log = zk::read_log(path)?;
+        out.checksums += log.records.len() as u64;
+        for rec in &log.records {
+            if let Some(a) = expect {
+                if rec.zxid == a.zxid {
+                    if Anchor::of(rec) != *a {
+                        bail!(
+                            "{}: the txn at the imported zxid {} is not the one imported (time, \
+                             session, type or content differ): this ZooKeeper data directory is not \
+                             the one the import read, or its history was rewritten; run a full \
+                             roster import into a new directory",
+                            path.display(),
+                            hex(a.zxid)
+                        );
+                    }
+                    out.anchor_seen = true;
+                } else if rec.zxid > a.zxid && !out.anchor_seen {
+                    bail!(
+                        "{}: ZooKeeper's logs go from below to {} without the imported last txn \
+                         (zxid {}): this is not the history the import read (another ZooKeeper, or a \
+                         new epoch that dropped it); run a full roster import into a new directory",
+                        path.display(),
+                        hex(rec.zxid),
+                        hex(a.zxid)
+                    );
+                }
+            }
+            if rec.zxid > base && rec.zxid <= prev_zxid {
+                bail!(
+                    "{}: record at byte {} has zxid {} after zxid {}: the logs are out of order; \
+                     import from a consistent copy of ZooKeeper's data directory",
+                    path.display(),
+                    rec.offset,
+                    hex(rec.zxid),
+                    hex(prev_zxid)
+                );
+            }
+            prev_zxid = prev_zxid.max(rec.zxid);
+            if out.newest.as_ref().is_none_or(|n| rec.zxid > n.zxid) {
+                out.newest = Some(Anchor::of(rec));
+            }
+            tree.apply(rec, base).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the txn at byte {} (zxid {}) does not decode: {} (at byte {} of the \
+                     txn); ZooKeeper would refuse it too",
+                    path.display(),
+                    e.offset,
+                    hex(e.zxid),
+                    e.error.reason,
+                    e.error.offset
+                )
+            })?;
+        }
+        if let Some(at) = log.torn_tail {
+            tracing::warn!(file = %path.display(), offset = at, "the log ends with a record cut short; ignored, as ZooKeeper does");
+            ended_torn = Some(path.clone());
+        }
+        out.logs.push(LogReport {
+            file: path.display().to_string(),
+            records: log.records.len(),
+            first_zxid: log.records.first().map(|r| hex(r.zxid)),
+            last_zxid: log.records.last().map(|r| hex(r.zxid)),
+            torn_tail_at: log.torn_tail,
+        });
+        pb.inc(file_size(path));
+    }
+    Ok(out)
+}
+
+/// A progress bar over `total` bytes, hidden for JSON output or when stderr is not a terminal.
+fn progress(total: u64, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    }
+}
+
 /// The `version-2` directory under `dir`, or `dir` itself if it holds ZooKeeper files.
 fn version_dir(dir: &Path) -> Result<PathBuf> {
     let v2 = dir.join("version-2");
@@ -136,6 +380,9 @@ fn file_size(p: &Path) -> u64 {
 
 /// Runs `roster import`; prints the report.
 pub fn run(args: ImportArgs) -> Result<()> {
+    if args.update {
+        return update::run(args);
+    }
     let started = Instant::now();
     if let Ok(mut d) = std::fs::read_dir(&args.data_dir) {
         if d.next().is_some() {
@@ -163,16 +410,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
 
     let total: u64 = snaps.iter().map(|(_, p)| file_size(p)).max().unwrap_or(0)
         + logs_all.iter().map(|(_, p)| file_size(p)).sum::<u64>();
-    let pb = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new(total);
-        pb.set_style(
-            ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb
-    };
+    let pb = progress(total, args.json);
 
     // The newest snapshot that decodes; damaged newer ones are reported.
     let mut skipped = Vec::new();
@@ -212,58 +450,9 @@ pub fn run(args: ImportArgs) -> Result<()> {
         .iter()
         .rposition(|(z, _)| *z <= snap_zxid)
         .unwrap_or(0);
-    let mut logs = Vec::new();
-    let mut prev_zxid = snap_zxid;
-    let mut ended_torn: Option<PathBuf> = None;
-    for (_, path) in &logs_all[first_log..] {
-        pb.set_message(format!("replaying {}", path.display()));
-        if let Some(torn) = &ended_torn {
-            bail!(
-                "{} ends with a record cut short, yet a later log {} follows: the logs are not \
-                 one history; import from a consistent copy of ZooKeeper's data directory",
-                torn.display(),
-                path.display()
-            );
-        }
-        let log = zk::read_log(path)?;
-        checksums += log.records.len() as u64;
-        for rec in &log.records {
-            if rec.zxid > snap_zxid && rec.zxid <= prev_zxid {
-                bail!(
-                    "{}: record at byte {} has zxid {} after zxid {}: the logs are out of order; \
-                     import from a consistent copy of ZooKeeper's data directory",
-                    path.display(),
-                    rec.offset,
-                    hex(rec.zxid),
-                    hex(prev_zxid)
-                );
-            }
-            prev_zxid = prev_zxid.max(rec.zxid);
-            tree.apply(rec, snap_zxid).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: the txn at byte {} (zxid {}) does not decode: {} (at byte {} of the \
-                     txn); ZooKeeper would refuse it too",
-                    path.display(),
-                    e.offset,
-                    hex(e.zxid),
-                    e.error.reason,
-                    e.error.offset
-                )
-            })?;
-        }
-        if let Some(at) = log.torn_tail {
-            tracing::warn!(file = %path.display(), offset = at, "the log ends with a record cut short; ignored, as ZooKeeper does");
-            ended_torn = Some(path.clone());
-        }
-        logs.push(LogReport {
-            file: path.display().to_string(),
-            records: log.records.len(),
-            first_zxid: log.records.first().map(|r| hex(r.zxid)),
-            last_zxid: log.records.last().map(|r| hex(r.zxid)),
-            torn_tail_at: log.torn_tail,
-        });
-        pb.inc(file_size(path));
-    }
+    let replayed = replay_logs(&mut tree, &logs_all[first_log..], snap_zxid, None, &pb)?;
+    checksums += replayed.checksums;
+    let logs = replayed.logs;
 
     pb.set_message("building the state");
     let last_zxid = tree.last_zxid;
@@ -299,6 +488,15 @@ pub fn run(args: ImportArgs) -> Result<()> {
                 args.data_dir.display()
             )
         })?;
+    save_marker(
+        &args.data_dir,
+        &Marker {
+            zk_data_dir: snap_dir.display().to_string(),
+            last_zxid,
+            anchor: replayed.newest.filter(|a| a.zxid == last_zxid),
+            dropped: dropped.nodes.into_iter().map(SavedNode::from).collect(),
+        },
+    )?;
     pb.finish_and_clear();
 
     let report = Report {
@@ -379,23 +577,27 @@ fn print_report(r: &Report) {
             s.id, s.timeout_ms, s.ephemerals
         );
     }
-    let dropped: usize = r.dropped_ephemerals.iter().map(|d| d.paths.len()).sum();
+    print_dropped(&r.dropped_ephemerals, &r.dropped_empty_containers);
+    println!("  cluster id      {}", r.cluster_id);
+    println!("  took            {} ms", r.elapsed_ms);
+    println!("start it with: roster serve --data-dir {}", r.data_dir);
+}
+
+fn print_dropped(ephemerals: &[DroppedReport], containers: &[String]) {
+    let dropped: usize = ephemerals.iter().map(|d| d.paths.len()).sum();
     println!("  dropped         {dropped} ephemerals of sessions that are gone");
-    for d in &r.dropped_ephemerals {
+    for d in ephemerals {
         println!(
             "                  session {}: {}",
             d.session,
             d.paths.join(" ")
         );
     }
-    if !r.dropped_empty_containers.is_empty() {
+    if !containers.is_empty() {
         println!(
             "  dropped         {} empty containers (ZooKeeper would delete them): {}",
-            r.dropped_empty_containers.len(),
-            r.dropped_empty_containers.join(" ")
+            containers.len(),
+            containers.join(" ")
         );
     }
-    println!("  cluster id      {}", r.cluster_id);
-    println!("  took            {} ms", r.elapsed_ms);
-    println!("start it with: roster serve --data-dir {}", r.data_dir);
 }

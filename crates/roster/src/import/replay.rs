@@ -88,6 +88,9 @@ pub struct Dropped {
     /// Containers that had children and have none left: ZooKeeper's container manager deletes
     /// them at its next check, Roster only when a last child goes, so they are not imported.
     pub empty_containers: Vec<String>,
+    /// Every dropped node as it was in ZooKeeper's tree: `roster import --update` puts them back
+    /// before it replays later txns (one may delete the container or give it a child).
+    pub nodes: Vec<ImportedNode>,
 }
 
 fn parent_of(path: &str) -> Option<&str> {
@@ -168,6 +171,54 @@ impl Tree {
         }
         if !t.nodes.contains_key("/") {
             return Err("the snapshot has no root node".into());
+        }
+        Ok(t)
+    }
+
+    /// The tree of an earlier import (`roster import --update`): Roster's nodes and sessions at
+    /// `last_zxid`, plus the nodes that import dropped.
+    pub fn from_imported(
+        last_zxid: i64,
+        nodes: Vec<ImportedNode>,
+        sessions: Vec<ImportedSession>,
+    ) -> Result<Tree, String> {
+        let mut t = Tree {
+            nodes: HashMap::with_capacity(nodes.len()),
+            sessions: sessions.iter().map(|s| (s.id, s.timeout_ms)).collect(),
+            ephemerals: HashMap::new(),
+            children: HashMap::new(),
+            last_zxid,
+            applied: 0,
+            covered: 0,
+            unknown: Vec::new(),
+        };
+        for n in nodes {
+            let acl = Arc::new(n.acl);
+            let cversion = i32::try_from(n.cversion).map_err(|_| {
+                format!(
+                    "node {} has cversion {} beyond ZooKeeper's",
+                    n.path, n.cversion
+                )
+            })?;
+            t.insert(
+                n.path,
+                ZNode {
+                    data: n.data,
+                    acl,
+                    czxid: n.czxid,
+                    mzxid: n.mzxid,
+                    pzxid: n.pzxid,
+                    ctime: n.ctime,
+                    mtime: n.mtime,
+                    version: n.version,
+                    cversion,
+                    aversion: n.aversion,
+                    ephemeral_owner: n.ephemeral_owner,
+                },
+            );
+        }
+        if !t.nodes.contains_key("/") {
+            return Err("the imported tree has no root node".into());
         }
         Ok(t)
     }
@@ -385,6 +436,13 @@ impl Tree {
         }
     }
 
+    /// The node at `path` as Roster imports it.
+    fn imported_node(&self, path: &str) -> Option<ImportedNode> {
+        self.nodes
+            .get(path)
+            .map(|n| to_imported(path.to_string(), n.clone()))
+    }
+
     /// The live sessions: id and timeout.
     pub fn sessions(&self) -> &BTreeMap<i64, i32> {
         &self.sessions
@@ -408,6 +466,7 @@ impl Tree {
             .map(|(p, n)| (p.clone(), n.ephemeral_owner))
             .collect();
         for (path, owner) in orphans {
+            dropped.nodes.extend(self.imported_node(&path));
             self.remove_subtree(&path);
             dropped.ephemerals.entry(owner).or_default().push(path);
         }
@@ -427,6 +486,7 @@ impl Tree {
                 break;
             }
             for p in empty {
+                dropped.nodes.extend(self.imported_node(&p));
                 self.remove_subtree(&p);
                 dropped.empty_containers.push(p);
             }
@@ -434,20 +494,7 @@ impl Tree {
         dropped.empty_containers.sort();
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for (path, n) in self.nodes {
-            nodes.push(ImportedNode {
-                path,
-                data: n.data,
-                acl: (*n.acl).clone(),
-                czxid: n.czxid,
-                mzxid: n.mzxid,
-                pzxid: n.pzxid,
-                ctime: n.ctime,
-                mtime: n.mtime,
-                version: n.version,
-                cversion: n.cversion as i64,
-                aversion: n.aversion,
-                ephemeral_owner: n.ephemeral_owner,
-            });
+            nodes.push(to_imported(path, n));
         }
         for paths in dropped.ephemerals.values_mut() {
             paths.sort();
@@ -462,6 +509,23 @@ impl Tree {
             })
             .collect();
         (nodes, sessions, dropped)
+    }
+}
+
+fn to_imported(path: String, n: ZNode) -> ImportedNode {
+    ImportedNode {
+        path,
+        data: n.data,
+        acl: Arc::unwrap_or_clone(n.acl),
+        czxid: n.czxid,
+        mzxid: n.mzxid,
+        pzxid: n.pzxid,
+        ctime: n.ctime,
+        mtime: n.mtime,
+        version: n.version,
+        cversion: n.cversion as i64,
+        aversion: n.aversion,
+        ephemeral_owner: n.ephemeral_owner,
     }
 }
 
@@ -590,6 +654,59 @@ mod tests {
         assert_eq!(nodes.len(), 2);
         assert!(sessions.is_empty());
         assert!(dropped.ephemerals.is_empty());
+    }
+
+    /// `--update` reads an import back (with the nodes it dropped) and replays on: the result is
+    /// what replaying everything at once gives.
+    #[test]
+    fn an_import_read_back_replays_like_one_replay() {
+        let mut sess = Vec::new();
+        sess.extend_from_slice(&5000i32.to_be_bytes());
+        let mut c = create_body("/c", false, 1);
+        c.truncate(c.len() - 5);
+        c.extend_from_slice(&1i32.to_be_bytes());
+        let mut del = Vec::new();
+        s(&mut del, "/c/x");
+        let first = vec![
+            rec(11, op::CREATE_SESSION, sess),
+            rec(12, op::CREATE, create_body("/a", false, 1)),
+            rec(13, op::CREATE, create_body("/e", true, 2)),
+            rec(14, op::CREATE_CONTAINER, c),
+            rec(15, op::CREATE, create_body("/c/x", false, 1)),
+            rec(16, op::DELETE, del),
+        ];
+        // After the import: the emptied container gets a child again, the session closes.
+        let later = vec![
+            rec(17, op::CREATE, create_body("/c/y", false, 2)),
+            rec(18, op::CREATE, create_body("/a/b", false, 1)),
+            rec(19, op::CLOSE_SESSION, vec![]),
+        ];
+        let mut whole = root_only();
+        for r in first.iter().chain(&later) {
+            whole.apply(r, 10).ok().unwrap();
+        }
+        let mut part = root_only();
+        for r in &first {
+            part.apply(r, 10).ok().unwrap();
+        }
+        let base = part.last_zxid;
+        let (mut nodes, sessions, dropped) = part.into_imported();
+        assert_eq!(dropped.empty_containers, vec!["/c".to_string()]);
+        assert_eq!(dropped.nodes.len(), 1);
+        nodes.extend(dropped.nodes);
+        let mut resumed = Tree::from_imported(base, nodes, sessions).unwrap();
+        for r in first.iter().chain(&later) {
+            resumed.apply(r, base).ok().unwrap();
+        }
+        assert_eq!((resumed.covered, resumed.applied), (6, 3));
+        let sorted = |t: Tree| {
+            let (mut n, s, d) = t.into_imported();
+            n.sort_by(|a, b| a.path.cmp(&b.path));
+            (n, s, d.empty_containers)
+        };
+        let want = sorted(whole);
+        assert!(want.0.iter().any(|n| n.path == "/c/y"));
+        assert_eq!(sorted(resumed), want);
     }
 
     #[test]
