@@ -5,8 +5,12 @@
 //! RSS and bytes per znode) and `values` (setData of large values:
 //! throughput and p99 per size). Every wait is bounded; every count comes from a flag.
 //!
-//! Left out: the size workload's snapshot build time and size and a new node's catch-up, and anything
-//! that needs more than one bench process.
+//! The size workload also times, through shell commands the caller gives (so it stays server-neutral),
+//! a snapshot of the whole tree (`--snapshot-cmd`) and a new node joining and catching up
+//! (`--join-cmd`).
+//!
+//! Left out: anything that needs more than one bench process (more sessions than one process's
+//! descriptors allow).
 
 use super::conn::{create_req, ensure_path, err_name, Conn, Incoming, ERR_NODE_EXISTS};
 use super::load;
@@ -687,8 +691,9 @@ fn registry_member(dir: &str, i: u64) -> String {
 
 /// Size: `znodes` znodes of the payload in a registry-like tree (services of 100 instances): the load
 /// rate, the servers' RSS idle and loaded, bytes per znode. With `--restart-cmd`, then kill -9 of the
-/// first server and its restart: seconds until it serves a read and accepts a write. (Snapshot build
-/// time and size and a new node's catch-up are not measured: see docs/scaling.md.)
+/// first server and its restart: seconds until it serves a read and accepts a write. With
+/// `--snapshot-cmd`, the snapshot's build time and size; with `--join-cmd`, last, the seconds until a
+/// newly started node joining the cluster serves a read of the last znode.
 pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
@@ -771,7 +776,100 @@ pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadRes
         r.extra("restart_to_read", read_s, "s", Some(true));
         r.extra("restart_to_write", write_s, "s", Some(true));
     }
+    if let Some(cmd) = ctx.snapshot_cmd.clone() {
+        pb.set_message("snapshot");
+        let printed = super::failover::shell(&cmd, &[], ctx.failover_timeout)
+            .await
+            .context("--snapshot-cmd")?;
+        let (secs, bytes) = parse_snapshot_line(&printed).with_context(|| {
+            format!("--snapshot-cmd printed {printed:?}; its last line must be `SECONDS BYTES`")
+        })?;
+        r.extra("snapshot_build", secs, "s", Some(true));
+        r.extra("snapshot_size", bytes / 1048576.0, "MiB", Some(true));
+        let total = out_total(out.ops, services);
+        r.extra("snapshot_bytes_per_znode", bytes / total, "B", Some(true));
+    }
+    if let (Some(cmd), true) = (ctx.join_cmd.clone(), out.ops > 0) {
+        pb.set_message("a new node joins");
+        let (secs, rss) = join_and_read(ctx, &cmd, &registry_member(&dir, out.ops - 1))
+            .await
+            .context("a new node joining (--join-cmd)")?;
+        r.extra("join_to_read", secs, "s", Some(true));
+        if let Some(m) = rss {
+            r.extra("rss_joined", m, "MiB", Some(true));
+        }
+    }
     Ok(r)
+}
+
+/// Znodes the size workload creates for `znodes` members: the members plus each service's node and
+/// its `instances` node.
+fn out_total(znodes: u64, services: u64) -> f64 {
+    (znodes + 2 * services).max(1) as f64
+}
+
+/// The last non-empty line of a `--snapshot-cmd`'s output as (seconds, bytes).
+fn parse_snapshot_line(out: &str) -> Option<(f64, f64)> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let mut it = line.split_whitespace().map(|w| w.parse::<f64>().ok());
+    let (secs, bytes) = (it.next()??, it.next()??);
+    (secs.is_finite() && secs >= 0.0 && bytes.is_finite() && bytes > 0.0 && it.next().is_none())
+        .then_some((secs, bytes))
+}
+
+/// The last non-empty line of a `--join-cmd`'s output as (client address, pid).
+fn parse_join_line(out: &str) -> Option<(SocketAddr, u32)> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let mut it = line.split_whitespace();
+    let addr = it.next()?.parse().ok()?;
+    let pid = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((addr, pid))
+}
+
+/// Runs `cmd` (which starts a new server joining the cluster), then polls the new server until a
+/// session there reads `probe`: seconds from starting the command, and the new server's RSS then
+/// (bounded by `--failover-timeout`).
+async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<(f64, Option<f64>)> {
+    let t0 = Instant::now();
+    let out = super::failover::shell(cmd, &[], ctx.failover_timeout).await?;
+    let (addr, pid) = parse_join_line(&out).with_context(|| {
+        format!("--join-cmd printed {out:?}; its last line must be `ADDRESS PID`")
+    })?;
+    let deadline = t0 + ctx.failover_timeout;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut c = Conn::open(
+                addr,
+                ctx.session_timeout_ms,
+                None,
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            )
+            .await?;
+            c.call_ok(
+                &Request::GetData(GetDataRequest {
+                    path: probe.to_string(),
+                    watch: false,
+                }),
+                &[],
+            )
+            .await?;
+            c.close().await;
+            anyhow::Ok(t0.elapsed().as_secs_f64())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(s)) => return Ok((s, procfs::Snapshot::take(&[pid]).rss_mib())),
+            Ok(Err(e)) => last_err = Some(format!("{e:#}")),
+            Err(_) => last_err = Some("no answer within 5 s".into()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!(
+        "the new node at {addr} did not serve {probe} within {:?} (last attempt: {})",
+        ctx.failover_timeout,
+        last_err.unwrap_or_default()
+    )
 }
 
 /// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
@@ -938,6 +1036,16 @@ mod tests {
         assert_eq!(human_bytes(1024), "1KiB");
         assert_eq!(human_bytes(1_000_000), "1000000B");
         assert_eq!(count_children(&[0, 0, 0, 3]).unwrap(), 3);
+        assert_eq!(parse_snapshot_line("x\n0.25 1048576\n\n"), Some((0.25, 1048576.0)));
+        assert_eq!(parse_snapshot_line("0.25"), None);
+        assert_eq!(parse_snapshot_line("0.25 0"), None);
+        assert_eq!(parse_snapshot_line("0.25 10 x"), None);
+        assert_eq!(
+            parse_join_line("starting\n127.0.0.1:2182 4242\n"),
+            Some(("127.0.0.1:2182".parse().unwrap(), 4242))
+        );
+        assert_eq!(parse_join_line("127.0.0.1:2182"), None);
+        assert_eq!(parse_join_line("localhost 12"), None);
         assert!(count_children(&[0]).is_err());
     }
 }
