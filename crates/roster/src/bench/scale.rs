@@ -105,8 +105,10 @@ async fn hold(mut c: Conn, mut rx: oneshot::Receiver<Cmd>) -> anyhow::Result<Hel
 pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let n = ctx.hold_sessions.max(1);
     let dir = format!("{}/sessions-{}", ctx.root, ctx.run_id);
-    let mut observer = ctx.admin().await?;
-    ensure_path(&mut observer, &dir).await?;
+    // Control sessions are opened only around their use: an idle one would expire during a long hold.
+    let mut setup = ctx.admin().await?;
+    ensure_path(&mut setup, &dir).await?;
+    setup.close().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = procfs::Snapshot::take(&ctx.pids).rss_mib();
     pb.set_length(n as u64);
@@ -193,12 +195,14 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     // The other half under a small write load: one session, one write in flight.
     pb.set_message("held, under writes");
     let key = format!("{dir}/write-key");
-    observer
+    let mut setup = ctx.admin().await?;
+    setup
         .call_ok(
             &create_req(key.clone(), Bytes::new(), 0),
             &[ERR_NODE_EXISTS],
         )
         .await?;
+    setup.close().await;
     let payload = ctx.payload.clone();
     let mut spec = ctx.spec(Arc::new(move |_, _| {
         (
@@ -227,6 +231,7 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
         is_victim[i] = true;
     }
     pb.set_message(format!("killing {}", victims.len()));
+    let mut observer = ctx.admin().await?;
     for &i in &victims {
         observer
             .call_ok(&exists_watch(format!("{dir}/s{i:06}")), &[])
@@ -413,6 +418,8 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     writer
         .call_ok(&create_req(target.clone(), Bytes::new(), 0), &[])
         .await?;
+    // Reopened once every watcher is connected: idle meanwhile, it would expire.
+    writer.close().await;
     let trials = ctx.fanout_trials.min(ctx.ops).max(1);
     pb.set_length(trials);
     pb.set_message(format!("opening {n} watchers"));
@@ -436,8 +443,16 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
                     Conn::connect_held(addr, source_for(addr, i), t).await?
                 };
                 let _ = ev_tx.send(Ok((0, None)));
+                let every = Duration::from_millis((c.timeout_ms as u64 / 3).max(50));
                 loop {
-                    round_rx.changed().await?;
+                    // Idle between rounds (all the others opening, the driver measuring): ping.
+                    tokio::select! {
+                        changed = round_rx.changed() => changed?,
+                        _ = tokio::time::sleep(every) => {
+                            c.ping().await?;
+                            continue;
+                        }
+                    }
                     let r = *round_rx.borrow_and_update();
                     match r {
                         Round::Start => {}
@@ -476,6 +491,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     let cap = ctx.memory_timeout;
     let result = async {
         wait_for(n, 0, false, &mut ev_rx, cap).await?;
+        let mut writer = ctx.admin().await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss_connected = procfs::Snapshot::take(&ctx.pids).rss_mib();
         let mut rss_armed = None;
@@ -528,6 +544,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
                 Some(true),
             );
         }
+        writer.close().await;
         anyhow::Ok(r)
     }
     .await;
@@ -537,9 +554,8 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     }
     let mut out = vec![result?];
     if ctx.fanout_subtree > 0 {
-        out.push(recursive(ctx, &mut writer, &dir, pb).await?);
+        out.push(recursive(ctx, &dir, pb).await?);
     }
-    writer.close().await;
     Ok(out)
 }
 
@@ -571,18 +587,15 @@ async fn wait_for(
 
 /// A persistent recursive watch over `fanout_subtree` znodes (parents of 1,000): one watcher, setData on
 /// random members one at a time, write to notification.
-async fn recursive(
-    ctx: &Ctx,
-    writer: &mut Conn,
-    dir: &str,
-    pb: &ProgressBar,
-) -> anyhow::Result<WorkloadResult> {
+async fn recursive(ctx: &Ctx, dir: &str, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let tree = format!("{dir}/tree");
     let m = ctx.fanout_subtree;
     pb.set_message(format!("creating {m} znodes"));
-    writer
+    let mut setup = ctx.admin().await?;
+    setup
         .call_ok(&create_req(tree.clone(), Bytes::new(), 0), &[])
         .await?;
+    setup.close().await;
     let per = 1000u64;
     let t2 = tree.clone();
     let mut spec = ctx.spec(Arc::new(move |seq, _| {
@@ -614,6 +627,7 @@ async fn recursive(
             out.errors
         );
     }
+    let mut writer = ctx.admin().await?;
     let mut watcher = ctx.admin().await?;
     watcher
         .call_ok(
@@ -661,6 +675,7 @@ async fn recursive(
         h.saturating_record((dt.as_nanos() as u64).max(1));
     }
     watcher.close().await;
+    writer.close().await;
     Ok(WorkloadResult {
         workload: format!("fanout-recursive-{}", super::workloads::human_count(m)),
         description: format!(
