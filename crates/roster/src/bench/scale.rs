@@ -1051,7 +1051,10 @@ mod tests {
         assert_eq!(human_bytes(1024), "1KiB");
         assert_eq!(human_bytes(1_000_000), "1000000B");
         assert_eq!(count_children(&[0, 0, 0, 3]).unwrap(), 3);
-        assert_eq!(parse_snapshot_line("x\n0.25 1048576\n\n"), Some((0.25, 1048576.0)));
+        assert_eq!(
+            parse_snapshot_line("x\n0.25 1048576\n\n"),
+            Some((0.25, 1048576.0))
+        );
         assert_eq!(parse_snapshot_line("0.25"), None);
         assert_eq!(parse_snapshot_line("0.25 0"), None);
         assert_eq!(parse_snapshot_line("0.25 10 x"), None);
