@@ -29,14 +29,21 @@ fn ruok(addr: SocketAddr) -> bool {
     s.write_all(b"ruok").is_ok() && s.read_to_string(&mut out).is_ok() && out == "imok"
 }
 
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+}
+
+fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// A `roster serve` on a free client port with `extra` flags (e.g. its peer and admin addresses).
+fn start_server_with(extra: &[String]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args([
             "serve",
@@ -44,8 +51,9 @@ fn start_server() -> Server {
             &addr.to_string(),
             "--min-session-timeout-ms",
             "2000",
-            "--data-dir",
         ])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("ROSTER_LOG", "warn")
         .stdout(Stdio::null())
@@ -311,20 +319,52 @@ fn bench_runs_the_scale_workloads_at_tiny_scale() {
     }
 }
 
+/// Kills the process whose pid is the first word of the file's last line (a node a command started).
+fn kill_pid_in(file: &std::path::Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .last()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    Some(pid)
+}
+
 #[test]
-fn size_workload_times_a_restart_after_kill_9() {
-    let srv = start_server();
+fn size_workload_times_restart_snapshot_and_join() {
+    let (peer, admin) = (free_addr(), free_addr());
+    let flags = format!("--peer-addr {peer} --admin-addr {admin}");
+    let srv = start_server_with(&flags.split(' ').map(String::from).collect::<Vec<_>>());
     let data = srv._dir.path().join("data");
     let pidfile = srv._dir.path().join("restarted.pid");
+    let joinfile = srv._dir.path().join("joined.pid");
+    let bin = env!("CARGO_BIN_EXE_roster");
     // Restart the same node on the same address and data directory; its pid goes to a file (for the
     // clean-up below) and to stdout (for the bench).
     let restart = format!(
-        "ROSTER_LOG=warn '{}' serve --client-addr {} --min-session-timeout-ms 2000 --data-dir '{}' \
-         </dev/null >/dev/null 2>&1 & echo $! > '{}'; echo $!",
-        env!("CARGO_BIN_EXE_roster"),
+        "ROSTER_LOG=warn '{bin}' serve --client-addr {} --min-session-timeout-ms 2000 {flags} \
+         --data-dir '{}' </dev/null >/dev/null 2>&1 & echo $! > '{}'; echo $!",
         srv.addr,
         data.display(),
         pidfile.display()
+    );
+    // The snapshot through the admin API, as scripts/bench does it.
+    let snapshot = format!(
+        "python3 '{}/../../scripts/bench-snapshot' roster {admin} '{}'",
+        env!("CARGO_MANIFEST_DIR"),
+        data.display()
+    );
+    // A new node joining the restarted one: prints its client address and pid.
+    let (jaddr, jpeer) = (free_addr(), free_addr());
+    let join = format!(
+        "ROSTER_LOG=warn '{bin}' serve --client-addr {jaddr} --peer-addr {jpeer} --admin-addr off \
+         --min-session-timeout-ms 2000 --join {peer} --data-dir '{}' </dev/null >/dev/null 2>&1 & \
+         echo $! > '{}'; echo {jaddr} $!",
+        srv._dir.path().join("joined").display(),
+        joinfile.display()
     );
     let out = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["bench", "--json", "--no-progress", "--servers"])
@@ -334,15 +374,12 @@ fn size_workload_times_a_restart_after_kill_9() {
         .args(["--workload", "size", "--znodes", "300", "--sessions", "2"])
         .args(["--depth", "4", "--memory-timeout", "60s"])
         .args(["--failover-timeout", "60s", "--restart-cmd", &restart])
+        .args(["--snapshot-cmd", &snapshot, "--join-cmd", &join])
         .stdin(Stdio::null())
         .output()
         .expect("roster bench runs");
-    let restarted: Option<u32> = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    if let Some(pid) = restarted {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    }
+    let restarted = kill_pid_in(&pidfile);
+    let joined = kill_pid_in(&joinfile);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "roster bench failed: {stderr}");
     assert!(restarted.is_some(), "the restart command never ran");
@@ -356,4 +393,13 @@ fn size_workload_times_a_restart_after_kill_9() {
         read > 0.0 && read <= write,
         "read {read} s, write {write} s"
     );
+    // The snapshot holds the whole tree: at least the 300 values of 100 bytes.
+    let (build, size) = (extra(r, "snapshot_build"), extra(r, "snapshot_size"));
+    assert!(build > 0.0, "snapshot build {build} s");
+    assert!(size * 1048576.0 >= 30_000.0, "snapshot of {size} MiB");
+    assert!(extra(r, "snapshot_bytes_per_znode") >= 100.0);
+    // The new node caught up: it served the last znode, after its command ran.
+    assert!(joined.is_some(), "the join command never ran");
+    assert!(extra(r, "join_to_read") > 0.0);
+    assert!(extra(r, "rss_joined") > 0.0);
 }

@@ -334,6 +334,13 @@ impl Conn {
         }
     }
 
+    /// Sends a ping without waiting for its reply (`call` and `next_event` skip ping replies): keeps an
+    /// otherwise idle session alive.
+    pub async fn ping(&mut self) -> anyhow::Result<()> {
+        self.queue(&Request::Ping);
+        self.flush().await
+    }
+
     /// Ends the session politely (closeSession, bounded wait) and drops the connection.
     pub async fn close(mut self) {
         let _ =

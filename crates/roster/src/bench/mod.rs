@@ -123,6 +123,17 @@ pub struct BenchOpts {
     /// pid as its last line. The bench then waits for every node to serve again.
     #[arg(long)]
     pub restart_cmd: Option<String>,
+    /// Size: shell command run after the load (and the restart, if any) that makes the first server
+    /// write a snapshot of its whole tree, or reports the last one it wrote; its last line must be
+    /// `SECONDS BYTES` (build time and size). `scripts/bench` writes one per system.
+    #[arg(long)]
+    pub snapshot_cmd: Option<String>,
+    /// Size: shell command, run last, that starts a new server joining the first server's cluster
+    /// (it catches up from a snapshot); its last line must be `ADDRESS PID` (the new server's client
+    /// address and pid). The bench times it until a session there reads the last loaded znode; the
+    /// caller stops the new server.
+    #[arg(long)]
+    pub join_cmd: Option<String>,
     /// Failover and size: cap on each wait (new leader, writes, rejoin; size: the restart).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub failover_timeout: Duration,
@@ -301,6 +312,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         failover_trials: args.failover_trials,
         leader_kill_cmd: args.leader_kill_cmd.clone(),
         restart_cmd: args.restart_cmd.clone(),
+        snapshot_cmd: args.snapshot_cmd.clone(),
+        join_cmd: args.join_cmd.clone(),
         failover_timeout: args.failover_timeout,
         hold_sessions: args.hold_sessions,
         hold: args.hold,

@@ -5,8 +5,12 @@
 //! RSS and bytes per znode) and `values` (setData of large values:
 //! throughput and p99 per size). Every wait is bounded; every count comes from a flag.
 //!
-//! Left out: the size workload's snapshot build time and size and a new node's catch-up, and anything
-//! that needs more than one bench process.
+//! The size workload also times, through shell commands the caller gives (so it stays server-neutral),
+//! a snapshot of the whole tree (`--snapshot-cmd`) and a new node joining and catching up
+//! (`--join-cmd`).
+//!
+//! Left out: anything that needs more than one bench process (more sessions than one process's
+//! descriptors allow).
 
 use super::conn::{create_req, ensure_path, err_name, Conn, Incoming, ERR_NODE_EXISTS};
 use super::load;
@@ -101,8 +105,10 @@ async fn hold(mut c: Conn, mut rx: oneshot::Receiver<Cmd>) -> anyhow::Result<Hel
 pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let n = ctx.hold_sessions.max(1);
     let dir = format!("{}/sessions-{}", ctx.root, ctx.run_id);
-    let mut observer = ctx.admin().await?;
-    ensure_path(&mut observer, &dir).await?;
+    // Control sessions are opened only around their use: an idle one would expire during a long hold.
+    let mut setup = ctx.admin().await?;
+    ensure_path(&mut setup, &dir).await?;
+    setup.close().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = procfs::Snapshot::take(&ctx.pids).rss_mib();
     pb.set_length(n as u64);
@@ -189,12 +195,14 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     // The other half under a small write load: one session, one write in flight.
     pb.set_message("held, under writes");
     let key = format!("{dir}/write-key");
-    observer
+    let mut setup = ctx.admin().await?;
+    setup
         .call_ok(
             &create_req(key.clone(), Bytes::new(), 0),
             &[ERR_NODE_EXISTS],
         )
         .await?;
+    setup.close().await;
     let payload = ctx.payload.clone();
     let mut spec = ctx.spec(Arc::new(move |_, _| {
         (
@@ -223,6 +231,7 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
         is_victim[i] = true;
     }
     pb.set_message(format!("killing {}", victims.len()));
+    let mut observer = ctx.admin().await?;
     for &i in &victims {
         observer
             .call_ok(&exists_watch(format!("{dir}/s{i:06}")), &[])
@@ -409,6 +418,8 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     writer
         .call_ok(&create_req(target.clone(), Bytes::new(), 0), &[])
         .await?;
+    // Reopened once every watcher is connected: idle meanwhile, it would expire.
+    writer.close().await;
     let trials = ctx.fanout_trials.min(ctx.ops).max(1);
     pb.set_length(trials);
     pb.set_message(format!("opening {n} watchers"));
@@ -432,8 +443,16 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
                     Conn::connect_held(addr, source_for(addr, i), t).await?
                 };
                 let _ = ev_tx.send(Ok((0, None)));
+                let every = Duration::from_millis((c.timeout_ms as u64 / 3).max(50));
                 loop {
-                    round_rx.changed().await?;
+                    // Idle between rounds (all the others opening, the driver measuring): ping.
+                    tokio::select! {
+                        changed = round_rx.changed() => changed?,
+                        _ = tokio::time::sleep(every) => {
+                            c.ping().await?;
+                            continue;
+                        }
+                    }
                     let r = *round_rx.borrow_and_update();
                     match r {
                         Round::Start => {}
@@ -472,6 +491,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     let cap = ctx.memory_timeout;
     let result = async {
         wait_for(n, 0, false, &mut ev_rx, cap).await?;
+        let mut writer = ctx.admin().await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss_connected = procfs::Snapshot::take(&ctx.pids).rss_mib();
         let mut rss_armed = None;
@@ -524,6 +544,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
                 Some(true),
             );
         }
+        writer.close().await;
         anyhow::Ok(r)
     }
     .await;
@@ -533,9 +554,8 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     }
     let mut out = vec![result?];
     if ctx.fanout_subtree > 0 {
-        out.push(recursive(ctx, &mut writer, &dir, pb).await?);
+        out.push(recursive(ctx, &dir, pb).await?);
     }
-    writer.close().await;
     Ok(out)
 }
 
@@ -567,18 +587,15 @@ async fn wait_for(
 
 /// A persistent recursive watch over `fanout_subtree` znodes (parents of 1,000): one watcher, setData on
 /// random members one at a time, write to notification.
-async fn recursive(
-    ctx: &Ctx,
-    writer: &mut Conn,
-    dir: &str,
-    pb: &ProgressBar,
-) -> anyhow::Result<WorkloadResult> {
+async fn recursive(ctx: &Ctx, dir: &str, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let tree = format!("{dir}/tree");
     let m = ctx.fanout_subtree;
     pb.set_message(format!("creating {m} znodes"));
-    writer
+    let mut setup = ctx.admin().await?;
+    setup
         .call_ok(&create_req(tree.clone(), Bytes::new(), 0), &[])
         .await?;
+    setup.close().await;
     let per = 1000u64;
     let t2 = tree.clone();
     let mut spec = ctx.spec(Arc::new(move |seq, _| {
@@ -610,6 +627,7 @@ async fn recursive(
             out.errors
         );
     }
+    let mut writer = ctx.admin().await?;
     let mut watcher = ctx.admin().await?;
     watcher
         .call_ok(
@@ -657,6 +675,7 @@ async fn recursive(
         h.saturating_record((dt.as_nanos() as u64).max(1));
     }
     watcher.close().await;
+    writer.close().await;
     Ok(WorkloadResult {
         workload: format!("fanout-recursive-{}", super::workloads::human_count(m)),
         description: format!(
@@ -687,8 +706,9 @@ fn registry_member(dir: &str, i: u64) -> String {
 
 /// Size: `znodes` znodes of the payload in a registry-like tree (services of 100 instances): the load
 /// rate, the servers' RSS idle and loaded, bytes per znode. With `--restart-cmd`, then kill -9 of the
-/// first server and its restart: seconds until it serves a read and accepts a write. (Snapshot build
-/// time and size and a new node's catch-up are not measured: see docs/scaling.md.)
+/// first server and its restart: seconds until it serves a read and accepts a write. With
+/// `--snapshot-cmd`, the snapshot's build time and size; with `--join-cmd`, last, the seconds until a
+/// newly started node joining the cluster serves a read of the last znode.
 pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
@@ -771,7 +791,100 @@ pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadRes
         r.extra("restart_to_read", read_s, "s", Some(true));
         r.extra("restart_to_write", write_s, "s", Some(true));
     }
+    if let Some(cmd) = ctx.snapshot_cmd.clone() {
+        pb.set_message("snapshot");
+        let printed = super::failover::shell(&cmd, &[], ctx.failover_timeout)
+            .await
+            .context("--snapshot-cmd")?;
+        let (secs, bytes) = parse_snapshot_line(&printed).with_context(|| {
+            format!("--snapshot-cmd printed {printed:?}; its last line must be `SECONDS BYTES`")
+        })?;
+        r.extra("snapshot_build", secs, "s", Some(true));
+        r.extra("snapshot_size", bytes / 1048576.0, "MiB", Some(true));
+        let total = out_total(out.ops, services);
+        r.extra("snapshot_bytes_per_znode", bytes / total, "B", Some(true));
+    }
+    if let (Some(cmd), true) = (ctx.join_cmd.clone(), out.ops > 0) {
+        pb.set_message("a new node joins");
+        let (secs, rss) = join_and_read(ctx, &cmd, &registry_member(&dir, out.ops - 1))
+            .await
+            .context("a new node joining (--join-cmd)")?;
+        r.extra("join_to_read", secs, "s", Some(true));
+        if let Some(m) = rss {
+            r.extra("rss_joined", m, "MiB", Some(true));
+        }
+    }
     Ok(r)
+}
+
+/// Znodes the size workload creates for `znodes` members: the members plus each service's node and
+/// its `instances` node.
+fn out_total(znodes: u64, services: u64) -> f64 {
+    (znodes + 2 * services).max(1) as f64
+}
+
+/// The last non-empty line of a `--snapshot-cmd`'s output as (seconds, bytes).
+fn parse_snapshot_line(out: &str) -> Option<(f64, f64)> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let mut it = line.split_whitespace().map(|w| w.parse::<f64>().ok());
+    let (secs, bytes) = (it.next()??, it.next()??);
+    (secs.is_finite() && secs >= 0.0 && bytes.is_finite() && bytes > 0.0 && it.next().is_none())
+        .then_some((secs, bytes))
+}
+
+/// The last non-empty line of a `--join-cmd`'s output as (client address, pid).
+fn parse_join_line(out: &str) -> Option<(SocketAddr, u32)> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let mut it = line.split_whitespace();
+    let addr = it.next()?.parse().ok()?;
+    let pid = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((addr, pid))
+}
+
+/// Runs `cmd` (which starts a new server joining the cluster), then polls the new server until a
+/// session there reads `probe`: seconds from starting the command, and the new server's RSS then
+/// (bounded by `--failover-timeout`).
+async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<(f64, Option<f64>)> {
+    let t0 = Instant::now();
+    let out = super::failover::shell(cmd, &[], ctx.failover_timeout).await?;
+    let (addr, pid) = parse_join_line(&out).with_context(|| {
+        format!("--join-cmd printed {out:?}; its last line must be `ADDRESS PID`")
+    })?;
+    let deadline = t0 + ctx.failover_timeout;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut c = Conn::open(
+                addr,
+                ctx.session_timeout_ms,
+                None,
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            )
+            .await?;
+            c.call_ok(
+                &Request::GetData(GetDataRequest {
+                    path: probe.to_string(),
+                    watch: false,
+                }),
+                &[],
+            )
+            .await?;
+            c.close().await;
+            anyhow::Ok(t0.elapsed().as_secs_f64())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(s)) => return Ok((s, procfs::Snapshot::take(&[pid]).rss_mib())),
+            Ok(Err(e)) => last_err = Some(format!("{e:#}")),
+            Err(_) => last_err = Some("no answer within 5 s".into()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!(
+        "the new node at {addr} did not serve {probe} within {:?} (last attempt: {})",
+        ctx.failover_timeout,
+        last_err.unwrap_or_default()
+    )
 }
 
 /// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
@@ -938,6 +1051,19 @@ mod tests {
         assert_eq!(human_bytes(1024), "1KiB");
         assert_eq!(human_bytes(1_000_000), "1000000B");
         assert_eq!(count_children(&[0, 0, 0, 3]).unwrap(), 3);
+        assert_eq!(
+            parse_snapshot_line("x\n0.25 1048576\n\n"),
+            Some((0.25, 1048576.0))
+        );
+        assert_eq!(parse_snapshot_line("0.25"), None);
+        assert_eq!(parse_snapshot_line("0.25 0"), None);
+        assert_eq!(parse_snapshot_line("0.25 10 x"), None);
+        assert_eq!(
+            parse_join_line("starting\n127.0.0.1:2182 4242\n"),
+            Some(("127.0.0.1:2182".parse().unwrap(), 4242))
+        );
+        assert_eq!(parse_join_line("127.0.0.1:2182"), None);
+        assert_eq!(parse_join_line("localhost 12"), None);
         assert!(count_children(&[0]).is_err());
     }
 }

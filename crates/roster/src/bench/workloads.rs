@@ -66,6 +66,10 @@ pub struct Ctx {
     pub leader_kill_cmd: Option<String>,
     /// Shell command that restarts the killed node and prints its pid (failover).
     pub restart_cmd: Option<String>,
+    /// Shell command that snapshots the first server and prints `SECONDS BYTES` (size).
+    pub snapshot_cmd: Option<String>,
+    /// Shell command that starts a new server joining the cluster and prints `ADDRESS PID` (size).
+    pub join_cmd: Option<String>,
     /// Cap on each wait of the failover workload.
     pub failover_timeout: Duration,
     /// Sessions held by the sessions workload.
