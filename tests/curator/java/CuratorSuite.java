@@ -531,6 +531,9 @@ public class CuratorSuite {
         n.start();
         check(n.waitForInitialCreate(WAIT_MS, TimeUnit.MILLISECONDS), "initial create");
         eq(p, n.getActualPath(), "actual path");
+        // Another session may be on a server that has not applied the create yet (ZooKeeper
+        // promises each client its own order, and other clients a view that catches up in time).
+        waitFor("seen by another client", () -> other.checkExists().forPath(p) != null);
         eq("mine", s(other.getData().forPath(p)), "data seen by another client");
         other.delete().forPath(p);
         waitFor("re-created after someone deleted it", () -> other.checkExists().forPath(p) != null);
