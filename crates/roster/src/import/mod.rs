@@ -544,18 +544,7 @@ fn print_report(r: &Report) {
     for (f, e) in &r.skipped_snapshots {
         println!("  skipped         {f}: {e}");
     }
-    for l in &r.logs {
-        println!(
-            "  log             {} ({} records, zxid {} to {}){}",
-            l.file,
-            l.records,
-            l.first_zxid.as_deref().unwrap_or("-"),
-            l.last_zxid.as_deref().unwrap_or("-"),
-            l.torn_tail_at
-                .map(|o| format!(", record cut short at byte {o} ignored"))
-                .unwrap_or_default()
-        );
-    }
+    print_logs(&r.logs);
     println!("  checksums       {} verified", r.checksums_verified);
     println!(
         "  txns            {} replayed, {} already in the snapshot",
@@ -581,6 +570,22 @@ fn print_report(r: &Report) {
     println!("  cluster id      {}", r.cluster_id);
     println!("  took            {} ms", r.elapsed_ms);
     println!("start it with: roster serve --data-dir {}", r.data_dir);
+}
+
+/// The report's lines for the transaction logs read (the full import's and the update's).
+fn print_logs(logs: &[LogReport]) {
+    for l in logs {
+        println!(
+            "  log             {} ({} records, zxid {} to {}){}",
+            l.file,
+            l.records,
+            l.first_zxid.as_deref().unwrap_or("-"),
+            l.last_zxid.as_deref().unwrap_or("-"),
+            l.torn_tail_at
+                .map(|o| format!(", record cut short at byte {o} ignored"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 fn print_dropped(ephemerals: &[DroppedReport], containers: &[String]) {

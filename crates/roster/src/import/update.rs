@@ -21,8 +21,8 @@
 //! were purged (a full import does that).
 
 use super::{
-    file_size, files_of, hex, print_dropped, progress, replay, replay_logs, save_marker,
-    version_dir, ImportArgs, LogReport, Marker, SavedNode, MARKER_KEY,
+    file_size, files_of, hex, print_dropped, print_logs, progress, replay, replay_logs,
+    save_marker, version_dir, ImportArgs, LogReport, Marker, SavedNode, MARKER_KEY,
 };
 use anyhow::{bail, Context, Result};
 use roster_server::storage::meta::MetaStore;
@@ -293,18 +293,7 @@ fn follow(
 
 fn print_report(r: &UpdateReport) {
     println!("updated {} from {}", r.data_dir, r.zk_data_dir);
-    for l in &r.logs {
-        println!(
-            "  log             {} ({} records, zxid {} to {}){}",
-            l.file,
-            l.records,
-            l.first_zxid.as_deref().unwrap_or("-"),
-            l.last_zxid.as_deref().unwrap_or("-"),
-            l.torn_tail_at
-                .map(|o| format!(", record cut short at byte {o} ignored"))
-                .unwrap_or_default()
-        );
-    }
+    print_logs(&r.logs);
     println!("  checksums       {} verified", r.checksums_verified);
     println!(
         "  txns            {} replayed, {} already imported",
