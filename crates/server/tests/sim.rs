@@ -409,7 +409,12 @@ async fn write(net: &Net, txn: Txn) -> Option<roster_server::raft::types::WriteR
         .iter()
         .find(|r| r.metrics().borrow_watched().state == openraft::ServerState::Leader)?
         .clone();
-    match tokio::time::timeout(Duration::from_secs(3), leader.client_write(Command(txn))).await {
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        leader.client_write(Command(std::sync::Arc::new(txn))),
+    )
+    .await
+    {
         Ok(Ok(resp)) => Some(resp.data),
         _ => None,
     }

@@ -636,19 +636,20 @@ impl State {
         version: i32,
     ) -> Result<OpOut, ErrorCode> {
         validate_path(path).map_err(|_| ErrorCode::BadArguments)?;
-        let node = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
-        check_acl(self.tree.acl_of(node), perms::WRITE, ctx.auth)?;
-        let new_version = check_and_inc_version(node.version, version)?;
+        let auth = ctx.auth;
         let stat = self
             .tree
-            .set_data(
+            .set_data_checked(
                 path,
                 node_data(data.as_deref()),
-                new_version,
                 ctx.zxid,
                 ctx.time,
+                |node, acl| {
+                    check_acl(acl, perms::WRITE, auth)?;
+                    check_and_inc_version(node.version, version)
+                },
             )
-            .ok_or(ErrorCode::NoNode)?;
+            .ok_or(ErrorCode::NoNode)??;
         ctx.changes.push(Change::DataChanged(path.to_string()));
         Ok(OpOut::SetData(stat))
     }

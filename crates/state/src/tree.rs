@@ -405,7 +405,27 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Option<Stat> {
-        let node = self.get_mut(path)?;
+        self.set_data_checked(path, data, zxid, time, |_, _| Ok::<_, ()>(version))
+            .map(|r| r.unwrap_or_else(|()| unreachable!("the check always passes")))
+    }
+
+    /// setData with its checks in the same single lookup of `path`: `check` sees the node and its
+    /// ACL and returns the new version, or an error that leaves the node as it was. `None` when there
+    /// is no node at `path`.
+    pub(crate) fn set_data_checked<E>(
+        &mut self,
+        path: &str,
+        data: Option<Box<[u8]>>,
+        zxid: i64,
+        time: i64,
+        check: impl FnOnce(&Node, &[Acl]) -> Result<i32, E>,
+    ) -> Option<Result<Stat, E>> {
+        let shared = self.nodes.get_mut(path)?;
+        let version = match check(shared, self.acls.get(shared.acl)) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let node = Arc::make_mut(shared);
         let old = node.data_len() as u64;
         let new = data.as_deref().map_or(0, <[u8]>::len) as u64;
         node.data = data;
@@ -414,7 +434,7 @@ impl DataTree {
         node.mtime = time;
         let stat = node.stat();
         self.data_size = self.data_size.saturating_sub(old) + new;
-        Some(stat)
+        Some(Ok(stat))
     }
 
     /// Replaces a node's ACL (setACL) and aversion.

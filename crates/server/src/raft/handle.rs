@@ -374,7 +374,10 @@ impl RaftHandle {
     /// Proposes a transaction without waiting for its result (the leader's own housekeeping: session
     /// expiry, TTL deletions, `/zookeeper/config`).
     pub async fn submit(&self, txn: Txn) -> Result<(), Error> {
-        self.raft.write(Command(txn)).await.map_err(raft_err)
+        self.raft
+            .write(Command(Arc::new(txn)))
+            .await
+            .map_err(raft_err)
     }
 
     /// Proposes a transaction now (so proposals keep the order of the calls) and returns its pending
@@ -385,7 +388,7 @@ impl RaftHandle {
     ) -> Result<impl Future<Output = Result<WriteReply, Error>> + Send + 'static, Error> {
         let (responder, rx) = ProgressResponder::complete_only();
         self.raft
-            .write(Command(txn))
+            .write(Command(Arc::new(txn)))
             .responder(responder)
             .await
             .map_err(|e| Error::Raft(format!("raft stopped: {e}")))?;

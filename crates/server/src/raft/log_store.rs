@@ -25,13 +25,19 @@
 //!   that, off the flusher (see [`crate::storage::log`]). A crash in between leaves more log
 //!   behind a durable snapshot, never less.
 //! * Readers return whole ranges or an error, never a partial run with holes.
+//! * The most recently appended entries are also kept decoded (`Recent`, bounded by count and bytes),
+//!   so the state machine's apply task and the leader's replication tasks, which read what was just
+//!   appended, get them without decoding the WAL record again (entries share their `Arc`'d payload).
+//!   Truncate and purge drop the same entries from it as from the WAL; a range it does not hold
+//!   whole is read from the WAL.
 //!
 //! Left out: snapshots and the state machine (see [`crate::storage::snapshot`]), and cluster
 //! identity checks (the caller uses [`LogStore::meta`]).
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -58,10 +64,144 @@ pub const MAX_READ_BYTES: usize = 4 << 20;
 const OPEN_CHECK_CHUNK_BYTES: usize = 4 << 20;
 
 type SharedVote<C> = Arc<Mutex<Option<VoteOf<C>>>>;
+type SharedRecent<C> = Arc<Mutex<Recent<<C as RaftTypeConfig>::Entry>>>;
+
+/// At most this many decoded entries are kept in [`Recent`].
+const RECENT_MAX_ENTRIES: usize = 4096;
+/// At most this many encoded bytes' worth of decoded entries are kept in [`Recent`].
+const RECENT_MAX_BYTES: usize = 8 << 20;
+
+/// The newest appended entries, decoded: a contiguous run, `entries[i]` being the entry at index
+/// `first + i`, each with its encoded size (for `max_bytes` reads). Bounded by
+/// [`RECENT_MAX_ENTRIES`] and [`RECENT_MAX_BYTES`]; the oldest leave first.
+#[derive(Debug)]
+struct Recent<E> {
+    first: u64,
+    entries: VecDeque<(E, usize)>,
+    bytes: usize,
+}
+
+impl<E> Recent<E> {
+    fn new() -> Self {
+        Recent {
+            first: 0,
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Appends the entry at `index`; one that does not follow the run starts a new run.
+    fn push(&mut self, index: u64, entry: E, size: usize) {
+        if self.entries.is_empty() || index != self.end() {
+            self.clear();
+            self.first = index;
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            if let Some((_, n)) = self.entries.pop_front() {
+                self.bytes -= n;
+                self.first += 1;
+            }
+        }
+    }
+
+    /// Forgets every entry after `last_kept` (all of them for `None`).
+    fn truncate_after(&mut self, last_kept: Option<u64>) {
+        match last_kept {
+            Some(k) if k >= self.first => {
+                let keep = (k - self.first + 1).min(self.entries.len() as u64) as usize;
+                for (_, n) in self.entries.drain(keep..) {
+                    self.bytes -= n;
+                }
+            }
+            _ => self.clear(),
+        }
+    }
+
+    /// Forgets every entry up to and including `upto`.
+    fn purge_upto(&mut self, upto: u64) {
+        while self.first <= upto {
+            match self.entries.pop_front() {
+                Some((_, n)) => {
+                    self.bytes -= n;
+                    self.first += 1;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl<E: Clone> Recent<E> {
+    /// The entries of `start..end` if all of them are held, as the WAL would return them: with
+    /// `max_bytes`, stopping once the sizes returned exceed it (at least one entry).
+    fn get(&self, start: u64, end: u64, max_bytes: Option<usize>) -> Option<Vec<E>> {
+        if start >= end || start < self.first || end > self.end() {
+            return None;
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut bytes = 0usize;
+        for (e, n) in self
+            .entries
+            .range((start - self.first) as usize..(end - self.first) as usize)
+        {
+            out.push(e.clone());
+            bytes += n;
+            if max_bytes.is_some_and(|m| bytes > m) {
+                break;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `range` as `start..end`, or `None` when it is unbounded above (only the WAL knows its end).
+fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, u64)> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.checked_add(1)?,
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => return None,
+    };
+    Some((start, end))
+}
+
+/// Reads `range`, from the decoded tail when it holds all of it, else from the WAL.
+fn read_range<C: RaftTypeConfig>(
+    wal: &Wal,
+    recent: &SharedRecent<C>,
+    range: impl RangeBounds<u64>,
+    max_bytes: Option<usize>,
+) -> io::Result<Vec<C::Entry>>
+where
+    C::Entry: Clone,
+{
+    if let Some((start, end)) = half_open(&range) {
+        if let Some(v) = lock(recent).get(start, end, max_bytes) {
+            return Ok(v);
+        }
+    }
+    read_entries::<C>(wal, range, max_bytes)
+}
 
 /// Durable Raft log + vote store. See the module docs.
 pub struct LogStore<C: RaftTypeConfig> {
     wal: Wal,
+    recent: SharedRecent<C>,
     meta: MetaStore,
     vote: SharedVote<C>,
     committed: Option<LogIdOf<C>>,
@@ -73,6 +213,7 @@ pub struct LogStore<C: RaftTypeConfig> {
 /// Read handle given to openraft's replication and apply tasks.
 pub struct LogReader<C: RaftTypeConfig> {
     wal: Wal,
+    recent: SharedRecent<C>,
     vote: SharedVote<C>,
 }
 
@@ -80,6 +221,7 @@ impl<C: RaftTypeConfig> Clone for LogReader<C> {
     fn clone(&self) -> Self {
         LogReader {
             wal: self.wal.clone(),
+            recent: self.recent.clone(),
             vote: self.vote.clone(),
         }
     }
@@ -214,6 +356,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
 
         Ok(LogStore {
             wal,
+            recent: Arc::new(Mutex::new(Recent::new())),
             meta,
             vote: Arc::new(Mutex::new(vote)),
             committed,
@@ -261,17 +404,21 @@ impl<C: RaftTypeConfig> LogStore<C> {
     fn reader(&self) -> LogReader<C> {
         LogReader {
             wal: self.wal.clone(),
+            recent: self.recent.clone(),
             vote: self.vote.clone(),
         }
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogReader<C> {
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogReader<C>
+where
+    C::Entry: Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        read_entries::<C>(&self.wal, range, None)
+        read_range::<C>(&self.wal, &self.recent, range, None)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
@@ -283,16 +430,19 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogReader<C> {
         start: u64,
         end: u64,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        read_entries::<C>(&self.wal, start..end, Some(MAX_READ_BYTES))
+        read_range::<C>(&self.wal, &self.recent, start..end, Some(MAX_READ_BYTES))
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C>
+where
+    C::Entry: Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        read_entries::<C>(&self.wal, range, None)
+        read_range::<C>(&self.wal, &self.recent, range, None)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
@@ -304,11 +454,14 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
         start: u64,
         end: u64,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        read_entries::<C>(&self.wal, start..end, Some(MAX_READ_BYTES))
+        read_range::<C>(&self.wal, &self.recent, start..end, Some(MAX_READ_BYTES))
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C>
+where
+    C::Entry: Clone,
+{
     type LogReader = LogReader<C>;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
@@ -375,18 +528,32 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let mut records = Vec::new();
+        let mut decoded = Vec::new();
         for entry in entries {
             let bytes = encode("log entry", &entry)?;
-            records.push((entry.index(), Bytes::from(bytes)));
+            decoded.push((entry.index(), bytes.len(), entry));
+            records.push((decoded[decoded.len() - 1].0, Bytes::from(bytes)));
         }
-        self.wal.append(records, move |r| {
+        // The decoded tail and the WAL change together under the tail's lock, so a reader never
+        // finds one holding entries the other lacks.
+        let mut recent = lock(&self.recent);
+        for (index, size, entry) in decoded {
+            recent.push(index, entry, size);
+        }
+        let appended = self.wal.append(records, move |r| {
             callback.io_completed(r.map_err(io::Error::from));
-        })?;
+        });
+        if appended.is_err() {
+            recent.clear();
+        }
+        drop(recent);
+        appended?;
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         tracing::debug!(last_kept = ?last_log_id, "truncating log");
+        lock(&self.recent).truncate_after(last_log_id.as_ref().map(|l| l.index()));
         self.wal
             .truncate_after(last_log_id.as_ref().map(|l| l.index()))?
             .wait_async()
@@ -408,8 +575,120 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // purge point being durable yet (a crash before it is only leaves more log behind a
         // durable snapshot, which the next purge removes). The log forgets the records at once,
         // keeps the purge ordered with later appends, and a failure fails every later write.
+        lock(&self.recent).purge_upto(log_id.index());
         drop(self.wal.purge_upto(log_id.index(), marker)?);
         self.last_purged = Some(log_id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{half_open, Recent, RECENT_MAX_ENTRIES};
+    use std::collections::BTreeMap;
+
+    /// What the WAL would answer for `start..end`: the held run clamped, at least one entry under
+    /// `max_bytes`. `None` when the run is not held whole, where `Recent` must also say `None`
+    /// or agree.
+    fn model_get(
+        m: &BTreeMap<u64, (u64, usize)>,
+        start: u64,
+        end: u64,
+        max: Option<usize>,
+    ) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, (v, n)) in m.range(start..end) {
+            out.push(*v);
+            bytes += n;
+            if max.is_some_and(|x| bytes > x) {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_decoded_tail_agrees_with_the_log_it_mirrors() {
+        // A log (index -> (value, size)) and the tail, driven by the same appends, truncates and
+        // purges (a deterministic xorshift sequence); every read the tail answers must be the log's.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut log: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
+        let mut tail: Recent<u64> = Recent::new();
+        let (mut answered, mut value) = (0, 0u64);
+        for _ in 0..20_000 {
+            let last = log.keys().next_back().copied();
+            match next() % 10 {
+                0 => {
+                    // truncate after a random kept index (or everything)
+                    let keep = last.and_then(|l| l.checked_sub(next() % 8));
+                    match keep {
+                        Some(k) => log.retain(|i, _| *i <= k),
+                        None => log.clear(),
+                    }
+                    tail.truncate_after(keep);
+                }
+                1 => {
+                    if let Some(first) = log.keys().next().copied() {
+                        let upto = first + next() % 6;
+                        log.retain(|i, _| *i > upto);
+                        tail.purge_upto(upto);
+                    }
+                }
+                2 => {
+                    // a snapshot installed: the log purged through it, appends go on after it
+                    let at = last.map_or(1, |l| l + 1 + next() % 3);
+                    log.clear();
+                    tail.purge_upto(at - 1);
+                    value += 1;
+                    let size = (next() % 300) as usize;
+                    log.insert(at, (value, size));
+                    tail.push(at, value, size);
+                }
+                _ => {
+                    for _ in 0..1 + next() % 5 {
+                        let at = log.keys().next_back().map_or(1, |l| l + 1);
+                        value += 1;
+                        let size = (next() % 300) as usize;
+                        log.insert(at, (value, size));
+                        tail.push(at, value, size);
+                    }
+                }
+            }
+            let lo = log.keys().next().copied().unwrap_or(1);
+            let start = lo.saturating_sub(2) + next() % 12;
+            let end = start + next() % 12;
+            let max = if next() % 2 == 0 {
+                Some((next() % 600) as usize)
+            } else {
+                None
+            };
+            if let Some(got) = tail.get(start, end, max) {
+                answered += 1;
+                assert_eq!(
+                    got,
+                    model_get(&log, start, end, max),
+                    "read {start}..{end} max {max:?}"
+                );
+                assert!(!got.is_empty());
+            }
+            assert!(tail.entries.len() <= RECENT_MAX_ENTRIES);
+        }
+        assert!(answered > 5_000, "the tail answered only {answered} reads");
+    }
+
+    #[test]
+    fn ranges_become_half_open_and_unbounded_ends_go_to_the_wal() {
+        assert_eq!(half_open(&(3..7)), Some((3, 7)));
+        assert_eq!(half_open(&(3..=7)), Some((3, 8)));
+        assert_eq!(half_open(&(..7)), Some((0, 7)));
+        assert_eq!(half_open(&(3..)), None);
+        assert_eq!(half_open(&(3..=u64::MAX)), None);
     }
 }

@@ -6,11 +6,14 @@ pub use crate::reply::{Outcome, StateView, WriteReply};
 use roster_state::Txn;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
-/// A Raft log entry's application payload: one ZooKeeper transaction.
+/// A Raft log entry's application payload: one ZooKeeper transaction. Behind an `Arc` so that the log
+/// store's decoded tail ([`crate::raft::log_store`]) hands entries to the apply and replication tasks
+/// without copying their paths and data; it encodes exactly as the bare `Txn` (serde's `rc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Command(pub Txn);
+pub struct Command(pub Arc<Txn>);
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
