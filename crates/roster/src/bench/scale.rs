@@ -931,7 +931,11 @@ async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<Join
             tokio::time::sleep(Duration::from_millis(20)).await;
         }),
     };
-    Ok(Joined { read_s, rss, member })
+    Ok(Joined {
+        read_s,
+        rss,
+        member,
+    })
 }
 
 /// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
