@@ -357,14 +357,19 @@ fn size_workload_times_restart_snapshot_and_join() {
         env!("CARGO_MANIFEST_DIR"),
         data.display()
     );
-    // A new node joining the restarted one: prints its client address and pid.
+    // A new node joining the restarted one: prints its client address, pid and a membership file,
+    // which a background shell writes a second later (as scripts/bench's ZooKeeper join does once
+    // its `reconfig -add` is committed).
     let (jaddr, jpeer) = (free_addr(), free_addr());
+    let member = srv._dir.path().join("member");
     let join = format!(
         "ROSTER_LOG=warn '{bin}' serve --client-addr {jaddr} --peer-addr {jpeer} --admin-addr off \
          --min-session-timeout-ms 2000 --join {peer} --data-dir '{}' </dev/null >/dev/null 2>&1 & \
-         echo $! > '{}'; echo {jaddr} $!",
+         p=$!; echo $p > '{}'; (sleep 1; echo ok > '{m}.tmp'; mv '{m}.tmp' '{m}') </dev/null >/dev/null 2>&1 & \
+         echo {jaddr} $p '{m}'",
         srv._dir.path().join("joined").display(),
-        joinfile.display()
+        joinfile.display(),
+        m = member.display()
     );
     let out = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["bench", "--json", "--no-progress", "--servers"])
@@ -402,4 +407,10 @@ fn size_workload_times_restart_snapshot_and_join() {
     assert!(joined.is_some(), "the join command never ran");
     assert!(extra(r, "join_to_read") > 0.0);
     assert!(extra(r, "rss_joined") > 0.0);
+    // The bench waited for the membership file, written a second after the command.
+    assert!(
+        extra(r, "join_to_member") >= 1.0,
+        "member after {} s",
+        extra(r, "join_to_member")
+    );
 }

@@ -130,8 +130,10 @@ pub struct BenchOpts {
     pub snapshot_cmd: Option<String>,
     /// Size: shell command, run last, that starts a new server joining the first server's cluster
     /// (it catches up from a snapshot); its last line must be `ADDRESS PID` (the new server's client
-    /// address and pid). The bench times it until a session there reads the last loaded znode; the
-    /// caller stops the new server.
+    /// address and pid), optionally followed by a file the command creates once the new server is a
+    /// full member (`ADDRESS PID FILE`: ZooKeeper's `reconfig -add` done; the file holds `ok`, or what
+    /// failed). The bench times it until a session there reads the last loaded znode, and, with a
+    /// FILE, until that file says `ok`; the caller stops the new server.
     #[arg(long)]
     pub join_cmd: Option<String>,
     /// Failover and size: cap on each wait (new leader, writes, rejoin; size: the restart).

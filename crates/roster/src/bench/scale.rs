@@ -25,6 +25,7 @@ use roster_proto::{
     GetDataRequest, Request, SetDataRequest,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -708,7 +709,8 @@ fn registry_member(dir: &str, i: u64) -> String {
 /// rate, the servers' RSS idle and loaded, bytes per znode. With `--restart-cmd`, then kill -9 of the
 /// first server and its restart: seconds until it serves a read and accepts a write. With
 /// `--snapshot-cmd`, the snapshot's build time and size; with `--join-cmd`, last, the seconds until a
-/// newly started node joining the cluster serves a read of the last znode.
+/// newly started node joining the cluster serves a read of the last znode (and, when the command names
+/// a membership file, until the new node is a full member).
 pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = procfs::Snapshot::take(&ctx.pids).rss_mib();
@@ -806,12 +808,17 @@ pub async fn size(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadRes
     }
     if let (Some(cmd), true) = (ctx.join_cmd.clone(), out.ops > 0) {
         pb.set_message("a new node joins");
-        let (secs, rss) = join_and_read(ctx, &cmd, &registry_member(&dir, out.ops - 1))
+        let joined = join_and_read(ctx, &cmd, &registry_member(&dir, out.ops - 1))
             .await
             .context("a new node joining (--join-cmd)")?;
-        r.extra("join_to_read", secs, "s", Some(true));
-        if let Some(m) = rss {
+        r.extra("join_to_read", joined.read_s, "s", Some(true));
+        if let Some(m) = joined.rss {
             r.extra("rss_joined", m, "MiB", Some(true));
+        }
+        match joined.member {
+            Some(Ok(s)) => r.extra("join_to_member", s, "s", Some(true)),
+            Some(Err(e)) if r.error.is_none() => r.error = Some(format!("join: {e}")),
+            _ => {}
         }
     }
     Ok(r)
@@ -832,26 +839,39 @@ fn parse_snapshot_line(out: &str) -> Option<(f64, f64)> {
         .then_some((secs, bytes))
 }
 
-/// The last non-empty line of a `--join-cmd`'s output as (client address, pid).
-fn parse_join_line(out: &str) -> Option<(SocketAddr, u32)> {
+/// The last non-empty line of a `--join-cmd`'s output as (client address, pid, membership file).
+fn parse_join_line(out: &str) -> Option<(SocketAddr, u32, Option<PathBuf>)> {
     let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
     let mut it = line.split_whitespace();
     let addr = it.next()?.parse().ok()?;
     let pid = it.next()?.parse().ok()?;
-    it.next().is_none().then_some((addr, pid))
+    let file = it.next().map(PathBuf::from);
+    it.next().is_none().then_some((addr, pid, file))
+}
+
+/// What [`join_and_read`] measured.
+struct Joined {
+    /// Seconds from starting the join command until the new node served the read.
+    read_s: f64,
+    /// The new node's RSS then, MiB.
+    rss: Option<f64>,
+    /// With a membership file: seconds until it said `ok`, or why not.
+    member: Option<Result<f64, String>>,
 }
 
 /// Runs `cmd` (which starts a new server joining the cluster), then polls the new server until a
 /// session there reads `probe`: seconds from starting the command, and the new server's RSS then
-/// (bounded by `--failover-timeout`).
-async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<(f64, Option<f64>)> {
+/// (bounded by `--failover-timeout`). When the command named a membership file, then waits (same bound)
+/// until the file exists: seconds until then if it holds `ok`, else its text as the failure.
+async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<Joined> {
     let t0 = Instant::now();
     let out = super::failover::shell(cmd, &[], ctx.failover_timeout).await?;
-    let (addr, pid) = parse_join_line(&out).with_context(|| {
-        format!("--join-cmd printed {out:?}; its last line must be `ADDRESS PID`")
+    let (addr, pid, file) = parse_join_line(&out).with_context(|| {
+        format!("--join-cmd printed {out:?}; its last line must be `ADDRESS PID [FILE]`")
     })?;
     let deadline = t0 + ctx.failover_timeout;
     let mut last_err = None;
+    let mut read = None;
     while Instant::now() < deadline {
         let attempt = async {
             let mut c = Conn::open(
@@ -874,17 +894,48 @@ async fn join_and_read(ctx: &Ctx, cmd: &str, probe: &str) -> anyhow::Result<(f64
             anyhow::Ok(t0.elapsed().as_secs_f64())
         };
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(s)) => return Ok((s, procfs::Snapshot::take(&[pid]).rss_mib())),
+            Ok(Ok(s)) => {
+                read = Some((s, procfs::Snapshot::take(&[pid]).rss_mib()));
+                break;
+            }
             Ok(Err(e)) => last_err = Some(format!("{e:#}")),
             Err(_) => last_err = Some("no answer within 5 s".into()),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    bail!(
-        "the new node at {addr} did not serve {probe} within {:?} (last attempt: {})",
-        ctx.failover_timeout,
-        last_err.unwrap_or_default()
-    )
+    let Some((read_s, rss)) = read else {
+        bail!(
+            "the new node at {addr} did not serve {probe} within {:?} (last attempt: {})",
+            ctx.failover_timeout,
+            last_err.unwrap_or_default()
+        )
+    };
+    let member = match file {
+        None => None,
+        Some(f) => Some(loop {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                let at = t0.elapsed().as_secs_f64();
+                break if text.trim() == "ok" {
+                    Ok(at)
+                } else {
+                    Err(format!("{} says: {}", f.display(), text.trim()))
+                };
+            }
+            if Instant::now() > deadline {
+                break Err(format!(
+                    "{} not written within {:?} of the start",
+                    f.display(),
+                    ctx.failover_timeout
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }),
+    };
+    Ok(Joined {
+        read_s,
+        rss,
+        member,
+    })
 }
 
 /// kill -9 of the first server (`--server-pids`, or `--leader-kill-cmd`), `--restart-cmd`, then the
@@ -1060,8 +1111,17 @@ mod tests {
         assert_eq!(parse_snapshot_line("0.25 10 x"), None);
         assert_eq!(
             parse_join_line("starting\n127.0.0.1:2182 4242\n"),
-            Some(("127.0.0.1:2182".parse().unwrap(), 4242))
+            Some(("127.0.0.1:2182".parse().unwrap(), 4242, None))
         );
+        assert_eq!(
+            parse_join_line("127.0.0.1:2182 4242 /tmp/joined\n"),
+            Some((
+                "127.0.0.1:2182".parse().unwrap(),
+                4242,
+                Some(PathBuf::from("/tmp/joined"))
+            ))
+        );
+        assert_eq!(parse_join_line("127.0.0.1:2182 4242 /tmp/joined x"), None);
         assert_eq!(parse_join_line("127.0.0.1:2182"), None);
         assert_eq!(parse_join_line("localhost 12"), None);
         assert!(count_children(&[0]).is_err());
