@@ -414,3 +414,94 @@ fn size_workload_times_restart_snapshot_and_join() {
         extra(r, "join_to_member")
     );
 }
+
+/// The `pinned-*` phases' independent client (`examples/zkc_load.rs`, which `cargo test` builds next to
+/// this test's own binary), against a real node: a JSON report `roster bench --compare` reads, with
+/// the server's CPU, and the writes really made (the created nodes are there afterwards).
+#[test]
+fn pinned_write_client_reports_and_writes() {
+    let exe = std::env::current_exe().unwrap();
+    let zkc = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("zkc_load"))
+        .unwrap();
+    assert!(zkc.exists(), "{} not built", zkc.display());
+    let srv = start_server();
+    let mut reports = Vec::new();
+    for op in ["create", "set"] {
+        let out = Command::new(&zkc)
+            .args(["--servers", &srv.addr.to_string()])
+            .args(["--server-pids", &srv.child.id().to_string()])
+            .args([
+                "--op",
+                op,
+                "--sessions",
+                "2",
+                "--depth",
+                "4",
+                "--keys",
+                "20",
+            ])
+            .args(["--duration", "1", "--warmup", "0", "--label", "smoke"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("zkc_load runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "zkc_load --op {op} failed: {stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("zkc_load --op {op} printed no JSON ({e}): {stderr}"));
+        let r = &v["results"][0];
+        assert_eq!(r["workload"], format!("pinned-{op}"));
+        assert!(f(r, "ops") > 0.0 && f(r, "throughput") > 0.0, "{r}");
+        assert_eq!(f(r, "errors"), 0.0, "{r}");
+        assert!(f(r, "server_cpu_us_per_op") > 0.0, "{r}");
+        assert!(
+            f(&r["latency"], "p99_ms") >= f(&r["latency"], "p50_ms"),
+            "{r}"
+        );
+        let path = std::env::temp_dir().join(format!("zkc-{op}-{}.json", std::process::id()));
+        std::fs::write(&path, &out.stdout).unwrap();
+        reports.push(path);
+    }
+    // The creates are in the tree: /zkc holds the 20 keys of `set` and every node `create` made.
+    let created = reports_ops(&reports[0]);
+    let zk = zkcli_children(srv.addr, "/zkc");
+    assert!(
+        zk as f64 >= created + 20.0,
+        "{zk} children under /zkc, {created} creates reported"
+    );
+    // And `roster bench --compare` reads the reports.
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--compare"])
+        .args(&reports)
+        .args(["--compare-labels", "smoke,smoke"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("pinned-set"),
+        "{table}"
+    );
+    for p in reports {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn reports_ops(path: &std::path::Path) -> f64 {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    f(&v["results"][0], "ops")
+}
+
+/// The number of children of `path`, asked through the `roster` CLI.
+fn zkcli_children(addr: SocketAddr, path: &str) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["stat", "--server", &addr.to_string(), path, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("roster stat: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    v["stat"]["num_children"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no child count in {v}")) as usize
+}
