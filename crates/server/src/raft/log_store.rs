@@ -237,8 +237,11 @@ impl<C: RaftTypeConfig> Debug for LogStore<C> {
     }
 }
 
+/// postcard encoding into a buffer sized first (one allocation instead of a doubling series, each
+/// copying what was already written).
 fn encode<T: serde::Serialize>(what: &str, v: &T) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| {
+    let size = postcard::experimental::serialized_size(v).unwrap_or(0);
+    postcard::to_extend(v, Vec::with_capacity(size)).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("cannot encode {what}: {e}"),

@@ -76,9 +76,11 @@ pub enum RaftResponse {
     StreamAppend(Result<StreamAppendResult<TypeConfig>, String>),
 }
 
-/// Encodes a Raft message for the transport.
+/// Encodes a Raft message for the transport, into a buffer sized first (one allocation, no copies of
+/// a growing buffer: AppendEntries carry many entries).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Blob, String> {
-    postcard::to_allocvec(msg)
+    let size = postcard::experimental::serialized_size(msg).unwrap_or(0);
+    postcard::to_extend(msg, Vec::with_capacity(size))
         .map(Blob)
         .map_err(|e| format!("raft message does not encode: {e}"))
 }

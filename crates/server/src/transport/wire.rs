@@ -286,9 +286,12 @@ pub fn encode(msg: &PeerMsg) -> std::io::Result<Vec<u8>> {
     encode_v(msg, FORMAT_VERSION)
 }
 
-/// Encodes one frame of format `version` (the one negotiated on its connection).
+/// Encodes one frame of format `version` (the one negotiated on its connection), into a buffer sized
+/// first (a frame carrying a Raft batch is copied once, not once per doubling of a growing buffer).
 pub fn encode_v(msg: &PeerMsg, version: u8) -> std::io::Result<Vec<u8>> {
-    let mut out = vec![0u8; 5];
+    let size = postcard::experimental::serialized_size(msg).unwrap_or(0);
+    let mut out = Vec::with_capacity(5 + size);
+    out.resize(5, 0);
     out[4] = version;
     let out = postcard::to_extend(msg, out)
         .map_err(|e| std::io::Error::other(format!("peer message does not encode: {e}")))?;
