@@ -529,7 +529,7 @@ impl Remote {
         if let Err(e) = self.send_all("CLOSE\n").await {
             surprises.push(format!("{e:#}"));
         }
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(300);
         let mut done = vec![false; self.children.len()];
         while !done.iter().all(|d| *d) {
             match self.next(deadline, "closing").await {
