@@ -46,7 +46,8 @@ use tokio::task::JoinHandle;
 /// Sessions opened to one server from one loopback source address before moving to the next (one
 /// address has about 28,000 ephemeral ports per destination).
 const PER_SOURCE: usize = 20_000;
-/// Sessions being opened at once, per process.
+/// Sessions being opened at once, in all (each of P holder processes opens a P-th of them at once, so
+/// the servers see the same opening load whatever P is).
 const OPENING: usize = 256;
 /// Surprises a holder process prints (it counts them all).
 const SURPRISES_SHOWN: usize = 20;
@@ -161,6 +162,8 @@ pub struct Plan {
     pub timeout_ms: i32,
     /// Every `step`-th session (index multiple of it) is a victim.
     pub step: usize,
+    /// Processes holding them.
+    pub procs: usize,
 }
 
 impl Plan {
@@ -186,7 +189,7 @@ impl Local {
     /// Starts opening sessions `indices` (at most `OPENING` at a time); returns at once.
     pub fn open(plan: &Plan, indices: impl Iterator<Item = usize>) -> Local {
         let ready = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(Semaphore::new(OPENING));
+        let gate = Arc::new(Semaphore::new(OPENING.div_ceil(plan.procs.max(1))));
         let (err_tx, errors) = mpsc::channel::<anyhow::Error>(16);
         let mut sessions = Vec::new();
         for i in indices {
@@ -302,10 +305,10 @@ impl Local {
     }
 }
 
-/// Child mode (`bench --internal-session-holder`): holds share `index` of `procs`, driven by stdin.
-pub async fn run_child(plan: Plan, index: usize, procs: usize) -> anyhow::Result<()> {
+/// Child mode (`bench --internal-session-holder`): holds share `index` of `plan.procs`, driven by stdin.
+pub async fn run_child(plan: Plan, index: usize) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
-    let mut local = Local::open(&plan, (index..plan.n).step_by(procs.max(1)));
+    let mut local = Local::open(&plan, (index..plan.n).step_by(plan.procs.max(1)));
     let total = local.len();
     let mut shown = 0;
     loop {
@@ -630,6 +633,7 @@ mod tests {
             n: 25,
             timeout_ms: 1000,
             step: 10,
+            procs: 1,
         };
         let v: Vec<usize> = (0..plan.n).filter(|i| plan.is_victim(*i)).collect();
         assert_eq!(v, vec![0, 10, 20]);

@@ -304,8 +304,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             n: args.hold_sessions,
             timeout_ms: args.hold_timeout_ms,
             step: args.holder_step.max(1),
+            procs: args.hold_procs,
         };
-        holders::run_child(plan, args.holder_index, args.hold_procs).await?;
+        holders::run_child(plan, args.holder_index).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let list = selected(&args.workload)?;

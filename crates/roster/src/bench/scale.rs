@@ -138,6 +138,7 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
         n,
         timeout_ms: ctx.hold_timeout_ms,
         step,
+        procs,
     };
     let open_start = Instant::now();
     let mut held = if procs > 1 {
