@@ -173,13 +173,16 @@ impl Plan {
     }
 }
 
+/// One held session: its index, the channel that stops it, and its task.
+struct Slot {
+    i: usize,
+    cmd: Option<oneshot::Sender<Cmd>>,
+    task: JoinHandle<Option<anyhow::Result<Held>>>,
+}
+
 /// The sessions of this process's share, each held by a task.
 pub struct Local {
-    sessions: Vec<(
-        usize,
-        Option<oneshot::Sender<Cmd>>,
-        JoinHandle<Option<anyhow::Result<Held>>>,
-    )>,
+    sessions: Vec<Slot>,
     ready: Arc<AtomicUsize>,
     errors: mpsc::Receiver<anyhow::Error>,
     plan: Plan,
@@ -222,7 +225,11 @@ impl Local {
                 ready.fetch_add(1, Ordering::Relaxed);
                 Some(hold(c, rx).await)
             });
-            sessions.push((i, Some(tx), task));
+            sessions.push(Slot {
+                i,
+                cmd: Some(tx),
+                task,
+            });
         }
         Local {
             sessions,
@@ -250,16 +257,16 @@ impl Local {
     /// Drops every victim's socket at once; waits (30 s cap) until each has, and reports them.
     pub async fn kill(&mut self) -> anyhow::Result<Vec<Victim>> {
         let mut out = Vec::new();
-        for (i, tx, _) in self.sessions.iter_mut() {
-            if self.plan.is_victim(*i) {
-                if let Some(tx) = tx.take() {
+        for slot in self.sessions.iter_mut() {
+            if self.plan.is_victim(slot.i) {
+                if let Some(tx) = slot.cmd.take() {
                     let _ = tx.send(Cmd::Kill);
                 }
             }
         }
         let now_mono = mono_ns();
         let now = Instant::now();
-        for (i, _, task) in self.sessions.iter_mut() {
+        for Slot { i, task, .. } in self.sessions.iter_mut() {
             if !self.plan.is_victim(*i) {
                 continue;
             }
@@ -282,8 +289,8 @@ impl Local {
     /// (60 s cap per session).
     pub async fn close(self) -> Vec<String> {
         let mut tasks = Vec::new();
-        for (i, tx, task) in self.sessions {
-            match tx {
+        for Slot { i, cmd, task } in self.sessions {
+            match cmd {
                 Some(tx) => {
                     let _ = tx.send(Cmd::Close);
                     tasks.push((i, task));
