@@ -319,6 +319,62 @@ fn bench_runs_the_scale_workloads_at_tiny_scale() {
     }
 }
 
+/// Runs `roster bench --workload sessions` under a file limit of `limit` descriptors (soft and hard,
+/// so the bench cannot raise it), with `procs` holder processes.
+fn sessions_under_limit(
+    srv: &Server,
+    limit: u32,
+    sessions: u32,
+    procs: u32,
+) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--json", "--no-progress", "--servers"])
+        .arg(srv.addr.to_string())
+        .arg("--server-pids")
+        .arg(srv.child.id().to_string())
+        .args(["--workload", "sessions", "--hold-sessions"])
+        .arg(sessions.to_string())
+        .arg("--hold-procs")
+        .arg(procs.to_string())
+        .args(["--hold", "2s", "--hold-timeout-ms", "2000"])
+        .args(["--memory-timeout", "60s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs")
+}
+
+#[test]
+fn sessions_spread_over_holder_processes_hold_more_than_one_process_can() {
+    let srv = start_server();
+    // 1,200 sessions do not fit one process limited to 1,000 descriptors: refused, saying what to do.
+    let one = sessions_under_limit(&srv, 1000, 1200, 1);
+    let report: serde_json::Value = serde_json::from_slice(&one.stdout).expect("JSON on stdout");
+    let err = report["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("--hold-procs"), "{report}");
+
+    // Three holder processes of 400 each do: every session opened and held, every tenth dropped at
+    // once in its own process and expired (not before its timeout), none of the healthy ones.
+    let out = sessions_under_limit(&srv, 1000, 1200, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "roster bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let s = &report["results"][0];
+    assert!(s["error"].is_null(), "{s}");
+    assert_eq!(s["workload"], "sessions-1200");
+    assert_eq!(f(s, "ops"), 1200.0);
+    assert_eq!(extra(s, "holder_procs"), 3.0);
+    assert_eq!(extra(s, "killed"), 120.0);
+    assert_eq!(extra(s, "healthy_expired"), 0.0);
+    assert!(
+        extra(s, "expiry_lateness_min") > -500.0,
+        "expired early: {s}"
+    );
+    assert!(extra(s, "rss_per_session") > 0.0, "{s}");
+    assert!(extra(s, "write_ops_under_hold") > 0.0);
+}
+
 /// Kills the process whose pid is the first word of the file's last line (a node a command started).
 fn kill_pid_in(file: &std::path::Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(file)

@@ -17,6 +17,7 @@
 
 mod conn;
 mod failover;
+mod holders;
 mod load;
 mod procfs;
 mod report;
@@ -143,7 +144,8 @@ pub struct BenchOpts {
     #[arg(long, default_value_t = 30_000)]
     pub session_timeout_ms: i32,
     /// Sessions: how many to hold, each with an ephemeral znode and a data watch (e.g. 1000, 10000,
-    /// 50000; past 20,000 they are spread over source addresses 127.0.0.2, .3… on loopback).
+    /// 50000; past 20,000 to one server they are spread over source addresses 127.0.0.2, .3… on
+    /// loopback; past one process's file limit, over --hold-procs processes).
     #[arg(long, default_value_t = 1000)]
     pub hold_sessions: usize,
     /// Sessions: how long to hold them (half idle, half under a one-session write load).
@@ -155,6 +157,10 @@ pub struct BenchOpts {
     /// Sessions: session timeout the held sessions ask for, ms.
     #[arg(long, default_value_t = 10_000)]
     pub hold_timeout_ms: i32,
+    /// Sessions: processes holding them (children of this binary, each holding every P-th session;
+    /// each process needs a descriptor per session it holds, so more processes hold more sessions).
+    #[arg(long, default_value_t = 1)]
+    pub hold_procs: usize,
     /// Fanout: sessions watching the one znode.
     #[arg(long, default_value_t = 1000)]
     pub fanout_watchers: usize,
@@ -194,9 +200,18 @@ pub struct BenchOpts {
     /// Internal: hold an ephemeral node for the expiry workload until killed.
     #[arg(long, hide = true)]
     pub internal_ephemeral_holder: bool,
-    /// Internal: the holder's node.
+    /// Internal: the holder's node (session holders: the parent of their ephemerals).
     #[arg(long, hide = true, default_value = "")]
     pub holder_path: String,
+    /// Internal: hold share --holder-index of --hold-sessions for the sessions workload.
+    #[arg(long, hide = true)]
+    pub internal_session_holder: bool,
+    /// Internal: which share (0-based, below --hold-procs).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub holder_index: usize,
+    /// Internal: every this many sessions one is dropped at the kill.
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub holder_step: usize,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1.5s` or plain seconds.
@@ -281,6 +296,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         workloads::hold_ephemeral(addrs[0], &args.holder_path, args.expiry_timeout_ms).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if args.internal_session_holder {
+        if args.holder_index >= args.hold_procs || args.holder_path.is_empty() {
+            bail!("--internal-session-holder needs --holder-path and --holder-index below --hold-procs");
+        }
+        let plan = holders::Plan {
+            addrs: addrs.clone(),
+            dir: args.holder_path.clone(),
+            n: args.hold_sessions,
+            timeout_ms: args.hold_timeout_ms,
+            step: args.holder_step.max(1),
+            procs: args.hold_procs,
+        };
+        holders::run_child(plan, args.holder_index).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let list = selected(&args.workload)?;
     let run_id = format!(
         "{:x}{:04x}",
@@ -321,6 +351,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         hold: args.hold,
         kill_fraction: args.kill_fraction,
         hold_timeout_ms: args.hold_timeout_ms,
+        hold_procs: args.hold_procs.max(1),
+        tls_ca: args.tls_ca.clone(),
         fanout_watchers: args.fanout_watchers,
         fanout_trials: args.fanout_trials,
         fanout_subtree: args.fanout_subtree,

@@ -9,10 +9,13 @@
 //! a snapshot of the whole tree (`--snapshot-cmd`) and a new node joining and catching up
 //! (`--join-cmd`).
 //!
-//! Left out: anything that needs more than one bench process (more sessions than one process's
-//! descriptors allow).
+//! The sessions workload can hold its sessions in several processes (`--hold-procs`, see `holders`),
+//! so more sessions than one process's descriptors allow fit.
+//!
+//! Left out: holders on other machines; the fan-out watchers are held in this one process.
 
 use super::conn::{create_req, ensure_path, err_name, Conn, Incoming, ERR_NODE_EXISTS};
+use super::holders::{self, source_for};
 use super::load;
 use super::procfs;
 use super::report::{new_hist, Latency, WorkloadResult};
@@ -21,90 +24,104 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use roster_proto::{
-    xid, AddWatchMode, AddWatchRequest, CreateMode, EventType, ExistsRequest, GetChildrenRequest,
-    GetDataRequest, Request, SetDataRequest,
+    AddWatchMode, AddWatchRequest, EventType, ExistsRequest, GetChildrenRequest, GetDataRequest,
+    Request, SetDataRequest,
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
-/// Sessions opened from one loopback source address before moving to the next (one address has about
-/// 28,000 ephemeral ports).
-const PER_SOURCE: usize = 20_000;
-/// Sessions being opened at once.
+/// Watchers being opened at once.
 const OPENING: usize = 256;
+
 /// Allowed lateness of an expiry (the issue's criterion), ms.
 const EXPIRY_SLACK_MS: f64 = 100.0;
-
-/// The source address of held session `i`: the default for the first `PER_SOURCE`, then 127.0.0.2,
-/// 127.0.0.3… when the server is on IPv4 loopback.
-fn source_for(addr: SocketAddr, i: usize) -> Option<IpAddr> {
-    let n = i / PER_SOURCE;
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() && n > 0 => {
-            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n.min(250) as u8)))
-        }
-        _ => None,
-    }
-}
+/// Descriptors a holding process keeps beyond its sessions (runtime, control sessions, stdio).
+const FD_MARGIN: u64 = 500;
 
 fn exists_watch(path: String) -> Request {
     Request::Exists(ExistsRequest { path, watch: true })
 }
 
-/// What the main task tells a held session.
-enum Cmd {
-    /// Drop the socket without closeSession (a crashed client).
-    Kill,
-    /// closeSession, then go.
-    Close,
+/// The sessions held for the workload: in this process, or in holder processes.
+enum Holders {
+    Local(holders::Local),
+    Remote(holders::Remote),
 }
 
-/// What a held session reports when it stops.
-struct Held {
-    /// When it last sent anything (its server-side deadline runs from there).
-    last_sent: Instant,
-    /// Notifications or unexpected replies it saw while held (a healthy one sees none).
-    surprises: Vec<String>,
-}
+impl Holders {
+    async fn wait_ready(&mut self, cap: Duration, pb: &ProgressBar) -> anyhow::Result<()> {
+        let local = match self {
+            Holders::Remote(r) => return r.wait_ready(cap, pb).await,
+            Holders::Local(l) => l,
+        };
+        let start = Instant::now();
+        while local.ready() < local.len() {
+            if let Some(e) = local.failed() {
+                bail!(e.context(format!(
+                    "opening session {} of {}",
+                    local.ready() + 1,
+                    local.len()
+                )));
+            }
+            if start.elapsed() > cap {
+                bail!(
+                    "only {} of {} sessions open after {cap:?} (raise --memory-timeout)",
+                    local.ready(),
+                    local.len()
+                );
+            }
+            pb.set_position(local.ready() as u64);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
 
-/// Keeps `c` alive: a ping every third of the timeout, until told to stop.
-async fn hold(mut c: Conn, mut rx: oneshot::Receiver<Cmd>) -> anyhow::Result<Held> {
-    let every = Duration::from_millis((c.timeout_ms as u64 / 3).max(50));
-    let mut last_sent = Instant::now();
-    let mut surprises = Vec::new();
-    loop {
-        let next_ping = tokio::time::Instant::from_std(last_sent + every);
-        tokio::select! {
-            cmd = &mut rx => {
-                match cmd {
-                    Ok(Cmd::Kill) => drop(c),
-                    Ok(Cmd::Close) | Err(_) => c.close().await,
-                }
-                return Ok(Held { last_sent, surprises });
-            }
-            _ = tokio::time::sleep_until(next_ping) => {
-                c.queue(&Request::Ping);
-                c.flush().await?;
-                last_sent = Instant::now();
-            }
-            inc = c.next() => match inc? {
-                Incoming::Reply(h, _) if h.xid == xid::PING => {}
-                Incoming::Reply(h, _) => surprises.push(format!("reply xid {} err {}", h.xid, h.err)),
-                Incoming::Event(e) => surprises.push(format!("{e:?}")),
-            }
+    async fn kill(&mut self) -> anyhow::Result<Vec<holders::Victim>> {
+        match self {
+            Holders::Local(l) => l.kill().await,
+            Holders::Remote(r) => r.kill().await,
+        }
+    }
+
+    async fn close(self) -> Vec<String> {
+        match self {
+            Holders::Local(l) => l.close().await,
+            Holders::Remote(r) => r.close().await,
         }
     }
 }
 
+/// This process's soft descriptor limit (None when unreadable or unlimited).
+fn fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
 /// Sessions held: `hold_sessions` sessions, each with an ephemeral znode and an exists watch on it, held
 /// for `hold` (first half idle: ping CPU; second half under a one-session write load: its p99), then
-/// `kill_fraction` of them dropped at once; an observer's watches time each ephemeral's deletion.
+/// `kill_fraction` of them dropped at once; an observer's watches time each ephemeral's deletion. With
+/// `hold_procs` > 1 the sessions are held by that many child processes (see `holders`).
 pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<WorkloadResult> {
     let n = ctx.hold_sessions.max(1);
+    let procs = ctx.hold_procs.clamp(1, n);
+    let share = n.div_ceil(procs) as u64;
+    if let Some(limit) = fd_limit() {
+        if share + FD_MARGIN > limit {
+            bail!(
+                "{share} sessions per process do not fit this process's file limit {limit} (they need \
+                 {} descriptors): raise --hold-procs (or the limit, ulimit -n)",
+                share + FD_MARGIN
+            );
+        }
+    }
     let dir = format!("{}/sessions-{}", ctx.root, ctx.run_id);
     // Control sessions are opened only around their use: an idle one would expire during a long hold.
     let mut setup = ctx.admin().await?;
@@ -114,77 +131,27 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     let rss0 = procfs::Snapshot::take(&ctx.pids).rss_mib();
     pb.set_length(n as u64);
     pb.set_message("opening sessions");
-    let ready = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(OPENING));
-    let (err_tx, mut err_rx) = mpsc::channel::<anyhow::Error>(16);
-    let mut cmds = Vec::with_capacity(n);
-    let mut tasks = Vec::with_capacity(n);
-    let mut timeouts = Vec::with_capacity(n);
-    let (to_tx, mut to_rx) = mpsc::unbounded_channel::<(usize, i32)>();
-    for i in 0..n {
-        let addr = ctx.addrs[i % ctx.addrs.len()];
-        let (tx, rx) = oneshot::channel();
-        cmds.push(Some(tx));
-        let (gate, ready, err_tx, to_tx, pb) = (
-            gate.clone(),
-            ready.clone(),
-            err_tx.clone(),
-            to_tx.clone(),
-            pb.clone(),
-        );
-        let path = format!("{dir}/s{i:06}");
-        let t = ctx.hold_timeout_ms;
-        tasks.push(tokio::spawn(async move {
-            let opened = async {
-                let _permit = gate.acquire().await?;
-                let mut c = Conn::connect_held(addr, source_for(addr, i), t).await?;
-                c.call_ok(
-                    &create_req(path.clone(), Bytes::new(), CreateMode::Ephemeral.code()),
-                    &[],
-                )
-                .await?;
-                c.call_ok(&exists_watch(path), &[]).await?;
-                anyhow::Ok(c)
-            };
-            let c = match opened.await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = err_tx.send(e).await;
-                    return None;
-                }
-            };
-            let _ = to_tx.send((i, c.timeout_ms));
-            ready.fetch_add(1, Ordering::Relaxed);
-            pb.inc(1);
-            Some(hold(c, rx).await)
-        }));
-    }
-    drop((err_tx, to_tx));
+    // Every tenth (or the --kill-fraction share) is a victim.
+    let step = (1.0 / ctx.kill_fraction.clamp(0.001, 1.0)).round().max(1.0) as usize;
+    let plan = holders::Plan {
+        addrs: ctx.addrs.clone(),
+        dir: dir.clone(),
+        n,
+        timeout_ms: ctx.hold_timeout_ms,
+        step,
+        procs,
+    };
     let open_start = Instant::now();
-    let open_cap = ctx.memory_timeout;
-    while ready.load(Ordering::Relaxed) < n {
-        if let Ok(e) = err_rx.try_recv() {
-            for c in cmds.iter_mut().filter_map(Option::take) {
-                let _ = c.send(Cmd::Close);
-            }
-            return Err(e.context(format!(
-                "opening session {} of {n}",
-                ready.load(Ordering::Relaxed) + 1
-            )));
-        }
-        if open_start.elapsed() > open_cap {
-            bail!(
-                "only {} of {n} sessions open after {open_cap:?} (raise --memory-timeout)",
-                ready.load(Ordering::Relaxed)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut held = if procs > 1 {
+        Holders::Remote(holders::Remote::spawn(&plan, procs, ctx.tls_ca.as_ref())?)
+    } else {
+        Holders::Local(holders::Local::open(&plan, 0..n))
+    };
+    if let Err(e) = held.wait_ready(ctx.memory_timeout, pb).await {
+        held.close().await;
+        return Err(e);
     }
     let open_s = open_start.elapsed().as_secs_f64();
-    timeouts.resize(n, 0);
-    while let Ok((i, t)) = to_rx.try_recv() {
-        timeouts[i] = t;
-    }
     // Settle, then memory and an idle half of the hold: the server only answers pings.
     pb.set_message("held, idle");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -224,53 +191,61 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
     for h in &writes.hist {
         let _ = wh.add(h);
     }
-    // Kill every tenth (or the --kill-fraction share): the observer watches their ephemerals first.
-    let step = (1.0 / ctx.kill_fraction.clamp(0.001, 1.0)).round().max(1.0) as usize;
-    let victims: Vec<usize> = (0..n).step_by(step).collect();
-    let mut is_victim = vec![false; n];
-    for &i in &victims {
-        is_victim[i] = true;
-    }
+    // The kill: the observer watches the victims' ephemerals first.
+    let victims: Vec<usize> = (0..n).filter(|i| plan.is_victim(*i)).collect();
     pb.set_message(format!("killing {}", victims.len()));
     let mut observer = ctx.admin().await?;
     for &i in &victims {
         observer
-            .call_ok(&exists_watch(format!("{dir}/s{i:06}")), &[])
+            .call_ok(&exists_watch(holders::session_path(&dir, i)), &[])
             .await?;
     }
     observer.events.clear();
-    let mut killed = Vec::new();
-    for &i in &victims {
-        if let Some(tx) = cmds[i].take() {
-            let _ = tx.send(Cmd::Kill);
+    let killed = match held.kill().await {
+        Ok(k) => k,
+        Err(e) => {
+            held.close().await;
+            return Err(e);
         }
+    };
+    if killed.len() != victims.len() {
+        held.close().await;
+        bail!(
+            "{} sessions dropped at the kill, {} expected",
+            killed.len(),
+            victims.len()
+        );
     }
-    for &i in &victims {
-        let held = tokio::time::timeout(Duration::from_secs(30), &mut tasks[i])
-            .await
-            .context("a killed session did not stop within 30 s")??
-            .context("a killed session had failed to open")?
-            .context("a session failed while held")?;
-        killed.push((format!("{dir}/s{i:06}"), held.last_sent, timeouts[i]));
-    }
-    let max_t = killed.iter().map(|k| k.2).max().unwrap_or(0) as u64;
+    let max_t = killed.iter().map(|k| k.timeout_ms).max().unwrap_or(0) as u64;
     let limit = Duration::from_millis(4 * max_t) + Duration::from_secs(10);
     let wait_start = Instant::now();
     let mut lateness = Vec::new();
-    let mut pending = killed;
+    let mut pending: std::collections::HashMap<String, Instant> = killed
+        .iter()
+        .map(|v| {
+            let due = holders::instant_of(v.sent_mono_ns)
+                + Duration::from_millis(v.timeout_ms.max(0) as u64);
+            (holders::session_path(&dir, v.i), due)
+        })
+        .collect();
     while !pending.is_empty() {
         let left = limit.saturating_sub(wait_start.elapsed());
         let ev = match tokio::time::timeout(left, observer.next_event()).await {
-            Ok(e) => e?,
-            Err(_) => bail!(
-                "{} ephemerals of killed sessions still present {limit:?} after the kill",
-                pending.len()
-            ),
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                held.close().await;
+                return Err(e);
+            }
+            Err(_) => {
+                held.close().await;
+                bail!(
+                    "{} ephemerals of killed sessions still present {limit:?} after the kill",
+                    pending.len()
+                )
+            }
         };
         if ev.event_type == EventType::NodeDeleted.code() {
-            if let Some(pos) = pending.iter().position(|p| p.0 == ev.path) {
-                let (_, sent, t) = pending.remove(pos);
-                let due = sent + Duration::from_millis(t as u64);
+            if let Some(due) = pending.remove(&ev.path) {
                 let now = Instant::now();
                 let late_ms = if now >= due {
                     (now - due).as_secs_f64() * 1e3
@@ -289,35 +264,26 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
         }))
         .await?;
     if hd.err != 0 {
+        held.close().await;
         bail!("getChildren {dir}: {}", err_name(hd.err));
     }
     let children = count_children(&body).context("decoding getChildren")?;
     let healthy_expected = n - victims.len();
     let healthy_present = children.saturating_sub(1); // minus write-key
     pb.set_message("closing");
-    for tx in cmds.iter_mut().filter_map(Option::take) {
-        let _ = tx.send(Cmd::Close);
-    }
-    let mut surprises = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        if is_victim[i] {
-            continue;
-        }
-        match tokio::time::timeout(Duration::from_secs(60), t).await {
-            Ok(Ok(Some(Ok(h)))) => surprises.extend(h.surprises),
-            Ok(Ok(Some(Err(e)))) => surprises.push(format!("session {i} failed: {e:#}")),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => surprises.push(format!("session {i} task: {e}")),
-            Err(_) => surprises.push(format!("session {i} did not close within 60 s")),
-        }
-    }
+    let surprises = held.close().await;
     observer.close().await;
     lateness.sort_by(f64::total_cmp);
     let mut r = WorkloadResult {
         workload: format!("sessions-{}", super::workloads::human_count(n as u64)),
         description: format!(
-            "{n} sessions held (ephemeral + data watch each, timeout {} ms), {} killed at once",
+            "{n} sessions held (ephemeral + data watch each, timeout {} ms{}), {} killed at once",
             ctx.hold_timeout_ms,
+            if procs > 1 {
+                format!(", {procs} holder processes")
+            } else {
+                String::new()
+            },
             victims.len()
         ),
         elapsed_s: open_s + ctx.hold.as_secs_f64(),
@@ -328,6 +294,7 @@ pub async fn sessions(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Workloa
         ..Default::default()
     };
     r.extra("write_ops_under_hold", writes.ops as f64, "ops", None);
+    r.extra("holder_procs", procs as f64, "processes", None);
     if let (Some(a), Some(b)) = (rss0, held_snap.rss_mib()) {
         r.extra("rss_held", b, "MiB", Some(true));
         r.extra(
@@ -428,6 +395,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<anyhow::Result<(u64, Option<Instant>)>>();
     let gate = Arc::new(Semaphore::new(OPENING));
     let mut tasks = Vec::new();
+    let servers = ctx.addrs.len();
     for i in 0..n {
         let addr = ctx.addrs[i % ctx.addrs.len()];
         let (mut round_rx, ev_tx, gate, target) = (
@@ -441,7 +409,7 @@ pub async fn fanout(ctx: &mut Ctx, pb: &ProgressBar) -> anyhow::Result<Vec<Workl
             let run = async {
                 let mut c = {
                     let _p = gate.acquire().await?;
-                    Conn::connect_held(addr, source_for(addr, i), t).await?
+                    Conn::connect_held(addr, source_for(addr, i, servers), t).await?
                 };
                 let _ = ev_tx.send(Ok((0, None)));
                 let every = Duration::from_millis((c.timeout_ms as u64 / 3).max(50));
@@ -1081,20 +1049,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sources_spread_only_on_loopback_past_one_address() {
-        let lo: SocketAddr = "127.0.0.1:2181".parse().unwrap();
-        assert_eq!(source_for(lo, 0), None);
-        assert_eq!(source_for(lo, PER_SOURCE - 1), None);
-        assert_eq!(
-            source_for(lo, PER_SOURCE),
-            Some("127.0.0.2".parse().unwrap())
-        );
-        assert_eq!(
-            source_for(lo, 2 * PER_SOURCE + 5),
-            Some("127.0.0.3".parse().unwrap())
-        );
-        let other: SocketAddr = "10.0.0.1:2181".parse().unwrap();
-        assert_eq!(source_for(other, 3 * PER_SOURCE), None);
+    fn registry_paths_sizes_and_command_lines() {
         assert_eq!(
             registry_member("/r", 65_793),
             "/r/services/svc-00657/instances/10.1.1.1:8080"

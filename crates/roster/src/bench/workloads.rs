@@ -80,6 +80,10 @@ pub struct Ctx {
     pub kill_fraction: f64,
     /// Session timeout of the held sessions, ms.
     pub hold_timeout_ms: i32,
+    /// Sessions: processes holding them (1: this one; more: children of this binary).
+    pub hold_procs: usize,
+    /// The `--tls-ca` file, passed on to holder processes.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Watcher sessions of the fanout workload.
     pub fanout_watchers: usize,
     /// Trials of the fanout workload.
