@@ -250,6 +250,17 @@ impl Shared {
         self.tracker.lock().touch(session_id, timeout_ms, now_ms());
     }
 
+    /// On the leader: a follower reports that a session of one of its connections has `remaining_ms`
+    /// left before its deadline there; the deadline here moves to now + that, never earlier.
+    pub fn touch_from_peer(&self, session_id: i64, remaining_ms: i32) {
+        if self.closing.lock().contains(&session_id) {
+            return;
+        }
+        self.tracker
+            .lock()
+            .extend(session_id, remaining_ms, now_ms());
+    }
+
     /// A snapshot of the watches by path (`wchp`).
     pub fn watches_by_path(&self) -> BTreeMap<String, Vec<u64>> {
         self.db.lock().watches.by_path()

@@ -72,6 +72,22 @@ impl ExpiryTracker {
         self.queue.insert((deadline, session_id));
     }
 
+    /// Records activity another node reports: the deadline becomes `now_ms + remaining_ms` unless it is
+    /// already later (reports can arrive out of order, from a node the session has since left; a
+    /// deadline never moves earlier).
+    pub fn extend(&mut self, session_id: i64, remaining_ms: i32, now_ms: i64) {
+        let deadline = now_ms.saturating_add(remaining_ms.max(0) as i64);
+        match self.deadline.get(&session_id) {
+            Some(old) if *old >= deadline => {}
+            _ => {
+                if let Some(old) = self.deadline.insert(session_id, deadline) {
+                    self.queue.remove(&(old, session_id));
+                }
+                self.queue.insert((deadline, session_id));
+            }
+        }
+    }
+
     /// Stops tracking a session (closed, or handed to another leader).
     pub fn remove(&mut self, session_id: i64) {
         if let Some(old) = self.deadline.remove(&session_id) {
@@ -125,6 +141,20 @@ impl ExpiryTracker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extend_moves_a_deadline_later_never_earlier() {
+        let mut t = super::ExpiryTracker::new();
+        t.touch(1, 10_000, 1_000); // deadline 11,000
+        t.extend(1, 2_000, 5_000); // 7,000 < 11,000: kept
+        assert_eq!(t.deadline(1), Some(11_000));
+        t.extend(1, 9_000, 5_000); // 14,000: later
+        assert_eq!(t.deadline(1), Some(14_000));
+        t.extend(2, -5, 5_000); // unknown session, negative remaining: due now
+        assert_eq!(t.deadline(2), Some(5_000));
+        assert_eq!(t.expired(13_999), vec![2]);
+        assert_eq!(t.expired(14_000), vec![1]);
+    }
+
     use super::*;
 
     #[test]

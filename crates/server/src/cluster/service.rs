@@ -167,8 +167,10 @@ fn touch(ctx: &NodeCtx, from: u64, list: Vec<(i64, i32)>) -> PeerResponse {
             seen.insert(*id, from);
         }
     }
-    for (id, timeout) in live {
-        ctx.shared.touch(id, timeout);
+    // Each entry is the time the session had left on the follower when it sent the batch (older
+    // followers sent the full timeout instead: both only ever move the deadline later).
+    for (id, remaining) in live {
+        ctx.shared.touch_from_peer(id, remaining);
     }
     PeerResponse::Ack
 }

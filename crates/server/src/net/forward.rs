@@ -94,7 +94,8 @@ pub fn send_to_leader(
 }
 
 /// On a follower, sends the leader the sessions its connections touched, every third of the smallest
-/// session timeout.
+/// session timeout, each with the time it has left on this node (so the wait for the batch does not
+/// make its expiry late).
 pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(
         (ctx.node.shared.config.min_session_timeout_ms as u64 / 3).clamp(50, 2_000),
@@ -117,6 +118,7 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
         let batch: Vec<(i64, i32)> = {
             let conns = ctx.node.shared.conns.lock();
             let tracker = ctx.node.shared.tracker.lock();
+            let now = crate::shared::now_ms();
             let mut batch = Vec::new();
             let mut seen = HashMap::new();
             for (session, conn) in &conns.by_session {
@@ -125,7 +127,11 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                 };
                 let deadline = tracker.deadline(*session).unwrap_or(0);
                 if sent.get(session).is_none_or(|d| deadline > *d) {
-                    batch.push((*session, info.timeout_ms));
+                    // The time left here, not the whole timeout: the leader's deadline is then this
+                    // node's (last packet + timeout) plus the batch's transit, not plus the wait for
+                    // the next batch (up to a third of the minimum timeout).
+                    let remaining = (deadline - now).clamp(0, info.timeout_ms.max(0) as i64);
+                    batch.push((*session, remaining as i32));
                 }
                 seen.insert(*session, deadline);
             }

@@ -102,7 +102,8 @@ pub enum PeerRequest {
     Write(Txn),
     /// A read barrier for `sync`: answer the leader's read index.
     ReadIndex,
-    /// Session touches from a follower: (session id, timeout ms).
+    /// Session touches from a follower: (session id, ms left before its deadline on that follower;
+    /// builds before 2026-12-07 sent the whole timeout). The leader only ever moves deadlines later.
     Touch(Vec<(i64, i32)>),
     /// The cluster id (for a joining node).
     ClusterInfo,
