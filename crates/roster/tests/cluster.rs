@@ -405,6 +405,55 @@ fn a_session_on_a_follower_lives_while_it_pings_and_expires_when_it_stops() {
     }
 }
 
+/// A client on a follower whose connection drops right after a packet: the leader must count from that
+/// last packet, neither from the follower's previous touch batch (early: the session of a client that
+/// is reconnecting elsewhere would be gone before its timeout) nor from the next batch (late). Three
+/// sessions, each dropped at a different moment of the follower's batch interval (667 ms here).
+#[test]
+fn a_dropped_session_on_a_follower_expires_counted_from_its_last_packet() {
+    let _serial = serial();
+    let (a, b, c) = three_with(&["--min-session-timeout-ms", "2000"]);
+    let leader_id = peer_status(a.peer).unwrap().leader.unwrap();
+    let nodes = [&a, &b, &c];
+    let follower = nodes.iter().find(|n| node_id(n) != leader_id).unwrap();
+    let leader = nodes.iter().find(|n| node_id(n) == leader_id).unwrap();
+    let mut watcher = connect_retry(leader.addr, 10_000, Duration::from_secs(10));
+    for (i, pause_ms) in [0u64, 230, 460].into_iter().enumerate() {
+        let path = format!("/dropped-{i}");
+        let mut cl = connect_retry(follower.addr, 3_000, Duration::from_secs(10));
+        assert_eq!(cl.create(&path, b"", 1).err, 0);
+        sync(&mut watcher, "/");
+        assert_eq!(watcher.exists(&path, true).err, 0);
+        // Packets every 100 ms for a while, so the follower's batches have reported the session,
+        // then one more packet at a different point of the batch interval, and the socket dropped.
+        for _ in 0..12 {
+            assert_eq!(cl.call(Request::Ping).err, 0);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let sent = Instant::now();
+        assert_eq!(cl.call(Request::Ping).err, 0);
+        let timeout = Duration::from_millis(cl.timeout as u64);
+        drop(cl);
+        let ev = watcher.next_event().expect("the ephemeral's NodeDeleted");
+        let gone = sent.elapsed();
+        assert_eq!(ev.path, path);
+        // Expiry runs on a session tick (`--session-tick-ms`, 20 ms by default); allow 100 ms.
+        assert!(
+            gone + Duration::from_millis(100) >= timeout,
+            "{path} expired {} ms after its last packet, before its {} ms timeout",
+            gone.as_millis(),
+            timeout.as_millis()
+        );
+        assert!(
+            gone <= timeout + Duration::from_millis(1_500),
+            "{path} expired only {} ms after its last packet ({} ms timeout)",
+            gone.as_millis(),
+            timeout.as_millis()
+        );
+    }
+}
+
 #[test]
 fn peer_port_refuses_other_clusters_wrong_node_ids_and_pristine_restarts_never_rejoin() {
     let _serial = serial();

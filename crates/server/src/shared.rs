@@ -109,6 +109,9 @@ pub struct Conns {
     pub by_id: HashMap<u64, ConnInfo>,
     /// The connection currently holding each session.
     pub by_session: HashMap<i64, u64>,
+    /// Sessions whose connection here closed since the follower's last touch batch, with their
+    /// timeouts: their last packets must still reach the leader (`net::forward::touch_loop`).
+    pub departed: HashMap<i64, i32>,
     /// Open connections per client IP, for the per-address limit.
     pub per_ip: HashMap<std::net::IpAddr, usize>,
 }

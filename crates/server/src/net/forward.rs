@@ -113,27 +113,40 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
         };
         if leader == ctx.node.identity.node_id {
             sent.clear();
+            ctx.node.shared.conns.lock().departed.clear();
             continue;
         }
+        let mut departed_sent = HashMap::new();
         let batch: Vec<(i64, i32)> = {
-            let conns = ctx.node.shared.conns.lock();
+            let mut conns = ctx.node.shared.conns.lock();
             let tracker = ctx.node.shared.tracker.lock();
             let now = crate::shared::now_ms();
             let mut batch = Vec::new();
             let mut seen = HashMap::new();
-            for (session, conn) in &conns.by_session {
-                let Some(info) = conns.by_id.get(conn) else {
+            // The sessions of open connections, and those whose connection closed since the last
+            // batch (their last packets, after that batch, would otherwise never reach the leader,
+            // which would then expire them up to a batch interval early).
+            let departed = std::mem::take(&mut conns.departed);
+            departed_sent.clone_from(&departed);
+            let open = conns.by_session.iter().filter_map(|(session, conn)| {
+                conns
+                    .by_id
+                    .get(conn)
+                    .map(|info| (*session, info.timeout_ms))
+            });
+            for (session, timeout_ms) in open.chain(departed) {
+                if seen.contains_key(&session) {
                     continue;
-                };
-                let deadline = tracker.deadline(*session).unwrap_or(0);
-                if sent.get(session).is_none_or(|d| deadline > *d) {
+                }
+                let deadline = tracker.deadline(session).unwrap_or(0);
+                if sent.get(&session).is_none_or(|d| deadline > *d) {
                     // The time left here, not the whole timeout: the leader's deadline is then this
                     // node's (last packet + timeout) plus the batch's transit, not plus the wait for
                     // the next batch (up to a third of the minimum timeout).
-                    let remaining = (deadline - now).clamp(0, info.timeout_ms.max(0) as i64);
-                    batch.push((*session, remaining as i32));
+                    let remaining = (deadline - now).clamp(0, timeout_ms.max(0) as i64);
+                    batch.push((session, remaining as i32));
                 }
-                seen.insert(*session, deadline);
+                seen.insert(session, deadline);
             }
             sent = seen;
             batch
@@ -147,6 +160,7 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                 if let Err(e) = link.call(PeerRequest::Touch(batch), every).await {
                     tracing::debug!(error = %e, "session touches not delivered");
                     sent.clear();
+                    ctx.node.shared.conns.lock().departed.extend(departed_sent);
                 }
             }
             None => {
@@ -155,6 +169,7 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                     "session touches not delivered: no link to the leader yet"
                 );
                 sent.clear();
+                ctx.node.shared.conns.lock().departed.extend(departed_sent);
             }
         }
     }

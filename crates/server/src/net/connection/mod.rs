@@ -249,9 +249,12 @@ pub async fn run_with(
             .insert(conn.session_id, ctx.node.identity.node_id);
     }
     let mut conns = ctx.node.shared.conns.lock();
-    conns.by_id.remove(&id);
+    let info = conns.by_id.remove(&id);
     if conns.by_session.get(&conn.session_id) == Some(&id) {
         conns.by_session.remove(&conn.session_id);
+        if let Some(info) = info {
+            conns.departed.insert(conn.session_id, info.timeout_ms);
+        }
     }
 }
 
