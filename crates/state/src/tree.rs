@@ -405,8 +405,13 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Option<Stat> {
-        self.set_data_checked(path, data, zxid, time, |_, _| Ok::<_, ()>(version))
-            .map(|r| r.unwrap_or_else(|()| unreachable!("the check always passes")))
+        self.set_data_checked(path, data, zxid, time, |_, _| {
+            Ok::<_, std::convert::Infallible>(version)
+        })
+        .map(|r| match r {
+            Ok(stat) => stat,
+            Err(never) => match never {},
+        })
     }
 
     /// setData with its checks in the same single lookup of `path`: `check` sees the node and its

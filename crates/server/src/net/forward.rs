@@ -116,7 +116,8 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
             ctx.node.shared.conns.lock().departed.clear();
             continue;
         }
-        let mut departed_sent = HashMap::new();
+        // Sessions whose connection closed since the last batch: put back if the batch is not delivered.
+        let departed: HashMap<i64, i32>;
         let batch: Vec<(i64, i32)> = {
             let mut conns = ctx.node.shared.conns.lock();
             let tracker = ctx.node.shared.tracker.lock();
@@ -126,15 +127,14 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
             // The sessions of open connections, and those whose connection closed since the last
             // batch (their last packets, after that batch, would otherwise never reach the leader,
             // which would then expire them up to a batch interval early).
-            let departed = std::mem::take(&mut conns.departed);
-            departed_sent.clone_from(&departed);
+            departed = std::mem::take(&mut conns.departed);
             let open = conns.by_session.iter().filter_map(|(session, conn)| {
                 conns
                     .by_id
                     .get(conn)
                     .map(|info| (*session, info.timeout_ms))
             });
-            for (session, timeout_ms) in open.chain(departed) {
+            for (session, timeout_ms) in open.chain(departed.iter().map(|(s, t)| (*s, *t))) {
                 if seen.contains_key(&session) {
                     continue;
                 }
@@ -160,7 +160,7 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                 if let Err(e) = link.call(PeerRequest::Touch(batch), every).await {
                     tracing::debug!(error = %e, "session touches not delivered");
                     sent.clear();
-                    ctx.node.shared.conns.lock().departed.extend(departed_sent);
+                    ctx.node.shared.conns.lock().departed.extend(departed);
                 }
             }
             None => {
@@ -169,7 +169,7 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                     "session touches not delivered: no link to the leader yet"
                 );
                 sent.clear();
-                ctx.node.shared.conns.lock().departed.extend(departed_sent);
+                ctx.node.shared.conns.lock().departed.extend(departed);
             }
         }
     }
