@@ -154,8 +154,9 @@ impl Builder {
     }
 }
 
-/// A Roster node running inside this process. Dropping it without [`Embedded::shutdown`] stops
-/// nothing until the runtime ends (as a killed process would, the cluster then sees a member down).
+/// A Roster node running inside this process. Dropping it without [`Embedded::shutdown`] stops it
+/// abruptly, as a killed process would: its Raft and its connections end at once, without leaving
+/// the cluster, which then sees a member down.
 pub struct Embedded {
     node: roster_server::Node,
     registration: roster_client::local::Registration,

@@ -388,3 +388,71 @@ async fn single_instance_without_ports_serves_in_process_and_shows_in_cons() {
     assert!(cons.contains("/in-process["), "cons: {cons}");
     node.shutdown().await;
 }
+
+/// Raft has threads of its own (the node's cluster plane): an application whose runtime stalls (a
+/// blocking call in an async task, thousands of busy connections) does not stall its node's
+/// heartbeats, so the other members keep it as their leader. Node 1 starts on a runtime of its own
+/// with one worker; that worker is then blocked for 3 s, ten times the longest election timeout. On
+/// a node whose Raft ran on the caller's runtime, the other two elected a new leader in a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_application_runtime_does_not_stall_its_nodes_raft() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = builder(dirs[0].path(), peers[0], None);
+    let n1 = app
+        .spawn(first.start())
+        .await
+        .unwrap()
+        .expect("node 1 starts on the application's runtime");
+    let mut others = Vec::new();
+    for i in 1..3 {
+        let n = builder(dirs[i].path(), peers[i], Some(peers[0]))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("instance {i} starts: {e}"));
+        others.push(n);
+    }
+    eventually("three voters led by node 1", || {
+        others.iter().chain([&n1]).all(|n| {
+            let s = n.status();
+            s.leader == Some(1) && s.members.len() == 3 && s.members.iter().all(|m| m.voter)
+        })
+    })
+    .await;
+    let term = n1.status().term;
+
+    // The application's only worker thread blocks for 3 s.
+    let stall = Duration::from_secs(3);
+    let blocked = app.spawn(async move { std::thread::sleep(stall) });
+    let until = Instant::now() + stall;
+    while Instant::now() < until {
+        for n in &others {
+            let s = n.status();
+            assert_eq!(
+                (s.leader, s.term),
+                (Some(1), term),
+                "node {} lost node 1 as leader while node 1's application runtime was blocked",
+                n.node_id()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocked.await.unwrap();
+    let s = n1.status();
+    assert_eq!(
+        (s.state.as_str(), s.term),
+        ("Leader", term),
+        "node 1 after the stall"
+    );
+
+    for n in others {
+        n.shutdown().await;
+    }
+    app.spawn(n1.shutdown()).await.unwrap();
+    app.shutdown_background();
+}

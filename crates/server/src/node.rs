@@ -32,7 +32,9 @@
 //!
 //! This file only wires the layers together (see `lib.rs` for the layers): it starts storage, Raft
 //! (`raft::start`), the peer port (`transport::server` serving `cluster::service`), the client port
-//! (`net`), and the node's own tasks: the session ticker and the cluster monitor.
+//! (`net`), and the node's own tasks: the session ticker and the cluster monitor. Everything but the
+//! client and admin ports runs on the node's cluster plane, a runtime of its own ([`Plane`]), so client
+//! load cannot delay heartbeats, peer answers or session bookkeeping.
 //!
 //! Left out: changing a member's peer address once it has peers. Replacing dead voters automatically
 //! is off unless `replace_dead_voters_ms` is set (`cluster::membership::replace_dead_voters`).
@@ -77,7 +79,63 @@ pub struct Node {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The runtime of client connections (the caller's of [`Node::start`]).
     runtime: tokio::runtime::Handle,
+    /// The cluster plane's own threads; dropped last.
+    plane: Option<Plane>,
+}
+
+/// Worker threads of the cluster plane ([`Plane`]): openraft's core, its replication and apply tasks,
+/// the peer port, routing and the session tasks. Two, whatever the machine: the plane's work is a
+/// few long-lived tasks, and client connections get every core on their own runtime.
+const PLANE_THREADS: usize = 2;
+
+/// The cluster plane: a tokio runtime of its own ([`PLANE_THREADS`] threads named `roster-cluster`)
+/// that runs Raft (heartbeats, elections, replication, apply), the peer port, the route and session
+/// touches to the leader, the session ticker and the cluster monitor. Client connections run on the
+/// caller's runtime. On one runtime, thousands of busy client tasks (a mass reconnect, 16,000
+/// connections per node opening sessions) queued the leader's heartbeats and peer answers behind
+/// them for seconds, until every follower gave up on it; with threads of its own the kernel schedules
+/// the plane beside the client work instead of behind it.
+struct Plane {
+    /// `None` once stopped.
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Plane {
+    fn new() -> std::io::Result<Plane> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(PLANE_THREADS)
+            .thread_name("roster-cluster")
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        Ok(Plane {
+            rt: Some(rt),
+            handle,
+        })
+    }
+
+    /// Stops the plane's tasks and waits (up to 10 s, off the async threads) until they are dropped, so
+    /// the files and ports they held are closed when the node's shutdown returns.
+    async fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            let stopped =
+                tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(10)));
+            let _ = stopped.await;
+        }
+    }
+}
+
+impl Drop for Plane {
+    /// Without [`Plane::stop`] (a start that failed, a node dropped without shutdown): stops the tasks
+    /// without waiting (a runtime cannot block inside another's async context).
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -128,6 +186,9 @@ pub enum StartError {
         /// Why, and what to do.
         reason: String,
     },
+    /// The cluster plane's threads could not be started.
+    #[error("cannot start the cluster threads: {0}")]
+    Runtime(std::io::Error),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -141,11 +202,20 @@ pub enum StartError {
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
 /// Binds the TLS client port and starts accepting on it.
+/// Binds a listener owned by the runtime `on` (its connections are then registered there).
+async fn bind_on(on: &tokio::runtime::Handle, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match on.spawn(TcpListener::bind(addr)).await {
+        Ok(bound) => bound,
+        Err(e) => Err(std::io::Error::other(format!("binding {addr}: {e}"))),
+    }
+}
+
 async fn start_tls_port(
     config: &Config,
     addr: SocketAddr,
     client: &Arc<ClientCtx>,
     rx: &watch::Receiver<bool>,
+    clients: &tokio::runtime::Handle,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), StartError> {
     let (Some(cert), Some(key)) = (&config.client_tls_cert, &config.client_tls_key) else {
@@ -166,12 +236,12 @@ async fn start_tls_port(
             setting: "client-tls-cert / client-tls-key / client-tls-ca",
             message,
         })?;
-    let listener = TcpListener::bind(addr)
+    let listener = bind_on(clients, addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(secure_client_addr = %bound, client_certs = ?config.client_tls_ca.as_ref().map(|_| config.client_tls_client_auth.as_str()), "TLS client port open");
-    tasks.push(tokio::spawn(net::serve_tls(
+    tasks.push(clients.spawn(net::serve_tls(
         listener,
         Arc::new(tls),
         client.clone(),
@@ -318,8 +388,26 @@ pub fn reseed_data_dir(
 impl Node {
     /// Starts a node and returns once it serves clients (or, as a member of a larger cluster, once its
     /// client port is open; it serves when it has a leader).
+    ///
+    /// Raft, the peer port and the node's own tasks run on two threads of their own (the cluster
+    /// plane, `roster-cluster`); client connections and the admin port run on the caller's runtime.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
+        let clients = tokio::runtime::Handle::current();
+        let plane = Plane::new().map_err(StartError::Runtime)?;
+        match plane.handle.spawn(Node::start_on(config, clients)).await {
+            Ok(Ok(mut node)) => {
+                node.plane = Some(plane);
+                Ok(node)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(StartError::Raft(format!("the node's start stopped: {e}"))),
+        }
+    }
+
+    /// [`Node::start`]'s work, on the cluster plane: what it spawns runs there, except the client
+    /// and admin ports, spawned on `clients`.
+    async fn start_on(config: Config, clients: tokio::runtime::Handle) -> Result<Node, StartError> {
         let peer_tls = match config.peer_tls()? {
             Some((cert, key, ca)) => Some(Arc::new(
                 PeerTls::load_node(cert, key, ca).map_err(StartError::Tls)?,
@@ -556,23 +644,19 @@ impl Node {
         let client_addr = match config.client_addr {
             None => None,
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
+                let listener = bind_on(&clients, addr)
                     .await
                     .map_err(|source| StartError::Bind { addr, source })?;
                 let bound = listener
                     .local_addr()
                     .map_err(|source| StartError::Bind { addr, source })?;
                 *ctx.cluster.client_addr.lock() = bound.to_string();
-                tasks.push(tokio::spawn(net::serve(
-                    listener,
-                    client.clone(),
-                    rx.clone(),
-                )));
+                tasks.push(clients.spawn(net::serve(listener, client.clone(), rx.clone())));
                 Some(bound)
             }
         };
         if let Some(addr) = config.secure_client_addr {
-            start_tls_port(&config, addr, &client, &rx, &mut tasks).await?;
+            start_tls_port(&config, addr, &client, &rx, &clients, &mut tasks).await?;
         }
         if let Some(path) = &config.sasl_users_file {
             let users = net::sasl::Users::load(path).map_err(|message| {
@@ -609,11 +693,11 @@ impl Node {
         ctx.wal.observe(ctx.shared.metrics.wal());
         let admin_addr = match config.admin_socket()? {
             None => None,
-            Some(addr) => match TcpListener::bind(addr).await {
+            Some(addr) => match bind_on(&clients, addr).await {
                 Ok(l) => {
                     let bound = l.local_addr().ok();
                     let admin = Arc::new(crate::admin::ctx::AdminCtx { node: ctx.clone() });
-                    tasks.push(tokio::spawn(crate::admin::serve(l, admin, rx)));
+                    tasks.push(clients.spawn(crate::admin::serve(l, admin, rx)));
                     bound
                 }
                 Err(e) => {
@@ -641,7 +725,8 @@ impl Node {
             peer_addr,
             shutdown,
             tasks,
-            runtime: tokio::runtime::Handle::current(),
+            runtime: clients,
+            plane: None,
         })
     }
 
@@ -717,6 +802,9 @@ impl Node {
         }
         if let Err(e) = self.ctx.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Some(plane) = self.plane {
+            plane.stop().await;
         }
     }
 }
