@@ -33,7 +33,7 @@
 //! This file only wires the layers together (see `lib.rs` for the layers): it starts storage, Raft
 //! (`raft::start`), the peer port (`transport::server` serving `cluster::service`), the client port
 //! (`net`), and the node's own tasks: the session ticker and the cluster monitor. Everything but the
-//! client and admin ports runs on the node's cluster plane, a runtime of its own ([`Plane`]), so client
+//! client and admin ports runs on the node's cluster plane, a runtime of its own (`Plane`), so client
 //! load cannot delay heartbeats, peer answers or session bookkeeping.
 //!
 //! Left out: changing a member's peer address once it has peers. Replacing dead voters automatically
