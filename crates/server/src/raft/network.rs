@@ -182,15 +182,23 @@ pub struct PeerClient {
     cluster_id: String,
     me: u64,
     link: Option<Link>,
-    /// Calls timed out in a row on the current link; after [`MAX_TIMEOUTS`] it is dropped and redialed
+    /// Calls timed out in a row on the current link; after [`MAX_TIMEOUTS`], once the link has also
+    /// been silent for [`LINK_SILENCE`], it is dropped and redialed
     /// (a connection can stay open yet dead across a partition or a peer restart behind a NAT).
     timeouts: u32,
 }
 
 /// Smallest deadline of an AppendEntries that carries entries.
 const REPLICATION_MIN_TTL: Duration = Duration::from_secs(2);
-/// Consecutive timeouts after which a link is redialed.
+/// Consecutive timeouts after which a link is redialed, if it was also silent for [`LINK_SILENCE`].
 const MAX_TIMEOUTS: u32 = 3;
+/// How long nothing at all must have come back on a link before timeouts redial it. Heartbeats time
+/// out after 50 ms, and on an overloaded machine (a 3-node cluster opening 50,000 sessions on two
+/// cores) answers that are merely late did that three times in a row: the link was dropped, and its
+/// redial waited for a hello answer just as late, so a live follower went without heartbeats until it
+/// stopped serving its clients. A dead connection (a partition, a peer restarted behind a NAT) hears
+/// nothing and is redialed after this long; the leaderless limit of a follower is the same second.
+const LINK_SILENCE: Duration = Duration::from_secs(1);
 
 /// Default snapshot chunk when openraft gives none.
 const CHUNK: usize = 1 << 20;
@@ -295,7 +303,7 @@ impl PeerClient {
             }
             Err(LinkError::Timeout(_)) => {
                 self.timeouts += 1;
-                if self.timeouts >= MAX_TIMEOUTS {
+                if self.timeouts >= MAX_TIMEOUTS && link.silent_for() >= LINK_SILENCE {
                     self.timeouts = 0;
                     self.link = None;
                 }
@@ -481,7 +489,7 @@ where
             Err(_) => {
                 self.link.forget(id);
                 c.timeouts += 1;
-                if c.timeouts >= MAX_TIMEOUTS {
+                if c.timeouts >= MAX_TIMEOUTS && self.link.silent_for() >= LINK_SILENCE {
                     c.timeouts = 0;
                     c.link = None;
                 }

@@ -41,12 +41,23 @@ pub enum LinkError {
     Closed(String),
 }
 
+/// Milliseconds on a monotonic clock that starts with the first link of the process.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 struct Inner {
     tx: mpsc::UnboundedSender<PeerMsg>,
     pending: Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     remote_node: u64,
+    /// When a frame last arrived (the hello answer, then any answer), in [`clock_ms`].
+    heard_ms: AtomicU64,
     remote_cluster: String,
     addr: String,
     version: u8,
@@ -136,6 +147,7 @@ impl Link {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             remote_node,
+            heard_ms: AtomicU64::new(clock_ms()),
             remote_cluster,
             addr: addr.to_string(),
             version,
@@ -170,6 +182,7 @@ impl Link {
                         let Some(inner) = weak_r.upgrade() else {
                             return;
                         };
+                        inner.heard_ms.store(clock_ms(), Ordering::Relaxed);
                         let waiter = inner.pending.lock().remove(&id);
                         if let Some(tx) = waiter {
                             let _ = tx.send(body);
@@ -199,7 +212,13 @@ impl Link {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
-    /// The node at the other end.
+    /// How long since a frame last came from the other end (an answer, or the hello answer): late
+    /// answers still count as hearing from it, a dead connection hears nothing.
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(clock_ms().saturating_sub(self.0.heard_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The node at the other end, as its hello answer said.
     pub fn remote_node(&self) -> u64 {
         self.0.remote_node
     }
@@ -272,5 +291,70 @@ pub async fn wait(
             "connection to {addr} broke before the answer"
         ))),
         Err(_) => Err(LinkError::Timeout(ttl)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::wire::LinkKind;
+    use tokio::net::TcpListener;
+
+    /// A peer that accepts one link, answers its hello and then only its first request.
+    async fn answers_once() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (rd, mut wr) = s.into_split();
+            let mut rd = BufReader::new(rd);
+            let hello = read_frame(&mut rd, MAX_FRAME).await.unwrap();
+            assert!(matches!(hello, Some((_, PeerMsg::Hello(_)))));
+            let ok = PeerMsg::HelloOk {
+                cluster_id: "c".into(),
+                node_id: 2,
+            };
+            write_msg(&mut wr, &ok, FORMAT_VERSION).await.unwrap();
+            let mut answered = false;
+            while let Ok(Some(PeerMsg::Request { id, .. })) = read_msg(&mut rd).await {
+                if !answered {
+                    let answer = PeerMsg::Response {
+                        id,
+                        body: PeerResponse::Ack,
+                    };
+                    write_msg(&mut wr, &answer, FORMAT_VERSION).await.unwrap();
+                    answered = true;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_link_counts_silence_from_the_last_answer_not_from_its_calls() {
+        let addr = answers_once().await;
+        let hello = Hello {
+            cluster_id: Some("c".into()),
+            from: 1,
+            to: Some(2),
+            kind: LinkKind::Raft,
+        };
+        let link = Link::connect(&addr, hello, Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(5);
+        assert!(matches!(
+            link.call(PeerRequest::Touch(vec![]), ttl).await,
+            Ok(PeerResponse::Ack)
+        ));
+        assert!(link.silent_for() < Duration::from_secs(2), "just answered");
+        // Calls that get no answer do not count as hearing from the peer.
+        let pause = Duration::from_millis(300);
+        let r = link.call(PeerRequest::Touch(vec![]), pause).await;
+        assert!(matches!(r, Err(LinkError::Timeout(_))), "{r:?}");
+        let r = link.call(PeerRequest::Touch(vec![]), pause).await;
+        assert!(matches!(r, Err(LinkError::Timeout(_))), "{r:?}");
+        assert!(link.silent_for() >= 2 * pause, "{:?}", link.silent_for());
+        assert!(!link.is_closed(), "a silent link is still open");
     }
 }
