@@ -150,7 +150,7 @@ fn writes_answered_together_reply_in_order_with_each_event_before_its_reply() {
     let srv = Roster::start(&[]);
     let mut c = Raw::connect(srv.addr, 10_000);
     c.create("/c", b"", 0);
-    let n = 200;
+    let n: usize = 200;
     for i in 0..n {
         c.create(&format!("/c/k{i}"), b"", 0);
         assert_eq!(c.get(&format!("/c/k{i}"), true).err, OK);

@@ -423,7 +423,17 @@ impl Conn {
                     }
                 }
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.node_message(msg),
+                    Some(msg) => {
+                        // The events queued behind it join it (one socket write for all), up to a
+                        // close, which ends the connection before anything after it.
+                        let mut closes = matches!(msg, ConnMsg::Close(_));
+                        self.node_message(msg);
+                        while !closes {
+                            let Ok(msg) = rx.try_recv() else { break };
+                            closes = matches!(msg, ConnMsg::Close(_));
+                            self.node_message(msg);
+                        }
+                    }
                     None => self.pipe.close_by_node("node shutting down"),
                 },
                 Some(result) = writes.next(), if !writes.is_empty() => {
