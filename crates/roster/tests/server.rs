@@ -143,6 +143,66 @@ fn pipelined_requests_are_answered_in_order_and_reads_see_earlier_writes() {
     }
 }
 
+/// Replies of writes answered together leave in one batch (one socket write): still in request
+/// order, and each write's watch event still ahead of its reply (pipeline rule 4).
+#[test]
+fn writes_answered_together_reply_in_order_with_each_event_before_its_reply() {
+    let srv = Roster::start(&[]);
+    let mut c = Raw::connect(srv.addr, 10_000);
+    c.create("/c", b"", 0);
+    let n: usize = 200;
+    for i in 0..n {
+        c.create(&format!("/c/k{i}"), b"", 0);
+        assert_eq!(c.get(&format!("/c/k{i}"), true).err, OK);
+    }
+    // All the setData in one TCP write, so they reach the log together and are applied together.
+    let mut burst = Vec::new();
+    let mut xids = Vec::new();
+    for i in 0..n {
+        let xid = 10_000 + i as i32;
+        xids.push(xid);
+        let mut frame = bytes::BytesMut::new();
+        write_frame(&mut frame, |b| {
+            RequestHeader {
+                xid,
+                op_type: OpCode::SetData.code(),
+            }
+            .encode(b);
+            Request::SetData(SetDataRequest {
+                path: format!("/c/k{i}"),
+                data: Some(Bytes::from(format!("v{i}"))),
+                version: -1,
+            })
+            .encode_body(b);
+        });
+        burst.extend_from_slice(&frame);
+    }
+    c.send_bytes(&burst).unwrap();
+    let mut last_zxid = 0;
+    for (i, xid) in xids.into_iter().enumerate() {
+        let r = c.recv(OpCode::SetData).unwrap();
+        assert_eq!((r.xid, r.err), (xid, OK), "reply {i} out of order: {r:?}");
+        assert!(r.zxid > last_zxid, "zxids go backwards at reply {i}");
+        last_zxid = r.zxid;
+        // Events leave as their writes are applied: the event of write i is there before its
+        // reply (those of later writes may be too), in zxid order.
+        assert!(
+            c.events.len() > i,
+            "the event of write {i} precedes its reply"
+        );
+        let (zxid, ev) = &c.events[i];
+        assert_eq!(
+            (ev.path.as_str(), ev.event_type, *zxid),
+            (
+                format!("/c/k{i}").as_str(),
+                EventType::NodeDataChanged.code(),
+                r.zxid
+            ),
+            "event {i}"
+        );
+    }
+}
+
 #[test]
 fn session_resume_keeps_ephemerals_and_refusals_match_zookeeper() {
     let srv = Roster::start(&[]);

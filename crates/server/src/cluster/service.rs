@@ -15,11 +15,14 @@
 use super::ctx::NodeCtx;
 use crate::error::Error;
 use crate::raft::rpc::{Inbound, OnVote, VoteSeen};
+use crate::reply::{WriteInFlight, WriteReply};
 use crate::shared::now_ms;
 use crate::transport::server::{Ended, PeerConn, Responder};
 use crate::transport::tls::PeerRole;
 use crate::transport::wire::{LinkKind, PeerError, PeerRequest, PeerResponse};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// Serves one accepted peer connection until it ends.
 pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
@@ -37,6 +40,8 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
         out.clone(),
         hello.from,
     );
+    // Forwarded writes in flight, answered by one task for this connection (started by the first).
+    let mut written: Option<mpsc::UnboundedSender<(u64, WriteInFlight)>> = None;
     let ended = loop {
         let (id, body) = match conn.next().await {
             Ok(r) => r,
@@ -74,16 +79,12 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
                 }
                 match ctx.raft.propose(txn).await {
                     Ok(result) => {
-                        let out = out.clone();
-                        tokio::spawn(async move {
-                            out.send(
-                                id,
-                                match result.await {
-                                    Ok(r) => PeerResponse::Written(r),
-                                    Err(e) => PeerResponse::Err(peer_error(e)),
-                                },
-                            )
+                        let written = written.get_or_insert_with(|| {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            tokio::spawn(answer_writes(rx, out.clone()));
+                            tx
                         });
+                        let _ = written.send((id, Box::pin(result)));
                     }
                     Err(e) => out.send(id, PeerResponse::Err(peer_error(e))),
                 }
@@ -119,8 +120,40 @@ pub async fn serve(ctx: Arc<NodeCtx>, mut conn: PeerConn) {
         tracing::debug!(from = hello.from, error = %e, "peer connection ended");
     }
     raft.close();
+    drop(written);
     drop(out);
     conn.close().await;
+}
+
+/// Answers a connection's forwarded writes as their results come (each once applied here), until
+/// the connection's requests ended and every write in flight was answered. One task for all of them,
+/// woken once for all the writes an applied batch answers: a task per write cost a spawn and a
+/// wake-up each.
+async fn answer_writes(mut rx: mpsc::UnboundedReceiver<(u64, WriteInFlight)>, out: Responder) {
+    let mut pending = FuturesUnordered::new();
+    let answer = |(id, result): (u64, Result<WriteReply, Error>)| {
+        let body = match result {
+            Ok(r) => PeerResponse::Written(r),
+            Err(e) => PeerResponse::Err(peer_error(e)),
+        };
+        (id, body)
+    };
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some((id, result)) => pending.push(async move { (id, result.await) }),
+                None => break,
+            },
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                let (id, body) = answer(done);
+                out.send(id, body);
+            }
+        }
+    }
+    while let Some(done) = pending.next().await {
+        let (id, body) = answer(done);
+        out.send(id, body);
+    }
 }
 
 /// Whether a connection of `role` from node `from` may ask to add node `node_id` at `peer_addr`: the

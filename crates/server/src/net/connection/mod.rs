@@ -47,6 +47,7 @@ use crate::reply::{Outcome, WriteReply};
 use crate::shared::{now_ms, ClientAddr, ConnInfo, ConnMsg, ConnStats};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
 use roster_proto::{
     jute::Jute, parse_frame, write_frame, write_reply, xid, AddWatchMode, ClientInfo,
     ConnectRequest, ConnectResponse, ErrorCode, ErrorResponse, Frame, FrameError, Id, OpCode,
@@ -422,15 +423,29 @@ impl Conn {
                     }
                 }
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.node_message(msg),
+                    Some(msg) => {
+                        // The events queued behind it join it (one socket write for all), up to a
+                        // close, which ends the connection before anything after it.
+                        let mut closes = matches!(msg, ConnMsg::Close(_));
+                        self.node_message(msg);
+                        while !closes {
+                            let Ok(msg) = rx.try_recv() else { break };
+                            closes = matches!(msg, ConnMsg::Close(_));
+                            self.node_message(msg);
+                        }
+                    }
                     None => self.pipe.close_by_node("node shutting down"),
                 },
                 Some(result) = writes.next(), if !writes.is_empty() => {
-                    // The events of this write reached `rx` before its result: they go in first.
-                    while let Ok(msg) = rx.try_recv() {
-                        self.node_message(msg);
+                    self.write_done(&mut rx, result);
+                    // The writes behind it that are already answered (the state machine applies
+                    // entries in batches) are fed now too, each as the loop would, so that their
+                    // replies leave in one socket write instead of one each.
+                    self.carry_out(&mut writes).await;
+                    while let Some(Some(result)) = writes.next().now_or_never() {
+                        self.write_done(&mut rx, result);
+                        self.carry_out(&mut writes).await;
                     }
-                    self.proposal_result(result);
                 }
                 r = routes.changed() => {
                     if r.is_err() {
@@ -458,6 +473,19 @@ impl Conn {
             ConnMsg::Event(ev, zxid) => self.pipe.event(ev, zxid),
             ConnMsg::Close(reason) => self.pipe.close_by_node(reason),
         }
+    }
+
+    /// A proposal finished: the events of its write reached `rx` before its result, so they are fed
+    /// to the pipeline first, then the result.
+    fn write_done(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<ConnMsg>,
+        result: Result<WriteReply, Error>,
+    ) {
+        while let Ok(msg) = rx.try_recv() {
+            self.node_message(msg);
+        }
+        self.proposal_result(result);
     }
 
     /// Feeds a proposal result to the pipeline.
