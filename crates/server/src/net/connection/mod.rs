@@ -440,9 +440,13 @@ impl Conn {
                     self.write_done(&mut rx, result);
                     // The writes behind it that are already answered (the state machine applies
                     // entries in batches) are fed now too, each as the loop would, so that their
-                    // replies leave in one socket write instead of one each.
+                    // replies leave in one socket write instead of one each; not past a result
+                    // that closes the connection (no reply may follow one that was not sent).
                     self.carry_out(&mut writes).await;
-                    while let Some(Some(result)) = writes.next().now_or_never() {
+                    while self.close.is_none() {
+                        let Some(Some(result)) = writes.next().now_or_never() else {
+                            break;
+                        };
                         self.write_done(&mut rx, result);
                         self.carry_out(&mut writes).await;
                     }
