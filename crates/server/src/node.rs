@@ -201,7 +201,6 @@ pub enum StartError {
 
 /// The node id of a node that bootstrapped its cluster.
 const NODE_ID: u64 = 1;
-/// Binds the TLS client port and starts accepting on it.
 /// Binds a listener owned by the runtime `on` (its connections are then registered there).
 async fn bind_on(on: &tokio::runtime::Handle, addr: SocketAddr) -> std::io::Result<TcpListener> {
     match on.spawn(TcpListener::bind(addr)).await {
@@ -210,6 +209,7 @@ async fn bind_on(on: &tokio::runtime::Handle, addr: SocketAddr) -> std::io::Resu
     }
 }
 
+/// Binds the TLS client port and starts accepting on it.
 async fn start_tls_port(
     config: &Config,
     addr: SocketAddr,

@@ -302,17 +302,23 @@ impl PeerClient {
                 Err(CallError::Remote(format!("unexpected answer {other:?}")))
             }
             Err(LinkError::Timeout(_)) => {
-                self.timeouts += 1;
-                if self.timeouts >= MAX_TIMEOUTS && link.silent_for() >= LINK_SILENCE {
-                    self.timeouts = 0;
-                    self.link = None;
-                }
+                self.timed_out(&link);
                 Err(CallError::Timeout(ttl))
             }
             Err(e) => {
                 self.link = None;
                 Err(CallError::Unreachable(e.to_string()))
             }
+        }
+    }
+
+    /// A call on `link` got no answer in time: after [`MAX_TIMEOUTS`] in a row on a link that was
+    /// also silent for [`LINK_SILENCE`], the link is dropped, to be redialed by the next call.
+    fn timed_out(&mut self, link: &Link) {
+        self.timeouts += 1;
+        if self.timeouts >= MAX_TIMEOUTS && link.silent_for() >= LINK_SILENCE {
+            self.timeouts = 0;
+            self.link = None;
         }
     }
 
@@ -488,11 +494,7 @@ where
             }
             Err(_) => {
                 self.link.forget(id);
-                c.timeouts += 1;
-                if c.timeouts >= MAX_TIMEOUTS && self.link.silent_for() >= LINK_SILENCE {
-                    c.timeouts = 0;
-                    c.link = None;
-                }
+                c.timed_out(&self.link);
                 CallError::Timeout(ttl)
             }
         };
