@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+/// The `/proc` readings `roster bench` takes (CPU seconds of a process), shared rather than repeated;
+/// the load itself goes through `zookeeper-client` only.
+#[allow(dead_code)]
+#[path = "../src/bench/procfs.rs"]
+mod procfs;
+
 struct Args {
     servers: Vec<String>,
     sessions: usize,
@@ -75,19 +81,6 @@ fn parse() -> Result<Args, String> {
         return Err("--op is set or create".into());
     }
     Ok(a)
-}
-
-fn cpu_seconds() -> f64 {
-    cpu_of("self").unwrap_or(0.0)
-}
-
-/// utime + stime of a process (`self` or a pid), in seconds (clock ticks of 100 per second on Linux).
-fn cpu_of(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
-    Some((t(11)? + t(12)?) / 100.0)
 }
 
 #[tokio::main]
@@ -207,15 +200,18 @@ async fn main() {
     }
     tokio::time::sleep(args.warmup).await;
     measuring.store(true, Ordering::Relaxed);
-    let servers_cpu = |pids: &[u32]| -> Vec<Option<f64>> {
-        pids.iter().map(|p| cpu_of(&p.to_string())).collect()
-    };
-    let (t0, c0, s0) = (Instant::now(), cpu_seconds(), servers_cpu(&args.pids));
+    let servers_cpu =
+        |pids: &[u32]| -> Vec<Option<f64>> { pids.iter().map(|&p| procfs::cpu_secs(p)).collect() };
+    let (t0, c0, s0) = (
+        Instant::now(),
+        procfs::self_cpu_secs(),
+        servers_cpu(&args.pids),
+    );
     tokio::time::sleep(args.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let (secs, cpu, s1) = (
         t0.elapsed().as_secs_f64(),
-        cpu_seconds() - c0,
+        procfs::self_cpu_secs() - c0,
         servers_cpu(&args.pids),
     );
     let n = done.load(Ordering::Relaxed);

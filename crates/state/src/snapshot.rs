@@ -240,12 +240,9 @@ impl State {
             nodes,
             sessions,
         );
-        let mut out = Vec::with_capacity(64 + tree.data_size as usize);
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         // Serializing into a Vec cannot fail for these types (no maps with non-string keys, no
         // unsupported serde features), so an error here would be a bug in this file.
-        match postcard::to_extend(&body, out) {
+        match encode_snapshot(&body, 64 + tree.data_size as usize) {
             Ok(v) => v,
             Err(e) => panic!("snapshot encoding failed: {e}"),
         }
@@ -390,9 +387,28 @@ impl State {
     }
 }
 
+/// The snapshot file: magic, version, then the postcard body `(last_zxid, next_session_id,
+/// next_acl_id, acls, nodes, sessions)` that [`SnapshotIn`] decodes. The one place that layout is
+/// written, for [`State::to_snapshot`] and [`imported_snapshot`] alike.
+fn encode_snapshot<A, N, S>(
+    body: &(i64, i64, u64, A, N, S),
+    capacity: usize,
+) -> Result<Vec<u8>, postcard::Error>
+where
+    A: Serialize,
+    N: Serialize,
+    S: Serialize,
+{
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+    postcard::to_extend(body, out)
+}
+
 /// One znode of a tree built outside Roster (by `roster import` from a ZooKeeper data directory), with
 /// ZooKeeper's persisted stat. `cversion` is the *stored* cversion (ZooKeeper's `StatPersisted`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable as it stands: `roster import` keeps the nodes it dropped in its marker (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportedNode {
     /// Full path.
     pub path: String,
@@ -514,10 +530,7 @@ pub fn imported_snapshot(
     // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
     // any imported session's, and apply skips ids in use).
     let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
-    let mut out = Vec::new();
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-    postcard::to_extend(&body, out).map_err(|e| SnapshotError::Decode(e.to_string()))
+    encode_snapshot(&body, 64).map_err(|e| SnapshotError::Decode(e.to_string()))
 }
 
 /// The parts of a snapshot (written by [`State::to_snapshot`] or [`State::from_imported`]) in the form

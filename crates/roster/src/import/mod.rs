@@ -28,7 +28,6 @@ mod zk;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use roster_proto::Acl;
 use roster_server::storage::meta::MetaStore;
 use roster_state::ImportedNode;
 use serde::{Deserialize, Serialize};
@@ -147,61 +146,6 @@ impl Anchor {
     }
 }
 
-/// A node ZooKeeper's tree has and the import dropped (see `replay::Dropped`).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct SavedNode {
-    path: String,
-    data: Option<Vec<u8>>,
-    acl: Vec<Acl>,
-    czxid: i64,
-    mzxid: i64,
-    pzxid: i64,
-    ctime: i64,
-    mtime: i64,
-    version: i32,
-    cversion: i64,
-    aversion: i32,
-    ephemeral_owner: i64,
-}
-
-impl From<ImportedNode> for SavedNode {
-    fn from(n: ImportedNode) -> SavedNode {
-        SavedNode {
-            path: n.path,
-            data: n.data,
-            acl: n.acl,
-            czxid: n.czxid,
-            mzxid: n.mzxid,
-            pzxid: n.pzxid,
-            ctime: n.ctime,
-            mtime: n.mtime,
-            version: n.version,
-            cversion: n.cversion,
-            aversion: n.aversion,
-            ephemeral_owner: n.ephemeral_owner,
-        }
-    }
-}
-
-impl From<SavedNode> for ImportedNode {
-    fn from(n: SavedNode) -> ImportedNode {
-        ImportedNode {
-            path: n.path,
-            data: n.data,
-            acl: n.acl,
-            czxid: n.czxid,
-            mzxid: n.mzxid,
-            pzxid: n.pzxid,
-            ctime: n.ctime,
-            mtime: n.mtime,
-            version: n.version,
-            cversion: n.cversion,
-            aversion: n.aversion,
-            ephemeral_owner: n.ephemeral_owner,
-        }
-    }
-}
-
 /// What an import leaves in the data directory for `--update` (JSON in `meta/zk-import.meta`).
 #[derive(Serialize, Deserialize, Debug)]
 struct Marker {
@@ -211,8 +155,9 @@ struct Marker {
     last_zxid: i64,
     /// The txn logged at `last_zxid`; `None` if no log held it (nothing after a snapshot).
     anchor: Option<Anchor>,
-    /// Nodes of ZooKeeper's tree the import dropped.
-    dropped: Vec<SavedNode>,
+    /// Nodes of ZooKeeper's tree the import dropped (see `replay::Dropped`), with their stats as
+    /// ZooKeeper kept them.
+    dropped: Vec<ImportedNode>,
 }
 
 fn save_marker(data_dir: &Path, marker: &Marker) -> Result<()> {
@@ -494,7 +439,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             zk_data_dir: snap_dir.display().to_string(),
             last_zxid,
             anchor: replayed.newest.filter(|a| a.zxid == last_zxid),
-            dropped: dropped.nodes.into_iter().map(SavedNode::from).collect(),
+            dropped: dropped.nodes,
         },
     )?;
     pb.finish_and_clear();

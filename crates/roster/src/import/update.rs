@@ -22,11 +22,10 @@
 
 use super::{
     file_size, files_of, hex, print_dropped, print_logs, progress, replay, replay_logs,
-    save_marker, version_dir, ImportArgs, LogReport, Marker, SavedNode, MARKER_KEY,
+    save_marker, version_dir, ImportArgs, LogReport, Marker, MARKER_KEY,
 };
 use anyhow::{bail, Context, Result};
 use roster_server::storage::meta::MetaStore;
-use roster_state::ImportedNode;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -146,7 +145,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let logs = &logs_all[first_log..];
     let pb = progress(logs.iter().map(|(_, p)| file_size(p)).sum(), args.json);
 
-    nodes.extend(marker.dropped.into_iter().map(ImportedNode::from));
+    nodes.extend(marker.dropped);
     let mut tree = replay::Tree::from_imported(base, nodes, sessions)
         .map_err(|e| anyhow::anyhow!("{}: {e}; run a full roster import", seed.path.display()))?;
     steps.read_dir = lap(&mut t);
@@ -205,7 +204,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
                 zk_data_dir: snap_dir.display().to_string(),
                 last_zxid,
                 anchor: replayed.newest.filter(|a| a.zxid == last_zxid),
-                dropped: dropped.nodes.into_iter().map(SavedNode::from).collect(),
+                dropped: dropped.nodes,
             },
         )?;
         steps.write = lap(&mut t);
