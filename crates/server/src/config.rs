@@ -12,9 +12,8 @@
 //!
 //! Client security: `secure_client_addr` with `client_tls_cert`/`client_tls_key` (and
 //! `client_tls_ca`, `client_tls_client_auth` for client certificates) opens a TLS port beside the plain
-//! one; `sasl_users_file` enables SASL DIGEST-MD5 logins. See docs/security.md.
-//!
-//! Left out: reloading peer certificates without a restart (client certificates are reloaded).
+//! one; `sasl_users_file` enables SASL DIGEST-MD5 logins. See docs/security.md. Both the client and
+//! the peer certificates are reloaded when their files change (`net::tls`, `transport::tls`).
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

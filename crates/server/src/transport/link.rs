@@ -30,7 +30,7 @@ pub enum LinkError {
     #[error("refused: {0}")]
     Refused(String),
     /// The TLS handshake failed on a certificate: the remote's is not from this node's CA (or not
-    /// for its address), or the remote refused this node's. Retrying does not help.
+    /// for its address), or the remote refused this node's. Retrying with the same files does not help.
     #[error("certificate refused: {0}")]
     Certificate(String),
     /// No answer within the deadline.

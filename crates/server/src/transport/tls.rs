@@ -14,15 +14,21 @@
 //! names ([`PeerRole::may_announce`], checked by `cluster::service`), so a node certificate cannot be
 //! used to add a member at another address.
 //!
-//! Left out: revocation lists, reloading certificates without a restart, binding a node id to a
-//! certificate (ids are given at join time; any holder of a node certificate is trusted as a member).
+//! Certificates are reloaded without a restart: when the certificate, key or CA file of a node
+//! changes (checked at most once a second, on the next dial or accept), new connections use the new
+//! files; links already open keep the session they negotiated. Files that do not load (a rotation
+//! half done) are logged and the previous material stays in use.
+//!
+//! Left out: revocation lists, binding a node id to a certificate (ids are given at join time; any
+//! holder of a node certificate is trusted as a member).
 
+use parking_lot::Mutex;
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -38,12 +44,30 @@ pub type PeerRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing half of a peer connection, plain or TLS.
 pub type PeerWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// This node's (or tool's) TLS material, ready for both directions.
+/// This node's (or tool's) TLS material, ready for both directions, reloaded when its files change.
 pub struct PeerTls {
+    files: [PathBuf; 3],
+    /// Whether a listening side is built (a node) or not (a tool that only dials).
+    serves: bool,
+    current: Mutex<Current>,
+}
+
+/// The configurations built from the files as they were at `mtimes`.
+struct Current {
+    configs: Configs,
+    mtimes: Vec<Option<SystemTime>>,
+    checked: Instant,
+}
+
+#[derive(Clone)]
+struct Configs {
     /// `None` for a tool that only dials (its certificate need not be valid as a server's).
     server: Option<Arc<rustls::ServerConfig>>,
     client: Arc<rustls::ClientConfig>,
 }
+
+/// How often at most the files' modification times are looked at.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for PeerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,43 +156,90 @@ impl PeerTls {
         Self::load(cert, key, ca, false)
     }
 
-    fn load(cert: &Path, key: &Path, ca: &Path, server: bool) -> Result<PeerTls, String> {
-        let chain = read_certs(cert)?;
-        let key = read_key(key)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in read_certs(ca)? {
-            roots
-                .add(c)
-                .map_err(|e| format!("{} is not a usable CA certificate: {e}", ca.display()))?;
-        }
-        let roots = Arc::new(roots);
-        let p = provider();
-        let tls13 = &[&rustls::version::TLS13];
-        let client = rustls::ClientConfig::builder_with_provider(p.clone())
-            .with_protocol_versions(tls13)
-            .map_err(|e| format!("TLS 1.3: {e}"))?
-            .with_root_certificates(roots.clone())
-            .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
-        let server = if server {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, p.clone())
-                .build()
-                .map_err(|e| format!("CA {}: {e}", ca.display()))?;
-            let config = rustls::ServerConfig::builder_with_provider(p)
-                .with_protocol_versions(tls13)
-                .map_err(|e| format!("TLS 1.3: {e}"))?
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)
-                .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
-            Some(Arc::new(config))
-        } else {
-            None
-        };
+    fn load(cert: &Path, key: &Path, ca: &Path, serves: bool) -> Result<PeerTls, String> {
+        let files = [cert.to_path_buf(), key.to_path_buf(), ca.to_path_buf()];
+        let mtimes = mtimes(&files);
+        let configs = build(cert, key, ca, serves)?;
         Ok(PeerTls {
-            server,
-            client: Arc::new(client),
+            files,
+            serves,
+            current: Mutex::new(Current {
+                configs,
+                mtimes,
+                checked: Instant::now(),
+            }),
         })
     }
+
+    /// The configurations for a new connection, rebuilt first if a file changed since the last look
+    /// (at most once per [`RELOAD_CHECK`]). Files that do not load leave the previous ones in use.
+    fn configs(&self) -> Configs {
+        let mut cur = self.current.lock();
+        if cur.checked.elapsed() >= RELOAD_CHECK {
+            cur.checked = Instant::now();
+            let now = mtimes(&self.files);
+            if now != cur.mtimes {
+                let [cert, key, ca] = &self.files;
+                match build(cert, key, ca, self.serves) {
+                    Ok(c) => {
+                        tracing::info!(cert = %cert.display(), "peer TLS files changed: new peer connections use the new certificate");
+                        cur.configs = c;
+                        cur.mtimes = now;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "peer TLS files changed but do not load: keeping the previous certificate (fix the files; they are checked again each second when a peer connection opens)")
+                    }
+                }
+            }
+        }
+        cur.configs.clone()
+    }
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Builds both directions' configurations from the files; the error names the file at fault.
+fn build(cert: &Path, key: &Path, ca: &Path, server: bool) -> Result<Configs, String> {
+    let chain = read_certs(cert)?;
+    let key = read_key(key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{} is not a usable CA certificate: {e}", ca.display()))?;
+    }
+    let roots = Arc::new(roots);
+    let p = provider();
+    let tls13 = &[&rustls::version::TLS13];
+    let client = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(tls13)
+        .map_err(|e| format!("TLS 1.3: {e}"))?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain.clone(), key.clone_key())
+        .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
+    let server = if server {
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, p.clone())
+            .build()
+            .map_err(|e| format!("CA {}: {e}", ca.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(p)
+            .with_protocol_versions(tls13)
+            .map_err(|e| format!("TLS 1.3: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("{} and its key do not go together: {e}", cert.display()))?;
+        Some(Arc::new(config))
+    } else {
+        None
+    };
+    Ok(Configs {
+        server,
+        client: Arc::new(client),
+    })
 }
 
 fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S) -> (PeerRead, PeerWrite) {
@@ -188,7 +259,7 @@ pub async fn dial(addr: &str, tls: Option<&PeerTls>) -> std::io::Result<(PeerRea
         }
         Some(tls) => {
             let name = server_name(addr).map_err(std::io::Error::other)?;
-            let s = tokio_rustls::TlsConnector::from(tls.client.clone())
+            let s = tokio_rustls::TlsConnector::from(tls.configs().client)
                 .connect(name, stream)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), TlsFailure(e)))?;
@@ -203,7 +274,7 @@ pub async fn accept(
     stream: TcpStream,
     tls: Option<&PeerTls>,
 ) -> std::io::Result<(PeerRead, PeerWrite, PeerRole)> {
-    let Some(config) = tls.and_then(|t| t.server.clone()) else {
+    let Some(config) = tls.and_then(|t| t.configs().server) else {
         let (r, w) = stream.into_split();
         return Ok((Box::new(r), Box::new(w), PeerRole::Plain));
     };
@@ -266,6 +337,123 @@ mod tests {
             ServerName::DnsName(_)
         ));
         assert!(server_name("bad host:1").is_err());
+    }
+
+    /// A CA, and a function issuing node certificates for 127.0.0.1 into `dir` as `name.pem` and
+    /// `name-key.pem` (what `roster tls init` writes).
+    fn test_ca(dir: &Path) -> impl Fn(&str) -> (PathBuf, PathBuf) + '_ {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        std::fs::write(
+            dir.join("ca.pem"),
+            ca.clone().self_signed(&ca_key).unwrap().pem(),
+        )
+        .unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        move |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let params =
+                CertificateParams::new(vec![NODE_NAME.to_string(), "127.0.0.1".into()]).unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            let (c, k) = (
+                dir.join(format!("{name}.pem")),
+                dir.join(format!("{name}-key.pem")),
+            );
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            (c, k)
+        }
+    }
+
+    /// The DER of the first certificate in a PEM file.
+    fn first_der(path: &Path) -> Vec<u8> {
+        read_certs(path).unwrap()[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn rotated_certificates_are_used_by_new_connections_and_bad_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let issue = test_ca(dir.path());
+        let (lc, lk) = issue("listener");
+        let (dc, dk) = issue("dialer");
+        let ca = dir.path().join("ca.pem");
+        let listener_tls = Arc::new(PeerTls::load_node(&lc, &lk, &ca).unwrap());
+        let dialer_tls = PeerTls::load_node(&dc, &dk, &ca).unwrap();
+        let sock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap().to_string();
+        // Accepts connections, handing back the certificate each dialer presented.
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let acceptor = {
+            let tls = listener_tls.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = sock.accept().await {
+                    let role = accept(stream, Some(&tls)).await.map(|(_, _, role)| role);
+                    let der = match role {
+                        Ok(PeerRole::Node(cert)) => Ok(cert.to_vec()),
+                        Ok(other) => Err(format!("role {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = seen_tx.send(der);
+                }
+            })
+        };
+        let connect = |tls: &PeerTls| {
+            let addr = addr.clone();
+            let client = tls.configs().client;
+            async move {
+                let stream = TcpStream::connect(&addr).await.unwrap();
+                tokio_rustls::TlsConnector::from(client)
+                    .connect(server_name(&addr).unwrap(), stream)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let old = first_der(&dc);
+        connect(&dialer_tls).await.unwrap();
+        assert_eq!(seen.recv().await.unwrap().unwrap(), old);
+
+        // A rotation half done (the key file not PEM): the previous material stays in use.
+        std::fs::write(&dk, "not a key").unwrap();
+        dialer_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
+        connect(&dialer_tls).await.unwrap();
+        assert_eq!(
+            seen.recv().await.unwrap().unwrap(),
+            old,
+            "a broken file replaced the certificate"
+        );
+
+        // The rotation finished: a new certificate from the same CA, used from the next connection.
+        let (nc, nk) = issue("dialer-new");
+        std::fs::copy(&nc, &dc).unwrap();
+        std::fs::copy(&nk, &dk).unwrap();
+        dialer_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
+        dialer_tls.current.lock().mtimes.clear();
+        connect(&dialer_tls).await.unwrap();
+        let new = first_der(&dc);
+        assert_ne!(new, old);
+        assert_eq!(
+            seen.recv().await.unwrap().unwrap(),
+            new,
+            "the new certificate was not used"
+        );
+
+        // The listener's side reloads too: a new certificate for it is what the dialer now sees.
+        let (nlc, nlk) = issue("listener-new");
+        std::fs::copy(&nlc, &lc).unwrap();
+        std::fs::copy(&nlk, &lk).unwrap();
+        listener_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
+        listener_tls.current.lock().mtimes.clear();
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let s = tokio_rustls::TlsConnector::from(dialer_tls.configs().client)
+            .connect(server_name(&addr).unwrap(), stream)
+            .await
+            .unwrap();
+        let presented = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        assert_eq!(presented, first_der(&lc));
+        assert_eq!(seen.recv().await.unwrap().unwrap(), new);
+        acceptor.abort();
     }
 
     #[test]
