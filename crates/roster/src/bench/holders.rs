@@ -127,6 +127,8 @@ async fn hold(mut c: Conn, mut rx: oneshot::Receiver<Cmd>) -> anyhow::Result<Hel
     loop {
         let next_ping = tokio::time::Instant::from_std(last_sent + every);
         tokio::select! {
+            // A session told to stop does so before anything else (no ping after the kill).
+            biased;
             cmd = &mut rx => {
                 let timeout_ms = c.timeout_ms;
                 match cmd {
@@ -275,10 +277,17 @@ impl Local {
                 .context("a killed session did not stop within 30 s")??
                 .with_context(|| format!("killed session {i} had failed to open"))?
                 .with_context(|| format!("session {i} failed while held"))?;
-            let age = now.saturating_duration_since(held.last_sent).as_nanos() as u64;
+            // A victim may have sent a ping after `now` (it was mid-ping when the kill came): its
+            // last send is then later than `now`, and clamping it to `now` made that session look
+            // expired late by however long the holder took to reach it (up to 300 ms at 50,000).
+            let sent_mono_ns = if held.last_sent >= now {
+                now_mono + (held.last_sent - now).as_nanos() as u64
+            } else {
+                now_mono.saturating_sub((now - held.last_sent).as_nanos() as u64)
+            };
             out.push(Victim {
                 i: *i,
-                sent_mono_ns: now_mono.saturating_sub(age),
+                sent_mono_ns,
                 timeout_ms: held.timeout_ms,
             });
         }

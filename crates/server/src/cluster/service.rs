@@ -185,6 +185,8 @@ fn join_allowed(
 /// Session touches a follower (`from`) sends for its connections: on the leader, each live session's
 /// deadline moves on, and the follower is noted as where it was last heard from.
 fn touch(ctx: &NodeCtx, from: u64, list: Vec<(i64, i32)>) -> PeerResponse {
+    // The time left is counted from the report's arrival, not from when each entry is reached.
+    let received = now_ms();
     if !ctx.raft.is_leader() {
         return PeerResponse::Err(PeerError::NotLeader(ctx.raft.leader()));
     }
@@ -202,9 +204,7 @@ fn touch(ctx: &NodeCtx, from: u64, list: Vec<(i64, i32)>) -> PeerResponse {
     }
     // Each entry is the time the session had left on the follower when it sent the batch (older
     // followers sent the full timeout instead: both only ever move the deadline later).
-    for (id, remaining) in live {
-        ctx.shared.touch_from_peer(id, remaining);
-    }
+    ctx.shared.touch_from_peer(&live, received);
     PeerResponse::Ack
 }
 

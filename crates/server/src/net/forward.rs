@@ -118,10 +118,10 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
         }
         // Sessions whose connection closed since the last batch: put back if the batch is not delivered.
         let departed: HashMap<i64, i32>;
-        let batch: Vec<(i64, i32)> = {
+        // (session, deadline here, timeout): turned into time left just before sending.
+        let due: Vec<(i64, i64, i32)> = {
             let mut conns = ctx.node.shared.conns.lock();
             let tracker = ctx.node.shared.tracker.lock();
-            let now = crate::shared::now_ms();
             let mut batch = Vec::new();
             let mut seen = HashMap::new();
             // The sessions of open connections, and those whose connection closed since the last
@@ -140,17 +140,25 @@ pub async fn touch_loop(ctx: Arc<ClientCtx>, mut shutdown: watch::Receiver<bool>
                 }
                 let deadline = tracker.deadline(session).unwrap_or(0);
                 if sent.get(&session).is_none_or(|d| deadline > *d) {
-                    // The time left here, not the whole timeout: the leader's deadline is then this
-                    // node's (last packet + timeout) plus the batch's transit, not plus the wait for
-                    // the next batch (up to a third of the minimum timeout).
-                    let remaining = (deadline - now).clamp(0, timeout_ms.max(0) as i64);
-                    batch.push((session, remaining as i32));
+                    batch.push((session, deadline, timeout_ms));
                 }
                 seen.insert(session, deadline);
             }
             sent = seen;
             batch
         };
+        // The time left here, not the whole timeout: the leader's deadline is then this node's (last
+        // packet + timeout) plus the batch's transit, not plus the wait for the next batch (up to a
+        // third of the minimum timeout). Counted from now, after the tables were read and their locks
+        // released, so the time spent gathering thousands of sessions is not added to their expiry.
+        let now = crate::shared::now_ms();
+        let batch: Vec<(i64, i32)> = due
+            .into_iter()
+            .map(|(session, deadline, timeout_ms)| {
+                let remaining = (deadline - now).clamp(0, timeout_ms.max(0) as i64);
+                (session, remaining as i32)
+            })
+            .collect();
         if batch.is_empty() {
             continue;
         }
