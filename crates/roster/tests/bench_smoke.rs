@@ -30,10 +30,16 @@ fn ruok(addr: SocketAddr) -> bool {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_addrs::<1>()[0]
+}
+
+/// `N` distinct free loopback addresses: every listener is held until all ports are known (a port
+/// released before the next `bind(0)` can be handed out again).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
 fn start_server() -> Server {
@@ -391,7 +397,7 @@ fn kill_pid_in(file: &std::path::Path) -> Option<u32> {
 
 #[test]
 fn size_workload_times_restart_snapshot_and_join() {
-    let (peer, admin) = (free_addr(), free_addr());
+    let [peer, admin] = free_addrs();
     let flags = format!("--peer-addr {peer} --admin-addr {admin}");
     let srv = start_server_with(&flags.split(' ').map(String::from).collect::<Vec<_>>());
     let data = srv._dir.path().join("data");

@@ -30,12 +30,14 @@ pub struct Roster {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free loopback addresses. The listeners are all held until every port is known: a port
+/// released before the next `bind(0)` may be handed out again, and a node then got the same port for
+/// its client and peer addresses ("Address already in use" at its start, once in CI).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
 impl Roster {
@@ -52,9 +54,7 @@ impl Roster {
     /// Starts the `roster` binary `bin` (`None`: this build's) under `wrap`, with extra flags.
     pub fn start_bin(bin: Option<PathBuf>, wrap: &[&str], extra: &[&str]) -> Roster {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let [addr, peer, admin] = free_addrs();
         let log = dir.path().join("server.log");
         let mut r = Roster {
             addr,
@@ -76,10 +76,8 @@ impl Roster {
     /// proxy's address (`--peer-addr`) and listens on another port (`ROSTER_PEER_LISTEN`).
     pub fn start_behind(net: &FaultNet, extra: &[&str]) -> Roster {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let real: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let [addr, real, admin] = free_addrs();
         let peer = net.proxy(real);
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("server.log");
         let env = vec![("ROSTER_PEER_LISTEN".to_string(), real.to_string())];
         let mut r = Roster {
