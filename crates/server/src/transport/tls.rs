@@ -367,6 +367,20 @@ mod tests {
         }
     }
 
+    /// Copies a new certificate and key over the files a node was started with.
+    fn replace_with(new: (PathBuf, PathBuf), old: (&Path, &Path)) {
+        std::fs::copy(&new.0, old.0).unwrap();
+        std::fs::copy(&new.1, old.1).unwrap();
+    }
+
+    /// Makes the next connection look at the files again now, as if a second had passed and they
+    /// had all changed.
+    fn due_for_a_look(tls: &PeerTls) {
+        let mut cur = tls.current.lock();
+        cur.checked = Instant::now() - RELOAD_CHECK;
+        cur.mtimes.clear();
+    }
+
     /// The DER of the first certificate in a PEM file.
     fn first_der(path: &Path) -> Vec<u8> {
         read_certs(path).unwrap()[0].to_vec()
@@ -416,7 +430,7 @@ mod tests {
 
         // A rotation half done (the key file not PEM): the previous material stays in use.
         std::fs::write(&dk, "not a key").unwrap();
-        dialer_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
+        due_for_a_look(&dialer_tls);
         connect(&dialer_tls).await.unwrap();
         assert_eq!(
             seen.recv().await.unwrap().unwrap(),
@@ -425,11 +439,8 @@ mod tests {
         );
 
         // The rotation finished: a new certificate from the same CA, used from the next connection.
-        let (nc, nk) = issue("dialer-new");
-        std::fs::copy(&nc, &dc).unwrap();
-        std::fs::copy(&nk, &dk).unwrap();
-        dialer_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
-        dialer_tls.current.lock().mtimes.clear();
+        replace_with(issue("dialer-new"), (&dc, &dk));
+        due_for_a_look(&dialer_tls);
         connect(&dialer_tls).await.unwrap();
         let new = first_der(&dc);
         assert_ne!(new, old);
@@ -440,11 +451,8 @@ mod tests {
         );
 
         // The listener's side reloads too: a new certificate for it is what the dialer now sees.
-        let (nlc, nlk) = issue("listener-new");
-        std::fs::copy(&nlc, &lc).unwrap();
-        std::fs::copy(&nlk, &lk).unwrap();
-        listener_tls.current.lock().checked = Instant::now() - RELOAD_CHECK;
-        listener_tls.current.lock().mtimes.clear();
+        replace_with(issue("listener-new"), (&lc, &lk));
+        due_for_a_look(&listener_tls);
         let stream = TcpStream::connect(&addr).await.unwrap();
         let s = tokio_rustls::TlsConnector::from(dialer_tls.configs().client)
             .connect(server_name(&addr).unwrap(), stream)
