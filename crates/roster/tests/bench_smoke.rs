@@ -477,18 +477,104 @@ fn size_workload_times_restart_snapshot_and_join() {
     );
 }
 
+/// An example binary that `cargo test` builds next to this test's own binary.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .unwrap();
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// `scripts/bench --ceiling`'s null ZooKeeper (`examples/null_zk.rs`) takes the loads it is there for
+/// (session churn through `roster bench`, pinned setData through `zkc_load` over two of its ports)
+/// without an error, and keeps nothing: a node just created reads back empty.
+#[test]
+fn null_zookeeper_answers_the_ceiling_loads_and_keeps_nothing() {
+    let addrs = free_addrs::<2>();
+    let listen = format!("{},{}", addrs[0], addrs[1]);
+    let mut child = Command::new(example("null_zk"))
+        .args(["--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("null_zk runs");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id().to_string();
+    let _kill = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(ruok(addrs[0]) && ruok(addrs[1])) {
+        assert!(Instant::now() < deadline, "null_zk did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["bench", "--json", "--no-progress", "--workload", "churn"])
+        .args(["--servers", &addrs[0].to_string(), "--server-pids", &pid])
+        .args(["--churn-workers", "2", "--ops", "200", "--duration", "5s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("roster bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "churn on null_zk failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["workload"], "churn", "{r}");
+    assert!(f(r, "ops") > 0.0 && f(r, "errors") == 0.0, "{r}");
+    let out = Command::new(example("zkc_load"))
+        .args(["--servers", &listen, "--server-pids", &pid, "--op", "set"])
+        .args(["--sessions", "2", "--depth", "4", "--keys", "20"])
+        .args(["--duration", "1", "--warmup", "0", "--label", "ceiling"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("zkc_load runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "zkc_load on null_zk failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert!(f(r, "ops") > 0.0 && f(r, "errors") == 0.0, "{r}");
+    // Nothing is kept: what was just written reads back as an empty node.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(args)
+            .args(["--server", &addrs[1].to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("roster CLI runs")
+    };
+    let set = cli(&["create", "/kept", "value"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let got = cli(&["get", "/kept"]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&got.stdout).contains("value"),
+        "null_zk kept data: {}",
+        String::from_utf8_lossy(&got.stdout)
+    );
+}
+
 /// The `pinned-*` phases' independent client (`examples/zkc_load.rs`, which `cargo test` builds next to
 /// this test's own binary), against a real node: a JSON report `roster bench --compare` reads, with
 /// the server's CPU, and the writes really made (the created nodes are there afterwards).
 #[test]
 fn pinned_write_client_reports_and_writes() {
-    let exe = std::env::current_exe().unwrap();
-    let zkc = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("zkc_load"))
-        .unwrap();
-    assert!(zkc.exists(), "{} not built", zkc.display());
+    let zkc = example("zkc_load");
     let srv = start_server();
     let mut reports = Vec::new();
     for op in ["create", "set"] {
