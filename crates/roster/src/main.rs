@@ -140,8 +140,9 @@ struct ServeArgs {
     /// Allow TTL nodes (createTTL) [default: true].
     #[arg(long, env = "ROSTER_TTL_NODES")]
     ttl_nodes: Option<bool>,
-    /// Take a snapshot after this many log entries [default: 100000]; each node uses its own interval
-    /// between three quarters of this and this, so cluster members do not snapshot at once.
+    /// Take a snapshot after this many log entries [default: 100000], and not before half as many
+    /// entries as the tree has znodes (a snapshot rewrites the whole tree); each node uses its own
+    /// interval between three quarters of this and this, so cluster members do not snapshot at once.
     #[arg(long, env = "ROSTER_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
     /// How often session deadlines are checked, ms [default: 20].

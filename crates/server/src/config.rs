@@ -47,9 +47,10 @@ pub struct Config {
     pub super_digest: Option<String>,
     /// Whether TTL nodes may be created (ZooKeeper: extendedTypesEnabled, off there by default).
     pub ttl_nodes: bool,
-    /// Take a snapshot after this many log entries since the last one (each node draws its own
+    /// Take a snapshot after this many log entries since the last one, and not before half as many
+    /// entries as the tree has znodes (`crate::raft::snapshot_policy`). Each node draws its own
     /// interval between three quarters of this and this, so cluster members snapshot at different
-    /// times).
+    /// times.
     pub snapshot_every: u64,
     /// How often session deadlines are checked, ms. Expiry happens within one tick after the timeout.
     pub session_tick_ms: u64,

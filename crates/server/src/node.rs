@@ -668,6 +668,12 @@ impl Node {
             tracing::info!(file = %path.display(), users = users.0.len(), "SASL DIGEST-MD5 logins enabled");
         }
         tasks.push(tokio::spawn(session_ticker(ctx.clone(), rx.clone())));
+        tasks.push(tokio::spawn(crate::raft::snapshot_policy::run(
+            ctx.raft.clone(),
+            ctx.shared.clone(),
+            crate::raft::snapshot_policy::Interval::draw(config.snapshot_every),
+            rx.clone(),
+        )));
         if config.replace_dead_voters_ms > 0 {
             tasks.push(tokio::spawn(cluster::membership::replace_dead_voters(
                 ctx.clone(),

@@ -530,6 +530,14 @@ impl RaftHandle {
             .map(|m| Status::of(&m))
     }
 
+    /// The last applied log index and the last snapshot's index (0: none).
+    pub fn applied_and_snapshot(&self) -> (u64, u64) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let index = |l: &Option<LogId>| l.as_ref().map(|l| l.index).unwrap_or(0);
+        (index(&m.last_applied), index(&m.snapshot))
+    }
+
     /// Asks Raft to build a snapshot of the applied state now (and purge the log it covers); returns
     /// without waiting for it. Its progress shows in [`Status::snapshot`].
     pub async fn snapshot_now(&self) -> Result<(), Error> {

@@ -9,6 +9,8 @@
 //! - [`seed`]: a new data directory seeded with an imported state (a snapshot at its last zxid).
 //! - [`handle`]: [`handle::RaftHandle`], the door the layers above use (status, propose, read index,
 //!   membership changes), in Roster's own types.
+//! - [`snapshot_policy`]: when this node snapshots (its interval, and never more often than the
+//!   tree's size makes worthwhile).
 //!
 //! Below: this node's timers ([`raft_config`]).
 //!
@@ -19,6 +21,7 @@ pub mod log_store;
 pub mod network;
 pub mod rpc;
 pub mod seed;
+pub mod snapshot_policy;
 pub mod state_machine;
 pub mod types;
 
@@ -95,7 +98,8 @@ pub async fn start(
     let raft_error = |e: &dyn std::fmt::Display| crate::error::Error::Raft(e.to_string());
     let raft_config = raft_config(
         format!("roster-{}", identity.cluster_id),
-        openraft::SnapshotPolicy::LogsSinceLast(staggered(config.snapshot_every)),
+        // Snapshots are asked for by `snapshot_policy::run` (started by the node).
+        openraft::SnapshotPolicy::Never,
         config.snapshot_log_keep,
     )
     .map_err(|e| raft_error(&e))?;
