@@ -33,10 +33,13 @@ fn init_log() {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("no free port")
+/// `n` distinct free loopback addresses: every listener is held until all ports are known (a port
+/// released before the next `bind(0)` can be handed out again).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("no free port"))
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 fn builder(dir: &Path, peer: SocketAddr, seed: Option<SocketAddr>) -> Builder {
@@ -88,7 +91,7 @@ fn agreed_leader(nodes: &[&Embedded]) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_fail_over_restart_and_leave() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let peers: Vec<SocketAddr> = free_addrs(3);
     // The first instance bootstraps; the others join it by address, with no other configuration.
     let mut nodes: Vec<Option<Embedded>> = Vec::new();
     for i in 0..3 {
@@ -246,6 +249,13 @@ async fn three_instances_fail_over_restart_and_leave() {
             })
         })
         .await;
+        // A leader that leaves steps down only once its removal is committed, and the two others
+        // then elect one: a write sent inside that election may see a connection loss, as with
+        // ZooKeeper. Wait for the election, then write.
+        eventually("a leader agreed by the two left", || {
+            agreed_leader(&running).is_some_and(|l| l != leaver_id)
+        })
+        .await;
     }
     rc.set_data("/app/config", b"v3", None).await.unwrap();
     assert_eq!(all(&nodes).len(), 2);
@@ -257,7 +267,7 @@ async fn three_instances_fail_over_restart_and_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_voter_is_replaced_by_a_learner_when_configured() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let peers: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let peers: Vec<SocketAddr> = free_addrs(4);
     let mut nodes: Vec<Option<Embedded>> = Vec::new();
     for i in 0..4 {
         let seed = (i > 0).then(|| peers[0]);
@@ -340,7 +350,7 @@ async fn dead_voter_is_replaced_by_a_learner_when_configured() {
 async fn single_instance_without_ports_serves_in_process_and_shows_in_cons() {
     let dir = tempfile::tempdir().unwrap();
     // No client port: in-process clients only.
-    let quiet = builder(dir.path(), free_addr(), None)
+    let quiet = builder(dir.path(), free_addrs(1)[0], None)
         .start()
         .await
         .unwrap();
@@ -367,8 +377,9 @@ async fn single_instance_without_ports_serves_in_process_and_shows_in_cons() {
 
     // With a client port, outside clients see the in-process connection as "in-process".
     let dir2 = tempfile::tempdir().unwrap();
-    let node = builder(dir2.path(), free_addr(), None)
-        .client_addr(Some(free_addr()))
+    let addrs = free_addrs(2);
+    let node = builder(dir2.path(), addrs[0], None)
+        .client_addr(Some(addrs[1]))
         .start()
         .await
         .unwrap();
@@ -397,7 +408,7 @@ async fn single_instance_without_ports_serves_in_process_and_shows_in_cons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_application_runtime_does_not_stall_its_nodes_raft() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let peers: Vec<SocketAddr> = free_addrs(3);
     let app = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
