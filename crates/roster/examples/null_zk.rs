@@ -5,10 +5,10 @@
 //! zeroed stat; `closeSession` closes the connection after its reply.
 //!
 //! What a load costs here is the load generator's own CPU, the kernel's TCP work on both ends (connect,
-//! accept, reads, writes, close) and the decode/encode of each frame. `scripts/bench-ceiling` runs the
-//! `churn` and `pinned-set` workloads against it next to Roster and ZooKeeper: a server can go no
-//! faster than this with that generator on the same cores (BENCHMARKS.md, "How much headroom the
-//! machine leaves").
+//! accept, reads, writes, close) and the decode/encode of each frame. `scripts/bench --ceiling` runs
+//! the create, set, get, mix, pinned-* and churn phases against it next to Roster and ZooKeeper: a
+//! server can go no faster than this with that generator on the same cores (BENCHMARKS.md,
+//! "Snapshots that grow rarer with the tree, and how much the machine allows").
 //!
 //! Left out on purpose: multi and multiRead (answered `Unimplemented`), watch events, expiry, auth
 //! checks, four-letter words other than `ruok`. It is a measuring tool and must never be used as a server.
@@ -34,15 +34,11 @@ async fn main() {
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
             ("--listen", Some(v)) => listen.extend(v.split(',').map(str::to_string)),
-            _ => {
-                eprintln!("usage: null_zk --listen HOST:PORT[,HOST:PORT...]");
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
     if listen.is_empty() {
-        eprintln!("usage: null_zk --listen HOST:PORT[,HOST:PORT...]");
-        std::process::exit(2);
+        usage();
     }
     let sessions = Arc::new(AtomicI64::new(1));
     let mut tasks = Vec::new();
@@ -71,6 +67,11 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: null_zk --listen HOST:PORT[,HOST:PORT...]");
+    std::process::exit(2);
 }
 
 /// One connection: the handshake, then one reply per request until the client closes or says

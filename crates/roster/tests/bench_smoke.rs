@@ -516,31 +516,31 @@ fn null_zookeeper_answers_the_ceiling_loads_and_keeps_nothing() {
         assert!(Instant::now() < deadline, "null_zk did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["bench", "--json", "--no-progress", "--workload", "churn"])
-        .args(["--servers", &addrs[0].to_string(), "--server-pids", &pid])
-        .args(["--churn-workers", "2", "--ops", "200", "--duration", "5s"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("roster bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "churn on null_zk failed: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = &v["results"][0];
+    // Runs a load client to its end and returns its (only) JSON result.
+    let result = |cmd: &mut Command, what: &str| -> serde_json::Value {
+        let out = cmd.stdin(Stdio::null()).output().expect(what);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what} on null_zk failed: {stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["results"][0].clone()
+    };
+    let r = result(
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["bench", "--json", "--no-progress", "--workload", "churn"])
+            .args(["--servers", &addrs[0].to_string(), "--server-pids", &pid])
+            .args(["--churn-workers", "2", "--ops", "200", "--duration", "5s"]),
+        "churn",
+    );
     assert_eq!(r["workload"], "churn", "{r}");
-    assert!(f(r, "ops") > 0.0 && f(r, "errors") == 0.0, "{r}");
-    let out = Command::new(example("zkc_load"))
-        .args(["--servers", &listen, "--server-pids", &pid, "--op", "set"])
-        .args(["--sessions", "2", "--depth", "4", "--keys", "20"])
-        .args(["--duration", "1", "--warmup", "0", "--label", "ceiling"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("zkc_load runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "zkc_load on null_zk failed: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = &v["results"][0];
-    assert!(f(r, "ops") > 0.0 && f(r, "errors") == 0.0, "{r}");
+    assert!(f(&r, "ops") > 0.0 && f(&r, "errors") == 0.0, "{r}");
+    let r = result(
+        Command::new(example("zkc_load"))
+            .args(["--servers", &listen, "--server-pids", &pid, "--op", "set"])
+            .args(["--sessions", "2", "--depth", "4", "--keys", "20"])
+            .args(["--duration", "1", "--warmup", "0", "--label", "ceiling"]),
+        "zkc_load",
+    );
+    assert!(f(&r, "ops") > 0.0 && f(&r, "errors") == 0.0, "{r}");
     // Nothing is kept: what was just written reads back as an empty node.
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_roster"))
