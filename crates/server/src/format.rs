@@ -238,6 +238,16 @@ pub fn wrap_snapshot(cluster: u8, state: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// What [`wrap_snapshot`] puts before the state, written into `w` (nothing below format 3), for a
+/// snapshot streamed to its file.
+pub fn write_snapshot_prefix(cluster: u8, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    if cluster < 3 {
+        return Ok(());
+    }
+    w.write_all(&SNAPSHOT_MARK)?;
+    w.write_all(&[cluster])
+}
+
 /// The cluster version a snapshot's data was taken at and its state bytes; `Err` naming both
 /// versions when it was taken at a version this build does not read.
 pub fn unwrap_snapshot(data: &[u8]) -> Result<(u8, &[u8]), String> {

@@ -198,6 +198,19 @@ fn bad(msg: impl Into<String>) -> SnapshotError {
 impl State {
     /// Encodes the whole state (see the module docs for the format). Equal states give equal bytes.
     pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.tree.data_size as usize);
+        // Writing into a Vec cannot fail for these types (no maps with non-string keys, no
+        // unsupported serde features), so an error here would be a bug in this file.
+        if let Err(e) = self.write_snapshot(&mut out) {
+            panic!("snapshot encoding failed: {e}");
+        }
+        out
+    }
+
+    /// Streams the bytes of [`State::to_snapshot`] into `w` without holding them in memory (a
+    /// snapshot of a large tree is written straight to its file through a buffer). The only errors
+    /// are `w`'s own.
+    pub fn write_snapshot<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
         let tree = &self.tree;
         let acls = SeqOf(tree.acls.len(), || {
             tree.acls.iter().map(|(id, acl, _)| {
@@ -240,12 +253,7 @@ impl State {
             nodes,
             sessions,
         );
-        // Serializing into a Vec cannot fail for these types (no maps with non-string keys, no
-        // unsupported serde features), so an error here would be a bug in this file.
-        match encode_snapshot(&body, 64 + tree.data_size as usize) {
-            Ok(v) => v,
-            Err(e) => panic!("snapshot encoding failed: {e}"),
-        }
+        write_snapshot_body(&body, &mut w)
     }
 
     /// Decodes a snapshot written by [`State::to_snapshot`], rebuilding and checking the derived indexes.
@@ -403,6 +411,84 @@ where
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
     postcard::to_extend(body, out)
+}
+
+/// [`encode_snapshot`]'s bytes, written into `w` as they are made.
+fn write_snapshot_body<A, N, S, W>(
+    body: &(i64, i64, u64, A, N, S),
+    w: &mut W,
+) -> std::io::Result<()>
+where
+    A: Serialize,
+    N: Serialize,
+    S: Serialize,
+    W: std::io::Write,
+{
+    w.write_all(SNAPSHOT_MAGIC)?;
+    w.write_all(&SNAPSHOT_VERSION.to_be_bytes())?;
+    let mut out = Chunked {
+        buf: Vec::with_capacity(CHUNK),
+        w,
+        err: None,
+    };
+    let done = postcard::serialize_with_flavor(body, &mut out).and_then(|()| out.drain());
+    match done {
+        Ok(()) => Ok(()),
+        // A write error stops the serializer as a postcard error; return the writer's own.
+        Err(e) => Err(out
+            .err
+            .take()
+            .unwrap_or_else(|| std::io::Error::other(format!("snapshot encoding failed: {e}")))),
+    }
+}
+
+/// Bytes [`write_snapshot_body`] collects before it hands them to the writer.
+const CHUNK: usize = 1 << 20;
+
+/// A postcard output that gathers the encoding in a buffer of [`CHUNK`] bytes and writes each full
+/// buffer at once (postcard's own io output calls the writer for every byte of every varint), keeping
+/// the first write error.
+struct Chunked<'a, W> {
+    buf: Vec<u8>,
+    w: &'a mut W,
+    err: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> Chunked<'_, W> {
+    fn drain(&mut self) -> postcard::Result<()> {
+        if let Err(e) = self.w.write_all(&self.buf) {
+            self.err = Some(e);
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> postcard::ser_flavors::Flavor for &mut Chunked<'_, W> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.buf.push(data);
+        if self.buf.len() >= CHUNK {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// One znode of a tree built outside Roster (by `roster import` from a ZooKeeper data directory), with
@@ -671,6 +757,57 @@ mod tests {
             State::from_snapshot(&v2).unwrap().tree().nodes,
             s.tree.nodes
         );
+    }
+
+    /// Takes `room` bytes, then fails as a full disk does.
+    struct Fills {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl std::io::Write for Fills {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                ));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_the_same_bytes_and_returns_the_writers_error() {
+        let s = State::from_snapshot(&unhex(V1)).unwrap();
+        let whole = s.to_snapshot();
+        let mut all = Fills {
+            room: usize::MAX,
+            got: Vec::new(),
+        };
+        s.write_snapshot(&mut all).unwrap();
+        assert_eq!(all.got, whole);
+        // Every place it can fail (the header, then the body): the writer's own error, no panic.
+        for room in [0, 5, 8, 20, whole.len() - 1] {
+            let mut w = Fills {
+                room,
+                got: Vec::new(),
+            };
+            let e = s.write_snapshot(&mut w).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull,
+                "room {room}: {e}"
+            );
+            assert_eq!(w.got, whole[..room], "room {room}");
+        }
     }
 
     #[test]

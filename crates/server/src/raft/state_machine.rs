@@ -131,35 +131,41 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta_bytes = postcard::to_allocvec(&meta).map_err(to_io)?;
         let started = std::time::Instant::now();
         let cluster = self.cluster_format;
-        let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, io::Error> {
-            // In the format every member reads (`format`): the cluster's.
-            let body = format::wrap_snapshot(cluster, state.to_snapshot());
-            store
-                .write_layout(
+        // Streamed into the file as it is serialized: a large tree's snapshot is never one buffer.
+        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, io::Error> {
+            let (_, bytes) = store
+                .write_streamed(
                     format::snapshot_layout(cluster),
                     term,
                     index,
                     &meta_bytes,
-                    &body,
+                    // In the format every member reads (`format`): the cluster's.
+                    &|w| {
+                        format::write_snapshot_prefix(cluster, w)?;
+                        state.write_snapshot(w)
+                    },
                 )
                 .map_err(io::Error::from)?;
-            Ok(body)
+            Ok(bytes)
         })
         .await
         .map_err(to_io)??;
         self.shared
             .metrics
-            .snapshot_built(started.elapsed(), body.len());
+            .snapshot_built(started.elapsed(), bytes as usize);
         tracing::info!(
             term,
             index,
-            bytes = body.len(),
+            bytes,
             ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
+        // openraft (0.10, `core::sm::worker`) keeps only the metadata of a snapshot it asked for; the
+        // data it sends to a follower comes from `get_current_snapshot`, which reads the file. So the
+        // data is not read back here: it stays on disk, not in memory.
         Ok(SnapshotOf::<TypeConfig, Vec<u8>> {
             meta,
-            snapshot: body,
+            snapshot: Vec::new(),
         })
     }
 }

@@ -21,12 +21,13 @@
 //! [`Error::Corrupt`] naming the file: it is never skipped in favour of an older one, because the
 //! log has usually been purged past the older one.
 //!
-//! The API is synchronous and reads/writes whole snapshots in memory; async callers run it
-//! under `tokio::task::spawn_blocking`. Streaming very large snapshots and compressing them are
-//! left out.
+//! The API is synchronous; async callers run it under `tokio::task::spawn_blocking`. A snapshot can
+//! be written as it is made ([`SnapshotStore::write_streamed`]), but is read back whole into memory.
+//! Compressing snapshots is left out.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{create_dir_durable, fsync_dir, retry_transient, Error, IoResultExt, Result};
@@ -99,7 +100,8 @@ impl SnapshotStore {
         self.write_layout(VERSION, term, index, meta, body)
     }
 
-    /// Like [`write`](Self::write), with the file's layout version (see the module doc).
+    /// Durably write a snapshot of the given layout (see the module docs), then delete all but the
+    /// newest [`KEEP`]. Returns its path.
     pub fn write_layout(
         &self,
         layout: u32,
@@ -108,37 +110,56 @@ impl SnapshotStore {
         meta: &[u8],
         body: &[u8],
     ) -> Result<PathBuf> {
+        self.write_streamed(layout, term, index, meta, &|w| w.write_all(body))
+            .map(|(path, _)| path)
+    }
+
+    /// [`write_layout`](Self::write_layout) of a body that `body` writes into the file as it is made,
+    /// through a 1 MiB buffer, so a snapshot of a large tree is never held in memory whole. `body` may
+    /// be called more than once (a transient write error starts the file again). The header's body
+    /// length and checksum are filled in once the body is written. Returns the path and the body's
+    /// length.
+    pub fn write_streamed(
+        &self,
+        layout: u32,
+        term: u64,
+        index: u64,
+        meta: &[u8],
+        body: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(PathBuf, u64)> {
         let meta_len = u32::try_from(meta.len())
             .map_err(|_| Error::Invalid("snapshot metadata larger than 4 GiB".into()))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[0..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&layout.to_be_bytes());
-        header[12..16].copy_from_slice(&meta_len.to_be_bytes());
-        header[16..24].copy_from_slice(&(body.len() as u64).to_be_bytes());
-        let crc = checksum(&header, meta, body);
-        header[24..28].copy_from_slice(&crc.to_be_bytes());
-
         let dst = self.path_of(term, index);
         let tmp = dst.with_extension("snap.tmp");
         // Writing a fresh tmp file is repeatable on a transient error; its fsync is not retried.
-        let write = || -> io::Result<std::fs::File> {
-            let f = OpenOptions::new()
+        let write = || -> io::Result<(std::fs::File, u64)> {
+            let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            w.write_all(&header)?;
-            w.write_all(meta)?;
-            w.write_all(body)?;
-            w.into_inner().map_err(|e| e.into_error())
+            f.write_all(&[0u8; HEADER_LEN])?;
+            f.write_all(meta)?;
+            let mut w = BufWriter::with_capacity(1 << 20, Summed::new(f));
+            body(&mut w)?;
+            let Summed { inner: f, crc, len } = w.into_inner().map_err(|e| e.into_error())?;
+            let mut header = [0u8; HEADER_LEN];
+            header[0..8].copy_from_slice(MAGIC);
+            header[8..12].copy_from_slice(&layout.to_be_bytes());
+            header[12..16].copy_from_slice(&meta_len.to_be_bytes());
+            header[16..24].copy_from_slice(&len.to_be_bytes());
+            let head = crc32c::crc32c_append(crc32c::crc32c(&header[..24]), meta);
+            let crc = crc32c::crc32c_combine(head, crc, len as usize);
+            header[24..28].copy_from_slice(&crc.to_be_bytes());
+            f.write_all_at(&header, 0)?;
+            Ok((f, len))
         };
-        let f = retry_transient(&tmp, "write", write).at(&tmp)?;
+        let (f, len) = retry_transient(&tmp, "write", write).at(&tmp)?;
         f.sync_all().at(&tmp)?;
         retry_transient(&dst, "rename", || fs::rename(&tmp, &dst)).at(&dst)?;
         fsync_dir(&self.dir)?;
         self.prune()?;
-        Ok(dst)
+        Ok((dst, len))
     }
 
     /// Complete snapshot files, newest (highest index, then term) first.
@@ -172,6 +193,36 @@ impl SnapshotStore {
             fs::remove_file(path).at(path)?;
         }
         fsync_dir(&self.dir)
+    }
+}
+
+/// A writer that passes everything to `inner`, keeping the crc32c and the length of what passed.
+struct Summed<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W> Summed<W> {
+    fn new(inner: W) -> Self {
+        Summed {
+            inner,
+            crc: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -268,6 +319,40 @@ mod tests {
         assert_eq!(l.body, vec![7u8; 100_000]);
         let idx: Vec<u64> = s.list().unwrap().iter().map(|x| x.1).collect();
         assert_eq!(idx, vec![30, 20]);
+    }
+
+    #[test]
+    fn a_streamed_body_is_the_same_file_as_a_whole_one_and_a_failed_one_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(d.path()).unwrap();
+        // 3 MiB in 7-byte writes: crosses the 1 MiB buffer unevenly.
+        let body: Vec<u8> = (0..3u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        let (path, len) = s
+            .write_streamed(VERSION, 1, 10, b"meta", &|w| {
+                body.chunks(7).try_for_each(|c| w.write_all(c))
+            })
+            .unwrap();
+        assert_eq!(len, body.len() as u64);
+        let streamed = fs::read(&path).unwrap();
+        let l = s.latest().unwrap().unwrap();
+        assert_eq!(
+            (l.index, &l.meta[..], l.body == body),
+            (10, &b"meta"[..], true)
+        );
+        // The same snapshot written whole: byte for byte the same file.
+        let other = SnapshotStore::open(d.path().join("whole")).unwrap();
+        let whole = other.write(1, 10, b"meta", &body).unwrap();
+        assert_eq!(fs::read(whole).unwrap(), streamed);
+
+        // A body that fails: its error comes back and the newest snapshot is still the old one.
+        let e = s
+            .write_streamed(VERSION, 1, 20, b"meta", &|w| {
+                w.write_all(&body[..1000])?;
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(s.latest().unwrap().unwrap().index, 10);
     }
 
     #[test]
