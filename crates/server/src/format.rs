@@ -323,6 +323,13 @@ mod tests {
                 "{e}"
             );
         }
+        // A snapshot streamed to its file opens with the same bytes as the wrapped one.
+        for cluster in [BASE, 3] {
+            let mut streamed = Vec::new();
+            write_snapshot_prefix(cluster, &mut streamed).unwrap();
+            streamed.extend_from_slice(&state);
+            assert_eq!(streamed, wrap_snapshot(cluster, state.clone()), "{cluster}");
+        }
         let mut newer = wrapped.clone();
         newer[SNAPSHOT_MARK.len()] = CURRENT + 1;
         assert!(unwrap_snapshot(&newer).is_err());
