@@ -396,24 +396,9 @@ impl State {
 }
 
 /// The snapshot file: magic, version, then the postcard body `(last_zxid, next_session_id,
-/// next_acl_id, acls, nodes, sessions)` that [`SnapshotIn`] decodes. The one place that layout is
-/// written, for [`State::to_snapshot`] and [`imported_snapshot`] alike.
-fn encode_snapshot<A, N, S>(
-    body: &(i64, i64, u64, A, N, S),
-    capacity: usize,
-) -> Result<Vec<u8>, postcard::Error>
-where
-    A: Serialize,
-    N: Serialize,
-    S: Serialize,
-{
-    let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-    postcard::to_extend(body, out)
-}
-
-/// [`encode_snapshot`]'s bytes, written into `w` as they are made.
+/// next_acl_id, acls, nodes, sessions)` that [`SnapshotIn`] decodes, written into `w` as it is made.
+/// The one place that layout is written, for [`State::to_snapshot`], [`State::write_snapshot`] and
+/// [`imported_snapshot`] alike.
 fn write_snapshot_body<A, N, S, W>(
     body: &(i64, i64, u64, A, N, S),
     w: &mut W,
@@ -616,7 +601,9 @@ pub fn imported_snapshot(
     // 0: the next CreateSession seeds the id from its own time, as on a fresh cluster (later than
     // any imported session's, and apply skips ids in use).
     let body = (last_zxid, 0i64, next_acl_id, acls, node_out, session_out);
-    encode_snapshot(&body, 64).map_err(|e| SnapshotError::Decode(e.to_string()))
+    let mut out = Vec::with_capacity(64);
+    write_snapshot_body(&body, &mut out).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    Ok(out)
 }
 
 /// The parts of a snapshot (written by [`State::to_snapshot`] or [`State::from_imported`]) in the form
